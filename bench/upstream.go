@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/relaygw/relay/bench/simupstream"
+)
+
+// runUpstream is the hidden subcommand "_upstream -listen ADDR [-latency D]
+// [-token-interval D]": a simulated upstream as its own process, until ctx
+// ends. Its control endpoints (POST /_sim/fault?f=, POST /_sim/latency?d=,
+// GET /_sim/stats) let the bench change it from outside.
+func runUpstream(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("_upstream", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "loopback address to serve on")
+	latency := fs.Duration("latency", 0, "time to first byte")
+	interval := fs.Duration("token-interval", 0, "pause between streamed deltas")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sim := simupstream.New(simupstream.Options{Latency: *latency, TokenInterval: *interval})
+	defer sim.Close()
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	if err := serve(ctx, srv, *listen); err != nil {
+		return fmt.Errorf("_upstream: %w", err)
+	}
+	return nil
+}

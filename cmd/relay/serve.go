@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/embeddednats"
+	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/workers"
+)
+
+// serve runs the gateway until ctx is cancelled, then shuts down in the
+// reverse order of start: stop accepting HTTP and finish in-flight
+// requests within shutdown_grace, then close NATS, then the simulator.
+func serve(ctx context.Context, path string, stderr io.Writer) error {
+	cfg, err := configs.Load(path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log.Level)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	wm := workers.NewMetrics(reg)
+
+	var cleanups []func(context.Context)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i](sctx)
+		}
+	}()
+
+	if cfg.Simulator != nil {
+		sim, err := simupstream.Start(ctx, cfg.Simulator.Listen, simupstream.Options{
+			Latency:       cfg.Simulator.Latency.Std(),
+			TokenInterval: cfg.Simulator.TokenInterval.Std(),
+			OutputTokens:  24,
+		})
+		if err != nil {
+			return fmt.Errorf("start simulator: %w", err)
+		}
+		log.Info("simulated upstream started", "url", sim.URL())
+		cleanups = append(cleanups, func(context.Context) { _ = sim.Close() })
+	}
+
+	natsReady, closeNATS, err := startNATS(ctx, cfg.NATS, log)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, closeNATS)
+
+	b := &builder{log: log, metrics: wm}
+	gcfg, err := b.build(cfg)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
+	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady})
+
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_config_reloads_total",
+		Help: "Configuration reloads by result (ok or error).",
+	}, []string{"result"})
+	reg.MustRegister(reloads)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveErr <- gw.Serve(ln)
+	}()
+	log.Info("relay listening", "addr", ln.Addr().String(), "config", path, "version", version)
+
+	var admin *http.Server
+	if cfg.AdminListen != "" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			_ = gw.Shutdown(context.Background())
+			wg.Wait()
+			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+		}
+		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve admin: %w", err)
+			}
+		}()
+		log.Info("admin listening", "addr", aln.Addr().String())
+	}
+
+	rl := &reloader{path: path, log: log, builder: b, gateway: gw, counter: reloads}
+	rctx, stopReload := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rl.run(rctx)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "grace", cfg.ShutdownGrace.Std().String())
+	case runErr = <-serveErr:
+		log.Error("server failed", "error", runErr)
+	}
+	stopReload()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace.Std())
+	defer cancel()
+	if err := gw.Shutdown(sctx); err != nil {
+		log.Warn("in-flight requests cut at the end of the grace period", "error", err)
+	}
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// startNATS starts the embedded server, or connects to nats.url. It
+// returns a readiness check and a closer.
+func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (func() bool, func(context.Context), error) {
+	if c.URL != "" {
+		nc, err := embeddednats.Connect(ctx, c.URL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect nats: %w", err)
+		}
+		log.Info("connected to external NATS", "servers", nc.Servers())
+		return nc.IsConnected, func(context.Context) { nc.Close() }, nil
+	}
+	opts := embeddednats.Options{
+		Listen:   c.Listen,
+		StoreDir: c.StoreDir,
+		Logger:   log,
+	}
+	switch c.Sync {
+	case "":
+	case "always":
+		opts.SyncAlways = true
+	default:
+		d, err := time.ParseDuration(c.Sync)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nats.sync: %w", err)
+		}
+		opts.SyncInterval = d
+	}
+	ns, err := embeddednats.Start(ctx, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	nc, err := ns.Connect(nats.Name("relay"))
+	if err != nil {
+		_ = ns.Shutdown(context.Background())
+		return nil, nil, fmt.Errorf("connect embedded nats: %w", err)
+	}
+	if url := ns.ClientURL(); url != "" {
+		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir)
+	}
+	ready := func() bool { return ns.Ready() && nc.IsConnected() }
+	closer := func(ctx context.Context) {
+		_ = nc.Drain()
+		nc.Close()
+		if err := ns.Shutdown(ctx); err != nil {
+			log.Warn("embedded NATS shutdown", "error", err)
+		}
+	}
+	return ready, closer, nil
+}
+
+// newLogger returns the JSON logger on w at level.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// adminMux serves pprof; it is mounted on admin_listen only.
+func adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// hupSignals delivers SIGHUP, which asks for a configuration reload.
+func hupSignals() (<-chan os.Signal, func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
+}

@@ -1,0 +1,188 @@
+// Package configs defines the relay's YAML configuration: its schema, its
+// defaults, ${ENV} substitution and validation.
+//
+// configs is a leaf package: it imports none of the relay's other packages,
+// opens no sockets and starts nothing. Other packages take their own plain
+// option structs, which cmd/relay fills from a validated *Config.
+//
+// Loading is strict: unknown fields are errors (a typo must not silently
+// disable a limit), a ${NAME} whose variable is not set is an error (never an
+// empty string), and Validate reports every problem at once, each naming its
+// YAML path, for example "providers[1].rpm: must be > 0".
+package configs
+
+import "time"
+
+// Config is the whole relay configuration, as read from YAML.
+type Config struct {
+	// Listen is the address of the API, /metrics, /healthz and /readyz.
+	Listen string `yaml:"listen"`
+	// AdminListen is the address of pprof and admin endpoints; "" turns them off.
+	AdminListen string `yaml:"admin_listen"`
+	// ShutdownGrace bounds how long in-flight requests may run after SIGTERM.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// NATS configures the embedded or external NATS server.
+	NATS NATS `yaml:"nats"`
+	// Lanes are the priority lanes, highest priority first.
+	Lanes []Lane `yaml:"lanes"`
+	// Providers are the upstream APIs and their limits.
+	Providers []Provider `yaml:"providers"`
+	// Routes map the model a client sends onto provider targets.
+	Routes []Route `yaml:"routes"`
+	// Keys are the relay API keys clients authenticate with.
+	Keys []Key `yaml:"keys"`
+	// Callbacks configures job result delivery to callback URLs.
+	Callbacks Callbacks `yaml:"callbacks"`
+	// Jobs configures asynchronous jobs.
+	Jobs Jobs `yaml:"jobs"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Simulator, when set, starts a simulated upstream inside the relay
+	// process (configs/demo.yaml uses it; never needed in production).
+	Simulator *Simulator `yaml:"simulator"`
+}
+
+// NATS configures the NATS server the relay uses.
+type NATS struct {
+	// URL of an external NATS server or cluster (comma-separated seeds);
+	// empty starts an embedded JetStream server.
+	URL string `yaml:"url"`
+	// Listen is the embedded server's client address for outside
+	// subscribers; "" keeps it in-process only.
+	Listen string `yaml:"listen"`
+	// StoreDir is the embedded server's JetStream file storage directory.
+	StoreDir string `yaml:"store_dir"`
+	// Sync is how often JetStream file storage is fsynced ("always" for
+	// every write); empty keeps the server's default.
+	Sync string `yaml:"sync"`
+}
+
+// Lane is one priority lane.
+type Lane struct {
+	// Name identifies the lane in x-relay-lane and in keys' lane lists.
+	Name string `yaml:"name"`
+	// MaxDepth is the most requests that may be parked on the lane.
+	MaxDepth int `yaml:"max_depth"`
+	// MaxWait is the longest a synchronous request waits parked.
+	MaxWait Duration `yaml:"max_wait"`
+	// MinShare is the share of dispatches the lane is guaranteed while
+	// backlogged, between 0 and 1.
+	MinShare float64 `yaml:"min_share"`
+}
+
+// Provider is one upstream API endpoint with one API key and its limits.
+type Provider struct {
+	// Name identifies the provider in routes, metrics and logs.
+	Name string `yaml:"name"`
+	// Type is the upstream API format: "anthropic" or "openai".
+	Type string `yaml:"type"`
+	// BaseURL is the upstream's base URL. For anthropic it has no /v1
+	// (https://api.anthropic.com); for openai it includes it
+	// (https://api.openai.com/v1).
+	BaseURL string `yaml:"base_url"`
+	// APIKey is sent upstream in place of the client's relay key.
+	APIKey string `yaml:"api_key"`
+	// MaxConcurrency bounds in-flight upstream calls; 0 means no limit.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// RPM is the requests-per-minute limit; 0 means no limit.
+	RPM int `yaml:"rpm"`
+	// InputTPM is the input-tokens-per-minute limit; 0 means no limit.
+	InputTPM int `yaml:"input_tpm"`
+	// OutputTPM is the output-tokens-per-minute limit; 0 means no limit.
+	OutputTPM int `yaml:"output_tpm"`
+	// Timeout bounds one upstream call, streaming included.
+	Timeout Duration `yaml:"timeout"`
+	// MaxIdleConns bounds idle keep-alive connections to the upstream.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+	// Breaker configures the provider's circuit breaker.
+	Breaker Breaker `yaml:"breaker"`
+}
+
+// Breaker configures a provider's circuit breaker.
+type Breaker struct {
+	// FailureRatio opens the breaker when this share of calls in Window fail.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// MinRequests is the fewest calls in Window before the ratio counts.
+	MinRequests int `yaml:"min_requests"`
+	// Window is the rolling window over which failures are counted.
+	Window Duration `yaml:"window"`
+	// OpenFor is how long the breaker stays open before probing.
+	OpenFor Duration `yaml:"open_for"`
+}
+
+// Route maps a public model name onto weighted provider targets.
+type Route struct {
+	// Model is the model name clients send.
+	Model string `yaml:"model"`
+	// Targets are the providers that serve the route.
+	Targets []Target `yaml:"targets"`
+	// Fallbacks name other routes tried when no target can serve.
+	Fallbacks []string `yaml:"fallbacks"`
+}
+
+// Target is one provider serving a route.
+type Target struct {
+	// Provider names an entry of providers.
+	Provider string `yaml:"provider"`
+	// Model is the upstream model name; empty keeps the route's model.
+	Model string `yaml:"model"`
+	// Weight is the target's share of traffic; 0 means 1.
+	Weight int `yaml:"weight"`
+}
+
+// Key is one relay API key.
+type Key struct {
+	// Name identifies the key in logs, metrics and NATS subjects.
+	Name string `yaml:"name"`
+	// Key is the secret itself. Exactly one of Key and KeySHA256 is set.
+	Key string `yaml:"key"`
+	// KeySHA256 is the hex SHA-256 of the secret, so the file need not
+	// hold the secret.
+	KeySHA256 string `yaml:"key_sha256"`
+	// DefaultLane is the lane used when a request names none.
+	DefaultLane string `yaml:"default_lane"`
+	// Lanes are the lanes the key may use; empty means all.
+	Lanes []string `yaml:"lanes"`
+	// Routes are the route models the key may use; "*" means all.
+	Routes []string `yaml:"routes"`
+}
+
+// Callbacks configures job result delivery.
+type Callbacks struct {
+	// SigningSecret signs callbacks per Standard Webhooks (whsec_<base64>).
+	SigningSecret string `yaml:"signing_secret"`
+	// AllowPrivateNetworks lets callback URLs reach private addresses.
+	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
+	// MaxAttempts bounds delivery attempts per callback.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Jobs configures asynchronous jobs.
+type Jobs struct {
+	// ResultTTL is how long finished jobs and their results are kept.
+	ResultTTL Duration `yaml:"result_ttl"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+}
+
+// Simulator configures the in-process simulated upstream of the demo.
+type Simulator struct {
+	// Listen is the simulator's address; it must be a loopback address.
+	Listen string `yaml:"listen"`
+	// Latency is the simulated time to first byte.
+	Latency Duration `yaml:"latency"`
+	// TokenInterval is the pause between streamed tokens.
+	TokenInterval Duration `yaml:"token_interval"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration ("30s").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

@@ -1,0 +1,179 @@
+package configs
+
+import (
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Default values, as documented on Default and in configs/relay.yaml.
+const (
+	defaultListen         = "127.0.0.1:8080"
+	defaultShutdownGrace  = 30 * time.Second
+	defaultMaxBodyBytes   = 32 << 20 // 32 MiB
+	defaultNATSListen     = "127.0.0.1:4222"
+	defaultNATSStoreDir   = "./data/nats"
+	defaultLaneMaxDepth   = 10000
+	defaultLaneMaxWait    = 60 * time.Second
+	defaultTimeout        = 10 * time.Minute
+	defaultMaxIdleConns   = 64
+	defaultFailureRatio   = 0.5
+	defaultMinRequests    = 10
+	defaultBreakerWindow  = 30 * time.Second
+	defaultBreakerOpenFor = 15 * time.Second
+	defaultMaxAttempts    = 10
+	defaultResultTTL      = 72 * time.Hour
+	defaultLogLevel       = "info"
+	defaultSimLatency     = 20 * time.Millisecond
+	defaultSimTokenGap    = 10 * time.Millisecond
+)
+
+// Default returns a configuration holding every default and no providers,
+// routes or keys (so it does not validate on its own). Parse starts from it,
+// so a field left out of the YAML keeps the value below, while a field
+// written in the YAML, even as "" or 0, overrides it:
+//
+//	listen: 127.0.0.1:8080
+//	admin_listen: ""                   # off
+//	shutdown_grace: 30s
+//	max_body_bytes: 33554432           # 32 MiB
+//	nats.url: ""                       # embedded server
+//	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
+//	nats.store_dir: ./data/nats
+//	lanes:                             # only when the whole list is absent
+//	  interactive (max_depth 10000,  max_wait 30s)
+//	  standard    (max_depth 10000,  max_wait 60s)
+//	  batch       (max_depth 100000, max_wait 24h, min_share 0.1)
+//	callbacks.max_attempts: 10
+//	jobs.result_ttl: 72h
+//	log.level: info
+//
+// Defaults inside list entries are applied while decoding them:
+//
+//	lane:      max_depth 10000, max_wait 60s, min_share 0
+//	provider:  timeout 10m, max_idle_conns 64, no rate or concurrency limits,
+//	           breaker {failure_ratio 0.5, min_requests 10, window 30s, open_for 15s},
+//	           each breaker field separately
+//	simulator: latency 20ms, token_interval 10ms (when the block is present)
+//
+// and after decoding, from the rest of the file:
+//
+//	target weight 0        -> 1
+//	target model ""        -> the route's model
+//	key lanes []           -> every lane
+//	key default_lane ""    -> the first lane (in priority order) the key may use
+//	key routes []          -> ["*"] (every route)
+func Default() *Config {
+	return &Config{
+		Listen:        defaultListen,
+		ShutdownGrace: Duration(defaultShutdownGrace),
+		MaxBodyBytes:  defaultMaxBodyBytes,
+		NATS: NATS{
+			Listen:   defaultNATSListen,
+			StoreDir: defaultNATSStoreDir,
+		},
+		Lanes: []Lane{
+			{Name: "interactive", MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(30 * time.Second)},
+			{Name: "standard", MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(60 * time.Second)},
+			{Name: "batch", MaxDepth: 100000, MaxWait: Duration(24 * time.Hour), MinShare: 0.1},
+		},
+		Callbacks: Callbacks{MaxAttempts: defaultMaxAttempts},
+		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL)},
+		Log:       Log{Level: defaultLogLevel},
+	}
+}
+
+// DefaultBreaker returns the breaker settings used for fields a provider
+// leaves out.
+func DefaultBreaker() Breaker {
+	return Breaker{
+		FailureRatio: defaultFailureRatio,
+		MinRequests:  defaultMinRequests,
+		Window:       Duration(defaultBreakerWindow),
+		OpenFor:      Duration(defaultBreakerOpenFor),
+	}
+}
+
+// UnmarshalYAML decodes a lane, defaulting max_depth to 10000 and max_wait
+// to 60s when they are left out.
+func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
+	type plain Lane
+	p := plain{MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(defaultLaneMaxWait)}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*l = Lane(p)
+	return nil
+}
+
+// UnmarshalYAML decodes a provider, defaulting timeout to 10m,
+// max_idle_conns to 64 and each left-out breaker field to DefaultBreaker's.
+func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
+	type plain Provider
+	v := plain{
+		Timeout:      Duration(defaultTimeout),
+		MaxIdleConns: defaultMaxIdleConns,
+		Breaker:      DefaultBreaker(),
+	}
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*p = Provider(v)
+	return nil
+}
+
+// UnmarshalYAML decodes a simulator block, defaulting latency to 20ms and
+// token_interval to 10ms when they are left out.
+func (s *Simulator) UnmarshalYAML(n *yaml.Node) error {
+	type plain Simulator
+	v := plain{Latency: Duration(defaultSimLatency), TokenInterval: Duration(defaultSimTokenGap)}
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*s = Simulator(v)
+	return nil
+}
+
+// applyDerived fills the defaults that depend on other parts of the file:
+// target weights and models, and keys' lanes, default lane and routes.
+func (c *Config) applyDerived() {
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		for j := range r.Targets {
+			t := &r.Targets[j]
+			if t.Weight == 0 {
+				t.Weight = 1
+			}
+			if t.Model == "" {
+				t.Model = r.Model
+			}
+		}
+	}
+	for i := range c.Keys {
+		k := &c.Keys[i]
+		if len(k.Lanes) == 0 {
+			k.Lanes = make([]string, 0, len(c.Lanes))
+			for _, l := range c.Lanes {
+				k.Lanes = append(k.Lanes, l.Name)
+			}
+		}
+		if k.DefaultLane == "" {
+			k.DefaultLane = firstAllowedLane(c.Lanes, k.Lanes)
+		}
+		if len(k.Routes) == 0 {
+			k.Routes = []string{"*"}
+		}
+	}
+}
+
+// firstAllowedLane returns the highest-priority lane among allowed, or "".
+func firstAllowedLane(lanes []Lane, allowed []string) string {
+	for _, l := range lanes {
+		for _, a := range allowed {
+			if a == l.Name {
+				return l.Name
+			}
+		}
+	}
+	return ""
+}

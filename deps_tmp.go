@@ -1,0 +1,20 @@
+package main
+import (
+ _ "github.com/labstack/echo/v4"
+ _ "github.com/nats-io/nats-server/v2/server"
+ _ "github.com/nats-io/nats.go"
+ _ "github.com/nats-io/nats.go/jetstream"
+ _ "github.com/prometheus/client_golang/prometheus"
+ _ "github.com/prometheus/client_golang/prometheus/promhttp"
+ _ "github.com/prometheus/client_golang/prometheus/collectors"
+ _ "gopkg.in/yaml.v3"
+ _ "github.com/tidwall/gjson"
+ _ "github.com/anthropics/anthropic-sdk-go/v2"
+ _ "github.com/openai/openai-go/v3"
+ _ "go.uber.org/goleak"
+ _ "github.com/tsenart/vegeta/v12/lib"
+ _ "golang.org/x/time/rate"
+ _ "github.com/sony/gobreaker/v2"
+ _ "github.com/fsnotify/fsnotify"
+)
+func main(){}

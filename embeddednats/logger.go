@@ -1,0 +1,83 @@
+package embeddednats
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// LevelTrace is the slog level nats-server trace logs (protocol traffic)
+// are written at. Trace logs are produced only when the logger in
+// Options.Logger is enabled for this level.
+const LevelTrace = slog.LevelDebug - 4
+
+var _ server.Logger = (*slogLogger)(nil)
+
+// slogLogger adapts a *slog.Logger to nats-server's server.Logger. Fatalf
+// logs at error level and never exits the process; the last fatal message is
+// kept so that Start can report why the server did not come up. It is safe
+// for concurrent use.
+type slogLogger struct {
+	l     *slog.Logger
+	debug bool
+	trace bool
+
+	mu        sync.Mutex
+	lastFatal string
+}
+
+// newSlogLogger wraps l. Debug and trace are enabled only if l is enabled for
+// the matching level.
+func newSlogLogger(l *slog.Logger) *slogLogger {
+	l = l.With(slog.String("component", "nats-server"))
+	ctx := context.Background()
+	return &slogLogger{
+		l:     l,
+		debug: l.Enabled(ctx, slog.LevelDebug),
+		trace: l.Enabled(ctx, LevelTrace),
+	}
+}
+
+// log formats and writes one record if l is enabled for level.
+func (sl *slogLogger) log(level slog.Level, format string, v []any) {
+	ctx := context.Background()
+	if !sl.l.Enabled(ctx, level) {
+		return
+	}
+	sl.l.Log(ctx, level, fmt.Sprintf(format, v...))
+}
+
+// Noticef logs at info level.
+func (sl *slogLogger) Noticef(format string, v ...any) { sl.log(slog.LevelInfo, format, v) }
+
+// Warnf logs at warn level.
+func (sl *slogLogger) Warnf(format string, v ...any) { sl.log(slog.LevelWarn, format, v) }
+
+// Errorf logs at error level.
+func (sl *slogLogger) Errorf(format string, v ...any) { sl.log(slog.LevelError, format, v) }
+
+// Debugf logs at debug level.
+func (sl *slogLogger) Debugf(format string, v ...any) { sl.log(slog.LevelDebug, format, v) }
+
+// Tracef logs at LevelTrace.
+func (sl *slogLogger) Tracef(format string, v ...any) { sl.log(LevelTrace, format, v) }
+
+// Fatalf logs at error level with fatal=true and records the message. It
+// does not exit: only main may end the process.
+func (sl *slogLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	sl.mu.Lock()
+	sl.lastFatal = msg
+	sl.mu.Unlock()
+	sl.l.LogAttrs(context.Background(), slog.LevelError, msg, slog.Bool("fatal", true))
+}
+
+// fatal returns the last message passed to Fatalf, or "".
+func (sl *slogLogger) fatal() string {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.lastFatal
+}

@@ -1,0 +1,71 @@
+// Package natstest starts embedded NATS servers with JetStream for tests.
+//
+// Every helper goes through embeddednats.Start, so tests also exercise the
+// production embedding code. Each call starts its own server with a fresh
+// temporary store directory and registers shutdown with t.Cleanup; callers
+// need not (but may) shut servers down themselves. Servers log nowhere.
+package natstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/embeddednats"
+)
+
+// shutdownTimeout bounds the shutdown registered with t.Cleanup.
+const shutdownTimeout = 10 * time.Second
+
+// Start starts an in-process-only server (no TCP listener) and shuts it
+// down when the test ends. Connect to it with Server.Connect.
+func Start(t testing.TB) *embeddednats.Server {
+	t.Helper()
+	return start(t, "")
+}
+
+// StartTCP starts a server that also listens on a random 127.0.0.1 port,
+// reported by Server.ClientURL, and shuts it down when the test ends.
+func StartTCP(t testing.TB) *embeddednats.Server {
+	t.Helper()
+	return start(t, "127.0.0.1:0")
+}
+
+// start runs embeddednats.Start with test defaults and registers shutdown.
+func start(t testing.TB, listen string) *embeddednats.Server {
+	t.Helper()
+	s, err := embeddednats.Start(t.Context(), embeddednats.Options{
+		StoreDir: t.TempDir(),
+		Listen:   listen,
+	})
+	if err != nil {
+		t.Fatalf("natstest: start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("natstest: shutdown: %v", err)
+		}
+	})
+	return s
+}
+
+// JetStream connects to s in-process and returns a JetStream handle. The
+// connection is closed when the test ends, before s is shut down if s was
+// started by this package earlier in the same test.
+func JetStream(t testing.TB, s *embeddednats.Server) jetstream.JetStream {
+	t.Helper()
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
+}

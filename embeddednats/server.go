@@ -1,0 +1,307 @@
+// Package embeddednats runs the in-process NATS server, with JetStream file
+// storage, that Relay parks queued requests on.
+//
+// [Start] turns plain [Options] into nats-server options, starts the server,
+// waits until it accepts connections and checks that JetStream is enabled.
+// The server always runs with NoSigs set (the process owns signal handling),
+// and its logs are routed through a [log/slog.Logger]; nothing is printed to
+// stdout or stderr.
+//
+// Clients inside the process connect with [Server.Connect], which uses
+// nats.InProcessServer and so works without a TCP listener. [Connect] is the
+// counterpart for an external NATS cluster given by URL.
+//
+// A [Server] is safe for concurrent use. Whoever calls [Start] owns the
+// returned Server and must call [Server.Shutdown] once it is no longer needed,
+// after closing or draining the connections made with [Server.Connect].
+// This package creates no streams or consumers; that is the job of package
+// lanes.
+package embeddednats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Defaults applied by [Start] to zero-valued [Options] fields.
+const (
+	// DefaultServerName is the server name used when Options.ServerName is
+	// empty.
+	DefaultServerName = "relay"
+	// DefaultReadyTimeout is how long Start waits for the server to accept
+	// connections when Options.ReadyTimeout is zero.
+	DefaultReadyTimeout = 10 * time.Second
+	// ClientName is the connection name Relay's own NATS clients announce.
+	ClientName = "relay"
+)
+
+// readyPoll bounds a single readiness probe so that Start notices a
+// cancelled context or a fatal server error promptly.
+const readyPoll = 100 * time.Millisecond
+
+// ErrInvalidOptions is wrapped by the error [Start] returns when [Options]
+// fail validation. Match it with errors.Is.
+var ErrInvalidOptions = errors.New("embeddednats: invalid options")
+
+// Options configures the embedded server. The zero value is not usable:
+// StoreDir is required.
+type Options struct {
+	// ServerName names the server. JetStream requires it to stay the same
+	// across restarts that reuse StoreDir. Empty means DefaultServerName.
+	ServerName string
+	// Listen is the client address "host:port" for subscribers outside the
+	// process. Empty means no TCP listener at all (in-process clients only).
+	// Port 0 picks a random free port; see Server.ClientURL.
+	Listen string
+	// StoreDir is the directory for JetStream file storage. It is created if
+	// missing. Required.
+	StoreDir string
+	// SyncInterval is how often JetStream fsyncs file storage. Zero means the
+	// server default.
+	SyncInterval time.Duration
+	// SyncAlways makes JetStream fsync every write.
+	SyncAlways bool
+	// Logger receives the server's logs. Debug and trace logs are produced
+	// only when the logger is enabled for slog.LevelDebug (debug) or
+	// LevelTrace (trace). Nil discards all server logs.
+	Logger *slog.Logger
+	// ReadyTimeout bounds how long Start waits for the server to accept
+	// connections. Zero means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+}
+
+// withDefaults returns a copy of o with zero fields set to their defaults.
+func (o Options) withDefaults() Options {
+	if o.ServerName == "" {
+		o.ServerName = DefaultServerName
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = DefaultReadyTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// validate reports every problem with o at once. Each one wraps
+// ErrInvalidOptions.
+func (o Options) validate() error {
+	var errs []error
+	if o.StoreDir == "" {
+		errs = append(errs, fmt.Errorf("%w: store dir is required", ErrInvalidOptions))
+	}
+	if o.ReadyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: ready timeout %s is negative", ErrInvalidOptions, o.ReadyTimeout))
+	}
+	if o.SyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: sync interval %s is negative", ErrInvalidOptions, o.SyncInterval))
+	}
+	if strings.ContainsAny(o.ServerName, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("%w: server name %q contains whitespace", ErrInvalidOptions, o.ServerName))
+	}
+	if o.Listen != "" {
+		if _, _, err := splitListen(o.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("%w: listen %q: %w", ErrInvalidOptions, o.Listen, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// splitListen parses a "host:port" listen address into nats-server terms:
+// port 0 becomes server.RANDOM_PORT.
+func splitListen(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number in 0..65535", portStr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// serverOptions maps validated options onto nats-server options.
+func (o Options) serverOptions() *server.Options {
+	so := &server.Options{
+		ServerName:   o.ServerName,
+		JetStream:    true,
+		StoreDir:     o.StoreDir,
+		SyncInterval: o.SyncInterval,
+		SyncAlways:   o.SyncAlways,
+		NoSigs:       true,
+		NoLog:        true,
+		DontListen:   o.Listen == "",
+	}
+	if o.Listen != "" {
+		// validate has already checked the address.
+		so.Host, so.Port, _ = splitListen(o.Listen)
+	}
+	return so
+}
+
+// Server is a running embedded NATS server with JetStream. It is safe for
+// concurrent use. The caller of [Start] must call [Server.Shutdown].
+type Server struct {
+	ns        *server.Server
+	log       *slogLogger
+	clientURL string
+
+	shutdownOnce sync.Once
+	done         chan struct{} // closed when the server has fully shut down
+}
+
+// Start starts an embedded NATS server with JetStream and waits until it
+// accepts connections, for at most opts.ReadyTimeout or until ctx is done.
+// The returned error names the step that failed. On success the caller owns
+// the Server and must call [Server.Shutdown].
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("embeddednats: start: %w", err)
+	}
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embeddednats: create store dir: %w", err)
+	}
+	ns, err := server.NewServer(opts.serverOptions())
+	if err != nil {
+		return nil, fmt.Errorf("embeddednats: new server: %w", err)
+	}
+	sl := newSlogLogger(opts.Logger)
+	ns.SetLoggerV2(sl, sl.debug, sl.trace, false)
+
+	s := &Server{ns: ns, log: sl, done: make(chan struct{})}
+	ns.Start()
+	if err := s.waitReady(ctx, opts.ReadyTimeout); err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, err
+	}
+	if opts.Listen != "" {
+		s.clientURL = clientURL(ns.Addr())
+	}
+	return s, nil
+}
+
+// waitReady waits until the server accepts connections and has JetStream
+// enabled, failing fast on a fatal server error or a done ctx.
+func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if msg := s.log.fatal(); msg != "" {
+			return fmt.Errorf("embeddednats: start server: %s", msg)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("embeddednats: wait for server ready: %w", err)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return fmt.Errorf("embeddednats: server not ready for connections after %s", timeout)
+		}
+		if s.ns.ReadyForConnections(min(remaining, readyPoll)) {
+			break
+		}
+	}
+	if !s.ns.JetStreamEnabled() {
+		return errors.New("embeddednats: jetstream not enabled")
+	}
+	return nil
+}
+
+// clientURL builds a nats:// URL for a listener address. An unspecified
+// host (0.0.0.0 or ::) is replaced by the matching loopback address so the
+// URL can be dialled.
+func clientURL(addr net.Addr) string {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	ip := ta.IP
+	switch {
+	case ip == nil || ip.Equal(net.IPv4zero):
+		ip = net.IPv4(127, 0, 0, 1)
+	case ip.IsUnspecified():
+		ip = net.IPv6loopback
+	}
+	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(ta.Port))
+}
+
+// Connect opens a client connection to the server through the in-process
+// transport, so it works without a TCP listener. The connection is named
+// ClientName unless opts say otherwise; opts are applied after the defaults.
+// The caller must close or drain the connection, before calling
+// [Server.Shutdown].
+func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name(ClientName)}, opts...)
+	all = append(all, nats.InProcessServer(s.ns))
+	nc, err := nats.Connect("", all...)
+	if err != nil {
+		return nil, fmt.Errorf("embeddednats: connect in-process: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL returns the nats:// URL of the TCP client listener, with the
+// actual port when Options.Listen asked for port 0. It returns "" when the
+// server runs in-process only.
+func (s *Server) ClientURL() string {
+	return s.clientURL
+}
+
+// Ready reports whether the server is running with JetStream enabled. It is
+// cheap and meant for readiness probes.
+func (s *Server) Ready() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	return s.ns.Running() && s.ns.JetStreamEnabled()
+}
+
+// Shutdown stops the server and waits until it has fully shut down or ctx
+// is done. If ctx ends first, Shutdown returns an error wrapping ctx.Err()
+// while the shutdown carries on in the background; a later call waits for
+// it again. Shutdown is idempotent: once the server is down it returns nil.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		// The goroutine ends when the server has shut down; done signals that.
+		go func() {
+			defer close(s.done)
+			s.ns.Shutdown()
+			s.ns.WaitForShutdown()
+		}()
+	})
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("embeddednats: wait for shutdown: %w", err)
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("embeddednats: wait for shutdown: %w", ctx.Err())
+	}
+}

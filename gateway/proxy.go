@@ -1,0 +1,353 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/wire"
+)
+
+// exchange carries what one proxied request learned, for its log line and
+// metrics.
+type exchange struct {
+	start     time.Time
+	requestID string
+	format    workers.Format
+	key       string
+	route     string
+	lane      string
+	maxWait   time.Duration
+	provider  string
+	stream    bool
+	status    int
+	attempts  int
+	usage     wire.Usage
+	err       error
+}
+
+// bodyPool recycles request body buffers.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// proxyHandler serves POST /v1/messages or /v1/chat/completions.
+func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		x := exchange{start: time.Now(), requestID: newRequestID(), format: f}
+		s.metrics.inflight.Inc()
+		defer func() {
+			s.metrics.inflight.Dec()
+			s.finish(c.Request().Context(), &x)
+		}()
+		c.Response().Header()["X-Request-Id"] = []string{x.requestID}
+		bufp := bodyPool.Get().(*[]byte)
+		defer func() {
+			if cap(*bufp) <= 1<<20 {
+				*bufp = (*bufp)[:0]
+				bodyPool.Put(bufp)
+			}
+		}()
+		if e := s.proxy(c, &x, bufp); e != nil {
+			x.status = e.statusFor(f)
+			if e.cause != nil {
+				x.err = e.cause
+			} else {
+				x.err = e
+			}
+			s.writeError(c, f, x.requestID, e)
+		}
+		return nil
+	}
+}
+
+// proxy does the work of proxyHandler. It returns an error to answer, or
+// nil once it has answered (or the client has gone).
+func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
+	st := s.state.Load()
+	r := c.Request()
+	k, aerr := st.authenticate(r)
+	if aerr != nil {
+		return aerr
+	}
+	x.key = k.Name
+	body, aerr := s.readBody(c, st.maxBodyBytes, bufp)
+	if aerr != nil {
+		return aerr
+	}
+	fields, err := wire.Peek(body)
+	if err != nil {
+		e := errBadRequest(err.Error())
+		if errors.Is(err, wire.ErrNoModel) {
+			e.param = "model"
+		}
+		return e
+	}
+	x.stream = fields.Stream
+	if st.dispatcher == nil || !st.dispatcher.Has(fields.Model) {
+		return errNotFound("model "+strconv.Quote(fields.Model)+" is not served by this relay", "model")
+	}
+	x.route = fields.Model
+	if !k.mayUseRoute(fields.Model) {
+		return errPermission("this key may not use model " + strconv.Quote(fields.Model))
+	}
+	lane, aerr := chooseLane(st, k, r.Header)
+	if aerr != nil {
+		return aerr
+	}
+	x.lane, x.maxWait = lane.Name, lane.MaxWait
+	h := c.Response().Header()
+	h["X-Relay-Lane"] = []string{lane.Name}
+
+	resp, err := st.dispatcher.Do(r.Context(), &workers.Request{
+		Format: x.format,
+		Body:   body,
+		Fields: fields,
+		Header: forwardHeaders(r.Header),
+	})
+	if err != nil {
+		return s.dispatchError(r.Context(), x, err)
+	}
+	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
+	for name, v := range resp.Header {
+		h[name] = v
+	}
+	h["X-Relay-Provider"] = []string{resp.Provider}
+	h["X-Relay-Attempts"] = []string{strconv.Itoa(resp.Attempts)}
+	h["X-Relay-Queue-Ms"] = []string{"0"}
+	if resp.Stream != nil {
+		s.relayStream(c, x, resp.Stream)
+		return nil
+	}
+	x.usage = resp.Usage
+	rc := http.NewResponseController(c.Response().Writer)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	h["Content-Length"] = []string{strconv.Itoa(len(resp.Body))}
+	c.Response().WriteHeader(resp.StatusCode)
+	if _, err := c.Response().Write(resp.Body); err != nil {
+		x.err = err
+	}
+	return nil
+}
+
+// readBody reads the request body into *bufp, bounded by limit and by the
+// body read timeout.
+func (s *Server) readBody(c echo.Context, limit int64, bufp *[]byte) ([]byte, *apiError) {
+	r := c.Request()
+	if r.ContentLength > limit {
+		return nil, errTooLarge(limit)
+	}
+	rc := http.NewResponseController(c.Response().Writer)
+	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	buf := (*bufp)[:0]
+	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
+		buf = make([]byte, 0, r.ContentLength)
+	}
+	body := http.MaxBytesReader(c.Response().Writer, r.Body, limit)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, errTooLarge(limit)
+			}
+			e := errBadRequest("could not read request body")
+			e.cause = err
+			return nil, e
+		}
+	}
+	*bufp = buf
+	if len(buf) == 0 {
+		return nil, errBadRequest("request body is empty")
+	}
+	return buf, nil
+}
+
+// chooseLane returns the lane named by x-relay-lane, or the key's default,
+// with its MaxWait shortened (never lengthened) by x-relay-max-wait.
+func chooseLane(st *state, k *key, h http.Header) (Lane, *apiError) {
+	name := h.Get("X-Relay-Lane")
+	if name == "" {
+		name = k.DefaultLane
+	}
+	lane, ok := st.lanes[name]
+	if !ok {
+		return Lane{}, errBadRequest("x-relay-lane: unknown lane " + strconv.Quote(name))
+	}
+	if !k.lanes[name] {
+		return Lane{}, errPermission("this key may not use lane " + strconv.Quote(name))
+	}
+	if v := h.Get("X-Relay-Max-Wait"); v != "" {
+		d, err := parseWait(v)
+		if err != nil {
+			return Lane{}, errBadRequest("x-relay-max-wait: " + err.Error())
+		}
+		lane.MaxWait = min(d, lane.MaxWait)
+	}
+	return lane, nil
+}
+
+// parseWait reads a Go duration ("1.5s") or a number of seconds.
+func parseWait(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(v, 64)
+		if ferr != nil {
+			return 0, errors.New("must be a duration such as 10s, or seconds")
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return d, nil
+}
+
+// dispatchError maps a Dispatcher error to the client's answer.
+func (s *Server) dispatchError(ctx context.Context, x *exchange, err error) *apiError {
+	var we *workers.Error
+	switch {
+	case ctx.Err() != nil:
+		// The client went away: nothing can be written; log and count it.
+		x.status = 499
+		x.err = err
+		return nil
+	case errors.As(err, &we):
+		x.attempts = len(we.Failures)
+		if len(we.Failures) > 0 {
+			x.provider = we.Failures[len(we.Failures)-1].Provider
+		}
+		if !we.Transient() {
+			e := errUpstreamBroken("the upstream provider answered with an error the relay could not pass on")
+			e.cause = err
+			return e
+		}
+		ra := we.RetryAfter()
+		if ra <= 0 {
+			ra = time.Second
+		}
+		e := errOverloaded("all upstream providers for this model are failing or overloaded; try again later", ra, false)
+		e.cause = err
+		return e
+	case errors.Is(err, workers.ErrUnknownModel):
+		return errNotFound("model is not served by this relay", "model")
+	}
+	e := errInternal("internal error")
+	e.cause = err
+	return e
+}
+
+// relayStream writes a streaming answer event by event, flushing each one,
+// with a write deadline per event. When the upstream breaks mid-stream the
+// client gets an error event in its own format; when the client goes away
+// the upstream call is cancelled.
+func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
+	defer st.Close()
+	w := c.Response()
+	h := w.Header()
+	h["Cache-Control"] = []string{"no-cache"}
+	h["X-Accel-Buffering"] = []string{"no"}
+	delete(h, "Content-Length")
+	rc := http.NewResponseController(w.Writer)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	w.WriteHeader(x.status)
+	if err := rc.Flush(); err != nil {
+		x.err = err
+		return
+	}
+	for {
+		ev, err := st.Next()
+		if err != nil {
+			x.usage = st.Usage()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if c.Request().Context().Err() != nil {
+				x.status, x.err = 499, err
+				return
+			}
+			x.err = err
+			ae := errOverloaded("upstream stream broke: "+streamErrMsg(err), 0, false)
+			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			_, _ = w.Write(ae.streamBody(x.format))
+			_ = rc.Flush()
+			return
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		if _, err := w.Write(ev); err != nil {
+			x.status, x.err = 499, err
+			x.usage = st.Usage()
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			x.status, x.err = 499, err
+			x.usage = st.Usage()
+			return
+		}
+	}
+}
+
+func streamErrMsg(err error) string {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed mid-event"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, wire.ErrEventTooLarge):
+		return "event too large"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
+}
+
+// finish logs the request line and records its metrics.
+func (s *Server) finish(ctx context.Context, x *exchange) {
+	d := time.Since(x.start)
+	code := strconv.Itoa(x.status)
+	s.metrics.observe(x.route, x.provider, x.lane, "direct", code, d)
+	level := slog.LevelInfo
+	if x.status >= 500 {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", x.requestID),
+		slog.String("api", x.format.String()),
+		slog.String("key", x.key),
+		slog.String("route", x.route),
+		slog.String("provider", x.provider),
+		slog.String("lane", x.lane),
+		slog.Bool("stream", x.stream),
+		slog.Int("status", x.status),
+		slog.Int("attempts", x.attempts),
+		slog.Duration("duration", d),
+		slog.Duration("max_wait", x.maxWait),
+	}
+	if x.usage.Known {
+		attrs = append(attrs, slog.Int("input_tokens", x.usage.Input), slog.Int("output_tokens", x.usage.Output))
+	}
+	if x.err != nil {
+		attrs = append(attrs, slog.String("error", x.err.Error()))
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
+}

@@ -1,0 +1,202 @@
+// Package gateway is the relay's HTTP front door: an Echo application that
+// speaks the Anthropic Messages and OpenAI Chat Completions APIs exactly,
+// authenticates relay keys, checks what each key may use, and hands each
+// request to a Dispatcher, relaying the answer (streams event by event) in
+// the caller's own format.
+//
+// The gateway is the one place that maps errors to HTTP statuses and error
+// bodies (SPEC §3). It never calls a provider itself, never sees a
+// provider's key, and never writes a client's key to a log line, metric or
+// error.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relaygw/relay/workers"
+)
+
+// Options configure a Server.
+type Options struct {
+	// WriteTimeout bounds each write to a client: a whole non-streaming
+	// answer, or one event of a stream (default 60s). There is no global
+	// write timeout, so long streams are never cut.
+	WriteTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body (default 60s).
+	BodyReadTimeout time.Duration
+	// ReadHeaderTimeout bounds reading request headers (default 10s).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections (default 120s).
+	IdleTimeout time.Duration
+}
+
+// Deps are the Server's collaborators.
+type Deps struct {
+	// Logger receives one line per request; nil discards.
+	Logger *slog.Logger
+	// Registry registers the gateway's metrics; nil uses a new registry.
+	Registry *prometheus.Registry
+	// Ready reports readiness for /readyz (NATS up, config loaded); nil
+	// means always ready.
+	Ready func() bool
+}
+
+// Server is the relay's HTTP front door. It is safe for concurrent use.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	echo    *echo.Echo
+	http    *http.Server
+	state   atomic.Pointer[state]
+	metrics *metrics
+	ready   func() bool
+}
+
+// New returns a Server serving cfg.
+func New(cfg Config, opts Options, deps Deps) *Server {
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 60 * time.Second
+	}
+	if opts.BodyReadTimeout <= 0 {
+		opts.BodyReadTimeout = 60 * time.Second
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 120 * time.Second
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	if deps.Ready == nil {
+		deps.Ready = func() bool { return true }
+	}
+	s := &Server{
+		opts:    opts,
+		log:     deps.Logger,
+		metrics: newMetrics(deps.Registry),
+		ready:   deps.Ready,
+	}
+	s.SetConfig(cfg)
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleEchoError
+	e.POST("/v1/messages", s.proxyHandler(workers.FormatAnthropic))
+	e.POST("/v1/chat/completions", s.proxyHandler(workers.FormatOpenAI))
+	e.POST("/v1/messages/count_tokens", s.handleCountTokens)
+	e.GET("/v1/models", s.handleModels)
+	e.GET("/v1/models/:id", s.handleModel)
+	e.GET("/healthz", s.handleHealthz)
+	e.GET("/readyz", s.handleReadyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry})))
+	s.echo = e
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// SetConfig atomically replaces what the gateway serves. Requests already
+// in flight finish on the configuration they started with.
+func (s *Server) SetConfig(cfg Config) { s.state.Store(newState(cfg)) }
+
+// Handler returns the gateway's HTTP handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits, until ctx is done, for
+// in-flight requests and streams to finish. When ctx ends first, remaining
+// connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		_ = s.http.Close()
+		return fmt.Errorf("shutdown http: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) handleHealthz(c echo.Context) error {
+	return c.String(http.StatusOK, "ok\n")
+}
+
+func (s *Server) handleReadyz(c echo.Context) error {
+	if !s.ready() || s.state.Load().dispatcher == nil {
+		return c.String(http.StatusServiceUnavailable, "not ready\n")
+	}
+	return c.String(http.StatusOK, "ok\n")
+}
+
+// handleEchoError renders errors Echo raises itself (unknown path, wrong
+// method) in the caller's format.
+func (s *Server) handleEchoError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he) && he.Code == http.StatusNotFound:
+		ae = errNotFound("no such endpoint: "+c.Request().Method+" "+c.Request().URL.Path, "")
+	case errors.As(err, &he) && he.Code == http.StatusMethodNotAllowed:
+		ae = errMethod()
+	default:
+		ae = errInternal("internal error")
+		ae.cause = err
+	}
+	s.writeError(c, formatOf(c.Request()), newRequestID(), ae)
+}
+
+// formatOf guesses the API format of a request outside the two proxy
+// endpoints: Anthropic when the path or headers say so.
+func formatOf(r *http.Request) workers.Format {
+	if r.Header.Get("Anthropic-Version") != "" || len(r.URL.Path) >= 12 && r.URL.Path[:12] == "/v1/messages" {
+		return workers.FormatAnthropic
+	}
+	return workers.FormatOpenAI
+}
+
+// writeError answers e in format f.
+func (s *Server) writeError(c echo.Context, f workers.Format, requestID string, e *apiError) {
+	h := c.Response().Header()
+	h["X-Request-Id"] = []string{requestID}
+	h["Content-Type"] = []string{"application/json"}
+	if e.retryAfter > 0 {
+		h["Retry-After"] = []string{retryAfterValue(e.retryAfter)}
+		h["Retry-After-Ms"] = []string{fmt.Sprint(e.retryAfter.Milliseconds())}
+	}
+	if e.noRetry {
+		h["X-Should-Retry"] = []string{"false"}
+	}
+	c.Response().WriteHeader(e.statusFor(f))
+	_, _ = c.Response().Write(e.body(f, requestID))
+}

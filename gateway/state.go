@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/relaygw/relay/workers"
+)
+
+// Dispatcher serves requests upstream. *workers.Router implements it.
+type Dispatcher interface {
+	// Do serves req and returns the answer in the client's format.
+	Do(ctx context.Context, req *workers.Request) (*workers.Response, error)
+	// Has reports whether a route serves model.
+	Has(model string) bool
+	// Models returns the public model names served.
+	Models() []string
+}
+
+// Key is one relay API key as the gateway sees it.
+type Key struct {
+	// Name identifies the key in logs and metrics.
+	Name string
+	// SHA256 is the SHA-256 of the secret.
+	SHA256 [32]byte
+	// DefaultLane is used when a request names no lane.
+	DefaultLane string
+	// Lanes the key may use.
+	Lanes []string
+	// Routes the key may use; "*" allows all.
+	Routes []string
+}
+
+// Lane is one priority lane as the gateway sees it.
+type Lane struct {
+	// Name identifies the lane.
+	Name string
+	// MaxWait is the longest a synchronous request may wait parked.
+	MaxWait time.Duration
+}
+
+// Config is one immutable snapshot of what the gateway serves. A reload
+// builds a new Config and swaps it in with SetConfig; requests in flight
+// keep the snapshot they started with.
+type Config struct {
+	// Keys are the relay API keys.
+	Keys []Key
+	// Lanes are the priority lanes, highest first.
+	Lanes []Lane
+	// Dispatcher serves requests upstream.
+	Dispatcher Dispatcher
+	// MaxBodyBytes bounds request bodies (default 32 MiB).
+	MaxBodyBytes int64
+}
+
+// state is a Config prepared for fast lookups.
+type state struct {
+	keys         []*key
+	lanes        map[string]Lane
+	dispatcher   Dispatcher
+	maxBodyBytes int64
+}
+
+type key struct {
+	Key
+	lanes     map[string]bool
+	allRoutes bool
+	routes    map[string]bool
+}
+
+const defaultMaxBodyBytes = 32 << 20
+
+func newState(c Config) *state {
+	st := &state{
+		lanes:        make(map[string]Lane, len(c.Lanes)),
+		dispatcher:   c.Dispatcher,
+		maxBodyBytes: c.MaxBodyBytes,
+	}
+	if st.maxBodyBytes <= 0 {
+		st.maxBodyBytes = defaultMaxBodyBytes
+	}
+	for _, l := range c.Lanes {
+		st.lanes[l.Name] = l
+	}
+	for _, k := range c.Keys {
+		kk := &key{Key: k, lanes: map[string]bool{}, routes: map[string]bool{}}
+		for _, l := range k.Lanes {
+			kk.lanes[l] = true
+		}
+		for _, r := range k.Routes {
+			if r == "*" {
+				kk.allRoutes = true
+			}
+			kk.routes[r] = true
+		}
+		st.keys = append(st.keys, kk)
+	}
+	return st
+}
+
+// authenticate returns the key whose secret the request presents, from
+// x-api-key or Authorization: Bearer. Every configured key is compared, in
+// constant time over SHA-256 digests, so timing reveals nothing about which
+// key, or how much of one, matched.
+func (st *state) authenticate(r *http.Request) (*key, *apiError) {
+	secret := r.Header.Get("X-Api-Key")
+	if secret == "" {
+		auth := r.Header.Get("Authorization")
+		if len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+			secret = strings.TrimSpace(auth[7:])
+		}
+	}
+	if secret == "" {
+		return nil, errAuth("missing API key: send x-api-key or Authorization: Bearer")
+	}
+	sum := sha256.Sum256([]byte(secret))
+	var found *key
+	for _, k := range st.keys {
+		if subtle.ConstantTimeCompare(sum[:], k.SHA256[:]) == 1 {
+			found = k
+		}
+	}
+	if found == nil {
+		return nil, errAuth("invalid API key")
+	}
+	return found, nil
+}
+
+func (k *key) mayUseRoute(model string) bool { return k.allRoutes || k.routes[model] }
+
+// visibleModels returns the models of d that k may use.
+func (k *key) visibleModels(d Dispatcher) []string {
+	all := d.Models()
+	if k.allRoutes {
+		return all
+	}
+	out := all[:0]
+	for _, m := range all {
+		if k.routes[m] {
+			out = append(out, m)
+		}
+	}
+	return out
+}

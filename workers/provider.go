@@ -1,0 +1,194 @@
+package workers
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Provider is one upstream API endpoint: it sends a prepared call upstream
+// and reports whether it is currently usable.
+type Provider interface {
+	// Call sends c upstream and returns the raw response. The caller must
+	// close the response body.
+	Call(ctx context.Context, c *Call) (*http.Response, error)
+	// HealthCheck reports whether the provider is believed usable.
+	HealthCheck() bool
+}
+
+// Call is one upstream request, already in the provider's own format.
+type Call struct {
+	// Body is the request body with the upstream model name in place.
+	Body []byte
+	// Stream reports whether a server-sent event stream was asked for.
+	Stream bool
+	// Header holds client headers to forward (no auth, no hop-by-hop).
+	Header http.Header
+}
+
+// ProviderOptions configure an HTTPProvider.
+type ProviderOptions struct {
+	// Name identifies the provider in metrics and logs.
+	Name string
+	// Format is the upstream's API format.
+	Format Format
+	// BaseURL is the upstream base URL: without /v1 for Anthropic, with it
+	// for OpenAI-compatible APIs.
+	BaseURL string
+	// APIKey replaces the client's relay key.
+	APIKey string
+	// Timeout bounds one call, the whole streamed body included.
+	Timeout time.Duration
+	// MaxIdleConns bounds idle keep-alive connections (default 64).
+	MaxIdleConns int
+	// DialTimeout bounds connection set-up (default 10s).
+	DialTimeout time.Duration
+	// TLSConfig, when set, replaces the default TLS configuration (tests
+	// use it to trust a test CA). Verification is never disabled.
+	TLSConfig *tls.Config
+}
+
+// HTTPProvider is a Provider speaking the Anthropic or OpenAI API over one
+// pooled http.Transport. Connections are opened lazily on first use and kept
+// alive; HTTP/2 is used where the upstream offers it. It is safe for
+// concurrent use; call CloseIdleConnections when discarding it.
+type HTTPProvider struct {
+	opts      ProviderOptions
+	endpoint  string
+	transport *http.Transport
+	client    *http.Client
+	authName  string
+	authValue string
+	// sickUntil is when the provider counts as healthy again (unix nanos)
+	// after the upstream refused its key.
+	sickUntil atomic.Int64
+}
+
+// authQuarantine is how long a provider whose key the upstream refused is
+// skipped before it is tried again.
+const authQuarantine = 30 * time.Second
+
+var _ Provider = (*HTTPProvider)(nil)
+
+// NewProvider returns an HTTPProvider for opts.
+func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
+	u, err := url.Parse(opts.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("provider %s: base url must be an absolute http(s) URL", opts.Name)
+	}
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = 64
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Minute
+	}
+	base := strings.TrimSuffix(opts.BaseURL, "/")
+	p := &HTTPProvider{opts: opts}
+	switch opts.Format {
+	case FormatAnthropic:
+		p.endpoint = base + "/v1/messages"
+		p.authName, p.authValue = "X-Api-Key", opts.APIKey
+	case FormatOpenAI:
+		p.endpoint = base + "/chat/completions"
+		p.authName, p.authValue = "Authorization", "Bearer "+opts.APIKey
+	default:
+		return nil, fmt.Errorf("provider %s: unknown format %d", opts.Name, opts.Format)
+	}
+	tlsConf := opts.TLSConfig
+	if tlsConf == nil {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+	p.transport = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          opts.MaxIdleConns,
+		MaxIdleConnsPerHost:   opts.MaxIdleConns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       tlsConf,
+		// Response headers of a non-streaming generation arrive only when it
+		// is complete, so the call's context deadline bounds the wait.
+	}
+	p.client = &http.Client{
+		Transport: p.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	return p, nil
+}
+
+// Name returns the provider's name.
+func (p *HTTPProvider) Name() string { return p.opts.Name }
+
+// Format returns the upstream's API format.
+func (p *HTTPProvider) Format() Format { return p.opts.Format }
+
+// Timeout returns the bound on one call.
+func (p *HTTPProvider) Timeout() time.Duration { return p.opts.Timeout }
+
+// HealthCheck reports whether the provider is usable: false for a while
+// after the upstream refused the provider's own key (401 or 403), and again
+// true as soon as a call succeeds.
+func (p *HTTPProvider) HealthCheck() bool {
+	return time.Now().UnixNano() >= p.sickUntil.Load()
+}
+
+// observe records the health signal of an upstream status.
+func (p *HTTPProvider) observe(status int) {
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		p.sickUntil.Store(time.Now().Add(authQuarantine).UnixNano())
+	case status >= 200 && status < 300:
+		if p.sickUntil.Load() != 0 {
+			p.sickUntil.Store(0)
+		}
+	}
+}
+
+// CloseIdleConnections closes the transport's idle connections.
+func (p *HTTPProvider) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+
+// Call sends c upstream with the provider's key.
+func (p *HTTPProvider) Call(ctx context.Context, c *Call) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(c.Body))
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	h := req.Header
+	for k, vv := range c.Header {
+		if p.opts.Format == FormatOpenAI && strings.HasPrefix(k, "Anthropic-") {
+			continue
+		}
+		h[k] = vv
+	}
+	h.Set("Content-Type", "application/json")
+	if c.Stream {
+		h.Set("Accept", "text/event-stream")
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	if p.opts.Format == FormatAnthropic && h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", "2023-06-01")
+	}
+	h.Set(p.authName, p.authValue)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	p.observe(resp.StatusCode)
+	return resp, nil
+}

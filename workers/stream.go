@@ -1,0 +1,115 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/relaygw/relay/workers/translate"
+	"github.com/relaygw/relay/workers/wire"
+)
+
+// Stream yields the events of a streaming upstream answer in the client's
+// format, one event per Next call, and tracks the token usage the events
+// carry. It is not safe for concurrent use, except Close, which may be
+// called from any goroutine and more than once.
+type Stream struct {
+	body   io.ReadCloser
+	cancel context.CancelFunc
+	er     *wire.EventReader
+	conv   translate.StreamConverter // nil when the formats match
+	upFmt  Format
+	usage  wire.Usage
+	out    []byte
+	tail   [][]byte // translated events waiting to be returned
+	ended  bool
+	onDone func(wire.Usage)
+	once   sync.Once
+}
+
+func newStream(body io.ReadCloser, cancel context.CancelFunc, client, upstream Format, includeUsage bool) *Stream {
+	s := &Stream{body: body, cancel: cancel, er: wire.NewEventReader(body), upFmt: upstream}
+	switch {
+	case client == upstream:
+	case client == FormatAnthropic:
+		s.conv = translate.NewOpenAIToAnthropicStream()
+	default:
+		s.conv = translate.NewAnthropicToOpenAIStream(includeUsage)
+	}
+	return s
+}
+
+// Next returns the next event's bytes, ready to write to the client. The
+// slice is valid until the next call. It returns io.EOF when the upstream
+// stream ended cleanly, and another error when it broke.
+func (s *Stream) Next() ([]byte, error) {
+	for {
+		if len(s.tail) > 0 {
+			b := s.tail[0]
+			s.tail = s.tail[1:]
+			return b, nil
+		}
+		if s.ended {
+			return nil, io.EOF
+		}
+		ev, err := s.er.Next()
+		if errors.Is(err, io.EOF) {
+			s.ended = true
+			if s.conv != nil {
+				s.queue(s.conv.Finish())
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.observe(ev)
+		if s.conv == nil {
+			return ev.Raw, nil
+		}
+		if ev.Name == "" && len(ev.Data) == 0 {
+			continue // a comment; the converter has nothing to say
+		}
+		out, err := s.conv.Convert(translate.Event{Name: ev.Name, Data: ev.Data})
+		if err != nil {
+			return nil, err
+		}
+		s.queue(out)
+	}
+}
+
+func (s *Stream) queue(evs []translate.Event) {
+	s.out = s.out[:0]
+	for _, e := range evs {
+		start := len(s.out)
+		s.out = wire.AppendEvent(s.out, e.Name, e.Data)
+		s.tail = append(s.tail, s.out[start:len(s.out):len(s.out)])
+	}
+}
+
+func (s *Stream) observe(ev wire.Event) {
+	if s.upFmt == FormatAnthropic {
+		if ev.Name == "message_start" || ev.Name == "message_delta" {
+			s.usage.ObserveAnthropic(ev.Name, ev.Data)
+		}
+		return
+	}
+	s.usage.ObserveOpenAI(ev.Data)
+}
+
+// Usage returns the usage seen so far: final once Next has returned io.EOF.
+func (s *Stream) Usage() wire.Usage { return s.usage }
+
+// Close ends the upstream call and releases its connection.
+func (s *Stream) Close() error {
+	var err error
+	s.once.Do(func() {
+		err = s.body.Close()
+		s.cancel()
+		if s.onDone != nil {
+			s.onDone(s.usage)
+		}
+	})
+	return err
+}

@@ -1,0 +1,229 @@
+package translate
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+// ErrInvalidBody is wrapped by every error a conversion returns because its
+// input is not the JSON it expects: not JSON at all, not an object, or missing
+// a required structure. Callers typically answer 400 for a client body and 502
+// for an upstream one.
+var ErrInvalidBody = errors.New("invalid JSON body")
+
+// parseObject validates body and parses it as a JSON object. The body is copied
+// into one string so that every value read afterwards is a substring of it
+// rather than a fresh allocation.
+func parseObject(body []byte) (gjson.Result, error) {
+	s := string(body)
+	if !gjson.Valid(s) {
+		return gjson.Result{}, ErrInvalidBody
+	}
+	r := gjson.Parse(s)
+	if !r.IsObject() {
+		return gjson.Result{}, ErrInvalidBody
+	}
+	return r, nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string literal.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends the JSON-escaped form of s without quotes. Invalid
+// UTF-8 becomes U+FFFD, as encoding/json does.
+func appendEscaped(b []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	return append(b, s[start:]...)
+}
+
+// appendStr appends r as a JSON string. A string value is copied as it was
+// written; anything else is converted to its string form first.
+func appendStr(b []byte, r gjson.Result) []byte {
+	if r.Type == gjson.String && isQuoted(r.Raw) {
+		return append(b, r.Raw...)
+	}
+	return appendString(b, r.String())
+}
+
+// appendStrInner appends the escaped contents of r as a JSON string, without
+// quotes, so that several values can be joined into one string literal.
+func appendStrInner(b []byte, r gjson.Result) []byte {
+	if r.Type == gjson.String && isQuoted(r.Raw) {
+		return append(b, r.Raw[1:len(r.Raw)-1]...)
+	}
+	return appendEscaped(b, r.String())
+}
+
+func isQuoted(raw string) bool {
+	return len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"'
+}
+
+// appendModel appends the model string: upstream when set, else the body's own.
+func appendModel(b []byte, upstream string, model gjson.Result) []byte {
+	if upstream != "" {
+		return appendString(b, upstream)
+	}
+	return appendStr(b, model)
+}
+
+// appendJoinedText appends the text of content without quotes: a string as is,
+// or the text of every text block (or text part) in an array joined by sep.
+func appendJoinedText(b []byte, content gjson.Result, sep string) []byte {
+	if content.Type == gjson.String {
+		return appendStrInner(b, content)
+	}
+	if !content.IsArray() {
+		return b
+	}
+	n := 0
+	content.ForEach(func(_, part gjson.Result) bool {
+		var text gjson.Result
+		switch {
+		case part.Type == gjson.String:
+			text = part
+		case part.Get("type").Str == "text":
+			text = part.Get("text")
+		case part.Get("type").Str == "refusal":
+			text = part.Get("refusal")
+		default:
+			return true
+		}
+		if text.Type != gjson.String || text.Str == "" {
+			return true
+		}
+		if n > 0 {
+			b = appendEscaped(b, sep)
+		}
+		b = appendStrInner(b, text)
+		n++
+		return true
+	})
+	return b
+}
+
+// appendNumber appends r when it is a JSON number and reports whether it did.
+func appendNumber(b []byte, key string, r gjson.Result) []byte {
+	if r.Type != gjson.Number {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return append(b, r.Raw...)
+}
+
+// appendInt appends ,"key":v.
+func appendInt(b []byte, key string, v int64) []byte {
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return strconv.AppendInt(b, v, 10)
+}
+
+// appendToolInput appends a tool call's arguments string as a JSON object: the
+// arguments themselves when they are a JSON object, {} when empty, and
+// {"raw": arguments} otherwise (Anthropic tool input must be an object).
+func appendToolInput(b []byte, args gjson.Result) []byte {
+	s := args.String()
+	if args.IsObject() {
+		return append(b, args.Raw...)
+	}
+	if isBlank(s) {
+		return append(b, '{', '}')
+	}
+	if gjson.Valid(s) {
+		if p := gjson.Parse(s); p.IsObject() {
+			return append(b, p.Raw...)
+		}
+	}
+	b = append(b, `{"raw":`...)
+	b = appendString(b, s)
+	return append(b, '}')
+}
+
+// appendArguments appends a tool input object as an OpenAI arguments string.
+func appendArguments(b []byte, input gjson.Result) []byte {
+	if !input.Exists() || input.Type == gjson.Null {
+		return append(b, `"{}"`...)
+	}
+	if input.Type == gjson.String {
+		return appendStr(b, input)
+	}
+	return appendString(b, input.Raw)
+}
+
+func isBlank(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// splitDataURL splits "data:<media>;base64,<data>" and reports whether u had
+// that form.
+func splitDataURL(u string) (media, data string, ok bool) {
+	rest, ok := strings.CutPrefix(u, "data:")
+	if !ok {
+		return "", "", false
+	}
+	media, data, ok = strings.Cut(rest, ";base64,")
+	if !ok {
+		return "", "", false
+	}
+	return media, data, true
+}
