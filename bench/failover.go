@@ -227,7 +227,7 @@ func (r *failoverReport) print(w io.Writer) error {
 		s    latencySummary
 	}{{"before fault", r.Before}, {"after fault", r.After}, {"overall", r.Overall}} {
 		t.add(p.name, strconv.Itoa(p.s.Requests), strconv.Itoa(p.s.OK), pct(p.s.ErrorRatio),
-			ms(p.s.P50), ms(p.s.P99), fmt.Sprint(p.s.Codes))
+			ms(p.s.P50), ms(p.s.P99), codes(p.s.Codes))
 	}
 	f := newTable("figure", "value", "goal")
 	f.add("client error rate after fault", pct(r.After.ErrorRatio), "< 0.1%: "+verdict(r.After.ErrorRatio < 0.001))

@@ -87,6 +87,11 @@ func (p boundedPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, b
 	return vegeta.ConstantPacer{Freq: p.rate, Per: time.Second}.Pace(elapsed, hits)
 }
 
+// Rate implements vegeta.Pacer.
+func (p boundedPacer) Rate(time.Duration) float64 {
+	return float64(p.rate)
+}
+
 // newTransport returns a client transport for loopback load: no proxy from
 // the environment, no compression, enough idle connections for conns.
 func newTransport(conns int) *http.Transport {
@@ -141,12 +146,12 @@ func attack(ctx context.Context, name string, r request, s shape) ([]sample, err
 	samples := make([]sample, 0, min(s.MaxRequests, 1<<20))
 	start := time.Now()
 	for res := range atk.Attack(tgt, boundedPacer{rate: s.Rate, max: s.MaxRequests}, s.Duration, name) {
-		samples = append(samples, sample{
-			At:      res.Timestamp.Sub(start),
-			Latency: res.Latency,
-			Code:    int(res.Code),
-			OK:      res.Error == "" && succeeded(int(res.Code), res.Body, r.Stream),
-		})
+		x := sample{At: res.Timestamp.Sub(start), Latency: res.Latency, Code: int(res.Code), Err: res.Error}
+		x.OK = res.Error == "" && succeeded(x.Code, res.Body, r.Stream)
+		if !x.OK && x.Err == "" {
+			x.Err = "incomplete stream: no message_stop"
+		}
+		samples = append(samples, x)
 	}
 	close(done)
 	wg.Wait()

@@ -127,12 +127,18 @@ func quickDefault[T any](c *common, name string, full, quick T) T {
 
 // newHeader starts a report's header.
 func newHeader(scenario string, args []string, quick bool) header {
+	var notes []string
+	if quick {
+		notes = append(notes, "-quick: a smoke run; its figures and goal verdicts mean nothing")
+	}
 	return header{
-		Scenario: scenario,
-		Command:  strings.TrimSpace("go run ./bench " + scenario + " " + strings.Join(args, " ")),
-		Started:  time.Now().UTC().Truncate(time.Second),
-		Quick:    quick,
-		Machine:  readMachine(),
+		Notes:      notes,
+		LoadBefore: loadAvg(),
+		Scenario:   scenario,
+		Command:    strings.TrimSpace("go run ./bench " + scenario + " " + strings.Join(args, " ")),
+		Started:    time.Now().UTC().Truncate(time.Second),
+		Quick:      quick,
+		Machine:    readMachine(),
 	}
 }
 
@@ -152,7 +158,9 @@ func withLab(relayBin string, fn func(*lab) error) error {
 // finish prints the tables and writes the JSON report when -out was given.
 func finish(c *common, h *header, rep any, print func(io.Writer) error, stdout io.Writer) error {
 	h.Elapsed = time.Since(h.Started).Round(time.Second).Seconds()
-	fmt.Fprintf(stdout, "\n## %s (%s, %d cores, %s)\n", h.Scenario, h.Machine.CPU, h.Machine.Cores, h.Machine.Go)
+	h.LoadAfter = loadAvg()
+	fmt.Fprintf(stdout, "\n## %s (%s, %d cores, %s; load average %s before, %s after)\n",
+		h.Scenario, h.Machine.CPU, h.Machine.Cores, h.Machine.Go, h.LoadBefore, h.LoadAfter)
 	if err := print(stdout); err != nil {
 		return fmt.Errorf("print report: %w", err)
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"time"
 )
 
@@ -35,7 +35,7 @@ func newBareProxy(target *url.URL) *httputil.ReverseProxy {
 		},
 		Transport:     tr,
 		FlushInterval: -1,
-		ErrorLog:      log.New(io.Discard, "", 0),
+		ErrorLog:      log.New(os.Stderr, "proxy: ", log.LstdFlags),
 	}
 }
 
@@ -52,7 +52,16 @@ func runProxy(ctx context.Context, args []string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("_proxy: bad -target %q", *target)
 	}
-	srv := &http.Server{Handler: newBareProxy(u), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	rp := newBareProxy(u)
+	// Full duplex lets the proxy's transport finish reading the client's
+	// body (it reads once more to see EOF) after the response has begun;
+	// without it the HTTP/1 server closes that body when the response
+	// headers are flushed, and a fast upstream's stream is cut at random.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	return serve(ctx, srv, *listen)
 }
 

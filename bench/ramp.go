@@ -238,18 +238,17 @@ func (u *users) spawn(ctx, issue context.Context, o rampOptions) {
 	for range o.StartUsers {
 		add()
 	}
-	every := time.Duration(float64(time.Second) / o.SpawnRate)
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(time.Duration(float64(time.Second) / o.SpawnRate))
+	defer tick.Stop()
+spawning:
 	for n := o.StartUsers; n < o.MaxUsers; n++ {
 		select {
 		case <-issue.Done():
-			n = o.MaxUsers
-			continue
+			break spawning
 		case <-tick.C:
+			add()
 		}
-		add()
 	}
-	tick.Stop()
 	wg.Wait()
 }
 
@@ -259,12 +258,12 @@ func (u *users) spawn(ctx, issue context.Context, o rampOptions) {
 func (u *users) user(ctx, issue context.Context) {
 	for issue.Err() == nil && atomic.AddInt64(&u.budget, -1) >= 0 {
 		sent := time.Now()
-		code, ok := u.do(ctx)
+		code, ok, why := u.do(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		u.mu.Lock()
-		u.samples = append(u.samples, sample{At: sent.Sub(u.start), Latency: time.Since(sent), Code: code, OK: ok})
+		u.samples = append(u.samples, sample{At: sent.Sub(u.start), Latency: time.Since(sent), Code: code, OK: ok, Err: why})
 		u.mu.Unlock()
 		pause := u.think/2 + rand.N(u.think)
 		t := time.NewTimer(pause)
@@ -277,23 +276,27 @@ func (u *users) user(ctx, issue context.Context) {
 	}
 }
 
-// do sends one request and reads the whole response.
-func (u *users) do(ctx context.Context) (code int, ok bool) {
+// do sends one request and reads the whole response. A failure comes with
+// its reason.
+func (u *users) do(ctx context.Context) (code int, ok bool, why string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.req.URL, bytes.NewReader(u.req.Body))
 	if err != nil {
-		return 0, false
+		return 0, false, err.Error()
 	}
 	req.Header = u.req.Header.Clone()
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return 0, false
+		return 0, false, err.Error()
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return resp.StatusCode, false
+		return resp.StatusCode, false, err.Error()
 	}
-	return resp.StatusCode, succeeded(resp.StatusCode, body, u.req.Stream)
+	if !succeeded(resp.StatusCode, body, u.req.Stream) {
+		return resp.StatusCode, false, resp.Status
+	}
+	return resp.StatusCode, true, ""
 }
 
 // print writes the ramp tables.
@@ -301,7 +304,7 @@ func (r *rampReport) print(w io.Writer) error {
 	t := newTable("target", "hold req/s", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "codes")
 	for _, p := range []rampPhase{r.Baseline, r.Relay} {
 		t.add(p.Target, fmt.Sprintf("%.0f", p.HoldRPS), strconv.Itoa(p.Hold.Requests), pct(p.Hold.ErrorRatio),
-			ms(p.Hold.P50), ms(p.Hold.P95), ms(p.Hold.P99), fmt.Sprint(p.Hold.Codes))
+			ms(p.Hold.P50), ms(p.Hold.P95), ms(p.Hold.P99), codes(p.Hold.Codes))
 	}
 	f := newTable("figure", "value", "goal")
 	f.add("relay error rate (hold)", pct(r.Relay.Hold.ErrorRatio), "< 1%: "+verdict(r.Relay.Hold.ErrorRatio < 0.01))

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -53,7 +55,21 @@ type header struct {
 	Elapsed  float64   `json:"elapsed_seconds"`
 	Quick    bool      `json:"quick"`
 	Machine  machine   `json:"machine"`
-	Notes    []string  `json:"notes,omitempty"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// on a machine shared with other work, high values taint the figures.
+	LoadBefore string   `json:"loadavg_before"`
+	LoadAfter  string   `json:"loadavg_after"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// loadAvg returns the first three fields of /proc/loadavg, or "".
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // writeJSON writes v, indented, to path.
@@ -137,6 +153,17 @@ func times(r *float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2fx", *r)
+}
+
+// codes formats status counts as "200:995 500:5", in order ("error" for
+// transport errors last).
+func codes(m map[string]int) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s:%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // mib formats bytes in MiB.

@@ -13,6 +13,7 @@ type sample struct {
 	Latency time.Duration // until the whole body was read
 	Code    int           // HTTP status; 0 when the request failed before one
 	OK      bool
+	Err     string // why it failed, when it did
 }
 
 // latencySummary holds the figures reported for a set of samples.
@@ -28,7 +29,12 @@ type latencySummary struct {
 	Max          time.Duration  `json:"max_ns"`
 	Mean         time.Duration  `json:"mean_ns"`
 	Codes        map[string]int `json:"codes"`
+	// Errors holds up to maxErrors distinct failure reasons.
+	Errors []string `json:"errors,omitempty"`
 }
+
+// maxErrors bounds the distinct failure reasons kept in a summary.
+const maxErrors = 5
 
 // percentile returns the nearest-rank q-quantile (0 < q <= 1) of sorted
 // durations, or 0 for none.
@@ -57,6 +63,8 @@ func summarize(samples []sample) latencySummary {
 		sum += x.Latency
 		if x.OK {
 			s.OK++
+		} else if x.Err != "" && len(s.Errors) < maxErrors && !slices.Contains(s.Errors, x.Err) {
+			s.Errors = append(s.Errors, x.Err)
 		}
 		s.Codes[codeKey(x.Code)]++
 	}

@@ -8,7 +8,13 @@
 // Loading is strict: unknown fields are errors (a typo must not silently
 // disable a limit), a ${NAME} whose variable is not set is an error (never an
 // empty string), and Validate reports every problem at once, each naming its
-// YAML path, for example "providers[1].rpm: must be > 0".
+// YAML path, for example "providers[1].rpm: must be >= 0 (line 12)".
+//
+// Entry points: Load and Parse (environment from the process), LoadWithEnv
+// and ParseWithEnv (environment from a lookup function), Default (every
+// default), (*Config).Validate, and Problems to list the Problem values in
+// an error. A *Config is plain data: safe for concurrent reads, and a
+// reload builds a new one rather than changing the old.
 package configs
 
 import "time"

@@ -97,8 +97,8 @@ func DefaultBreaker() Breaker {
 // UnmarshalYAML decodes a lane, defaulting max_depth to 10000 and max_wait
 // to 60s when they are left out.
 func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
-	type plain Lane
-	p := plain{MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(defaultLaneMaxWait)}
+	type laneYAML Lane
+	p := laneYAML{MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(defaultLaneMaxWait)}
 	if err := n.Decode(&p); err != nil {
 		return err
 	}
@@ -109,8 +109,8 @@ func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalYAML decodes a provider, defaulting timeout to 10m,
 // max_idle_conns to 64 and each left-out breaker field to DefaultBreaker's.
 func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
-	type plain Provider
-	v := plain{
+	type providerYAML Provider
+	v := providerYAML{
 		Timeout:      Duration(defaultTimeout),
 		MaxIdleConns: defaultMaxIdleConns,
 		Breaker:      DefaultBreaker(),
@@ -125,8 +125,8 @@ func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalYAML decodes a simulator block, defaulting latency to 20ms and
 // token_interval to 10ms when they are left out.
 func (s *Simulator) UnmarshalYAML(n *yaml.Node) error {
-	type plain Simulator
-	v := plain{Latency: Duration(defaultSimLatency), TokenInterval: Duration(defaultSimTokenGap)}
+	type simulatorYAML Simulator
+	v := simulatorYAML{Latency: Duration(defaultSimLatency), TokenInterval: Duration(defaultSimTokenGap)}
 	if err := n.Decode(&v); err != nil {
 		return err
 	}

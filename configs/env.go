@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -93,7 +94,10 @@ func substitute(s string, lookup func(string) (string, bool)) (string, []string)
 			}
 			v, ok := lookupEnv(lookup, name)
 			if !ok {
-				errs = append(errs, fmt.Sprintf("environment variable %s is not set", name))
+				msg := fmt.Sprintf("environment variable %s is not set", name)
+				if !slices.Contains(errs, msg) {
+					errs = append(errs, msg)
+				}
 				continue
 			}
 			b.WriteString(v)

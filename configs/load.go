@@ -219,8 +219,12 @@ func decodeError(err error, substituted map[int]bool) error {
 	if !errors.As(err, &te) {
 		return fmt.Errorf("decode config: %w", err)
 	}
+	// The local types of the UnmarshalYAML methods read as the schema's.
+	names := strings.NewReplacer("configs.laneYAML", "configs.Lane",
+		"configs.providerYAML", "configs.Provider", "configs.simulatorYAML", "configs.Simulator")
 	probs := make([]Problem, 0, len(te.Errors))
 	for _, msg := range te.Errors {
+		msg = names.Replace(msg)
 		p := Problem{Msg: msg}
 		if m := typeErrLine.FindStringSubmatch(msg); m != nil {
 			p.Line, _ = strconv.Atoi(m[1])

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -118,6 +119,11 @@ func TestEnvSubstitution(t *testing.T) {
 			},
 		},
 		{
+			name:    "a variable missing twice in one value is reported once",
+			yaml:    "admin_listen: ${MISSING_A}:${MISSING_A}\n",
+			wantErr: []string{"admin_listen: environment variable MISSING_A is not set (line 13)"},
+		},
+		{
 			name:    "missing variable in a list",
 			yaml:    "lanes:\n  - name: ${MISSING_LANE}\n",
 			wantErr: []string{"lanes[0].name: environment variable MISSING_LANE is not set (line 14)"},
@@ -208,18 +214,11 @@ func TestDefaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if !equal(tc.got, tc.want) {
+			if !reflect.DeepEqual(tc.got, tc.want) {
 				t.Errorf("%s = %#v; want %#v", tc.name, tc.got, tc.want)
 			}
 		})
 	}
-}
-
-// equal compares test values, including slices and structs.
-func equal(a, b any) bool {
-	as, _ := yaml.Marshal(a)
-	bs, _ := yaml.Marshal(b)
-	return string(as) == string(bs) && (a == nil) == (b == nil)
 }
 
 func TestPartialDefaults(t *testing.T) {
@@ -284,13 +283,11 @@ func TestPartialDefaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			// Later keys override minimalYAML's through a second mapping
-			// merged on top: simplest is to replace sections wholesale.
-			c, err := ParseWithEnv([]byte(overlay(minimalYAML, tc.yaml)), nil)
+			c, err := ParseWithEnv([]byte(overlay(t, minimalYAML, tc.yaml)), nil)
 			if err != nil {
 				t.Fatalf("ParseWithEnv(%q): %v", tc.yaml, err)
 			}
-			if got, want := tc.check(c); !equal(got, want) {
+			if got, want := tc.check(c); !reflect.DeepEqual(got, want) {
 				t.Errorf("ParseWithEnv(%q): got %#v; want %#v", tc.yaml, got, want)
 			}
 		})
@@ -299,13 +296,14 @@ func TestPartialDefaults(t *testing.T) {
 
 // overlay returns base with each top-level section of extra replacing the
 // section of the same name.
-func overlay(base, extra string) string {
+func overlay(t *testing.T, base, extra string) string {
+	t.Helper()
 	var b, e yaml.Node
 	if err := yaml.Unmarshal([]byte(base), &b); err != nil {
-		panic(err)
+		t.Fatalf("overlay base: %v", err)
 	}
 	if err := yaml.Unmarshal([]byte(extra), &e); err != nil {
-		panic(err)
+		t.Fatalf("overlay extra: %v", err)
 	}
 	bm, em := b.Content[0], e.Content[0]
 	for i := 0; i < len(em.Content); i += 2 {
@@ -322,7 +320,7 @@ func overlay(base, extra string) string {
 	}
 	out, err := yaml.Marshal(&b)
 	if err != nil {
-		panic(err)
+		t.Fatalf("overlay: %v", err)
 	}
 	return string(out)
 }
@@ -571,4 +569,11 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTypeErrorNamesSchemaType(t *testing.T) {
+	_, err := ParseWithEnv([]byte(minimalYAML+"lanes: [[x]]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "line 13: cannot unmarshal !!seq into configs.Lane") {
+		t.Errorf("ParseWithEnv(lanes: [[x]]) error = %v; want it to name configs.Lane", err)
+	}
 }

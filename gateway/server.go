@@ -189,6 +189,10 @@ func formatOf(r *http.Request) workers.Format {
 func (s *Server) writeError(c echo.Context, f workers.Format, requestID string, e *apiError) {
 	h := c.Response().Header()
 	h["X-Request-Id"] = []string{requestID}
+	if f == workers.FormatAnthropic {
+		// The Anthropic SDKs read request-id into Error.RequestID.
+		h["Request-Id"] = []string{requestID}
+	}
 	h["Content-Type"] = []string{"application/json"}
 	if e.retryAfter > 0 {
 		h["Retry-After"] = []string{retryAfterValue(e.retryAfter)}

@@ -220,7 +220,8 @@ func TestOpenAISDK(t *testing.T) {
 func TestModels(t *testing.T) {
 	s := start(t, simupstream.Options{})
 	t.Run("anthropic-sdk", func(t *testing.T) {
-		page, err := anthropicClient(t, s).Models.List(t.Context(), anthropic.ModelListParams{})
+		client := anthropicClient(t, s)
+		page, err := client.Models.List(t.Context(), anthropic.ModelListParams{})
 		if err != nil {
 			t.Fatalf("Models.List: %v", err)
 		}
@@ -229,7 +230,8 @@ func TestModels(t *testing.T) {
 		}
 	})
 	t.Run("openai-sdk", func(t *testing.T) {
-		page, err := openAIClient(t, s).Models.List(t.Context())
+		client := openAIClient(t, s)
+		page, err := client.Models.List(t.Context())
 		if err != nil {
 			t.Fatalf("Models.List: %v", err)
 		}
@@ -275,7 +277,8 @@ func TestSDKErrors(t *testing.T) {
 		t.Run(string(tc.fault), func(t *testing.T) {
 			s := start(t, simupstream.Options{})
 			s.SetFault(tc.fault)
-			_, err := anthropicClient(t, s).Messages.New(t.Context(), anthropic.MessageNewParams{
+			aclient := anthropicClient(t, s)
+			_, err := aclient.Messages.New(t.Context(), anthropic.MessageNewParams{
 				Model: "m", MaxTokens: 10,
 				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 			})
@@ -287,7 +290,8 @@ func TestSDKErrors(t *testing.T) {
 				t.Errorf("anthropic error = %d %q %q; want %d %q req_…", aerr.StatusCode, aerr.Type(), aerr.RequestID, tc.status, tc.anthType)
 			}
 
-			_, err = openAIClient(t, s).Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
+			oclient := openAIClient(t, s)
+			_, err = oclient.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
 				Model:    "m",
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 			})

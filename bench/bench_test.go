@@ -1,0 +1,522 @@
+package main
+
+import (
+	"context"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaygw/relay/configs"
+	"gopkg.in/yaml.v3"
+)
+
+func durations(ms ...int) []time.Duration {
+	out := make([]time.Duration, len(ms))
+	for i, m := range ms {
+		out[i] = time.Duration(m) * time.Millisecond
+	}
+	return out
+}
+
+func TestPercentile(t *testing.T) {
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", durations(7), 0.99, 7 * time.Millisecond},
+		{"p50 of 4 is the 2nd", durations(1, 2, 3, 4), 0.5, 2 * time.Millisecond},
+		{"p90 of 10 is the 9th", durations(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.9, 9 * time.Millisecond},
+		{"p99 of 10 is the max", durations(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
+		{"p100", durations(1, 2, 3), 1, 3 * time.Millisecond},
+		{"tiny q is the min", durations(1, 2, 3), 0.0001, time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.q); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v; want %v", tt.sorted, tt.q, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	samples := []sample{
+		{Latency: 4 * time.Millisecond, Code: 200, OK: true},
+		{Latency: 1 * time.Millisecond, Code: 200, OK: true},
+		{Latency: 3 * time.Millisecond, Code: 500, Err: "500 Internal Server Error"},
+		{Latency: 2 * time.Millisecond, Code: 0, Err: "EOF"},
+		{Latency: 2 * time.Millisecond, Code: 0, Err: "EOF"},
+	}
+	s := summarize(samples)
+	if s.Requests != 5 || s.OK != 2 {
+		t.Errorf("summarize: requests, ok = %d, %d; want 5, 2", s.Requests, s.OK)
+	}
+	if math.Abs(s.SuccessRatio-0.4) > 1e-9 || math.Abs(s.ErrorRatio-0.6) > 1e-9 {
+		t.Errorf("summarize: success, error = %v, %v; want 0.4, 0.6", s.SuccessRatio, s.ErrorRatio)
+	}
+	if s.P50 != 2*time.Millisecond || s.Max != 4*time.Millisecond || s.Mean != 2400*time.Microsecond {
+		t.Errorf("summarize: p50, max, mean = %v, %v, %v; want 2ms, 4ms, 2.4ms", s.P50, s.Max, s.Mean)
+	}
+	if got, want := codes(s.Codes), "200:2 500:1 error:2"; got != want {
+		t.Errorf("codes(summarize().Codes) = %q; want %q", got, want)
+	}
+	if want := []string{"500 Internal Server Error", "EOF"}; !slices.Equal(s.Errors, want) {
+		t.Errorf("summarize: errors = %q; want %q", s.Errors, want)
+	}
+	if e := summarize(nil); e.Requests != 0 || e.SuccessRatio != 0 {
+		t.Errorf("summarize(nil) = %+v; want zero", e)
+	}
+}
+
+func TestSlope(t *testing.T) {
+	tests := []struct {
+		name string
+		x, y []float64
+		want float64
+	}{
+		{"line", []float64{0, 1, 2, 3}, []float64{10, 12, 14, 16}, 2},
+		{"flat", []float64{0, 1, 2}, []float64{5, 5, 5}, 0},
+		{"noisy", []float64{0, 1, 2, 3}, []float64{0, 2, 1, 3}, 0.8},
+		{"one point", []float64{1}, []float64{1}, 0},
+		{"same x", []float64{1, 1}, []float64{1, 2}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := slope(tt.x, tt.y); math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("slope(%v, %v) = %v; want %v", tt.x, tt.y, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRatio(t *testing.T) {
+	tests := []struct {
+		a, b float64
+		want string
+	}{
+		{3, 2, "1.50x"},
+		{1, 0, "n/a"},
+		{1, -1, "n/a"},
+		{-1, 2, "-0.50x"},
+	}
+	for _, tt := range tests {
+		if got := times(ratio(tt.a, tt.b)); got != tt.want {
+			t.Errorf("times(ratio(%v, %v)) = %q; want %q", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    string
+		want    procStat
+		wantErr bool
+	}{
+		{
+			name: "plain",
+			data: "1234 (relay) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 100 1000 50 18446744073709551615",
+			want: procStat{PPID: 1, UTime: 250, STime: 75},
+		},
+		{
+			name: "command with spaces and parentheses",
+			data: "99 (nginx: (worker) x) S 42 99 99 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 1 1 1",
+			want: procStat{PPID: 42, UTime: 7, STime: 3},
+		},
+		{name: "no command", data: "1 relay S 1", wantErr: true},
+		{name: "truncated", data: "1 (relay) S 1 2 3", wantErr: true},
+		{name: "bad number", data: "1 (relay) S 1 1 1 0 -1 0 0 0 0 0 x 3 0 0 20 0 1 0 1 1 1", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStat([]byte(tt.data))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseStat(%q) error = %v; want error %v", tt.data, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("parseStat(%q) = %+v; want %+v", tt.data, got, tt.want)
+			}
+		})
+	}
+	if got, want := (procStat{UTime: 250, STime: 75}).CPU(), 3250*time.Millisecond; got != want {
+		t.Errorf("procStat{250, 75}.CPU() = %v; want %v", got, want)
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    string
+		want    int64
+		wantErr bool
+	}{
+		{"present", "Name:\trelay\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nThreads:\t8\n", 12345 * 1024, false},
+		{"absent", "Name:\tkthreadd\nThreads:\t1\n", 0, true},
+		{"bad unit", "VmRSS:\t12 MB\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseVmRSS([]byte(tt.data))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("parseVmRSS(%q) = %d, %v; want %d, error %v", tt.data, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestTreeUsageOfSelf(t *testing.T) {
+	u, err := treeUsage(os.Getpid())
+	if err != nil {
+		t.Fatalf("treeUsage(self): %v", err)
+	}
+	if u.RSS <= 0 || u.CPU < 0 {
+		t.Errorf("treeUsage(self) = %+v; want RSS > 0 and CPU >= 0", u)
+	}
+	if _, err := readStat(-1); err == nil {
+		t.Error("readStat(-1) = nil error; want one")
+	}
+}
+
+func TestRelayConfig(t *testing.T) {
+	cfg := newRelayConfig("127.0.0.1:18080", "/tmp/nats", []string{"http://127.0.0.1:1", "http://127.0.0.1:2"},
+		&relayBreaker{FailureRatio: 0.5, MinRequests: 10, Window: "10s", OpenFor: "45s"})
+	data, err := cfg.YAML()
+	if err != nil {
+		t.Fatalf("YAML: %v", err)
+	}
+	var doc struct {
+		Listen string `yaml:"listen"`
+		NATS   struct {
+			Listen *string `yaml:"listen"`
+		} `yaml:"nats"`
+		Providers []map[string]any `yaml:"providers"`
+		Routes    []struct {
+			Model   string           `yaml:"model"`
+			Targets []map[string]any `yaml:"targets"`
+		} `yaml:"routes"`
+		Log map[string]string `yaml:"log"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("decode generated YAML: %v\n%s", err, data)
+	}
+	if doc.Listen != "127.0.0.1:18080" || doc.NATS.Listen == nil || *doc.NATS.Listen != "" || doc.Log["level"] != "warn" {
+		t.Errorf("generated YAML listen/nats/log wrong:\n%s", data)
+	}
+	if len(doc.Providers) != 2 || doc.Providers[1]["name"] != "sim-b" || doc.Providers[1]["base_url"] != "http://127.0.0.1:2" ||
+		doc.Providers[0]["type"] != "anthropic" || doc.Providers[0]["breaker"] == nil {
+		t.Errorf("generated providers = %v; want sim-a and sim-b, anthropic, with breaker", doc.Providers)
+	}
+	if len(doc.Routes) != 1 || doc.Routes[0].Model != benchModel || len(doc.Routes[0].Targets) != 2 {
+		t.Errorf("generated routes = %+v; want bench-model with 2 targets", doc.Routes)
+	}
+	// The relay's own parser must accept it (strict fields, validation).
+	if _, err := configs.ParseWithEnv(data, nil); err != nil {
+		t.Errorf("configs.ParseWithEnv(generated) = %v\n%s", err, data)
+	}
+	plain, err := newRelayConfig("127.0.0.1:18080", "/tmp/nats", []string{"http://127.0.0.1:1"}, nil).YAML()
+	if err != nil {
+		t.Fatalf("YAML: %v", err)
+	}
+	if strings.Contains(string(plain), "breaker") {
+		t.Errorf("config without breaker mentions one:\n%s", plain)
+	}
+}
+
+func TestRenderNginx(t *testing.T) {
+	conf, err := renderNginx(nginxParams{Prefix: "/tmp/p", Listen: "127.0.0.1:8081", Upstream: "127.0.0.1:9000"})
+	if err != nil {
+		t.Fatalf("renderNginx: %v", err)
+	}
+	for _, want := range []string{"daemon off;", "listen 127.0.0.1:8081;", "server 127.0.0.1:9000;", "pid /tmp/p/nginx.pid;", "proxy_buffering off;"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("renderNginx: config lacks %q", want)
+		}
+	}
+	if _, err := renderNginx(nginxParams{Prefix: "/tmp/p", Listen: "0.0.0.0:8081", Upstream: "127.0.0.1:9000"}); err == nil {
+		t.Error("renderNginx(listen 0.0.0.0) = nil error; want one")
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	tests := []struct {
+		addr string
+		ok   bool
+	}{
+		{"127.0.0.1:80", true},
+		{"127.3.2.1:80", true},
+		{"[::1]:80", true},
+		{"localhost:80", true},
+		{"0.0.0.0:80", false},
+		{"10.0.0.1:80", false},
+		{":80", false},
+		{"nonsense", false},
+	}
+	for _, tt := range tests {
+		if err := checkLoopback(tt.addr); (err == nil) != tt.ok {
+			t.Errorf("checkLoopback(%q) = %v; want ok %v", tt.addr, err, tt.ok)
+		}
+	}
+}
+
+func TestQuietFrom(t *testing.T) {
+	ms := time.Millisecond
+	counts := func(failing ...int64) []countSample {
+		out := make([]countSample, len(failing))
+		for i, f := range failing {
+			out[i] = countSample{At: time.Duration(i) * 100 * ms, Failing: f}
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		counts []countSample
+		from   time.Duration
+		quiet  time.Duration
+		want   int
+		wantOK bool
+	}{
+		{"stops after two samples", counts(5, 10, 15, 18, 18, 18, 18), 100 * ms, 300 * ms, 3, true},
+		{"never stops", counts(1, 2, 3, 4, 5, 6), 0, 200 * ms, 0, false},
+		{"quiet too short at the end", counts(1, 2, 3, 3), 0, 200 * ms, 0, false},
+		{"quiet from the start", counts(7, 7, 7, 7), 100 * ms, 200 * ms, 1, true},
+		{"quiet before from does not count", counts(1, 1, 1, 2, 3, 3, 3), 300 * ms, 200 * ms, 4, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := quietFrom(tt.counts, tt.from, tt.quiet)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("quietFrom(%v, %v, %v) = %d, %v; want %d, %v", tt.counts, tt.from, tt.quiet, got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestFillFailover(t *testing.T) {
+	ms := time.Millisecond
+	samples := []sample{
+		{At: 0, Latency: 10 * ms, OK: true, Code: 200},
+		{At: 50 * ms, Latency: 10 * ms, OK: true, Code: 200},
+		{At: 250 * ms, Latency: 20 * ms, OK: true, Code: 200},
+		{At: 300 * ms, Latency: 20 * ms, Code: 500},
+	}
+	counts := []countSample{
+		{At: 0, Healthy: 0, Failing: 0},
+		{At: 100 * ms, Healthy: 3, Failing: 3},
+		{At: 200 * ms, Healthy: 5, Failing: 6},
+		{At: 300 * ms, Healthy: 8, Failing: 7},
+		{At: 400 * ms, Healthy: 10, Failing: 7},
+		{At: 500 * ms, Healthy: 12, Failing: 7},
+	}
+	var rep failoverReport
+	fillFailover(&rep, samples, counts, 150*ms, 3, 200*ms)
+	if rep.Before.Requests != 2 || rep.After.Requests != 2 || rep.After.ErrorRatio != 0.5 {
+		t.Errorf("before/after = %d/%d requests, after errors %v; want 2/2, 0.5", rep.Before.Requests, rep.After.Requests, rep.After.ErrorRatio)
+	}
+	if rep.FailingShareBefore != 0.5 || rep.FailingAfterFault != 4 {
+		t.Errorf("share before, after fault = %v, %d; want 0.5, 4", rep.FailingShareBefore, rep.FailingAfterFault)
+	}
+	if !rep.BreakerOpen || rep.TimeToOpen != 150*ms || rep.FailingUntilOpen != 4 {
+		t.Errorf("open, time to open, until open = %v, %v, %d; want true, 150ms, 4", rep.BreakerOpen, rep.TimeToOpen, rep.FailingUntilOpen)
+	}
+	if got := times(rep.P50VsBefore); got != "2.00x" {
+		t.Errorf("p50 after/before = %s; want 2.00x", got)
+	}
+}
+
+func TestMaxConcurrentAndThroughput(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name    string
+		samples []sample
+		conc    int
+		rps     float64
+	}{
+		{"none", nil, 0, 0},
+		{"serial, touching", []sample{{At: 0, Latency: 100 * ms, OK: true}, {At: 100 * ms, Latency: 100 * ms, OK: true}}, 1, 10},
+		{"overlap", []sample{{At: 0, Latency: 500 * ms, OK: true}, {At: 100 * ms, Latency: 100 * ms, OK: true},
+			{At: 150 * ms, Latency: 100 * ms}, {At: 400 * ms, Latency: 100 * ms, OK: true}}, 3, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := maxConcurrent(tt.samples); got != tt.conc {
+				t.Errorf("maxConcurrent = %d; want %d", got, tt.conc)
+			}
+			if got := throughput(tt.samples); math.Abs(got-tt.rps) > 1e-9 {
+				t.Errorf("throughput = %v; want %v", got, tt.rps)
+			}
+		})
+	}
+}
+
+func TestCompareRound(t *testing.T) {
+	ms := time.Millisecond
+	runs := []overheadRun{
+		{Target: targetDirect, Latency: latencySummary{P50: 1 * ms}},
+		{Target: targetBare, Latency: latencySummary{P50: 3 * ms}, CPUPerRequest: 100 * time.Microsecond},
+		{Target: targetRelay, Latency: latencySummary{P50: 4 * ms}, CPUPerRequest: 150 * time.Microsecond},
+	}
+	compareRound(runs)
+	if runs[2].AddedP50 != 3*ms || times(runs[2].AddedVsBare) != "1.50x" || times(runs[2].CPUVsBare) != "1.50x" {
+		t.Errorf("compareRound: relay added %v (%s of bare), CPU %s of bare; want 3ms, 1.50x, 1.50x",
+			runs[2].AddedP50, times(runs[2].AddedVsBare), times(runs[2].CPUVsBare))
+	}
+	if runs[0].AddedVsBare != nil {
+		t.Errorf("compareRound: direct has a ratio to bare")
+	}
+}
+
+func TestHoldUsage(t *testing.T) {
+	mib := int64(1 << 20)
+	points := []rampPoint{
+		{At: 0, CPU: 0, RSS: 10 * mib}, // ramp, ignored
+		{At: 60 * time.Second, CPU: 0, RSS: 20 * mib},
+		{At: 90 * time.Second, CPU: 15 * time.Second, RSS: 25 * mib},
+		{At: 120 * time.Second, CPU: 30 * time.Second, RSS: 30 * mib},
+	}
+	cpu, growth := holdUsage(points, 60*time.Second, 2)
+	if math.Abs(cpu-25) > 1e-9 || math.Abs(growth-10) > 1e-9 {
+		t.Errorf("holdUsage = %v%%, %v MiB/min; want 25%%, 10 MiB/min", cpu, growth)
+	}
+}
+
+func TestScaledRamp(t *testing.T) {
+	tests := []struct {
+		f                  float64
+		start, users       int
+		hold, rampDuration time.Duration
+	}{
+		{1, 100, 3000, 5 * time.Minute, 58 * time.Second},
+		{0.1, 10, 300, 30 * time.Second, 5800 * time.Millisecond},
+		{0.0001, 1, 1, 30 * time.Millisecond, 0},
+	}
+	for _, tt := range tests {
+		o := scaledRamp(tt.f)
+		if o.StartUsers != tt.start || o.MaxUsers != tt.users || o.Hold != tt.hold || o.rampDuration() != tt.rampDuration {
+			t.Errorf("scaledRamp(%v) = %d→%d users, hold %v, ramp %v; want %d→%d, %v, %v", tt.f,
+				o.StartUsers, o.MaxUsers, o.Hold, o.rampDuration(), tt.start, tt.users, tt.hold, tt.rampDuration)
+		}
+	}
+}
+
+func TestParseInts(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"500,1000, 2000", []int{500, 1000, 2000}, false},
+		{"200", []int{200}, false},
+		{"0", nil, true},
+		{"a,1", nil, true},
+		{"", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := parseInts(tt.in)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("parseInts(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestCPUModel(t *testing.T) {
+	info := "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu\n"
+	if got, want := cpuModel([]byte(info)), "Intel(R) Xeon(R) Processor"; got != want {
+		t.Errorf("cpuModel = %q; want %q", got, want)
+	}
+	if got := cpuModel(nil); got != "unknown" {
+		t.Errorf("cpuModel(nil) = %q; want unknown", got)
+	}
+}
+
+func TestTable(t *testing.T) {
+	tb := newTable("a", "long header")
+	tb.add("wide cell", "x")
+	tb.add("y")
+	var b strings.Builder
+	if err := tb.write(&b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	want := "| a         | long header |\n| --------- | ----------- |\n| wide cell | x           |\n| y         |             |\n"
+	if b.String() != want {
+		t.Errorf("table =\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestFindUp(t *testing.T) {
+	root := t.TempDir()
+	deep := filepath.Join(root, "a", "b")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "go.mod"), []byte("module x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := findUp(deep, "go.mod"); err != nil || got != root {
+		t.Errorf("findUp(%q) = %q, %v; want %q", deep, got, err, root)
+	}
+	if _, err := findUp(deep, "no-such-file-here.mod"); err == nil {
+		t.Error("findUp(missing) = nil error; want one")
+	}
+}
+
+// TestAttack runs a short open-loop and a closed-loop attack against an
+// httptest server, checking counts and the stream completeness rule.
+func TestAttack(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.Header.Get("x-api-key") != benchKey {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if strings.Contains(r.URL.RawQuery, "cut") {
+			_, _ = io.WriteString(w, "event: message_start\n\n")
+			return
+		}
+		_, _ = io.WriteString(w, "event: message_stop\ndata: {}\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		name   string
+		query  string
+		shape  shape
+		n, ok  int
+		exactN bool
+	}{
+		{"open loop, bounded by count", "", shape{Rate: 200, Duration: 5 * time.Second, MaxRequests: 20}, 20, 20, true},
+		{"open loop, bounded by time", "", shape{Rate: 100, Duration: 200 * time.Millisecond}, 20, 20, false},
+		{"closed loop", "", shape{Workers: 4, Duration: 5 * time.Second, MaxRequests: 50}, 50, 50, true},
+		{"cut streams fail", "?cut", shape{Rate: 100, Duration: time.Second, MaxRequests: 10}, 10, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := messagesRequest(srv.URL, true)
+			r.URL += tt.query
+			samples, err := attack(context.Background(), tt.name, r, tt.shape)
+			if err != nil {
+				t.Fatalf("attack: %v", err)
+			}
+			s := summarize(samples)
+			if tt.exactN && (s.Requests != tt.n || s.OK != tt.ok) {
+				t.Errorf("attack(%+v) = %d requests, %d ok; want %d, %d", tt.shape, s.Requests, s.OK, tt.n, tt.ok)
+			}
+			if !tt.exactN && (s.Requests < tt.n-3 || s.Requests > tt.n+1 || s.OK != s.Requests) {
+				t.Errorf("attack(%+v) = %d requests, %d ok; want about %d, all ok", tt.shape, s.Requests, s.OK, tt.n)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := attack(ctx, "canceled", messagesRequest(srv.URL, false), shape{Rate: 10, Duration: time.Second}); err == nil {
+		t.Error("attack(canceled ctx) = nil error; want one")
+	}
+}

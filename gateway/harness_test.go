@@ -1,0 +1,184 @@
+package gateway_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/workers"
+)
+
+// Keys used by the tests. canaryKey must never appear in logs or metrics.
+const (
+	canaryKey     = "relay-canary-key-7f3a9c"
+	limitedKey    = "relay-limited-key-5b2e"
+	providerKeyA  = "sk-ant-provider-secret-A"
+	providerKeyOA = "sk-openai-provider-secret-B"
+)
+
+// relay is a gateway wired the way cmd/relay wires it, over real loopback
+// HTTP, in front of simulated upstreams.
+type relay struct {
+	URL       string
+	Anthropic *simupstream.Server // serves route claude-sonnet (renamed claude-sonnet-4-5)
+	OpenAI    *simupstream.Server // serves route gpt-4o
+	Gateway   *gateway.Server
+	Registry  *prometheus.Registry
+	logs      *syncBuffer
+}
+
+type relayOptions struct {
+	maxBody         int64
+	timeout         time.Duration
+	extraRoutes     []workers.RouteSpec
+	extraProviders  map[string]string // name -> anthropic base URL
+	anthropicOpts   simupstream.Options
+	writeTimeout    time.Duration
+	claudeFallbacks []string
+}
+
+func newRelay(t *testing.T, o relayOptions) *relay {
+	t.Helper()
+	if o.timeout == 0 {
+		o.timeout = 10 * time.Second
+	}
+	if o.anthropicOpts.Record == 0 {
+		o.anthropicOpts.Record = 32
+	}
+	simA := simupstream.New(o.anthropicOpts)
+	simO := simupstream.New(simupstream.Options{Record: 32})
+	upA := httptest.NewServer(simA.Handler())
+	upO := httptest.NewServer(simO.Handler())
+	t.Cleanup(func() {
+		_ = simA.Close()
+		_ = simO.Close()
+		upA.Close()
+		upO.Close()
+	})
+	reg := prometheus.NewRegistry()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	provA := mustProvider(t, workers.ProviderOptions{Name: "anthropic-a", Format: workers.FormatAnthropic,
+		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: o.timeout})
+	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
+		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: o.timeout})
+	routes := []workers.RouteSpec{
+		{Model: "claude-sonnet", Fallbacks: o.claudeFallbacks, Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
+			Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: o.timeout}}},
+		{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
+			Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: o.timeout}}},
+	}
+	routes = append(routes, o.extraRoutes...)
+	router, err := workers.NewRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log})
+	if err != nil {
+		t.Fatalf("NewRouter: %v", err)
+	}
+	cfg := gateway.Config{
+		Dispatcher:   router,
+		MaxBodyBytes: o.maxBody,
+		Lanes: []gateway.Lane{
+			{Name: "interactive", MaxWait: 30 * time.Second},
+			{Name: "batch", MaxWait: time.Hour},
+		},
+		Keys: []gateway.Key{
+			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
+				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
+			{Name: "limited", SHA256: sha256.Sum256([]byte(limitedKey)), DefaultLane: "batch",
+				Lanes: []string{"batch"}, Routes: []string{"gpt-4o"}},
+		},
+	}
+	gw := gateway.New(cfg, gateway.Options{WriteTimeout: o.writeTimeout}, gateway.Deps{Logger: log, Registry: reg})
+	srv := httptest.NewUnstartedServer(gw.Handler())
+	srv.Config.ReadHeaderTimeout = 5 * time.Second
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, logs: logs}
+}
+
+func mustProvider(t *testing.T, o workers.ProviderOptions) *workers.HTTPProvider {
+	t.Helper()
+	p, err := workers.NewProvider(o)
+	if err != nil {
+		t.Fatalf("NewProvider(%s): %v", o.Name, err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	return p
+}
+
+// do sends a raw request to the relay and returns status, headers and body.
+func (r *relay) do(t *testing.T, method, path string, hdr map[string]string, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, r.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// metricsText scrapes /metrics.
+func (r *relay) metricsText(t *testing.T) string {
+	t.Helper()
+	_, _, b := r.do(t, http.MethodGet, "/metrics", nil, "")
+	return string(b)
+}
+
+// deadAddr returns a loopback address that refuses connections.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func anthropicHeaders(key string) map[string]string {
+	return map[string]string{"x-api-key": key, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+}
+
+func openaiHeaders(key string) map[string]string {
+	return map[string]string{"Authorization": "Bearer " + key, "content-type": "application/json"}
+}
