@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -23,6 +24,7 @@ const reloadDebounce = 250 * time.Millisecond
 // and counted.
 type reloader struct {
 	path    string
+	hup     <-chan os.Signal // SIGHUP, subscribed for the whole of serve
 	log     *slog.Logger
 	builder *builder
 	gateway *gateway.Server
@@ -33,8 +35,6 @@ type reloader struct {
 // file, because editors and Kubernetes replace files rather than write
 // them in place.
 func (r *reloader) run(ctx context.Context) {
-	hup, stop := hupSignals()
-	defer stop()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		r.log.Warn("config watch unavailable; reload with SIGHUP", "error", err)
@@ -57,7 +57,7 @@ func (r *reloader) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case <-r.hup:
 			r.reload("sighup")
 		case ev := <-events:
 			if abs, _ := filepath.Abs(ev.Name); abs == target || filepath.Base(ev.Name) == "..data" {

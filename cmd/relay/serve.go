@@ -30,6 +30,11 @@ import (
 // reverse order of start: stop accepting HTTP and finish in-flight
 // requests within shutdown_grace, then close NATS, then the simulator.
 func serve(ctx context.Context, path string, stderr io.Writer) error {
+	// SIGHUP is subscribed before anything else and until serve returns:
+	// its default action ends the process, so a reload asked for while
+	// starting or while draining in-flight requests must not kill it.
+	hup, stopHup := hupSignals()
+	defer stopHup()
 	cfg, err := configs.Load(path)
 	if err != nil {
 		return err
@@ -113,7 +118,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, log: log, builder: b, gateway: gw, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
