@@ -47,9 +47,15 @@ type relayOptions struct {
 	anthropicOpts   simupstream.Options
 	writeTimeout    time.Duration
 	claudeFallbacks []string
+	quiet           bool // log at warn only
 }
 
-func newRelay(t *testing.T, o relayOptions) *relay {
+// newRelayB is newRelay for benchmarks, with logging off.
+func newRelayB(b *testing.B) *relay {
+	return newRelay(b, relayOptions{quiet: true})
+}
+
+func newRelay(t testing.TB, o relayOptions) *relay {
 	t.Helper()
 	if o.timeout == 0 {
 		o.timeout = 10 * time.Second
@@ -69,7 +75,11 @@ func newRelay(t *testing.T, o relayOptions) *relay {
 	})
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
 	provA := mustProvider(t, workers.ProviderOptions{Name: "anthropic-a", Format: workers.FormatAnthropic,
 		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: o.timeout})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
@@ -107,7 +117,7 @@ func newRelay(t *testing.T, o relayOptions) *relay {
 	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, logs: logs}
 }
 
-func mustProvider(t *testing.T, o workers.ProviderOptions) *workers.HTTPProvider {
+func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider {
 	t.Helper()
 	p, err := workers.NewProvider(o)
 	if err != nil {

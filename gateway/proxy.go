@@ -252,8 +252,10 @@ func (s *Server) dispatchError(ctx context.Context, x *exchange, err error) *api
 	return e
 }
 
-// relayStream writes a streaming answer event by event, flushing each one,
-// with a write deadline per event. When the upstream breaks mid-stream the
+// relayStream writes a streaming answer event by event. Every event is
+// flushed as soon as it has arrived; events that arrived together (already
+// buffered) are flushed together. Each flush gets a fresh write deadline, so
+// a client that stops reading is cut off while long streams never are. When the upstream breaks mid-stream the
 // client gets an error event in its own format; when the client goes away
 // the upstream call is cancelled.
 func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
@@ -288,17 +290,21 @@ func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
 			_ = rc.Flush()
 			return
 		}
-		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 		if _, err := w.Write(ev); err != nil {
 			x.status, x.err = 499, err
 			x.usage = st.Usage()
 			return
+		}
+		if st.Buffered() {
+			// More events have already arrived: write them before flushing.
+			continue
 		}
 		if err := rc.Flush(); err != nil {
 			x.status, x.err = 499, err
 			x.usage = st.Usage()
 			return
 		}
+		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	}
 }
 

@@ -12,8 +12,9 @@ import (
 
 // Stream yields the events of a streaming upstream answer in the client's
 // format, one event per Next call, and tracks the token usage the events
-// carry. It is not safe for concurrent use, except Close, which may be
-// called from any goroutine and more than once.
+// carry. It is not safe for concurrent use: one goroutine reads it and
+// closes it (Close may be called more than once). Cancelling the context
+// of the request that produced it also ends the upstream call.
 type Stream struct {
 	body   io.ReadCloser
 	cancel context.CancelFunc
@@ -98,6 +99,11 @@ func (s *Stream) observe(ev wire.Event) {
 	s.usage.ObserveOpenAI(ev.Data)
 }
 
+// Buffered reports whether more of the stream has already arrived, so a
+// writer may hold its flush until the burst has been written: events are
+// still sent as soon as the upstream sent them, with fewer syscalls.
+func (s *Stream) Buffered() bool { return len(s.tail) > 0 || s.er.Buffered() > 0 }
+
 // Usage returns the usage seen so far: final once Next has returned io.EOF.
 func (s *Stream) Usage() wire.Usage { return s.usage }
 
@@ -107,6 +113,7 @@ func (s *Stream) Close() error {
 	s.once.Do(func() {
 		err = s.body.Close()
 		s.cancel()
+		s.er.Release()
 		if s.onDone != nil {
 			s.onDone(s.usage)
 		}

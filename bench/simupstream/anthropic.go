@@ -64,7 +64,7 @@ func (x *exchange) anthropicStream(req *request, n int, capped, cut bool) {
 	b = append(b, anthUsageTail...)
 	b = append(b, "}}\n\n"...)
 	*p = b
-	if !x.event(b) || !x.event([]byte(anthBlockStart)) {
+	if !x.event(b) || !x.event(x.s.tpl.anthBlockStart) {
 		return
 	}
 	var t timerSlot
@@ -77,7 +77,7 @@ func (x *exchange) anthropicStream(req *request, n int, capped, cut bool) {
 			return
 		}
 	}
-	if !x.event([]byte(anthBlockStop)) {
+	if !x.event(x.s.tpl.anthBlockStop) {
 		return
 	}
 	b = append(b[:0], anthDeltaHeadMD...)
@@ -89,7 +89,7 @@ func (x *exchange) anthropicStream(req *request, n int, capped, cut bool) {
 	if !x.event(b) {
 		return
 	}
-	x.event([]byte(anthMessageStop))
+	x.event(x.s.tpl.anthMessageStop)
 }
 
 // countTokens answers POST /v1/messages/count_tokens.

@@ -41,7 +41,9 @@ func BenchmarkHandler(b *testing.B) {
 		`{"role":"user","content":"` + turn + `"}]}`
 	openai := `{"model":"gpt-4o","max_completion_tokens":1024,"messages":[{"role":"system","content":"You are helpful. ` + turn + `"},` +
 		`{"role":"user","content":"` + turn + `"},{"role":"assistant","content":"` + turn + `"},{"role":"user","content":"` + turn + `"}]}`
-	streamOf := func(body string) string { return strings.Replace(body, `{`, `{"stream":true,"stream_options":{"include_usage":true},`, 1) }
+	streamOf := func(body string) string {
+		return strings.Replace(body, `{`, `{"stream":true,"stream_options":{"include_usage":true},`, 1)
+	}
 	tests := []struct {
 		name, path, body string
 	}{

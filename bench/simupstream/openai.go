@@ -121,5 +121,5 @@ func (x *exchange) chatStream(req *request, n int, capped, cut bool) {
 			return
 		}
 	}
-	x.event([]byte(oaiDone))
+	x.event(x.s.tpl.oaiDone)
 }

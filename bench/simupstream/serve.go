@@ -126,6 +126,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if s.rec != nil {
 		s.record(r, body)
 	}
+	x.handle(ep, body)
+}
+
+// handle applies the limits, the fault and the latency to a request whose
+// body has been read, then replies.
+func (x *exchange) handle(ep endpoint, body []byte) {
+	s, w, r := x.s, x.w, x.r
 	if ep == epNotFound {
 		x.writeError(http.StatusNotFound, "Invalid URL ("+r.Method+" "+r.URL.Path+")")
 		return
@@ -144,24 +151,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if s.lim != nil && !x.takeRate() {
 		return
 	}
-	fault := s.currentFault()
-	if h := r.Header.Get("X-Sim-Fault"); h != "" {
-		fault = Fault(h)
-		if !fault.known() {
-			x.writeError(http.StatusBadRequest, msgUnknownFault)
-			return
-		}
-	}
-	latency := time.Duration(s.latency.Load())
-	if h := r.Header.Get("X-Sim-Latency"); h != "" {
-		d, err := time.ParseDuration(h)
-		if err != nil || d < 0 {
-			x.writeError(http.StatusBadRequest, msgBadLatency)
-			return
-		}
-		latency = d
-	}
-	if x.applyFault(fault) {
+	fault, latency, ok := x.simHeaders()
+	if !ok || x.applyFault(fault) {
 		return
 	}
 	var req request
@@ -187,12 +178,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case epChat:
 		x.chatCompletion(&req, cut)
 	case epModels:
-		if format == formatAnthropic {
+		if x.format == formatAnthropic {
 			x.writeJSON(s.tpl.anthModels, cut)
 		} else {
 			x.writeJSON(s.tpl.oaiModels, cut)
 		}
 	}
+}
+
+// simHeaders returns the fault and latency for the request: the server's,
+// unless x-sim-fault or x-sim-latency override them. On an invalid header
+// it answers 400 and reports false.
+func (x *exchange) simHeaders() (Fault, time.Duration, bool) {
+	fault := x.s.currentFault()
+	if h := x.r.Header.Get("X-Sim-Fault"); h != "" {
+		fault = Fault(h)
+		if !fault.known() {
+			x.writeError(http.StatusBadRequest, msgUnknownFault)
+			return "", 0, false
+		}
+	}
+	latency := time.Duration(x.s.latency.Load())
+	if h := x.r.Header.Get("X-Sim-Latency"); h != "" {
+		d, err := time.ParseDuration(h)
+		if err != nil || d < 0 {
+			x.writeError(http.StatusBadRequest, msgBadLatency)
+			return "", 0, false
+		}
+		latency = d
+	}
+	return fault, latency, true
 }
 
 // readBody reads r into the pooled buffer *bp, keeping any growth there.

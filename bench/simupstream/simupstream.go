@@ -135,11 +135,11 @@ type Stats struct {
 
 // Request is a recorded request.
 type Request struct {
-	Method   string
-	Path     string
-	RawQuery string
-	Header   http.Header
-	Body     []byte
+	Method   string      // the HTTP method
+	Path     string      // the URL path, without the query
+	RawQuery string      // the query string, without "?"
+	Header   http.Header // the request headers, auth included
+	Body     []byte      // the whole request body
 }
 
 // clone returns a deep copy of r.

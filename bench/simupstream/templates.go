@@ -11,6 +11,8 @@ type templates struct {
 	anthDeltas [][]byte // complete content_block_delta events, one per token
 	anthModels []byte   // GET /v1/models, Anthropic shape
 	oaiModels  []byte   // GET /v1/models, OpenAI shape
+
+	anthBlockStart, anthBlockStop, anthMessageStop, oaiDone []byte // fixed events
 }
 
 // simModel is a model listed by GET /v1/models.
@@ -31,7 +33,12 @@ func listedModels() []simModel {
 
 // newTemplates prepares the templates for replies of n tokens.
 func newTemplates(n int) templates {
-	var t templates
+	t := templates{
+		anthBlockStart:  []byte(anthBlockStart),
+		anthBlockStop:   []byte(anthBlockStop),
+		anthMessageStop: []byte(anthMessageStop),
+		oaiDone:         []byte(oaiDone),
+	}
 	t.ends = make([]int, n)
 	t.anthDeltas = make([][]byte, n)
 	for i := range n {

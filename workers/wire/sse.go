@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // MaxEventBytes bounds one server-sent event, as the official SDKs bound a line.
@@ -34,9 +35,26 @@ type EventReader struct {
 	data []byte
 }
 
-// NewEventReader returns an EventReader reading from r.
+// readerPool recycles the buffered readers of finished streams.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// NewEventReader returns an EventReader reading from r. Call Release when
+// done with it to recycle its buffer.
 func NewEventReader(r io.Reader) *EventReader {
-	return &EventReader{r: bufio.NewReaderSize(r, 16<<10)}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &EventReader{r: br}
+}
+
+// Release returns the reader's buffer for reuse. The EventReader, and any
+// Event it returned, must not be used afterwards.
+func (er *EventReader) Release() {
+	if er.r == nil {
+		return
+	}
+	er.r.Reset(nil)
+	readerPool.Put(er.r)
+	er.r = nil
 }
 
 // Next returns the next event. It returns io.EOF after the last complete
@@ -87,6 +105,10 @@ func (er *EventReader) Next() (Event, error) {
 		}
 	}
 }
+
+// Buffered returns the number of bytes read from the stream but not yet
+// returned as events.
+func (er *EventReader) Buffered() int { return er.r.Buffered() }
 
 // readLine reads one line including its terminator. The returned slice is
 // only valid until the next read.

@@ -1,0 +1,44 @@
+package gateway_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// benchmarkProxy measures one request through the relay to a simulated
+// upstream, both on loopback in this process, with a keep-alive client.
+func benchmarkProxy(b *testing.B, stream bool) {
+	r := newRelayB(b)
+	body := `{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}`
+	if stream {
+		body = `{"model":"claude-sonnet","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/messages", strings.NewReader(body))
+			req.Header.Set("x-api-key", canaryKey)
+			req.Header.Set("anthropic-version", "2023-06-01")
+			req.Header.Set("content-type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkProxy(b *testing.B)       { benchmarkProxy(b, false) }
+func BenchmarkProxyStream(b *testing.B) { benchmarkProxy(b, true) }
