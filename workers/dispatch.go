@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/translate"
 	"github.com/relaygw/relay/workers/wire"
 	"github.com/tidwall/gjson"
@@ -111,30 +113,63 @@ type Failure struct {
 type Error struct {
 	// Failures lists every failed attempt in order.
 	Failures []Failure
+	// Refusals lists the targets whose providers had no capacity (breaker
+	// open, cooling down, concurrency or a token bucket exhausted).
+	Refusals []*actor.Refusal
+	// Attempts counts the upstream calls made.
+	Attempts int
+}
+
+// NoCapacity reports whether nothing was even tried: every target refused
+// for lack of capacity. The client should come back after RetryAfter.
+func (e *Error) NoCapacity() bool { return len(e.Failures) == 0 && len(e.Refusals) > 0 }
+
+// ShouldRetry reports whether a client retry could help: false when the
+// relay already retried on the client's behalf and no upstream gave a hint
+// that capacity returns soon.
+func (e *Error) ShouldRetry() bool {
+	if len(e.Refusals) > 0 || e.Attempts <= 1 {
+		return true
+	}
+	for _, f := range e.Failures {
+		if f.RetryAfter > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Error summarises the failures without any key or upstream body.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("no upstream could serve the request")
-	for i, f := range e.Failures {
-		if i == 0 {
-			b.WriteString(": ")
-		} else {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "%s: %s", f.Provider, f.Err)
+	sep := ": "
+	for _, f := range e.Failures {
+		fmt.Fprintf(&b, "%s%s: %s", sep, f.Provider, f.Err)
+		sep = "; "
+	}
+	for _, r := range e.Refusals {
+		fmt.Fprintf(&b, "%s%s", sep, r)
+		sep = "; "
 	}
 	return b.String()
 }
 
-// RetryAfter is the shortest upstream retry-after hint, or 0 when none gave one.
+// RetryAfter is the shortest wait any upstream hinted at or any refusing
+// provider computed, or 0 when there is no hint.
 func (e *Error) RetryAfter() time.Duration {
 	var d time.Duration
-	for _, f := range e.Failures {
-		if f.RetryAfter > 0 && (d == 0 || f.RetryAfter < d) {
-			d = f.RetryAfter
+	take := func(x time.Duration) {
+		if x > 0 && (d == 0 || x < d) {
+			d = x
 		}
+	}
+	for _, f := range e.Failures {
+		take(f.RetryAfter)
+	}
+	now := time.Now()
+	for _, r := range e.Refusals {
+		take(r.RetryAfter(now))
 	}
 	return d
 }
@@ -163,6 +198,13 @@ type RouterOptions struct {
 	Metrics *Metrics
 	// Logger logs failed attempts; nil discards.
 	Logger *slog.Logger
+	// RetryRatio and RetryFloor size the retry budget shared by all
+	// requests: retries may add RetryRatio of the request rate, and at
+	// least RetryFloor per second (defaults 0.2 and 3).
+	RetryRatio, RetryFloor float64
+	// Backoff is the base of the full-jitter backoff before calling a
+	// target that already failed once more (default 100ms, capped at 2s).
+	Backoff time.Duration
 }
 
 // Router serves requests from its routes' targets. It is safe for
@@ -174,6 +216,8 @@ type Router struct {
 	maxAttempts int
 	metrics     *Metrics
 	log         *slog.Logger
+	budget      *retryBudget
+	backoff     time.Duration
 }
 
 // NewRouter returns a Router for opts.
@@ -189,12 +233,23 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.RetryRatio <= 0 {
+		opts.RetryRatio = defaultRetryRatio
+	}
+	if opts.RetryFloor <= 0 {
+		opts.RetryFloor = defaultRetryFloor
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = 100 * time.Millisecond
+	}
 	return &Router{
 		routes:      routes,
 		models:      models(routes),
 		maxAttempts: opts.MaxAttempts,
 		metrics:     opts.Metrics,
 		log:         log,
+		budget:      newRetryBudget(opts.RetryRatio, opts.RetryFloor, nil),
+		backoff:     opts.Backoff,
 	}, nil
 }
 
@@ -207,62 +262,210 @@ func (r *Router) Has(model string) bool {
 // Models returns the public model names served, sorted.
 func (r *Router) Models() []string { return append([]string(nil), r.models...) }
 
-// Do serves req: it picks a target of the request's route, and while
-// attempts fail before any answer has been accepted it moves to another
-// target of the route, then to the fallback routes, up to MaxAttempts calls.
-// An upstream 4xx caused by the request is an answer, not a failure: it
-// comes back as a Response with that status. Do returns *Error when nothing
-// could serve, ErrUnknownModel for an unknown model, and the context's
-// error when the caller went away.
+// Do serves req. It picks a target of the request's route by weight among
+// those whose provider admits the call (breaker, concurrency, buckets), and
+// while calls fail before any answer has been accepted it moves on: first
+// to targets not yet tried, then to the fallback routes, and only then,
+// after a full-jitter backoff, to a target that already failed with a
+// transient error. Calls are bounded by MaxAttempts, by the request's
+// context and by a retry budget shared by all requests. An upstream 4xx
+// caused by the request is an answer, not a failure: it comes back as a
+// Response with that status. Do returns *Error when nothing could serve,
+// ErrUnknownModel for an unknown model, and the context's error when the
+// caller went away.
 func (r *Router) Do(ctx context.Context, req *Request) (*Response, error) {
 	rt, ok := r.routes[req.Fields.Model]
 	if !ok {
 		return nil, ErrUnknownModel
 	}
-	var (
-		failures []Failure
-		tried    []*target
-		attempts int
-	)
-	skip := func(t *target) bool {
-		for _, x := range tried {
-			if x == t {
-				return true
-			}
-		}
-		return false
-	}
+	r.budget.request()
+	d := dispatch{r: r, req: req, inTokens: -1}
 	for _, cand := range rt.chain {
-		for attempts < r.maxAttempts {
-			t := cand.pick(skip)
+		for !d.exhausted() {
+			t := cand.pick(d.skipTried)
 			if t == nil {
 				break
 			}
-			tried = append(tried, t)
-			attempts++
-			resp, fail := r.attempt(ctx, req, t)
-			if fail == nil {
-				resp.Attempts = attempts
-				return resp, nil
+			if resp, done := d.try(ctx, t); done {
+				return resp, d.err
 			}
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("client gone: %w", err)
-			}
-			r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
-				slog.String("provider", fail.Provider), slog.String("kind", fail.Kind.String()),
-				slog.Int("status", fail.Status), slog.String("error", fail.Err.Error()))
-			failures = append(failures, *fail)
 		}
 	}
-	return nil, &Error{Failures: failures}
+	// Every target has been tried or refused: go round the failed ones
+	// again, after a backoff, while their failures were transient and
+	// attempts remain.
+	for progressed := true; progressed && !d.exhausted(); {
+		progressed = false
+		for _, t := range d.tried {
+			if f := d.failed[t]; d.exhausted() || f == nil || !retrySame(f) || contains(d.refused, t) {
+				continue
+			}
+			if !d.sleep(ctx) {
+				break
+			}
+			progressed = true
+			if resp, done := d.try(ctx, t); done {
+				return resp, d.err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("client gone: %w", err)
+	}
+	return nil, &Error{Failures: d.failures, Refusals: d.refusals, Attempts: d.attempts}
 }
 
-// attempt makes one upstream call to t. It returns a Response for any
-// answer the client should see, or a Failure worth trying elsewhere.
-func (r *Router) attempt(ctx context.Context, req *Request, t *target) (*Response, *Failure) {
+// dispatch is the state of one Do call.
+type dispatch struct {
+	r        *Router
+	req      *Request
+	inTokens int // estimated input tokens; -1 until needed
+	attempts int
+	tried    []*target
+	failed   map[*target]*Failure
+	refused  []*target
+	failures []Failure
+	refusals []*actor.Refusal
+	noBudget bool
+	err      error
+}
+
+func (d *dispatch) exhausted() bool { return d.attempts >= d.r.maxAttempts || d.noBudget }
+
+// skipTried skips targets already called or refused in this request.
+func (d *dispatch) skipTried(t *target) bool {
+	for _, x := range d.tried {
+		if x == t {
+			return true
+		}
+	}
+	for _, x := range d.refused {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// try asks t's provider for admission and calls it. done reports that the
+// request is answered (resp) or must end (d.err).
+func (d *dispatch) try(ctx context.Context, t *target) (resp *Response, done bool) {
+	var permit *actor.Permit
+	if t.Actor != nil {
+		in := 0
+		if t.EstimateInput {
+			if d.inTokens < 0 {
+				d.inTokens = wire.EstimateInputTokens(d.req.Body)
+			}
+			in = d.inTokens
+		}
+		p, err := t.Actor.Admit(in, d.req.Fields.MaxTokens)
+		if err != nil {
+			var ref *actor.Refusal
+			if errors.As(err, &ref) {
+				d.refusals = append(d.refusals, ref)
+			}
+			d.refused = append(d.refused, t)
+			d.r.metrics.refusal(t.ProviderName, refusalReason(err))
+			return nil, false
+		}
+		permit = p
+	}
+	if d.attempts > 0 && !d.r.budget.allow() {
+		finish(permit, actor.Outcome{Kind: actor.Canceled})
+		d.noBudget = true
+		d.r.metrics.budgetExhausted()
+		return nil, false
+	}
+	d.attempts++
+	if !contains(d.tried, t) {
+		d.tried = append(d.tried, t)
+	}
+	resp, fail := d.r.attempt(ctx, d.req, t, permit)
+	if fail == nil {
+		resp.Attempts = d.attempts
+		return resp, true
+	}
+	if err := ctx.Err(); err != nil {
+		d.err = fmt.Errorf("client gone: %w", err)
+		return nil, true
+	}
+	d.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
+		slog.String("provider", fail.Provider), slog.String("kind", fail.Kind.String()),
+		slog.Int("status", fail.Status), slog.String("error", fail.Err.Error()))
+	if d.failed == nil {
+		d.failed = make(map[*target]*Failure, 2)
+	}
+	d.failed[t] = fail
+	d.failures = append(d.failures, *fail)
+	return nil, false
+}
+
+// sleep waits a full-jitter backoff before calling a failed target again,
+// reporting false when the context ends or its deadline would pass first.
+func (d *dispatch) sleep(ctx context.Context) bool {
+	ceiling := min(d.r.backoff<<min(d.attempts, 5), 2*time.Second)
+	wait := time.Duration(rand.Int64N(int64(ceiling) + 1))
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		return false
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// retrySame reports whether a target that failed with f may succeed when
+// called again soon: after a connection error, a timeout or a 5xx/529
+// without a retry-after hint; not after a 429 or a hint (the provider
+// asked for time), a refused key or a broken answer.
+func retrySame(f *Failure) bool {
+	switch f.Kind {
+	case FailUnreachable, FailTimeout:
+		return true
+	case FailStatus:
+		return f.Status != http.StatusTooManyRequests && f.RetryAfter == 0
+	}
+	return false
+}
+
+func contains(ts []*target, t *target) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+func refusalReason(err error) string {
+	var ref *actor.Refusal
+	if errors.As(err, &ref) {
+		return string(ref.Reason)
+	}
+	return "unknown"
+}
+
+// finish reports a call's outcome to its permit, if any.
+func finish(p *actor.Permit, o actor.Outcome) {
+	if p != nil {
+		p.Done(o)
+	}
+}
+
+// attempt makes one upstream call to t under permit (nil when the target
+// has no admission control). It returns a Response for any answer the
+// client should see, or a Failure worth trying elsewhere; either way the
+// permit learns the outcome (a Stream reports it when it ends).
+func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *actor.Permit) (*Response, *Failure) {
 	body, err := r.upstreamBody(req, t)
 	if err != nil {
 		// The client's body could not be expressed in the target's format.
+		finish(permit, actor.Outcome{Kind: actor.Canceled})
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Err: err}
 	}
 	callCtx, cancel := context.WithTimeout(ctx, t.Timeout)
@@ -270,19 +473,20 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target) (*Respons
 	resp, err := t.Provider.Call(callCtx, &Call{Body: body, Stream: req.Fields.Stream, Header: req.Header})
 	if err != nil {
 		cancel()
-		return nil, r.callFailure(ctx, callCtx, t, start, err)
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, err)
 	}
 	status := resp.StatusCode
 	switch {
 	case status >= 200 && status < 300:
 		if req.Fields.Stream {
-			return r.streamAnswer(req, t, resp, cancel, start)
+			return r.streamAnswer(ctx, req, t, permit, resp, cancel, start)
 		}
 		defer cancel()
-		return r.bodyAnswer(ctx, callCtx, req, t, resp, start)
+		return r.bodyAnswer(ctx, callCtx, req, t, permit, resp, start)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		drain(resp)
 		cancel()
+		finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "provider_auth", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailProviderAuth, Status: status,
 			Err: fmt.Errorf("upstream refused the provider's key (status %d)", status)}
@@ -290,13 +494,27 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target) (*Respons
 		ra := retryAfter(resp.Header)
 		drain(resp)
 		cancel()
+		finish(permit, actor.Outcome{Kind: statusOutcome(status), RetryAfter: ra, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, strconv.Itoa(status), time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailStatus, Status: status, RetryAfter: ra,
 			Err: fmt.Errorf("upstream status %d", status)}
 	default:
 		defer cancel()
-		return r.clientErrorAnswer(ctx, callCtx, req, t, resp, start)
+		return r.clientErrorAnswer(ctx, callCtx, req, t, permit, resp, start)
 	}
+}
+
+// statusOutcome classifies a retryable upstream status for the actor.
+func statusOutcome(status int) actor.OutcomeKind {
+	switch status {
+	case http.StatusTooManyRequests:
+		return actor.RateLimited
+	case 529:
+		return actor.Overloaded
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return actor.Timeout
+	}
+	return actor.ServerError
 }
 
 // upstreamBody expresses the client's body in t's format with t's model.
@@ -311,26 +529,30 @@ func (r *Router) upstreamBody(req *Request, t *target) ([]byte, error) {
 	}
 }
 
-func (r *Router) callFailure(ctx, callCtx context.Context, t *target, start time.Time, err error) *Failure {
+func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *actor.Permit, start time.Time, err error) *Failure {
 	f := &Failure{Provider: t.ProviderName, Kind: FailUnreachable, Err: err}
-	outcome := "unreachable"
-	if ctx.Err() == nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
+	outcome, kind := "unreachable", actor.ConnError
+	switch {
+	case ctx.Err() != nil:
+		outcome, kind = "canceled", actor.Canceled
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
 		f.Kind = FailTimeout
 		f.Err = fmt.Errorf("upstream timed out after %s", t.Timeout)
-		outcome = "timeout"
+		outcome, kind = "timeout", actor.Timeout
 	}
+	finish(permit, actor.Outcome{Kind: kind})
 	r.metrics.attempt(t.ProviderName, outcome, time.Since(start))
 	return f
 }
 
 // bodyAnswer reads a 2xx non-streaming answer and checks it is JSON.
-func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *target, resp *http.Response, start time.Time) (*Response, *Failure) {
+func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
 	data, err := readBody(resp)
 	if err != nil {
-		f := r.callFailure(ctx, callCtx, t, start, fmt.Errorf("read upstream body: %w", err))
-		return nil, f
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream body: %w", err))
 	}
 	if !gjson.ValidBytes(data) || !gjson.ParseBytes(data).IsObject() {
+		finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
 			Err: errors.New("upstream answered with a body that is not a JSON object")}
@@ -341,6 +563,8 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 	} else {
 		usage = wire.OpenAIUsage(data)
 	}
+	finish(permit, actor.Outcome{Kind: actor.Success, Header: resp.Header,
+		InputTokens: usage.Input, OutputTokens: usage.Output, UsageKnown: usage.Known})
 	if t.Format != req.Format {
 		if req.Format == FormatAnthropic {
 			data, err = translate.OpenAIToAnthropicResponse(data)
@@ -367,11 +591,12 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 
 // clientErrorAnswer passes an upstream 4xx caused by the request on to the
 // client, in the client's format.
-func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t *target, resp *http.Response, start time.Time) (*Response, *Failure) {
+func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
 	data, err := readBody(resp)
 	if err != nil {
-		return nil, r.callFailure(ctx, callCtx, t, start, fmt.Errorf("read upstream error body: %w", err))
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream error body: %w", err))
 	}
+	finish(permit, actor.Outcome{Kind: actor.ClientError, Header: resp.Header})
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
 	h := passHeaders(resp.Header, t.Format == req.Format)
 	if t.Format != req.Format {
@@ -392,18 +617,29 @@ func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t
 }
 
 // streamAnswer accepts a 2xx streaming answer. Nothing has been read from
-// the body yet; the Stream owns it and cancel.
-func (r *Router) streamAnswer(req *Request, t *target, resp *http.Response, cancel context.CancelFunc, start time.Time) (*Response, *Failure) {
+// the body yet; the Stream owns it, cancel and the permit.
+func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, cancel context.CancelFunc, start time.Time) (*Response, *Failure) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		drain(resp)
 		cancel()
+		finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
 			Err: fmt.Errorf("upstream answered a stream request with content type %q", ct)}
 	}
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), -1)
 	s := newStream(resp.Body, cancel, req.Format, t.Format, req.Fields.IncludeUsage)
-	s.onDone = func(u wire.Usage) {
+	upHeader := resp.Header
+	s.onDone = func(u wire.Usage, broken bool) {
+		kind := actor.Success
+		switch {
+		case ctx.Err() != nil:
+			kind = actor.Canceled
+		case broken:
+			kind = actor.ConnError
+		}
+		finish(permit, actor.Outcome{Kind: kind, Header: upHeader,
+			InputTokens: u.Input, OutputTokens: u.Output, UsageKnown: u.Known})
 		r.metrics.tokens(t.ProviderName, u)
 		r.metrics.upstreamDone(t.ProviderName, time.Since(start))
 	}

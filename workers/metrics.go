@@ -13,6 +13,8 @@ type Metrics struct {
 	upstream *prometheus.HistogramVec
 	attempts *prometheus.CounterVec
 	tokenCnt *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	noBudget prometheus.Counter
 }
 
 // NewMetrics registers the upstream metrics with reg.
@@ -32,7 +34,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tokens reported by upstreams, by provider and direction (input or output).",
 		}, []string{"provider", "direction"}),
 	}
-	reg.MustRegister(m.upstream, m.attempts, m.tokenCnt)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_admission_refusals_total",
+		Help: "Calls a provider refused for lack of capacity, by reason (breaker_open, cooling_down, concurrency, rpm, input_tpm, output_tpm, provider_auth).",
+	}, []string{"provider", "reason"})
+	m.noBudget = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "relay_retry_budget_exhausted_total",
+		Help: "Retries not made because the shared retry budget was spent.",
+	})
+	reg.MustRegister(m.upstream, m.attempts, m.tokenCnt, m.refused, m.noBudget)
 	return m
 }
 
@@ -62,4 +72,18 @@ func (m *Metrics) tokens(provider string, u wire.Usage) {
 	}
 	m.tokenCnt.WithLabelValues(provider, "input").Add(float64(u.Input))
 	m.tokenCnt.WithLabelValues(provider, "output").Add(float64(u.Output))
+}
+
+func (m *Metrics) refusal(provider, reason string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(provider, reason).Inc()
+}
+
+func (m *Metrics) budgetExhausted() {
+	if m == nil {
+		return
+	}
+	m.noBudget.Inc()
 }

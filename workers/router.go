@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/relaygw/relay/workers/actor"
 )
 
 // Target is one provider serving a route.
@@ -21,6 +23,13 @@ type Target struct {
 	Weight int
 	// Timeout bounds one call to this target.
 	Timeout time.Duration
+	// Actor is the provider's admission control (concurrency, token
+	// buckets, circuit breaker, cool-down); nil admits everything. Targets
+	// of one provider share its Actor.
+	Actor *actor.Actor
+	// EstimateInput asks for an input-token estimate at admission (the
+	// provider has an input_tpm limit); estimating walks the whole body.
+	EstimateInput bool
 }
 
 // RouteSpec describes one route: the model a client sends, its targets and

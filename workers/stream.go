@@ -25,7 +25,8 @@ type Stream struct {
 	out    []byte
 	tail   [][]byte // translated events waiting to be returned
 	ended  bool
-	onDone func(wire.Usage)
+	broken bool // the upstream stream failed before its end
+	onDone func(u wire.Usage, broken bool)
 	once   sync.Once
 }
 
@@ -63,6 +64,7 @@ func (s *Stream) Next() ([]byte, error) {
 			continue
 		}
 		if err != nil {
+			s.broken = true
 			return nil, err
 		}
 		s.observe(ev)
@@ -115,7 +117,7 @@ func (s *Stream) Close() error {
 		s.cancel()
 		s.er.Release()
 		if s.onDone != nil {
-			s.onDone(s.usage)
+			s.onDone(s.usage, s.broken || !s.ended)
 		}
 	})
 	return err
