@@ -39,6 +39,8 @@ type Config struct {
 	Routes []Route `yaml:"routes"`
 	// Keys are the relay API keys clients authenticate with.
 	Keys []Key `yaml:"keys"`
+	// Retry bounds the upstream calls made for one request and for all.
+	Retry Retry `yaml:"retry"`
 	// Callbacks configures job result delivery to callback URLs.
 	Callbacks Callbacks `yaml:"callbacks"`
 	// Jobs configures asynchronous jobs.
@@ -153,6 +155,20 @@ type Key struct {
 	Lanes []string `yaml:"lanes"`
 	// Routes are the route models the key may use; "*" means all.
 	Routes []string `yaml:"routes"`
+}
+
+// Retry bounds retries. Before the first byte reaches a client, a failed
+// upstream call moves to another target or fallback route within these
+// bounds.
+type Retry struct {
+	// MaxAttempts bounds the upstream calls for one request (default 3).
+	MaxAttempts int `yaml:"max_attempts"`
+	// BudgetRatio is how much retries may add to the request rate across
+	// all requests (default 0.2, that is 20%).
+	BudgetRatio float64 `yaml:"budget_ratio"`
+	// BudgetFloor is the retries per second allowed whatever the request
+	// rate (default 3).
+	BudgetFloor float64 `yaml:"budget_floor"`
 }
 
 // Callbacks configures job result delivery.

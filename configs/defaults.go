@@ -63,6 +63,7 @@ const (
 //	key lanes []           -> every lane
 //	key default_lane ""    -> the first lane (in priority order) the key may use
 //	key routes []          -> ["*"] (every route)
+//	retry                  -> {max_attempts: 3, budget_ratio: 0.2, budget_floor: 3}
 func Default() *Config {
 	return &Config{
 		Listen:        defaultListen,
@@ -77,6 +78,7 @@ func Default() *Config {
 			{Name: "standard", MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(60 * time.Second)},
 			{Name: "batch", MaxDepth: 100000, MaxWait: Duration(24 * time.Hour), MinShare: 0.1},
 		},
+		Retry:     Retry{MaxAttempts: 3, BudgetRatio: 0.2, BudgetFloor: 3},
 		Callbacks: Callbacks{MaxAttempts: defaultMaxAttempts},
 		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL)},
 		Log:       Log{Level: defaultLogLevel},

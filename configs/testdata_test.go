@@ -168,6 +168,11 @@ func TestParseBadFiles(t *testing.T) {
 			},
 			notWant: []string{"topsecr"},
 		},
+		"retry.yaml": {want: []string{
+			"retry.max_attempts: must be between 1 and 10 (line 9)",
+			"retry.budget_ratio: must be > 0 and <= 1 (line 10)",
+			"retry.budget_floor: must be > 0 (line 11)",
+		}},
 		"unknown-field.yaml": {want: []string{
 			"lisen: unknown field (line 1)",
 			"providers[0].rpn: unknown field (line 7)",

@@ -301,6 +301,15 @@ func (c *Config) cycleText(stack []int, j int) string {
 
 // validateRest checks callbacks, jobs, log and simulator.
 func (c *Config) validateRest(ps *problems) {
+	if c.Retry.MaxAttempts < 1 || c.Retry.MaxAttempts > 10 {
+		ps.add("retry.max_attempts", "must be between 1 and 10")
+	}
+	if c.Retry.BudgetRatio <= 0 || c.Retry.BudgetRatio > 1 {
+		ps.add("retry.budget_ratio", "must be > 0 and <= 1")
+	}
+	if c.Retry.BudgetFloor <= 0 {
+		ps.add("retry.budget_floor", "must be > 0")
+	}
 	if c.Callbacks.MaxAttempts < 1 {
 		ps.add("callbacks.max_attempts", "must be >= 1")
 	}

@@ -57,6 +57,13 @@ func errMethod() *apiError {
 	return &apiError{status: 405, anthropic: "invalid_request_error", openaiType: "invalid_request_error", msg: "method not allowed"}
 }
 
+// errRateLimited is the answer when every provider is at its limit (and,
+// with lanes, when a lane is full).
+func errRateLimited(msg string, retryAfter time.Duration) *apiError {
+	return &apiError{status: 429, anthropic: "rate_limit_error", openaiType: "requests", openaiCode: "rate_limit_exceeded",
+		msg: msg, retryAfter: retryAfter}
+}
+
 // errOverloaded is the answer when every target failed (and, with lanes,
 // when a parked request waited its longest).
 func errOverloaded(msg string, retryAfter time.Duration, noRetry bool) *apiError {

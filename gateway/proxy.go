@@ -232,16 +232,19 @@ func (s *Server) dispatchError(ctx context.Context, x *exchange, err error) *api
 		if len(we.Failures) > 0 {
 			x.provider = we.Failures[len(we.Failures)-1].Provider
 		}
-		if !we.Transient() {
-			e := errUpstreamBroken("the upstream provider answered with an error the relay could not pass on")
-			e.cause = err
-			return e
-		}
 		ra := we.RetryAfter()
 		if ra <= 0 {
 			ra = time.Second
 		}
-		e := errOverloaded("all upstream providers for this model are failing or overloaded; try again later", ra, false)
+		var e *apiError
+		switch {
+		case we.NoCapacity():
+			e = errRateLimited("every provider for this model is at its limit; retry after the time given", ra)
+		case !we.Transient():
+			e = errUpstreamBroken("the upstream provider answered with an error the relay could not pass on")
+		default:
+			e = errOverloaded("all upstream providers for this model are failing or overloaded; try again later", ra, !we.ShouldRetry())
+		}
 		e.cause = err
 		return e
 	case errors.Is(err, workers.ErrUnknownModel):

@@ -8,6 +8,7 @@ import (
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/actor"
 )
 
 // builder turns a validated configuration into what the gateway serves.
@@ -19,6 +20,7 @@ type builder struct {
 
 	mu        sync.Mutex
 	providers map[string]builtProvider
+	actors    map[string]*actor.Actor
 }
 
 type builtProvider struct {
@@ -55,6 +57,24 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		next[pc.Name] = builtProvider{opts: opts, p: p}
 	}
 
+	// One actor per provider name holds its admission state; a reload
+	// updates its limits in place, so in-flight permits, breaker state and
+	// cool-downs survive.
+	actors := make(map[string]*actor.Actor, len(cfg.Providers))
+	for _, pc := range cfg.Providers {
+		ao := actorOptions(pc)
+		if a, ok := b.actors[pc.Name]; ok {
+			a.Update(ao)
+			actors[pc.Name] = a
+		} else {
+			actors[pc.Name] = actor.New(ao)
+		}
+	}
+	inputLimited := make(map[string]bool, len(cfg.Providers))
+	for _, pc := range cfg.Providers {
+		inputLimited[pc.Name] = pc.InputTPM > 0
+	}
+
 	specs := make([]workers.RouteSpec, 0, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
 		spec := workers.RouteSpec{Model: rc.Model, Fallbacks: rc.Fallbacks}
@@ -68,13 +88,22 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 				ProviderName: tc.Provider,
 				Format:       bp.opts.Format,
 				Model:        tc.Model,
-				Weight:       tc.Weight,
-				Timeout:      bp.opts.Timeout,
+				Weight:        tc.Weight,
+				Timeout:       bp.opts.Timeout,
+				Actor:         actors[tc.Provider],
+				EstimateInput: inputLimited[tc.Provider],
 			})
 		}
 		specs = append(specs, spec)
 	}
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: specs, Metrics: b.metrics, Logger: b.log})
+	router, err := workers.NewRouter(workers.RouterOptions{
+		Routes:      specs,
+		Metrics:     b.metrics,
+		Logger:      b.log,
+		MaxAttempts: cfg.Retry.MaxAttempts,
+		RetryRatio:  cfg.Retry.BudgetRatio,
+		RetryFloor:  cfg.Retry.BudgetFloor,
+	})
 	if err != nil {
 		return gateway.Config{}, err
 	}
@@ -104,7 +133,36 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		}
 	}
 	b.providers = next
+	b.actors = actors
 	return gc, nil
+}
+
+// actorOptions maps a provider's limits onto its actor's options.
+func actorOptions(pc configs.Provider) actor.Options {
+	return actor.Options{
+		Name:           pc.Name,
+		MaxConcurrency: pc.MaxConcurrency,
+		RPM:            pc.RPM,
+		InputTPM:       pc.InputTPM,
+		OutputTPM:      pc.OutputTPM,
+		Breaker: actor.BreakerOptions{
+			FailureRatio: pc.Breaker.FailureRatio,
+			MinRequests:  pc.Breaker.MinRequests,
+			Window:       pc.Breaker.Window.Std(),
+			OpenFor:      pc.Breaker.OpenFor.Std(),
+		},
+	}
+}
+
+// Actors returns the current providers' actors, for metrics.
+func (b *builder) Actors() []*actor.Actor {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*actor.Actor, 0, len(b.actors))
+	for _, a := range b.actors {
+		out = append(out, a)
+	}
+	return out
 }
 
 // closeIdle closes every provider's idle connections.

@@ -78,6 +78,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return err
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
+	reg.MustRegister(workers.NewActorCollector(b.Actors))
 	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{

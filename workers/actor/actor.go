@@ -133,7 +133,9 @@ type Options struct {
 	Name string
 	// MaxConcurrency bounds in-flight calls (0 = unlimited).
 	MaxConcurrency int
-	// RPM is requests per minute (0 = unlimited).
+	// RPM is requests per minute (0 = unlimited). The requests bucket
+	// refills at RPM/60 per second and holds [RequestBurst](RPM), one
+	// second's worth, not a full minute's.
 	RPM int
 	// InputTPM is input tokens per minute (0 = unlimited).
 	InputTPM int
@@ -290,13 +292,22 @@ func New(o Options) *Actor {
 	return a
 }
 
+// RequestBurst is the most requests an rpm limit lets through at once: one
+// second's worth, at least 1. Providers enforce per-minute request limits
+// over shorter intervals (Anthropic: "60 RPM may be enforced as 1 request
+// per second"), so a full minute's burst would draw 429s. Token buckets
+// hold a full minute's worth, as a single request may need many tokens.
+func RequestBurst(rpm int) int {
+	return max(1, (rpm+59)/60)
+}
+
 // configure applies o's limits; a.mu is held or a is not yet shared.
 func (a *Actor) configure(now time.Time, o Options) {
 	a.name = o.Name
 	a.maxConc = max(o.MaxConcurrency, 0)
-	a.req.configure(now, o.RPM)
-	a.in.configure(now, o.InputTPM)
-	a.out.configure(now, o.OutputTPM)
+	a.req.configure(now, o.RPM, RequestBurst(o.RPM))
+	a.in.configure(now, o.InputTPM, 0)
+	a.out.configure(now, o.OutputTPM, 0)
 	a.br.configure(o.Breaker.withDefaults())
 }
 

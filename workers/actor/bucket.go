@@ -12,35 +12,40 @@ import (
 // only the Actor touches its limiter.
 type bucket struct {
 	lim    *rate.Limiter // nil: no configured limit
-	perMin int           // the limiter's burst; 0 when lim is nil
+	perMin int           // the configured per-minute limit; 0 when lim is nil
+	burst  int           // the limiter's burst
 
 	// Learned cap: until capUntil the bucket hands out at most capLeft more.
 	capLeft  float64
 	capUntil time.Time
 }
 
-// configure sets the per-minute limit (<= 0 removes it). An existing limiter
+// configure sets the per-minute limit (<= 0 removes it) and the burst, the
+// most the bucket holds (<= 0: a full minute's worth). An existing limiter
 // keeps its level, clamped to a lowered burst; a new one starts full.
-func (b *bucket) configure(now time.Time, perMin int) {
+func (b *bucket) configure(now time.Time, perMin, burst int) {
 	if perMin <= 0 {
-		b.lim, b.perMin = nil, 0
+		b.lim, b.perMin, b.burst = nil, 0, 0
 		return
 	}
+	if burst <= 0 || burst > perMin {
+		burst = perMin
+	}
 	r := rate.Limit(float64(perMin) / 60)
+	b.perMin, b.burst = perMin, burst
 	if b.lim == nil {
-		b.lim, b.perMin = rate.NewLimiter(r, perMin), perMin
+		b.lim = rate.NewLimiter(r, burst)
 		return
 	}
 	b.lim.SetLimitAt(now, r)
-	b.lim.SetBurstAt(now, perMin)
-	b.perMin = perMin
+	b.lim.SetBurstAt(now, burst)
 }
 
 // clamp limits a charge to the burst so that a huge request can be admitted
 // once the bucket is full.
 func (b *bucket) clamp(n int) int {
-	if b.lim != nil && n > b.perMin {
-		return b.perMin
+	if b.lim != nil && n > b.burst {
+		return b.burst
 	}
 	return n
 }
