@@ -84,10 +84,10 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 				return gateway.Config{}, fmt.Errorf("route %s: unknown provider %q", rc.Model, tc.Provider)
 			}
 			spec.Targets = append(spec.Targets, workers.Target{
-				Provider:     bp.p,
-				ProviderName: tc.Provider,
-				Format:       bp.opts.Format,
-				Model:        tc.Model,
+				Provider:      bp.p,
+				ProviderName:  tc.Provider,
+				Format:        bp.opts.Format,
+				Model:         tc.Model,
 				Weight:        tc.Weight,
 				Timeout:       bp.opts.Timeout,
 				Actor:         actors[tc.Provider],
