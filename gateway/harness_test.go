@@ -18,6 +18,7 @@ import (
 	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/actor"
 )
 
 // Keys used by the tests. canaryKey must never appear in logs or metrics.
@@ -36,6 +37,7 @@ type relay struct {
 	OpenAI    *simupstream.Server // serves route gpt-4o
 	Gateway   *gateway.Server
 	Registry  *prometheus.Registry
+	Actors    map[string]*actor.Actor // from relayOptions.actors, by provider name
 	logs      *syncBuffer
 }
 
@@ -48,6 +50,13 @@ type relayOptions struct {
 	writeTimeout    time.Duration
 	claudeFallbacks []string
 	quiet           bool // log at warn only
+	// openaiOpts configure the simulated OpenAI upstream.
+	openaiOpts simupstream.Options
+	// actors gives the default routes' providers ("anthropic-a",
+	// "openai-b") admission control; the Actors are in relay.Actors.
+	actors map[string]actor.Options
+	// backoff is the router's retry backoff base (0: the default).
+	backoff time.Duration
 }
 
 // newRelayB is newRelay for benchmarks, with logging off.
@@ -64,7 +73,10 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 		o.anthropicOpts.Record = 32
 	}
 	simA := simupstream.New(o.anthropicOpts)
-	simO := simupstream.New(simupstream.Options{Record: 32})
+	if o.openaiOpts.Record == 0 {
+		o.openaiOpts.Record = 32
+	}
+	simO := simupstream.New(o.openaiOpts)
 	upA := httptest.NewServer(simA.Handler())
 	upO := httptest.NewServer(simO.Handler())
 	t.Cleanup(func() {
@@ -84,14 +96,22 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: o.timeout})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
 		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: o.timeout})
+	actors := make(map[string]*actor.Actor, len(o.actors))
+	for name, ao := range o.actors {
+		if ao.Name == "" {
+			ao.Name = name
+		}
+		actors[name] = actor.New(ao)
+	}
 	routes := []workers.RouteSpec{
 		{Model: "claude-sonnet", Fallbacks: o.claudeFallbacks, Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
-			Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: o.timeout}}},
+			Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: o.timeout, Actor: actors["anthropic-a"]}}},
 		{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
-			Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: o.timeout}}},
+			Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: o.timeout, Actor: actors["openai-b"]}}},
 	}
 	routes = append(routes, o.extraRoutes...)
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log})
+	router, err := workers.NewRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log,
+		Backoff: o.backoff})
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
@@ -114,7 +134,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 	srv.Config.ReadHeaderTimeout = 5 * time.Second
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, logs: logs}
+	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, Actors: actors, logs: logs}
 }
 
 func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider {

@@ -247,6 +247,8 @@ func (s *Server) dispatchError(ctx context.Context, x *exchange, err error) *api
 		}
 		e.cause = err
 		return e
+	case errors.Is(err, workers.ErrInvalidRequest):
+		return errBadRequest(err.Error())
 	case errors.Is(err, workers.ErrUnknownModel):
 		return errNotFound("model is not served by this relay", "model")
 	}

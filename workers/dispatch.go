@@ -76,6 +76,9 @@ const (
 	FailGarbage
 	// FailProviderAuth is the upstream refusing the provider's own key.
 	FailProviderAuth
+	// FailInvalidRequest is a client body the target's format cannot
+	// express; no call was made, and no other target is tried.
+	FailInvalidRequest
 )
 
 // String names the kind for logs and metrics.
@@ -91,6 +94,8 @@ func (k FailureKind) String() string {
 		return "garbage"
 	case FailProviderAuth:
 		return "provider_auth"
+	case FailInvalidRequest:
+		return "invalid_request"
 	}
 	return "unknown"
 }
@@ -187,6 +192,11 @@ func (e *Error) Transient() bool {
 
 // ErrUnknownModel is returned by Do for a model no route serves.
 var ErrUnknownModel = errors.New("unknown model")
+
+// ErrInvalidRequest is returned by Do when the client's body cannot be
+// expressed in a target's API format (a malformed message list, say); the
+// error's text is safe to show the client.
+var ErrInvalidRequest = errors.New("invalid request")
 
 // RouterOptions configure a Router.
 type RouterOptions struct {
@@ -390,6 +400,10 @@ func (d *dispatch) try(ctx context.Context, t *target) (resp *Response, done boo
 		d.err = fmt.Errorf("client gone: %w", err)
 		return nil, true
 	}
+	if fail.Kind == FailInvalidRequest {
+		d.err = fmt.Errorf("%w: %v", ErrInvalidRequest, fail.Err)
+		return nil, true
+	}
 	d.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
 		slog.String("provider", fail.Provider), slog.String("kind", fail.Kind.String()),
 		slog.Int("status", fail.Status), slog.String("error", fail.Err.Error()))
@@ -466,7 +480,7 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 	if err != nil {
 		// The client's body could not be expressed in the target's format.
 		finish(permit, actor.Outcome{Kind: actor.Canceled})
-		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Err: err}
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailInvalidRequest, Err: err}
 	}
 	callCtx, cancel := context.WithTimeout(ctx, t.Timeout)
 	start := time.Now()

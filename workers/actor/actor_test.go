@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,11 +89,15 @@ func TestBurstThenRefusal(t *testing.T) {
 		reason    Reason
 		wantAfter time.Duration // When - now
 	}{
-		{name: "rpm", opts: Options{RPM: 3}, in: 10, out: 10, admits: 3, reason: ReasonRPM, wantAfter: 20 * time.Second},
+		// The requests bucket holds RequestBurst(rpm), one second's worth.
+		{name: "rpm below 60 holds one request", opts: Options{RPM: 3}, in: 10, out: 10, admits: 1, reason: ReasonRPM, wantAfter: 20 * time.Second},
+		{name: "rpm holds one second's worth", opts: Options{RPM: 300}, in: 10, out: 10, admits: 5, reason: ReasonRPM, wantAfter: 200 * time.Millisecond},
 		{name: "input_tpm", opts: Options{InputTPM: 600}, in: 200, out: 10, admits: 3, reason: ReasonInputTPM, wantAfter: 20 * time.Second},
 		{name: "output_tpm", opts: Options{OutputTPM: 1000}, in: 10, out: 400, admits: 2, reason: ReasonOutputTPM, wantAfter: 12 * time.Second},
 		{name: "default max output", opts: Options{OutputTPM: 2 * DefaultMaxOutput}, in: 10, out: 0, admits: 2, reason: ReasonOutputTPM, wantAfter: 30 * time.Second},
-		{name: "fractional rate rounds up to the ms", opts: Options{RPM: 7}, in: 1, out: 1, admits: 7, reason: ReasonRPM, wantAfter: 8572 * time.Millisecond},
+		{name: "fractional rate rounds up to the ms", opts: Options{RPM: 7}, in: 1, out: 1, admits: 1, reason: ReasonRPM, wantAfter: 8572 * time.Millisecond},
+		{name: "fractional rate rounds up to the ms, burst 7", opts: Options{RPM: 420}, in: 1, out: 1, admits: 7, reason: ReasonRPM, wantAfter: 143 * time.Millisecond},
+		{name: "fractional rate rounds up to the ms, input", opts: Options{InputTPM: 7}, in: 1, out: 1, admits: 7, reason: ReasonInputTPM, wantAfter: 8572 * time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +120,102 @@ func TestBurstThenRefusal(t *testing.T) {
 			c.Advance(time.Millisecond)
 			mustAdmit(t, a, tc.in, tc.out)
 		})
+	}
+}
+
+func TestRequestBurst(t *testing.T) {
+	tests := []struct {
+		rpm, want int
+	}{
+		{rpm: -5, want: 1},
+		{rpm: 0, want: 1},
+		{rpm: 1, want: 1},
+		{rpm: 59, want: 1},
+		{rpm: 60, want: 1},
+		{rpm: 61, want: 2},
+		{rpm: 120, want: 2},
+		{rpm: 3600, want: 60},
+	}
+	for _, tc := range tests {
+		t.Run(strconv.Itoa(tc.rpm), func(t *testing.T) {
+			if got := RequestBurst(tc.rpm); got != tc.want {
+				t.Errorf("RequestBurst(%d) = %d; want %d", tc.rpm, got, tc.want)
+			}
+			if tc.rpm <= 0 {
+				return // no requests bucket at all
+			}
+			// A fresh Actor's requests bucket holds exactly that many.
+			a, _ := newActor(t, Options{RPM: tc.rpm})
+			if got := a.State().Requests.Available; !near(got, float64(tc.want)) {
+				t.Errorf("fresh Actor with RPM %d: Requests.Available = %v; want %d", tc.rpm, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRPM120 follows one rpm=120 Actor through a burst and a fake-clock
+// minute: two calls at once, the third refused until +0.5s, then 120 a
+// minute, one every 500ms.
+func TestRPM120(t *testing.T) {
+	a, c := newActor(t, Options{RPM: 120})
+	start := c.Now()
+	mustAdmit(t, a, 1, 1).Done(Outcome{Kind: Success})
+	mustAdmit(t, a, 1, 1).Done(Outcome{Kind: Success})
+	r := refusal(t, a, 1, 1, ReasonRPM)
+	if got := r.When.Sub(start); got != 500*time.Millisecond {
+		t.Fatalf("third call: When - now = %v; want 500ms", got)
+	}
+	if got := a.NextCapacity(1, 1); !got.Equal(r.When) {
+		t.Errorf("NextCapacity = %v; want %v", got, r.When)
+	}
+
+	var at []time.Duration // admission times after the burst, from start
+	for range 60_000 {     // (start, start+60s] in 1ms steps
+		c.Advance(time.Millisecond)
+		if p, err := a.Admit(1, 1); err == nil {
+			at = append(at, c.Now().Sub(start))
+			p.Done(Outcome{Kind: Success})
+		}
+	}
+	if len(at) != 120 {
+		t.Fatalf("admissions in the minute after the burst = %d; want 120", len(at))
+	}
+	for i, d := range at {
+		if want := time.Duration(i+1) * 500 * time.Millisecond; d != want {
+			t.Fatalf("admission %d at start+%v; want start+%v", i+1, d, want)
+		}
+	}
+}
+
+// TestUpdateRequestBurst checks that Update keeps the requests bucket's level,
+// clamped to a lowered burst and not refilled by a raised one.
+func TestUpdateRequestBurst(t *testing.T) {
+	a, c := newActor(t, Options{RPM: 600}) // holds 10
+	mustAdmit(t, a, 1, 1)
+	if got := a.State().Requests.Available; !near(got, 9) {
+		t.Fatalf("Requests.Available = %v; want 9", got)
+	}
+	a.Update(Options{RPM: 120}) // holds 2: the 9 left are clamped
+	if got := a.State().Requests.Available; !near(got, 2) {
+		t.Errorf("after lowering RPM to 120: Requests.Available = %v; want 2", got)
+	}
+	mustAdmit(t, a, 1, 1)
+	mustAdmit(t, a, 1, 1)
+	r := refusal(t, a, 1, 1, ReasonRPM)
+	if got := r.When.Sub(c.Now()); got != 500*time.Millisecond {
+		t.Errorf("after lowering RPM to 120: When - now = %v; want 500ms", got)
+	}
+	a.Update(Options{RPM: 6000}) // holds 100, but the empty level is kept
+	if got := a.State().Requests.Available; !near(got, 0) {
+		t.Errorf("after raising RPM to 6000: Requests.Available = %v; want 0", got)
+	}
+	r = refusal(t, a, 1, 1, ReasonRPM)
+	if got := r.When.Sub(c.Now()); got != 10*time.Millisecond {
+		t.Errorf("after raising RPM to 6000: When - now = %v; want 10ms", got)
+	}
+	c.Advance(time.Minute) // refills to the new burst, not beyond
+	if got := a.State().Requests.Available; !near(got, 100) {
+		t.Errorf("a minute later: Requests.Available = %v; want 100", got)
 	}
 }
 
@@ -187,7 +288,9 @@ func TestMultiBucketAtomicity(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _ := newActor(t, Options{RPM: 10, InputTPM: 100, OutputTPM: 1000})
+			// RPM 600 holds 10 requests, so after one call the rpm bucket
+			// still has 9 and a token bucket is the one refusing.
+			a, _ := newActor(t, Options{RPM: 600, InputTPM: 100, OutputTPM: 1000})
 			mustAdmit(t, a, 50, 10)
 			// 2000 > burst is clamped to 1000, which the 990 left cannot cover.
 			refusal(t, a, tc.in, tc.out, tc.reason)
@@ -304,7 +407,9 @@ func TestHeaderCaps(t *testing.T) {
 		until   time.Duration // cap end, relative to the clock's start
 		allowed int           // admissions still allowed under the cap
 	}{
-		{name: "anthropic requests exhausted", opts: Options{RPM: 50},
+		// RPM 3000 holds 50 requests: the local limiter has plenty, only
+		// the cap refuses.
+		{name: "anthropic requests exhausted", opts: Options{RPM: 3000},
 			header: map[string]string{"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": rfc(20 * time.Second)},
 			in:     10, out: 10, reason: ReasonRPM, until: 20 * time.Second},
 		{name: "anthropic requests on an unlimited bucket", opts: Options{},
@@ -370,7 +475,7 @@ func TestHeadersIgnored(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _ := newActor(t, Options{RPM: 100})
+			a, _ := newActor(t, Options{RPM: 6000}) // holds 100 requests: only a cap could refuse
 			h := http.Header{}
 			for k, v := range tc.header {
 				h.Set(k, v)
@@ -460,16 +565,21 @@ func TestProviderAuth(t *testing.T) {
 }
 
 func TestReasonPrecedenceAndWhen(t *testing.T) {
-	// Cooling for 2s while the rpm bucket needs 20s: the reason is the
-	// first check, When the latest constraint.
+	// Cooling for 2s while the rpm bucket (RPM 3 holds one request) needs
+	// 20s: the reason is the first check, When the latest constraint.
 	a, c := newActor(t, Options{RPM: 3})
-	for range 2 {
-		mustAdmit(t, a, 1, 1)
-	}
+	start := c.Now()
 	mustAdmit(t, a, 1, 1).Done(Outcome{Kind: RateLimited, RetryAfter: 2 * time.Second})
 	r := refusal(t, a, 1, 1, ReasonCoolingDown)
-	if got := r.When.Sub(c.Now()); got != 20*time.Second {
+	if got := r.When.Sub(start); got != 20*time.Second {
 		t.Errorf("When - now = %v; want 20s", got)
+	}
+	// Once the cool-down is over, the rpm bucket is the first (and only)
+	// obstacle, with the same When.
+	c.Advance(2 * time.Second)
+	r = refusal(t, a, 1, 1, ReasonRPM)
+	if got := r.When.Sub(start); got != 20*time.Second {
+		t.Errorf("after cool-down: When - start = %v; want 20s", got)
 	}
 }
 
@@ -620,17 +730,27 @@ func TestConcurrency(t *testing.T) {
 
 func TestUpdate(t *testing.T) {
 	bo := BreakerOptions{FailureRatio: 0.3, MinRequests: 1, OpenFor: 10 * time.Second}
-	a, c := newActor(t, Options{Name: "old", MaxConcurrency: 3, RPM: 2, InputTPM: 1000, Breaker: bo})
+	// RPM 120 holds 2 requests: both calls drain the rpm bucket.
+	a, c := newActor(t, Options{Name: "old", MaxConcurrency: 3, RPM: 120, InputTPM: 1000, Breaker: bo})
 	p1, p2 := mustAdmit(t, a, 600, 1), mustAdmit(t, a, 100, 1)
-	refusal(t, a, 1, 1, ReasonRPM)
+	if r := refusal(t, a, 1, 1, ReasonRPM); r.When.Sub(c.Now()) != 500*time.Millisecond {
+		t.Errorf("rpm refusal: When - now = %v; want 500ms", r.When.Sub(c.Now()))
+	}
 
 	t.Run("raise limits keeps in-flight", func(t *testing.T) {
-		a.Update(Options{Name: "new", MaxConcurrency: 3, RPM: 100, InputTPM: 2000, Breaker: bo})
+		a.Update(Options{Name: "new", MaxConcurrency: 3, RPM: 300, InputTPM: 2000, Breaker: bo})
 		s := a.State()
-		if s.Name != "new" || s.InFlight != 2 || s.Requests.PerMinute != 100 || !near(s.InputTokens.Available, 300) {
-			t.Errorf("after Update: %+v; want name new, InFlight 2, rpm 100, input 300", s)
+		// Levels are kept: the rpm bucket stays empty rather than refilling
+		// to the new burst of 5, the input bucket keeps its 300.
+		if s.Name != "new" || s.InFlight != 2 || s.Requests.PerMinute != 300 || !near(s.Requests.Available, 0) ||
+			!near(s.InputTokens.Available, 300) {
+			t.Errorf("after Update: %+v; want name new, InFlight 2, rpm 300 with 0 left, input 300", s)
 		}
-		c.Advance(time.Second) // 2000/min refills ~33.3/s, rpm 100 refills 1.67/s
+		r := refusal(t, a, 1, 1, ReasonRPM)
+		if got := r.When.Sub(c.Now()); got != 200*time.Millisecond { // the new rate: 5/s
+			t.Errorf("rpm refusal after Update: When - now = %v; want 200ms", got)
+		}
+		c.Advance(time.Second) // 2000/min refills ~33.3/s, rpm 300 refills 5/s
 		mustAdmit(t, a, 300, 1).Done(Outcome{Kind: Success})
 	})
 	t.Run("in-flight permits settle after Update", func(t *testing.T) {
@@ -713,7 +833,9 @@ func TestConcurrentAdmitDone(t *testing.T) {
 		calls   = 500
 		maxConc = 4
 	)
-	a, c := newActor(t, Options{MaxConcurrency: maxConc, RPM: 600, InputTPM: 60000, OutputTPM: 60000,
+	// RPM 36000 holds 600 requests, as RPM 600 did before the requests
+	// bucket was cut to one second's worth, so plenty of calls get through.
+	a, c := newActor(t, Options{MaxConcurrency: maxConc, RPM: 36_000, InputTPM: 60000, OutputTPM: 60000,
 		Breaker: BreakerOptions{MinRequests: 1_000_000}})
 	var inFlight, peak, admitted atomic.Int64
 	var wg sync.WaitGroup

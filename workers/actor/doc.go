@@ -21,12 +21,16 @@
 // # Token buckets
 //
 // Buckets are [golang.org/x/time/rate] limiters with limit = per-minute/60 per
-// second and burst = the full per-minute amount, the way providers' own
-// buckets behave: a fresh or idle provider may spend a whole minute's quota at
-// once and then refills continuously. Token counts are floats, so many tiny
-// requests at high frequency still see the bucket refill. A charge larger than
-// the burst is clamped to the burst, so a huge request is admitted once the
-// bucket is full rather than refused forever.
+// second; they refill continuously. The input and output token buckets hold
+// the full per-minute amount (burst = per-minute), so a fresh or idle provider
+// may spend a whole minute's token quota at once. The requests bucket holds
+// only one second's worth, [RequestBurst] = max(1, ceil(rpm/60)), because
+// providers enforce per-minute request limits over shorter intervals
+// (Anthropic: "60 RPM may be enforced as 1 request per second"): an rpm of 60
+// lets one call through at once and then one per second. Token counts are
+// floats, so many tiny requests at high frequency still see the bucket
+// refill. A charge larger than the burst is clamped to the burst, so a huge
+// request is admitted once the bucket is full rather than refused forever.
 //
 // All buckets are checked and then charged under the Actor's mutex, which is
 // the only code that ever touches the limiters; if any bucket refuses, none is

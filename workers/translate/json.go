@@ -152,7 +152,7 @@ func appendJoinedText(b []byte, content gjson.Result, sep string) []byte {
 	return b
 }
 
-// appendNumber appends r when it is a JSON number and reports whether it did.
+// appendNumber appends ,"key":r when r is a JSON number.
 func appendNumber(b []byte, key string, r gjson.Result) []byte {
 	if r.Type != gjson.Number {
 		return b

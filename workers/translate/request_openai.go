@@ -89,11 +89,10 @@ func OpenAIToAnthropicRequest(body []byte, upstreamModel string) ([]byte, error)
 // tool results (and any same-role messages) merge into one turn and messages
 // that end up with no blocks are never written.
 type o2aRequest struct {
-	b      []byte
-	role   string
-	open   bool
-	blocks int
-	msgs   int
+	b    []byte
+	role string
+	open bool
+	msgs int
 }
 
 // block prepares w.b for the next content block of a message in role.
