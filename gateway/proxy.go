@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
 )
@@ -26,7 +27,8 @@ type exchange struct {
 	key       string
 	route     string
 	lane      string
-	maxWait   time.Duration
+	queued    time.Duration
+	mode      string
 	provider  string
 	stream    bool
 	status    int
@@ -41,7 +43,7 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return 
 // proxyHandler serves POST /v1/messages or /v1/chat/completions.
 func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		x := exchange{start: time.Now(), requestID: newRequestID(), format: f}
+		x := exchange{start: time.Now(), requestID: newRequestID(), format: f, mode: "direct"}
 		s.metrics.inflight.Inc()
 		defer func() {
 			s.metrics.inflight.Dec()
@@ -102,16 +104,25 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	x.lane, x.maxWait = lane.Name, lane.MaxWait
+	x.lane = lane.Name
 	h := c.Response().Header()
 	h["X-Relay-Lane"] = []string{lane.Name}
 
-	resp, err := st.dispatcher.Do(r.Context(), &workers.Request{
+	req := &workers.Request{
 		Format: x.format,
 		Body:   body,
 		Fields: fields,
 		Header: forwardHeaders(r.Header),
-	})
+	}
+	grant, aerr := s.admit(r.Context(), x, st.dispatcher, req, k, lane)
+	if aerr != nil {
+		return aerr
+	}
+	if x.status == 499 {
+		return nil
+	}
+	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
+	resp, err := st.dispatcher.Do(r.Context(), req, grant)
 	if err != nil {
 		return s.dispatchError(r.Context(), x, err)
 	}
@@ -121,7 +132,6 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 	}
 	h["X-Relay-Provider"] = []string{resp.Provider}
 	h["X-Relay-Attempts"] = []string{strconv.Itoa(resp.Attempts)}
-	h["X-Relay-Queue-Ms"] = []string{"0"}
 	if resp.Stream != nil {
 		s.relayStream(c, x, resp.Stream)
 		return nil
@@ -135,6 +145,65 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 		x.err = err
 	}
 	return nil
+}
+
+// admit takes capacity for req: directly when a target of its route has
+// some and nobody is parked ahead of it, else by parking it on its lane
+// until the dispatcher grants it some. Without lanes it leaves admission
+// to Do. A client that leaves while parked sets x.status to 499.
+func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *workers.Request, k *key, lane Lane) (*workers.Grant, *apiError) {
+	if s.lanes == nil {
+		return nil, nil
+	}
+	if !s.lanes.Parked(x.route) {
+		g, err := d.Admit(req)
+		if err == nil {
+			return g, nil
+		}
+		var we *workers.Error
+		if !errors.As(err, &we) {
+			return nil, s.dispatchError(ctx, x, err)
+		}
+	}
+	x.mode = "queued"
+	g, waited, err := s.lanes.Wait(ctx, lanes.Waiter{
+		Lane:    lane.Name,
+		Key:     k.Name,
+		Route:   x.route,
+		MaxWait: lane.MaxWait,
+		Admit: func() (any, time.Time, bool) {
+			g, err := d.Admit(req)
+			if err != nil {
+				var we *workers.Error
+				if errors.As(err, &we) {
+					return nil, we.NextCapacity(), false
+				}
+				return nil, time.Time{}, false
+			}
+			return g, time.Time{}, true
+		},
+		Release: func(g any) { g.(*workers.Grant).Release() },
+	})
+	x.queued = waited
+	switch {
+	case err == nil:
+		return g.(*workers.Grant), nil
+	case ctx.Err() != nil:
+		x.status, x.err = 499, err
+		return nil, nil
+	case errors.Is(err, lanes.ErrLaneFull):
+		e := errRateLimited("lane "+strconv.Quote(lane.Name)+" is full; retry after the time given", s.lanes.RetryAfter(lane.Name))
+		e.cause = err
+		return nil, e
+	case errors.Is(err, lanes.ErrWaitExpired):
+		e := errOverloaded("no upstream capacity for this model within "+lane.MaxWait.String()+"; retry after the time given",
+			s.lanes.RetryAfter(lane.Name), true)
+		e.cause = err
+		return nil, e
+	}
+	e := errOverloaded("the relay is shutting down", time.Second, false)
+	e.cause = err
+	return nil, e
 }
 
 // readBody reads the request body into *bufp, bounded by limit and by the
@@ -333,7 +402,7 @@ func streamErrMsg(err error) string {
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
 	code := strconv.Itoa(x.status)
-	s.metrics.observe(x.route, x.provider, x.lane, "direct", code, d)
+	s.metrics.observe(x.route, x.provider, x.lane, x.mode, code, d)
 	level := slog.LevelInfo
 	if x.status >= 500 {
 		level = slog.LevelWarn
@@ -352,7 +421,8 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 		slog.Int("status", x.status),
 		slog.Int("attempts", x.attempts),
 		slog.Duration("duration", d),
-		slog.Duration("max_wait", x.maxWait),
+		slog.String("mode", x.mode),
+		slog.Duration("queued", x.queued),
 	}
 	if x.usage.Known {
 		attrs = append(attrs, slog.Int("input_tokens", x.usage.Input), slog.Int("output_tokens", x.usage.Output))

@@ -50,6 +50,9 @@ type Deps struct {
 	// Ready reports readiness for /readyz (NATS up, config loaded); nil
 	// means always ready.
 	Ready func() bool
+	// Lanes parks requests when no provider has capacity; nil answers
+	// 429 at once instead.
+	Lanes Parker
 }
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
@@ -61,6 +64,7 @@ type Server struct {
 	state   atomic.Pointer[state]
 	metrics *metrics
 	ready   func() bool
+	lanes   Parker
 }
 
 // New returns a Server serving cfg.
@@ -91,6 +95,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		log:     deps.Logger,
 		metrics: newMetrics(deps.Registry),
 		ready:   deps.Ready,
+		lanes:   deps.Lanes,
 	}
 	s.SetConfig(cfg)
 	e := echo.New()

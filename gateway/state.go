@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+
 	"crypto/sha256"
 	"crypto/subtle"
+	"github.com/relaygw/relay/lanes"
 	"net/http"
 	"strings"
 	"time"
@@ -13,12 +15,26 @@ import (
 
 // Dispatcher serves requests upstream. *workers.Router implements it.
 type Dispatcher interface {
-	// Do serves req and returns the answer in the client's format.
-	Do(ctx context.Context, req *workers.Request) (*workers.Response, error)
+	// Admit takes capacity for req without calling upstream, or returns a
+	// *workers.Error saying why there is none.
+	Admit(req *workers.Request) (*workers.Grant, error)
+	// Do serves req, with grant (may be nil) for the first call, and
+	// returns the answer in the client's format.
+	Do(ctx context.Context, req *workers.Request, grant *workers.Grant) (*workers.Response, error)
 	// Has reports whether a route serves model.
 	Has(model string) bool
 	// Models returns the public model names served.
 	Models() []string
+}
+
+// Parker parks requests no provider can take yet. *lanes.Set implements it.
+type Parker interface {
+	// Wait parks w until capacity is granted to it.
+	Wait(ctx context.Context, w lanes.Waiter) (grant any, waited time.Duration, err error)
+	// Parked reports whether requests for route are parked.
+	Parked(route string) bool
+	// RetryAfter estimates when a client refused by lane should return.
+	RetryAfter(lane string) time.Duration
 }
 
 // Key is one relay API key as the gateway sees it.

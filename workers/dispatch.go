@@ -215,6 +215,10 @@ type RouterOptions struct {
 	// Backoff is the base of the full-jitter backoff before calling a
 	// target that already failed once more (default 100ms, capped at 2s).
 	Backoff time.Duration
+	// OnRelease, when set, is called whenever an upstream call ends and
+	// its provider's capacity may have freed (the lanes' dispatcher kicks
+	// off from it). It must not block.
+	OnRelease func()
 }
 
 // Router serves requests from its routes' targets. It is safe for
@@ -228,6 +232,7 @@ type Router struct {
 	log         *slog.Logger
 	budget      *retryBudget
 	backoff     time.Duration
+	onRelease   func()
 }
 
 // NewRouter returns a Router for opts.
@@ -260,6 +265,7 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 		log:         log,
 		budget:      newRetryBudget(opts.RetryRatio, opts.RetryFloor, nil),
 		backoff:     opts.Backoff,
+		onRelease:   opts.OnRelease,
 	}, nil
 }
 
@@ -283,13 +289,21 @@ func (r *Router) Models() []string { return append([]string(nil), r.models...) }
 // Response with that status. Do returns *Error when nothing could serve,
 // ErrUnknownModel for an unknown model, and the context's error when the
 // caller went away.
-func (r *Router) Do(ctx context.Context, req *Request) (*Response, error) {
+//
+// A non-nil grant, from Admit, is used for the first call.
+func (r *Router) Do(ctx context.Context, req *Request, g *Grant) (*Response, error) {
 	rt, ok := r.routes[req.Fields.Model]
 	if !ok {
+		g.Release()
 		return nil, ErrUnknownModel
 	}
 	r.budget.request()
 	d := dispatch{r: r, req: req, inTokens: -1}
+	if g != nil {
+		if resp, done := d.call(ctx, g.t, g.permit); done {
+			return resp, d.err
+		}
+	}
 	for _, cand := range rt.chain {
 		for !d.exhausted() {
 			t := cand.pick(d.skipTried)
@@ -357,32 +371,46 @@ func (d *dispatch) skipTried(t *target) bool {
 	return false
 }
 
+// admit asks t's provider for capacity. It returns false, recording the
+// refusal, when there is none.
+func (d *dispatch) admit(t *target) (*actor.Permit, bool) {
+	if t.Actor == nil {
+		return nil, true
+	}
+	in := 0
+	if t.EstimateInput {
+		if d.inTokens < 0 {
+			d.inTokens = wire.EstimateInputTokens(d.req.Body)
+		}
+		in = d.inTokens
+	}
+	p, err := t.Actor.Admit(in, d.req.Fields.MaxTokens)
+	if err != nil {
+		var ref *actor.Refusal
+		if errors.As(err, &ref) {
+			d.refusals = append(d.refusals, ref)
+		}
+		d.refused = append(d.refused, t)
+		d.r.metrics.refusal(t.ProviderName, refusalReason(err))
+		return nil, false
+	}
+	return p, true
+}
+
 // try asks t's provider for admission and calls it. done reports that the
 // request is answered (resp) or must end (d.err).
 func (d *dispatch) try(ctx context.Context, t *target) (resp *Response, done bool) {
-	var permit *actor.Permit
-	if t.Actor != nil {
-		in := 0
-		if t.EstimateInput {
-			if d.inTokens < 0 {
-				d.inTokens = wire.EstimateInputTokens(d.req.Body)
-			}
-			in = d.inTokens
-		}
-		p, err := t.Actor.Admit(in, d.req.Fields.MaxTokens)
-		if err != nil {
-			var ref *actor.Refusal
-			if errors.As(err, &ref) {
-				d.refusals = append(d.refusals, ref)
-			}
-			d.refused = append(d.refused, t)
-			d.r.metrics.refusal(t.ProviderName, refusalReason(err))
-			return nil, false
-		}
-		permit = p
+	permit, ok := d.admit(t)
+	if !ok {
+		return nil, false
 	}
+	return d.call(ctx, t, permit)
+}
+
+// call makes one upstream call to t under permit, within the budget.
+func (d *dispatch) call(ctx context.Context, t *target, permit *actor.Permit) (resp *Response, done bool) {
 	if d.attempts > 0 && !d.r.budget.allow() {
-		finish(permit, actor.Outcome{Kind: actor.Canceled})
+		d.r.finish(permit, actor.Outcome{Kind: actor.Canceled})
 		d.noBudget = true
 		d.r.metrics.budgetExhausted()
 		return nil, false
@@ -464,11 +492,70 @@ func refusalReason(err error) string {
 	return "unknown"
 }
 
-// finish reports a call's outcome to its permit, if any.
-func finish(p *actor.Permit, o actor.Outcome) {
-	if p != nil {
-		p.Done(o)
+// finish reports a call's outcome to its permit, if any, and tells
+// whoever waits for capacity that some may have freed.
+func (r *Router) finish(p *actor.Permit, o actor.Outcome) {
+	if p == nil {
+		return
 	}
+	p.Done(o)
+	if r.onRelease != nil {
+		r.onRelease()
+	}
+}
+
+// Grant is capacity Admit took for a request: a target and its provider's
+// permit. Pass it to Do, or Release it.
+type Grant struct {
+	r      *Router
+	t      *target
+	permit *actor.Permit
+}
+
+// Provider names the provider the grant is for.
+func (g *Grant) Provider() string { return g.t.ProviderName }
+
+// Release gives the capacity back unused. A nil Grant is fine.
+func (g *Grant) Release() {
+	if g != nil {
+		g.r.finish(g.permit, actor.Outcome{Kind: actor.Canceled})
+	}
+}
+
+// Admit takes capacity for req without calling anyone: the first target,
+// by weight along the route and its fallbacks, whose provider admits the
+// call. When none does, it returns an *Error whose Refusals say why and
+// until when (Error.RetryAfter).
+func (r *Router) Admit(req *Request) (*Grant, error) {
+	rt, ok := r.routes[req.Fields.Model]
+	if !ok {
+		return nil, ErrUnknownModel
+	}
+	d := dispatch{r: r, req: req, inTokens: -1}
+	for _, cand := range rt.chain {
+		for {
+			t := cand.pick(d.skipTried)
+			if t == nil {
+				break
+			}
+			if p, ok := d.admit(t); ok {
+				return &Grant{r: r, t: t, permit: p}, nil
+			}
+		}
+	}
+	return nil, &Error{Refusals: d.refusals}
+}
+
+// NextCapacity is the earliest time any refusing provider named, or the
+// zero time when none named one.
+func (e *Error) NextCapacity() time.Time {
+	var t time.Time
+	for _, r := range e.Refusals {
+		if !r.When.IsZero() && (t.IsZero() || r.When.Before(t)) {
+			t = r.When
+		}
+	}
+	return t
 }
 
 // attempt makes one upstream call to t under permit (nil when the target
@@ -479,7 +566,7 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 	body, err := r.upstreamBody(req, t)
 	if err != nil {
 		// The client's body could not be expressed in the target's format.
-		finish(permit, actor.Outcome{Kind: actor.Canceled})
+		r.finish(permit, actor.Outcome{Kind: actor.Canceled})
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailInvalidRequest, Err: err}
 	}
 	callCtx, cancel := context.WithTimeout(ctx, t.Timeout)
@@ -500,7 +587,7 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		drain(resp)
 		cancel()
-		finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
+		r.finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "provider_auth", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailProviderAuth, Status: status,
 			Err: fmt.Errorf("upstream refused the provider's key (status %d)", status)}
@@ -508,7 +595,7 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 		ra := retryAfter(resp.Header)
 		drain(resp)
 		cancel()
-		finish(permit, actor.Outcome{Kind: statusOutcome(status), RetryAfter: ra, Header: resp.Header})
+		r.finish(permit, actor.Outcome{Kind: statusOutcome(status), RetryAfter: ra, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, strconv.Itoa(status), time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailStatus, Status: status, RetryAfter: ra,
 			Err: fmt.Errorf("upstream status %d", status)}
@@ -554,7 +641,7 @@ func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *ac
 		f.Err = fmt.Errorf("upstream timed out after %s", t.Timeout)
 		outcome, kind = "timeout", actor.Timeout
 	}
-	finish(permit, actor.Outcome{Kind: kind})
+	r.finish(permit, actor.Outcome{Kind: kind})
 	r.metrics.attempt(t.ProviderName, outcome, time.Since(start))
 	return f
 }
@@ -566,7 +653,7 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream body: %w", err))
 	}
 	if !gjson.ValidBytes(data) || !gjson.ParseBytes(data).IsObject() {
-		finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
+		r.finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
 			Err: errors.New("upstream answered with a body that is not a JSON object")}
@@ -577,7 +664,7 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 	} else {
 		usage = wire.OpenAIUsage(data)
 	}
-	finish(permit, actor.Outcome{Kind: actor.Success, Header: resp.Header,
+	r.finish(permit, actor.Outcome{Kind: actor.Success, Header: resp.Header,
 		InputTokens: usage.Input, OutputTokens: usage.Output, UsageKnown: usage.Known})
 	if t.Format != req.Format {
 		if req.Format == FormatAnthropic {
@@ -610,7 +697,7 @@ func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t
 	if err != nil {
 		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream error body: %w", err))
 	}
-	finish(permit, actor.Outcome{Kind: actor.ClientError, Header: resp.Header})
+	r.finish(permit, actor.Outcome{Kind: actor.ClientError, Header: resp.Header})
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
 	h := passHeaders(resp.Header, t.Format == req.Format)
 	if t.Format != req.Format {
@@ -636,7 +723,7 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		drain(resp)
 		cancel()
-		finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
+		r.finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
 		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
 			Err: fmt.Errorf("upstream answered a stream request with content type %q", ct)}
@@ -652,7 +739,7 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 		case broken:
 			kind = actor.ConnError
 		}
-		finish(permit, actor.Outcome{Kind: kind, Header: upHeader,
+		r.finish(permit, actor.Outcome{Kind: kind, Header: upHeader,
 			InputTokens: u.Input, OutputTokens: u.Output, UsageKnown: u.Known})
 		r.metrics.tokens(t.ProviderName, u)
 		r.metrics.upstreamDone(t.ProviderName, time.Since(start))

@@ -106,7 +106,7 @@ func TestDoRetriesElsewhere(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := r.Do(context.Background(), request(t, "m"))
+			resp, err := r.Do(context.Background(), request(t, "m"), nil)
 			var calls, untried int64
 			for _, u := range ups {
 				calls += u.calls.Load()
@@ -148,12 +148,12 @@ func TestDoUnknownModelAndCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Do(context.Background(), request(t, "x")); !errors.Is(err, workers.ErrUnknownModel) {
+	if _, err := r.Do(context.Background(), request(t, "x"), nil); !errors.Is(err, workers.ErrUnknownModel) {
 		t.Errorf("Do(unknown) = %v; want ErrUnknownModel", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := r.Do(ctx, request(t, "m")); !errors.Is(err, context.Canceled) {
+	if _, err := r.Do(ctx, request(t, "m"), nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("Do(cancelled) = %v; want context.Canceled", err)
 	}
 	if !r.Has("m") || r.Has("x") || len(r.Models()) != 1 {

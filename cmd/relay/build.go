@@ -15,8 +15,9 @@ import (
 // It keeps providers whose settings did not change across reloads, so
 // their connection pools survive a reload.
 type builder struct {
-	log     *slog.Logger
-	metrics *workers.Metrics
+	log       *slog.Logger
+	metrics   *workers.Metrics
+	onRelease func() // capacity may have freed: kick the lanes
 
 	mu        sync.Mutex
 	providers map[string]builtProvider
@@ -103,6 +104,7 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		MaxAttempts: cfg.Retry.MaxAttempts,
 		RetryRatio:  cfg.Retry.BudgetRatio,
 		RetryFloor:  cfg.Retry.BudgetFloor,
+		OnRelease:   b.onRelease,
 	})
 	if err != nil {
 		return gateway.Config{}, err

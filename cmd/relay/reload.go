@@ -12,6 +12,7 @@ import (
 
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/lanes"
 )
 
 // reloadDebounce gathers the several events an editor or a Kubernetes
@@ -28,6 +29,7 @@ type reloader struct {
 	log     *slog.Logger
 	builder *builder
 	gateway *gateway.Server
+	lanes   *lanes.Set
 	counter *prometheus.CounterVec
 }
 
@@ -78,6 +80,9 @@ func (r *reloader) reload(why string) {
 		var gc gateway.Config
 		if gc, err = r.builder.build(cfg); err == nil {
 			r.gateway.SetConfig(gc)
+			if err := r.lanes.Update(laneSpecs(cfg)); err != nil {
+				r.log.Warn("lanes update", "error", err)
+			}
 			r.counter.WithLabelValues("ok").Inc()
 			r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
 			return

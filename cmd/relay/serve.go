@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 )
 
@@ -66,20 +68,29 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		cleanups = append(cleanups, func(context.Context) { _ = sim.Close() })
 	}
 
-	natsReady, closeNATS, err := startNATS(ctx, cfg.NATS, log)
+	nc, natsReady, closeNATS, err := startNATS(ctx, cfg.NATS, log)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, closeNATS)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	set, err := lanes.Open(ctx, lanes.Options{Lanes: laneSpecs(cfg), JetStream: js, Registry: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func(context.Context) { _ = set.Close() })
 
-	b := &builder{log: log, metrics: wm}
+	b := &builder{log: log, metrics: wm, onRelease: set.Kick}
 	gcfg, err := b.build(cfg)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
-	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady})
+	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady, Lanes: set})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
@@ -119,7 +130,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
@@ -148,16 +159,25 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	return runErr
 }
 
+// laneSpecs maps the configured lanes onto lane specs.
+func laneSpecs(cfg *configs.Config) []lanes.Spec {
+	specs := make([]lanes.Spec, 0, len(cfg.Lanes))
+	for _, l := range cfg.Lanes {
+		specs = append(specs, lanes.Spec{Name: l.Name, MaxDepth: l.MaxDepth, MaxWait: l.MaxWait.Std(), MinShare: l.MinShare})
+	}
+	return specs
+}
+
 // startNATS starts the embedded server, or connects to nats.url. It
-// returns a readiness check and a closer.
-func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (func() bool, func(context.Context), error) {
+// returns the connection, a readiness check and a closer.
+func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, func() bool, func(context.Context), error) {
 	if c.URL != "" {
 		nc, err := embeddednats.Connect(ctx, c.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect nats: %w", err)
+			return nil, nil, nil, fmt.Errorf("connect nats: %w", err)
 		}
 		log.Info("connected to external NATS", "servers", nc.Servers())
-		return nc.IsConnected, func(context.Context) { nc.Close() }, nil
+		return nc, nc.IsConnected, func(context.Context) { _ = nc.Drain(); nc.Close() }, nil
 	}
 	opts := embeddednats.Options{
 		Listen:   c.Listen,
@@ -171,18 +191,18 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (func() bo
 	default:
 		d, err := time.ParseDuration(c.Sync)
 		if err != nil {
-			return nil, nil, fmt.Errorf("nats.sync: %w", err)
+			return nil, nil, nil, fmt.Errorf("nats.sync: %w", err)
 		}
 		opts.SyncInterval = d
 	}
 	ns, err := embeddednats.Start(ctx, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("start embedded nats: %w", err)
+		return nil, nil, nil, fmt.Errorf("start embedded nats: %w", err)
 	}
 	nc, err := ns.Connect(nats.Name("relay"))
 	if err != nil {
 		_ = ns.Shutdown(context.Background())
-		return nil, nil, fmt.Errorf("connect embedded nats: %w", err)
+		return nil, nil, nil, fmt.Errorf("connect embedded nats: %w", err)
 	}
 	if url := ns.ClientURL(); url != "" {
 		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir)
@@ -195,7 +215,7 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (func() bo
 			log.Warn("embedded NATS shutdown", "error", err)
 		}
 	}
-	return ready, closer, nil
+	return nc, ready, closer, nil
 }
 
 // newLogger returns the JSON logger on w at level.

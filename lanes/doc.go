@@ -1,0 +1,38 @@
+// Package lanes parks requests that no provider can take yet on priority
+// lanes, and hands capacity to them, highest lane first, the moment it
+// frees.
+//
+// # Design
+//
+// A Set holds the parked requests in memory: per lane (highest priority
+// first), per route (the capacity they compete for), per key (fairness)
+// FIFO queues. A parked request is a Waiter: its handler goroutine blocks
+// in Set.Wait, with one timer for its longest wait, and no other goroutine
+// of its own. One dispatcher goroutine per Set runs a pass whenever
+// capacity may have freed (Kick, called when an upstream call ends or the
+// configuration changes) or when the earliest time a refusing provider
+// named has come. A pass walks the lanes in priority order, except that a
+// backlogged lane holding less than its min_share of recent dispatches
+// goes first; within a lane it serves routes in turn and, within a route,
+// keys round-robin, FIFO per key. For each candidate it calls the waiter's
+// Admit; a grant is handed to the waiting goroutine over a one-slot
+// channel, so the slot a finished call released is taken by the next
+// parked request within microseconds, without polling. When a route's
+// candidate is refused, the route is skipped for the rest of the pass.
+//
+// Admit is the router's own admission (breaker, concurrency slot, token
+// buckets) for the waiter's request, so the dispatcher holds the capacity
+// before the waiter wakes: a woken waiter never finds it gone.
+//
+// # JetStream
+//
+// Every parked request is mirrored to the JetStream stream RELAY_LANES
+// (subjects relay.lanes.<lane>, memory storage: a synchronous request's
+// caller is on its connection, and after a crash nobody waits for it) and
+// removed from it when it leaves its lane, so `nats stream info
+// RELAY_LANES` shows what is parked. The mirror is written by one
+// goroutine off the request path; the in-memory queues are the authority.
+// Asynchronous jobs are durable in their own file-storage stream and wait
+// on these same lanes when they run, so priorities and limits apply to
+// both.
+package lanes

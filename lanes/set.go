@@ -1,0 +1,550 @@
+package lanes
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors returned by Wait.
+var (
+	// ErrLaneFull means the lane already holds MaxDepth parked requests.
+	ErrLaneFull = errors.New("lane is full")
+	// ErrWaitExpired means no capacity came within the waiter's MaxWait.
+	ErrWaitExpired = errors.New("waited the longest allowed for capacity")
+	// ErrUnknownLane means no lane has the waiter's name.
+	ErrUnknownLane = errors.New("unknown lane")
+	// ErrClosed means the Set was closed while the request waited.
+	ErrClosed = errors.New("lanes closed")
+)
+
+// Spec configures one lane.
+type Spec struct {
+	// Name identifies the lane.
+	Name string
+	// MaxDepth bounds the requests parked on the lane.
+	MaxDepth int
+	// MaxWait is the longest a request may wait parked.
+	MaxWait time.Duration
+	// MinShare is the share of dispatches the lane gets while backlogged,
+	// whatever the higher lanes hold; 0 means strict priority.
+	MinShare float64
+}
+
+// AdmitFunc tries to take capacity for a parked request. It returns the
+// grant when capacity was taken; otherwise ok is false and retryAt is the
+// earliest time capacity may exist (zero when only a Kick can tell).
+type AdmitFunc func() (grant any, retryAt time.Time, ok bool)
+
+// Waiter is a request asking to park.
+type Waiter struct {
+	// Lane names the lane to wait on.
+	Lane string
+	// Key names the client, for round-robin fairness within a lane.
+	Key string
+	// Route names the capacity the request competes for: waiters with the
+	// same Route are admitted by the same providers.
+	Route string
+	// MaxWait bounds the wait; 0 or more than the lane's MaxWait means the
+	// lane's.
+	MaxWait time.Duration
+	// Admit takes capacity for the request.
+	Admit AdmitFunc
+	// Release gives back a grant Admit made that the waiter can no longer
+	// use (it went away at the moment it was admitted).
+	Release func(grant any)
+}
+
+// Options configure a Set.
+type Options struct {
+	// Lanes are the lanes, highest priority first.
+	Lanes []Spec
+	// JetStream, when set, receives the mirror of parked requests in the
+	// stream RELAY_LANES.
+	JetStream jetstream.JetStream
+	// Registry registers the lane metrics; nil registers none.
+	Registry prometheus.Registerer
+	// Logger logs mirror problems; nil discards.
+	Logger *slog.Logger
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Set is a set of priority lanes with one dispatcher. It is safe for
+// concurrent use. Close stops it.
+type Set struct {
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
+	mirror  *mirror
+
+	kick   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	parked atomic.Int64 // all parked requests, for the lock-free Parked check
+
+	mu      sync.Mutex
+	lanes   []*lane
+	byName  map[string]*lane
+	routes  map[string]int // parked requests per route
+	closed  bool
+	blocked map[string]bool // scratch: routes refused in the current pass
+	seq     uint64
+}
+
+type lane struct {
+	Spec
+	depth   int
+	routes  []*routeQ
+	byRoute map[string]*routeQ
+	next    int     // route rotation
+	share   float64 // decaying count of dispatches
+	rate    rateEstimator
+}
+
+type routeQ struct {
+	name  string
+	keys  []*keyQ
+	byKey map[string]*keyQ
+	next  int // key rotation
+	count int
+}
+
+type keyQ struct {
+	key   string
+	queue list.List // of *entry
+}
+
+type entry struct {
+	w        *Waiter
+	id       uint64
+	lane     *lane
+	route    *routeQ
+	kq       *keyQ
+	elem     *list.Element
+	parkedAt time.Time
+	grant    chan any // one slot; receives the grant
+}
+
+// Open returns a running Set.
+func Open(ctx context.Context, o Options) (*Set, error) {
+	if len(o.Lanes) == 0 {
+		return nil, errors.New("lanes: no lanes")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{
+		now:     o.Now,
+		log:     o.Logger,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		byName:  map[string]*lane{},
+		routes:  map[string]int{},
+		blocked: map[string]bool{},
+	}
+	if err := s.setLanes(o.Lanes); err != nil {
+		return nil, err
+	}
+	if o.JetStream != nil {
+		m, err := openMirror(ctx, o.JetStream, o.Lanes, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.mirror = m
+	}
+	if o.Registry != nil {
+		s.metrics = newMetrics(o.Registry, s)
+	}
+	go s.run()
+	return s, nil
+}
+
+// setLanes installs specs; s.mu is held or s is not yet shared.
+func (s *Set) setLanes(specs []Spec) error {
+	var lanes []*lane
+	seen := map[string]bool{}
+	for _, sp := range specs {
+		if sp.Name == "" || seen[sp.Name] {
+			return fmt.Errorf("lanes: empty or duplicate lane name %q", sp.Name)
+		}
+		seen[sp.Name] = true
+		if sp.MaxDepth <= 0 {
+			sp.MaxDepth = 10000
+		}
+		if l, ok := s.byName[sp.Name]; ok {
+			l.Spec = sp
+			lanes = append(lanes, l)
+			continue
+		}
+		lanes = append(lanes, &lane{Spec: sp, byRoute: map[string]*routeQ{}})
+	}
+	// Lanes dropped by a reload keep serving the requests they hold; they
+	// go after the configured ones and take no new requests.
+	for _, l := range s.lanes {
+		if !seen[l.Name] && l.depth > 0 {
+			lanes = append(lanes, l)
+		}
+	}
+	s.lanes = lanes
+	s.byName = make(map[string]*lane, len(lanes))
+	for _, l := range lanes[:len(specs)] {
+		s.byName[l.Name] = l
+	}
+	return nil
+}
+
+// Update applies new lane specs (a reload): limits change in place,
+// parked requests stay where they are.
+func (s *Set) Update(specs []Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.setLanes(specs)
+	s.Kick()
+	return err
+}
+
+// Close stops the dispatcher and fails every waiter with ErrClosed.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	if s.mirror != nil {
+		s.mirror.close()
+	}
+	return nil
+}
+
+// Kick tells the dispatcher that capacity may have freed. It never blocks.
+func (s *Set) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Parked reports whether requests for route are parked, so that a new
+// request for it queues behind them instead of overtaking them.
+func (s *Set) Parked(route string) bool {
+	if s.parked.Load() == 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.routes[route] > 0
+}
+
+// Depth returns the number of requests parked on lane.
+func (s *Set) Depth(lane string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.byName[lane]; ok {
+		return l.depth
+	}
+	return 0
+}
+
+// RetryAfter estimates how long a client refused by lane should wait: the
+// time the lane takes to drain what it holds, from its recent dispatch
+// rate, between 1 s and the lane's MaxWait.
+func (s *Set) RetryAfter(lane string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.byName[lane]
+	if !ok {
+		return time.Second
+	}
+	rate := l.rate.perSecond(s.now())
+	d := l.MaxWait
+	if rate > 0 {
+		d = time.Duration(float64(l.depth) / rate * float64(time.Second))
+	}
+	return max(time.Second, min(d, max(l.MaxWait, time.Second)))
+}
+
+// Wait parks w until its Admit succeeds, returning the grant and how long
+// it waited. It fails at once with ErrLaneFull or ErrUnknownLane, with
+// ErrWaitExpired when MaxWait passes, with ErrClosed when the Set closes,
+// and with the context's error when the caller goes away; a parked request
+// that leaves is never admitted.
+func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+	e, err := s.park(&w)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.Kick()
+	maxWait := e.lane.MaxWait
+	if w.MaxWait > 0 && w.MaxWait < maxWait {
+		maxWait = w.MaxWait
+	}
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	select {
+	case g := <-e.grant:
+		return g, s.now().Sub(e.parkedAt), nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = ErrWaitExpired
+	case <-s.stop:
+		err = ErrClosed
+	}
+	if s.unpark(e, reasonOf(err)) {
+		return nil, s.now().Sub(e.parkedAt), err
+	}
+	// The dispatcher admitted it at that very moment.
+	g := <-e.grant
+	if errors.Is(err, ErrWaitExpired) {
+		return g, s.now().Sub(e.parkedAt), nil
+	}
+	if w.Release != nil {
+		w.Release(g)
+	}
+	return nil, s.now().Sub(e.parkedAt), err
+}
+
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, ErrWaitExpired):
+		return "expired"
+	case errors.Is(err, ErrClosed):
+		return "closed"
+	}
+	return "canceled"
+}
+
+// park queues w.
+func (s *Set) park(w *Waiter) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	l, ok := s.byName[w.Lane]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownLane, w.Lane)
+	}
+	if l.depth >= l.MaxDepth {
+		s.metrics.rejected(l.Name, "full")
+		return nil, ErrLaneFull
+	}
+	rq := l.byRoute[w.Route]
+	if rq == nil {
+		rq = &routeQ{name: w.Route, byKey: map[string]*keyQ{}}
+		l.byRoute[w.Route] = rq
+		l.routes = append(l.routes, rq)
+	}
+	kq := rq.byKey[w.Key]
+	if kq == nil {
+		kq = &keyQ{key: w.Key}
+		rq.byKey[w.Key] = kq
+		rq.keys = append(rq.keys, kq)
+	}
+	s.seq++
+	e := &entry{w: w, id: s.seq, lane: l, route: rq, kq: kq, parkedAt: s.now(), grant: make(chan any, 1)}
+	e.elem = kq.queue.PushBack(e)
+	rq.count++
+	l.depth++
+	s.routes[w.Route]++
+	s.parked.Add(1)
+	s.mirror.park(e.id, l.Name, w.Key, w.Route)
+	return e, nil
+}
+
+// unpark removes e if it is still queued, reporting whether it was.
+func (s *Set) unpark(e *entry, reason string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.elem == nil {
+		return false
+	}
+	s.remove(e)
+	s.metrics.rejected(e.lane.Name, reason)
+	return true
+}
+
+// remove takes e out of its queues; s.mu is held.
+func (s *Set) remove(e *entry) {
+	e.kq.queue.Remove(e.elem)
+	e.elem = nil
+	rq, l := e.route, e.lane
+	if e.kq.queue.Len() == 0 {
+		delete(rq.byKey, e.kq.key)
+		rq.keys = removeKey(rq.keys, e.kq)
+	}
+	rq.count--
+	if rq.count == 0 {
+		delete(l.byRoute, rq.name)
+		l.routes = removeRoute(l.routes, rq)
+	}
+	l.depth--
+	if s.routes[e.w.Route]--; s.routes[e.w.Route] <= 0 {
+		delete(s.routes, e.w.Route)
+	}
+	s.parked.Add(-1)
+	s.mirror.unpark(e.id)
+}
+
+func removeKey(ks []*keyQ, k *keyQ) []*keyQ {
+	for i, x := range ks {
+		if x == k {
+			return append(ks[:i], ks[i+1:]...)
+		}
+	}
+	return ks
+}
+
+func removeRoute(rs []*routeQ, r *routeQ) []*routeQ {
+	for i, x := range rs {
+		if x == r {
+			return append(rs[:i], rs[i+1:]...)
+		}
+	}
+	return rs
+}
+
+// run is the dispatcher: a pass on every kick and when the earliest
+// retry time named by a refusal comes.
+func (s *Set) run() {
+	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-timer.C:
+		}
+		next := s.pass()
+		timer.Stop()
+		if !next.IsZero() {
+			timer.Reset(max(time.Millisecond, next.Sub(s.now())))
+		}
+	}
+}
+
+// shareDecay ages the dispatch counts min_share is judged on: each
+// dispatch weighs (1-shareDecay) of the one before, so shares reflect
+// roughly the last 1/shareDecay = 200 dispatches.
+const shareDecay = 0.005
+
+// pass dispatches every parked request some provider admits now, and
+// returns the earliest time a refusing provider named (zero: none).
+func (s *Set) pass() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.blocked)
+	var next time.Time
+	for {
+		l, rq := s.candidate()
+		if l == nil {
+			return next
+		}
+		kq := rq.keys[rq.next%len(rq.keys)]
+		e := kq.queue.Front().Value.(*entry)
+		g, retryAt, ok := e.w.Admit()
+		if !ok {
+			s.blocked[rq.name] = true
+			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
+				next = retryAt
+			}
+			continue
+		}
+		rq.next++
+		s.remove(e)
+		now := s.now()
+		for _, x := range s.lanes {
+			x.share *= 1 - shareDecay
+		}
+		l.share += shareDecay
+		l.rate.observe(now)
+		s.metrics.dispatched(l.Name, now.Sub(e.parkedAt))
+		e.grant <- g
+	}
+}
+
+// candidate picks the lane and route to serve next, skipping routes
+// blocked in this pass: a backlogged lane below its min_share first, else
+// the highest lane with a route not blocked. Routes within a lane take
+// turns. It returns nil when nothing can be served.
+func (s *Set) candidate() (*lane, *routeQ) {
+	var total float64
+	for _, l := range s.lanes {
+		total += l.share
+	}
+	for _, l := range s.lanes {
+		if l.MinShare > 0 && l.depth > 0 && (total == 0 || l.share/total < l.MinShare) {
+			if rq := s.openRoute(l); rq != nil {
+				return l, rq
+			}
+		}
+	}
+	for _, l := range s.lanes {
+		if rq := s.openRoute(l); rq != nil {
+			return l, rq
+		}
+	}
+	return nil, nil
+}
+
+// openRoute returns the next route of l, in turn, not blocked in this pass.
+func (s *Set) openRoute(l *lane) *routeQ {
+	n := len(l.routes)
+	for i := 0; i < n; i++ {
+		rq := l.routes[(l.next+i)%n]
+		if !s.blocked[rq.name] {
+			l.next = (l.next + i + 1) % max(n, 1)
+			return rq
+		}
+	}
+	return nil
+}
+
+// rateEstimator is an exponentially weighted dispatch rate.
+type rateEstimator struct {
+	last time.Time
+	rate float64 // per second
+}
+
+// rateHalfLife is how fast old dispatches stop counting toward the rate.
+const rateHalfLife = 10 * time.Second
+
+func (r *rateEstimator) observe(now time.Time) {
+	r.decay(now)
+	r.rate += math.Ln2 / rateHalfLife.Seconds()
+}
+
+func (r *rateEstimator) decay(now time.Time) {
+	if !r.last.IsZero() {
+		if dt := now.Sub(r.last).Seconds(); dt > 0 {
+			r.rate *= math.Exp(-dt * math.Ln2 / rateHalfLife.Seconds())
+		}
+	}
+	r.last = now
+}
+
+func (r *rateEstimator) perSecond(now time.Time) float64 {
+	r.decay(now)
+	return r.rate
+}
