@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -73,6 +74,7 @@ func (l *lab) start(ctx context.Context, name, addr, readyPath string, deathSig 
 type upstreamOptions struct {
 	Latency       time.Duration
 	TokenInterval time.Duration
+	RPS           float64 // hard requests-per-second limit; 0 means none
 }
 
 // startUpstream starts a simulated upstream (bench _upstream).
@@ -81,8 +83,11 @@ func (l *lab) startUpstream(ctx context.Context, name string, o upstreamOptions)
 	if err != nil {
 		return nil, err
 	}
-	return l.start(ctx, name, addr, "/_sim/stats", syscall.SIGKILL, l.self, "_upstream",
-		"-listen", addr, "-latency", o.Latency.String(), "-token-interval", o.TokenInterval.String())
+	args := []string{"_upstream", "-listen", addr, "-latency", o.Latency.String(), "-token-interval", o.TokenInterval.String()}
+	if o.RPS > 0 {
+		args = append(args, "-rps", strconv.FormatFloat(o.RPS, 'g', -1, 64))
+	}
+	return l.start(ctx, name, addr, "/_sim/stats", syscall.SIGKILL, l.self, args...)
 }
 
 // startProxy starts the bare httputil.ReverseProxy (bench _proxy) in front of

@@ -14,6 +14,7 @@ const upstreamModel = "claude-sim"
 type relayConfig struct {
 	Listen    string          `yaml:"listen"`
 	NATS      relayNATS       `yaml:"nats"`
+	Lanes     []relayLane     `yaml:"lanes,omitempty"`
 	Providers []relayProvider `yaml:"providers"`
 	Routes    []relayRoute    `yaml:"routes"`
 	Keys      []relayKey      `yaml:"keys"`
@@ -31,6 +32,17 @@ type relayProvider struct {
 	BaseURL string        `yaml:"base_url"`
 	APIKey  string        `yaml:"api_key"`
 	Breaker *relayBreaker `yaml:"breaker,omitempty"`
+	// MaxConcurrency and RPM are the provider's limits; 0 means none.
+	MaxConcurrency int `yaml:"max_concurrency,omitempty"`
+	RPM            int `yaml:"rpm,omitempty"`
+}
+
+// relayLane is a priority lane, highest first in relayConfig.Lanes.
+type relayLane struct {
+	Name     string  `yaml:"name"`
+	MaxDepth int     `yaml:"max_depth"`
+	MaxWait  string  `yaml:"max_wait"`
+	MinShare float64 `yaml:"min_share,omitempty"`
 }
 
 type relayBreaker struct {
@@ -52,8 +64,10 @@ type relayTarget struct {
 }
 
 type relayKey struct {
-	Name string `yaml:"name"`
-	Key  string `yaml:"key"`
+	Name        string   `yaml:"name"`
+	Key         string   `yaml:"key"`
+	DefaultLane string   `yaml:"default_lane,omitempty"`
+	Lanes       []string `yaml:"lanes,omitempty"` // empty: all lanes
 }
 
 type relayLog struct {

@@ -11,18 +11,20 @@ import (
 )
 
 // runUpstream is the hidden subcommand "_upstream -listen ADDR [-latency D]
-// [-token-interval D]": a simulated upstream as its own process, until ctx
-// ends. Its control endpoints (POST /_sim/fault?f=, POST /_sim/latency?d=,
+// [-token-interval D] [-rps N]": a simulated upstream as its own process,
+// until ctx ends. With -rps it answers 429 past N requests per second (a
+// token bucket holding one second's worth), like a provider's hard limit. Its control endpoints (POST /_sim/fault?f=, POST /_sim/latency?d=,
 // GET /_sim/stats) let the bench change it from outside.
 func runUpstream(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("_upstream", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "loopback address to serve on")
 	latency := fs.Duration("latency", 0, "time to first byte")
 	interval := fs.Duration("token-interval", 0, "pause between streamed deltas")
+	rps := fs.Float64("rps", 0, "hard limit in requests per second, 429 past it (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sim := simupstream.New(simupstream.Options{Latency: *latency, TokenInterval: *interval})
+	sim := simupstream.New(simupstream.Options{Latency: *latency, TokenInterval: *interval, RPS: *rps})
 	defer sim.Close()
 	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	if err := serve(ctx, srv, *listen); err != nil {

@@ -17,16 +17,16 @@ import (
 // Outcomes of one delivery attempt, as Result.Outcome. They are also the
 // values of the relay_callbacks_total{outcome} label.
 const (
-	// OutcomeDelivered: the receiver answered 2xx. Stop.
+	// OutcomeDelivered means the receiver answered 2xx: stop.
 	OutcomeDelivered = "delivered"
-	// OutcomeRetry: the attempt failed in a way a later attempt may not;
-	// try again at Result.NextAttemptAt.
+	// OutcomeRetry means the attempt failed in a way a later attempt may
+	// not: try again at Result.NextAttemptAt.
 	OutcomeRetry = "retry"
-	// OutcomeGone: the receiver answered 410 Gone. Stop, and stop sending
-	// to this URL.
+	// OutcomeGone means the receiver answered 410 Gone: stop, and stop
+	// sending to this URL.
 	OutcomeGone = "gone"
-	// OutcomeFailed: the last allowed attempt failed, or the callback can
-	// never be delivered (a refused URL or address). Stop.
+	// OutcomeFailed means the last allowed attempt failed, or the callback
+	// can never be delivered (a refused URL or address): stop.
 	OutcomeFailed = "failed"
 )
 
@@ -211,6 +211,11 @@ func (d *Deliverer) Attempt(ctx context.Context, cb Callback) Result {
 		return d.retry(attempt, code, fmt.Errorf("callbacks: receiver answered %d", code), after)
 	}
 }
+
+// CloseIdleConnections closes the idle connections of the Deliverer's
+// client. Call it when the Deliverer is no longer used, notably when
+// NewDeliverer built the client.
+func (d *Deliverer) CloseIdleConnections() { d.client.CloseIdleConnections() }
 
 // retry returns OutcomeRetry with the next attempt time, or OutcomeFailed
 // when attempt was the last one allowed.

@@ -157,7 +157,7 @@ func TestSignerRedacted(t *testing.T) {
 		{"%v pointer", fmt.Sprintf("%v", s)},
 		{"%+v value", fmt.Sprintf("%+v", *s)},
 		{"%#v pointer", fmt.Sprintf("%#v", s)},
-		{"%s", fmt.Sprintf("%s", s)},
+		{"%q", fmt.Sprintf("%q", s)},
 		{"slog", logged.String()},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
