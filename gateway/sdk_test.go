@@ -58,6 +58,7 @@ func TestAnthropicSDK(t *testing.T) {
 	})
 	t.Run("stream", func(t *testing.T) {
 		stream := c.Messages.NewStreaming(ctx, messageParams("claude-sonnet"))
+		defer stream.Close()
 		var msg anthropic.Message
 		events := 0
 		for stream.Next() {
@@ -93,6 +94,7 @@ func TestAnthropicSDK(t *testing.T) {
 	})
 	t.Run("fallback across formats", func(t *testing.T) {
 		stream := c.Messages.NewStreaming(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "529"))
+		defer stream.Close()
 		var msg anthropic.Message
 		for stream.Next() {
 			if err := msg.Accumulate(stream.Current()); err != nil {
@@ -120,6 +122,7 @@ func TestAnthropicSDK(t *testing.T) {
 			t.Errorf("translated message = %+v", msg)
 		}
 		stream := c.Messages.NewStreaming(ctx, messageParams("claude-sonnet"))
+		defer stream.Close()
 		var acc anthropic.Message
 		for stream.Next() {
 			if err := acc.Accumulate(stream.Current()); err != nil {
@@ -176,6 +179,7 @@ func TestOpenAISDK(t *testing.T) {
 		p := chatParams("gpt-4o")
 		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 		stream := c.Chat.Completions.NewStreaming(ctx, p)
+		defer stream.Close()
 		var acc openai.ChatCompletionAccumulator
 		for stream.Next() {
 			acc.AddChunk(stream.Current())
@@ -189,6 +193,7 @@ func TestOpenAISDK(t *testing.T) {
 	})
 	t.Run("anthropic route from openai client", func(t *testing.T) {
 		stream := c.Chat.Completions.NewStreaming(ctx, chatParams("claude-sonnet"))
+		defer stream.Close()
 		var acc openai.ChatCompletionAccumulator
 		for stream.Next() {
 			acc.AddChunk(stream.Current())

@@ -144,6 +144,7 @@ func TestStreamBrokenMidway(t *testing.T) {
 	t.Run("anthropic", func(t *testing.T) {
 		c := anthropicClient(r, canaryKey)
 		stream := c.Messages.NewStreaming(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "cut"))
+		defer stream.Close()
 		for stream.Next() {
 		}
 		if stream.Err() == nil {
@@ -153,6 +154,7 @@ func TestStreamBrokenMidway(t *testing.T) {
 	t.Run("openai", func(t *testing.T) {
 		c := openaiClient(r, canaryKey)
 		stream := c.Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o"), ooption.WithHeader("x-sim-fault", "cut"))
+		defer stream.Close()
 		for stream.Next() {
 		}
 		if stream.Err() == nil {
@@ -173,6 +175,7 @@ func TestKeysStayPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	stream := ac.Messages.NewStreaming(ctx, messageParams("claude-sonnet"))
+	defer stream.Close()
 	for stream.Next() {
 	}
 	if _, err := oc.Chat.Completions.New(ctx, chatParams("gpt-4o")); err != nil {
