@@ -520,3 +520,144 @@ func TestAttack(t *testing.T) {
 		t.Error("attack(canceled ctx) = nil error; want one")
 	}
 }
+
+func TestPromValues(t *testing.T) {
+	text := []byte(`# HELP relay_lane_depth Requests parked on a lane now.
+# TYPE relay_lane_depth gauge
+relay_lane_depth{lane="batch"} 12
+relay_lane_depth{lane="interactive"} 3
+relay_lane_depth_other{lane="batch"} 99
+relay_lane_dispatched_total{lane="batch"} 1.5e+03
+relay_lane_rejected_total{lane="batch",reason="full"} 2
+relay_lane_rejected_total{reason="expired",lane="batch"} 1
+relay_inflight_requests 7
+`)
+	tests := []struct {
+		metric, label string
+		want          map[string]float64
+	}{
+		{"relay_lane_depth", "lane", map[string]float64{"batch": 12, "interactive": 3}},
+		{"relay_lane_dispatched_total", "lane", map[string]float64{"batch": 1500}},
+		{"relay_lane_rejected_total", "lane", map[string]float64{"batch": 3}},
+		{"relay_lane_rejected_total", "reason", map[string]float64{"full": 2, "expired": 1}},
+		{"relay_inflight_requests", "lane", map[string]float64{"": 7}},
+		{"relay_missing", "lane", map[string]float64{}},
+	}
+	for _, tt := range tests {
+		got := promValues(text, tt.metric, tt.label)
+		if len(got) != len(tt.want) {
+			t.Errorf("promValues(%s, %s) = %v; want %v", tt.metric, tt.label, got, tt.want)
+			continue
+		}
+		for k, v := range tt.want {
+			if got[k] != v {
+				t.Errorf("promValues(%s, %s) = %v; want %v", tt.metric, tt.label, got, tt.want)
+			}
+		}
+	}
+	if got := labelValue(`a="x\"y",lane="b"`, "lane"); got != "b" {
+		t.Errorf("labelValue(escaped) = %q; want b", got)
+	}
+}
+
+func TestSummarizeWait(t *testing.T) {
+	var samples []sample
+	for i := range 100 {
+		samples = append(samples, sample{Queue: time.Duration(i) * time.Millisecond, HasQueue: true})
+	}
+	samples = append(samples, sample{Code: 529}) // no header: not counted
+	w := summarizeWait(samples)
+	if w.Count != 100 || w.Queued != 99 || w.P50 != 49*time.Millisecond || w.P99 != 98*time.Millisecond || w.Max != 99*time.Millisecond {
+		t.Errorf("summarizeWait = %+v; want count 100, queued 99, p50 49ms, p99 98ms, max 99ms", w)
+	}
+	if e := summarizeWait(nil); e.Count != 0 || e.P50 != 0 {
+		t.Errorf("summarizeWait(nil) = %+v; want zero", e)
+	}
+}
+
+func TestLanePoints(t *testing.T) {
+	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	points := []lanePoint{
+		{At: 0, Depth: map[string]float64{"batch": 0}, Dispatched: map[string]float64{}},
+		{At: sec(1), Depth: map[string]float64{"batch": 5}, Dispatched: map[string]float64{"batch": 10}},
+		{At: sec(2), Depth: map[string]float64{"batch": 9}, Dispatched: map[string]float64{"batch": 30, "interactive": 4}},
+		{At: sec(3), Depth: map[string]float64{"batch": 2}, Dispatched: map[string]float64{"batch": 40, "interactive": 4}},
+	}
+	if got := dispatchedAt(points, sec(1.5)); got["batch"] != 20 || got["interactive"] != 2 {
+		t.Errorf("dispatchedAt(1.5s) = %v; want batch 20, interactive 2 (interpolated)", got)
+	}
+	if got := dispatchedAt(points, sec(9)); got["batch"] != 40 {
+		t.Errorf("dispatchedAt(9s) = %v; want the last point", got)
+	}
+	if got := dispatchedAt(points, -1); len(got) != 0 {
+		t.Errorf("dispatchedAt(before) = %v; want the first point", got)
+	}
+	if peak, at := peakDepth(points, "batch"); peak != 9 || at != sec(2) {
+		t.Errorf("peakDepth = %v at %v; want 9 at 2s", peak, at)
+	}
+	var b strings.Builder
+	if err := depthTable(points, []string{"batch"}, 2).write(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "| t s | batch depth |\n| --- | ----------- |\n| 0.0 | 5           |\n| 2.0 | 9           |\n"
+	if b.String() != want {
+		t.Errorf("depthTable =\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestDispatchedInAndDrain(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	samples := []sample{
+		{At: ms(0), Queue: ms(50), HasQueue: true, OK: true, Latency: ms(150)},     // dispatched at 50
+		{At: ms(100), Queue: ms(900), HasQueue: true, OK: true, Latency: ms(1000)}, // at 1000
+		{At: ms(200), Queue: ms(100), HasQueue: true, Latency: ms(300)},            // failed
+		{At: ms(300), OK: true, Latency: ms(100)},                                  // no header
+	}
+	if got := dispatchedIn(samples, ms(0), ms(1000)); got != 1 {
+		t.Errorf("dispatchedIn([0,1s)) = %d; want 1", got)
+	}
+	if got := lastDone(samples); got != ms(1100) {
+		t.Errorf("lastDone = %v; want 1.1s", got)
+	}
+	if got := idealDrain(200, 5*time.Second, 20); got != 50*time.Second {
+		t.Errorf("idealDrain(200/s, 5s, 20/s) = %v; want 50s", got)
+	}
+}
+
+// TestLaneRelayConfigs checks that the burst and priority configurations
+// pass the relay's own parser.
+func TestLaneRelayConfigs(t *testing.T) {
+	burst := burstRelayConfig("127.0.0.1:18080", "/tmp/nats", "http://127.0.0.1:1",
+		burstOptions{RPS: 20, RPM: 1200, MaxConcurrency: 256, MaxDepth: 10000, MaxWait: time.Minute})
+	prio := priorityRelayConfig("127.0.0.1:18080", "/tmp/nats", "http://127.0.0.1:1",
+		priorityOptions{MaxConcurrency: 4, Latency: 100 * time.Millisecond, BatchMinShare: 0.1})
+	for name, cfg := range map[string]relayConfig{"burst": burst, "priority": prio} {
+		data, err := cfg.YAML()
+		if err != nil {
+			t.Fatalf("%s: YAML: %v", name, err)
+		}
+		c, err := configs.ParseWithEnv(data, nil)
+		if err != nil {
+			t.Fatalf("%s: configs.ParseWithEnv = %v\n%s", name, err, data)
+		}
+		if len(c.Lanes) != 3 || c.Lanes[0].Name != laneInteractive || c.Lanes[2].Name != laneBatch {
+			t.Errorf("%s: lanes = %+v; want interactive, standard, batch", name, c.Lanes)
+		}
+		if len(c.Keys) != 1 || len(c.Keys[0].Lanes) != 3 {
+			t.Errorf("%s: key lanes = %+v; want all three", name, c.Keys)
+		}
+	}
+	if !strings.Contains(mustYAML(t, burst), "rpm: 1200") || !strings.Contains(mustYAML(t, prio), "min_share: 0.1") ||
+		!strings.Contains(mustYAML(t, prio), "max_concurrency: 4") {
+		t.Errorf("limits missing:\n%s\n%s", mustYAML(t, burst), mustYAML(t, prio))
+	}
+}
+
+func mustYAML(t *testing.T, c relayConfig) string {
+	t.Helper()
+	data, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,6 +66,9 @@ type shape struct {
 	Duration    time.Duration
 	MaxRequests uint64
 	Timeout     time.Duration
+	// Epoch, when set, is the instant sample.At counts from (default: the
+	// start of this run), so concurrent runs share one time axis.
+	Epoch time.Time
 }
 
 // boundedPacer paces at a constant rate (or as fast as workers allow when
@@ -144,9 +148,17 @@ func attack(ctx context.Context, name string, r request, s shape) ([]sample, err
 
 	tgt := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: r.URL, Body: r.Body, Header: r.Header})
 	samples := make([]sample, 0, min(s.MaxRequests, 1<<20))
-	start := time.Now()
+	start := s.Epoch
+	if start.IsZero() {
+		start = time.Now()
+	}
 	for res := range atk.Attack(tgt, boundedPacer{rate: s.Rate, max: s.MaxRequests}, s.Duration, name) {
 		x := sample{At: res.Timestamp.Sub(start), Latency: res.Latency, Code: int(res.Code), Err: res.Error}
+		if v := res.Headers.Get("X-Relay-Queue-Ms"); v != "" {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				x.Queue, x.HasQueue = time.Duration(n)*time.Millisecond, true
+			}
+		}
 		x.OK = res.Error == "" && succeeded(x.Code, res.Body, r.Stream)
 		if !x.OK && x.Err == "" {
 			x.Err = "incomplete stream: no message_stop"

@@ -31,6 +31,10 @@ const usage = `usage: go run ./bench SCENARIO [-out FILE.json] [-quick] [flags]
 scenarios:
   overhead   latency, CPU per request, RSS and throughput ceiling: direct to the
              upstream vs a bare httputil.ReverseProxy vs nginx vs the relay
+  burst      a burst at 10x an upstream's hard rate limit: upstream 429s, client
+             errors, queue wait and lane depth, vs the same burst sent direct
+  priority   batch traffic saturates a provider, interactive traffic joins:
+             each lane's wait and the batch lane's share of dispatches
   failover   two upstreams behind the relay, one fails mid-run: client error
              rate and time until the relay stops sending to it
   ramp       Locust-like ramp of closed-loop users with think time: error rate,
@@ -67,6 +71,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "overhead":
 		return overheadMain(ctx, rest, stdout, stderr)
+	case "burst":
+		return burstMain(ctx, rest, stdout, stderr)
+	case "priority":
+		return priorityMain(ctx, rest, stdout, stderr)
 	case "failover":
 		return failoverMain(ctx, rest, stdout, stderr)
 	case "ramp":

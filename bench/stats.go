@@ -14,6 +14,10 @@ type sample struct {
 	Code    int           // HTTP status; 0 when the request failed before one
 	OK      bool
 	Err     string // why it failed, when it did
+	// Queue is the relay's x-relay-queue-ms (time parked on a lane), when
+	// HasQueue: the relay sets it on every request it admitted.
+	Queue    time.Duration
+	HasQueue bool
 }
 
 // latencySummary holds the figures reported for a set of samples.

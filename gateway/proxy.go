@@ -162,7 +162,9 @@ func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *work
 			return g, nil
 		}
 		var we *workers.Error
-		if !errors.As(err, &we) {
+		if !errors.As(err, &we) || !we.Transient() {
+			// Parking cannot help a request whose providers all need an
+			// operator (their keys were refused).
 			return nil, s.dispatchError(ctx, x, err)
 		}
 	}
@@ -172,18 +174,8 @@ func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *work
 		Key:     k.Name,
 		Route:   x.route,
 		MaxWait: lane.MaxWait,
-		Admit: func() (any, time.Time, bool) {
-			g, err := d.Admit(req)
-			if err != nil {
-				var we *workers.Error
-				if errors.As(err, &we) {
-					return nil, wakeAt(we), false
-				}
-				return nil, time.Time{}, false
-			}
-			return g, time.Time{}, true
-		},
-		Release: func(g any) { g.(*workers.Grant).Release() },
+		Admit:   workers.AdmitFunc(d, req),
+		Release: workers.ReleaseGrant,
 	})
 	x.queued = waited
 	switch {

@@ -53,6 +53,9 @@ type Deps struct {
 	// Lanes parks requests when no provider has capacity; nil answers
 	// 429 at once instead.
 	Lanes Parker
+	// Jobs serves the asynchronous /v1/jobs endpoints; nil leaves them
+	// unrouted (404).
+	Jobs JobService
 }
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
@@ -65,6 +68,7 @@ type Server struct {
 	metrics *metrics
 	ready   func() bool
 	lanes   Parker
+	jobs    JobService
 }
 
 // New returns a Server serving cfg.
@@ -96,6 +100,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		metrics: newMetrics(deps.Registry),
 		ready:   deps.Ready,
 		lanes:   deps.Lanes,
+		jobs:    deps.Jobs,
 	}
 	s.SetConfig(cfg)
 	e := echo.New()
@@ -107,6 +112,11 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	e.POST("/v1/messages/count_tokens", s.handleCountTokens)
 	e.GET("/v1/models", s.handleModels)
 	e.GET("/v1/models/:id", s.handleModel)
+	if s.jobs != nil {
+		e.POST("/v1/jobs", s.jobsHandler(s.handleJobSubmit))
+		e.GET("/v1/jobs/:id", s.jobsHandler(s.handleJobGet))
+		e.DELETE("/v1/jobs/:id", s.jobsHandler(s.handleJobCancel))
+	}
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry})))

@@ -114,14 +114,14 @@ func (m *mirror) close() {
 func (m *mirror) run() {
 	defer close(m.done)
 	ctx := context.Background()
-	gone := map[uint64]bool{} // left before their publish was acknowledged
 	for op := range m.ops {
 		if !op.park {
+			// Operations arrive in the order the Set made them (under its
+			// lock), so a request's park has been written by now; when it
+			// is not known, its park was dropped or failed: nothing to do.
 			if seq, ok := m.seqs[op.id]; ok {
 				delete(m.seqs, op.id)
 				m.delete(ctx, seq)
-			} else {
-				gone[op.id] = true
 			}
 			continue
 		}
@@ -132,11 +132,6 @@ func (m *mirror) run() {
 		cancel()
 		if err != nil {
 			m.log.Warn("lane mirror publish", "error", err)
-			continue
-		}
-		if gone[op.id] {
-			delete(gone, op.id)
-			m.delete(ctx, ack.Sequence)
 			continue
 		}
 		m.seqs[op.id] = ack.Sequence

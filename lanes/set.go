@@ -132,7 +132,8 @@ type entry struct {
 	kq       *keyQ
 	elem     *list.Element
 	parkedAt time.Time
-	grant    chan any // one slot; receives the grant
+	maxWait  time.Duration // the lane's at park time, shortened by the waiter's
+	grant    chan any      // one slot; receives the grant
 }
 
 // Open returns a running Set.
@@ -185,7 +186,7 @@ func (s *Set) setLanes(specs []Spec) error {
 		if sp.MaxDepth <= 0 {
 			sp.MaxDepth = 10000
 		}
-		if l, ok := s.byName[sp.Name]; ok {
+		if l := s.find(sp.Name); l != nil {
 			l.Spec = sp
 			lanes = append(lanes, l)
 			continue
@@ -203,6 +204,17 @@ func (s *Set) setLanes(specs []Spec) error {
 	s.byName = make(map[string]*lane, len(lanes))
 	for _, l := range lanes[:len(specs)] {
 		s.byName[l.Name] = l
+	}
+	return nil
+}
+
+// find returns the lane named name, configured or dropped by a reload but
+// still holding requests; s.mu is held.
+func (s *Set) find(name string) *lane {
+	for _, l := range s.lanes {
+		if l.Name == name {
+			return l
+		}
 	}
 	return nil
 }
@@ -228,9 +240,22 @@ func (s *Set) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
-	if s.mirror != nil {
-		s.mirror.close()
+	// Take every parked request out here, so that no waiter writes to the
+	// mirror once it is closed; each waiter then finds itself gone without
+	// a grant and returns ErrClosed.
+	s.mu.Lock()
+	for _, l := range s.lanes {
+		for len(l.routes) > 0 {
+			kq := l.routes[0].keys[0]
+			e := kq.queue.Front().Value.(*entry)
+			s.remove(e)
+			s.metrics.rejected(l.Name, "closed")
+		}
 	}
+	m := s.mirror
+	s.mirror = nil
+	s.mu.Unlock()
+	m.close()
 	return nil
 }
 
@@ -286,6 +311,24 @@ func (s *Set) RetryAfter(lane string) time.Duration {
 	return max(time.Second, min(d, max(l.MaxWait, time.Second)))
 }
 
+// Acquire takes capacity for w: at once when its Admit succeeds and no
+// request for the same route is parked ahead of it (waited is then 0),
+// else by parking it with Wait.
+func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+	s.mu.Lock()
+	_, known := s.byName[w.Lane]
+	s.mu.Unlock()
+	if !known {
+		return nil, 0, fmt.Errorf("%w %q", ErrUnknownLane, w.Lane)
+	}
+	if !s.Parked(w.Route) {
+		if g, _, ok := w.Admit(); ok {
+			return g, 0, nil
+		}
+	}
+	return s.Wait(ctx, w)
+}
+
 // Wait parks w until its Admit succeeds, returning the grant and how long
 // it waited. It fails at once with ErrLaneFull or ErrUnknownLane, with
 // ErrWaitExpired when MaxWait passes, with ErrClosed when the Set closes,
@@ -297,11 +340,7 @@ func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Durati
 		return nil, 0, err
 	}
 	s.Kick()
-	maxWait := e.lane.MaxWait
-	if w.MaxWait > 0 && w.MaxWait < maxWait {
-		maxWait = w.MaxWait
-	}
-	timer := time.NewTimer(maxWait)
+	timer := time.NewTimer(e.maxWait)
 	defer timer.Stop()
 	select {
 	case g := <-e.grant:
@@ -316,8 +355,15 @@ func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Durati
 	if s.unpark(e, reasonOf(err)) {
 		return nil, s.now().Sub(e.parkedAt), err
 	}
-	// The dispatcher admitted it at that very moment.
-	g := <-e.grant
+	// Either the dispatcher admitted it at that very moment (the grant is
+	// sent under s.mu as it is removed, so it is there now) or Close took
+	// it out.
+	var g any
+	select {
+	case g = <-e.grant:
+	default:
+		return nil, s.now().Sub(e.parkedAt), ErrClosed
+	}
 	if errors.Is(err, ErrWaitExpired) {
 		return g, s.now().Sub(e.parkedAt), nil
 	}
@@ -365,7 +411,11 @@ func (s *Set) park(w *Waiter) (*entry, error) {
 		rq.keys = append(rq.keys, kq)
 	}
 	s.seq++
-	e := &entry{w: w, id: s.seq, lane: l, route: rq, kq: kq, parkedAt: s.now(), grant: make(chan any, 1)}
+	maxWait := l.MaxWait
+	if w.MaxWait > 0 && w.MaxWait < maxWait {
+		maxWait = w.MaxWait
+	}
+	e := &entry{w: w, id: s.seq, lane: l, route: rq, kq: kq, parkedAt: s.now(), maxWait: maxWait, grant: make(chan any, 1)}
 	e.elem = kq.queue.PushBack(e)
 	rq.count++
 	l.depth++
@@ -490,16 +540,21 @@ func (s *Set) pass() time.Time {
 }
 
 // candidate picks the lane and route to serve next, skipping routes
-// blocked in this pass: a backlogged lane below its min_share first, else
-// the highest lane with a route not blocked. Routes within a lane take
-// turns. It returns nil when nothing can be served.
+// blocked in this pass: a backlogged lane whose share of recent dispatches,
+// this one included, would stay within its min_share first, else the
+// highest lane with a route not blocked. Routes within a lane take turns.
+// It returns nil when nothing can be served.
 func (s *Set) candidate() (*lane, *routeQ) {
 	var total float64
 	for _, l := range s.lanes {
 		total += l.share
 	}
+	// Judging the share with the next dispatch counted keeps strict
+	// priority until a lane is owed a turn: with min_share 0.1, one
+	// dispatch in ten from the first, not the very first one.
+	after := total*(1-shareDecay) + shareDecay
 	for _, l := range s.lanes {
-		if l.MinShare > 0 && l.depth > 0 && (total == 0 || l.share/total < l.MinShare) {
+		if l.MinShare > 0 && l.depth > 0 && l.share*(1-shareDecay)+shareDecay <= l.MinShare*after*(1+1e-9) {
 			if rq := s.openRoute(l); rq != nil {
 				return l, rq
 			}

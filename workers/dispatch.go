@@ -127,7 +127,11 @@ type Error struct {
 
 // NoCapacity reports whether nothing was even tried: every target refused
 // for lack of capacity. The client should come back after RetryAfter.
-func (e *Error) NoCapacity() bool { return len(e.Failures) == 0 && len(e.Refusals) > 0 }
+// Providers set aside because the upstream refused their keys are not
+// short of capacity: see Transient.
+func (e *Error) NoCapacity() bool {
+	return len(e.Failures) == 0 && len(e.Refusals) > 0 && e.Transient()
+}
 
 // ShouldRetry reports whether a client retry could help: false when the
 // relay already retried on the client's behalf and no upstream gave a hint
@@ -180,14 +184,20 @@ func (e *Error) RetryAfter() time.Duration {
 }
 
 // Transient reports whether waiting could help: false when every failure
-// was a broken answer or a refused provider key, which need an operator.
+// was a broken answer or a refused provider key, and every refusal a
+// provider set aside for its refused key: those need an operator.
 func (e *Error) Transient() bool {
 	for _, f := range e.Failures {
 		if f.Kind != FailGarbage && f.Kind != FailProviderAuth {
 			return true
 		}
 	}
-	return len(e.Failures) == 0
+	for _, r := range e.Refusals {
+		if r.Reason != actor.ReasonProviderAuth {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrUnknownModel is returned by Do for a model no route serves.
@@ -544,6 +554,34 @@ func (r *Router) Admit(req *Request) (*Grant, error) {
 		}
 	}
 	return nil, &Error{Refusals: d.refusals}
+}
+
+// Admitter is what AdmitFunc needs of a Router.
+type Admitter interface {
+	Admit(req *Request) (*Grant, error)
+}
+
+// AdmitFunc adapts a's admission of req to the lanes' AdmitFunc: the
+// grant, or the earliest time a refusing provider named.
+func AdmitFunc(a Admitter, req *Request) func() (any, time.Time, bool) {
+	return func() (any, time.Time, bool) {
+		g, err := a.Admit(req)
+		if err != nil {
+			var we *Error
+			if errors.As(err, &we) {
+				return nil, we.NextCapacity(), false
+			}
+			return nil, time.Time{}, false
+		}
+		return g, time.Time{}, true
+	}
+}
+
+// ReleaseGrant releases a *Grant held as an any (the lanes' Release).
+func ReleaseGrant(g any) {
+	if gr, ok := g.(*Grant); ok {
+		gr.Release()
+	}
 }
 
 // NextCapacity is the earliest time any refusing provider named, or the

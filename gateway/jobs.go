@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/wire"
+)
+
+// JobService stores and runs asynchronous jobs. *jobs.Service implements
+// it. With a JobService in Deps the gateway serves POST /v1/jobs,
+// GET /v1/jobs/{id} and DELETE /v1/jobs/{id}; without one those paths are
+// unknown (404).
+type JobService interface {
+	// CheckCallbackURL refuses callback URLs the relay may not call; its
+	// errors are safe to show clients.
+	CheckCallbackURL(ctx context.Context, raw string) error
+	// Submit stores a job; created is false when an Idempotency-Key
+	// named an earlier job, which is returned.
+	Submit(ctx context.Context, sub jobs.Submission) (j jobs.Job, created bool, err error)
+	// Get returns key's job id, or jobs.ErrNotFound / jobs.ErrExpired.
+	Get(ctx context.Context, key, id string) (jobs.Job, error)
+	// Cancel cancels key's queued job, or returns jobs.ErrNotCancelable.
+	Cancel(ctx context.Context, key, id string) (jobs.Job, error)
+}
+
+var _ JobService = (*jobs.Service)(nil)
+
+// defaultJobLane is the lane jobs use when the request names none and the
+// key may use it.
+const defaultJobLane = "batch"
+
+// jobRequest is the body of POST /v1/jobs.
+type jobRequest struct {
+	Endpoint    string          `json:"endpoint"`
+	Body        json.RawMessage `json:"body"`
+	Lane        string          `json:"lane"`
+	CallbackURL string          `json:"callback_url"`
+	Metadata    json.RawMessage `json:"metadata"`
+}
+
+// jobsHandler wraps a /v1/jobs handler: it authenticates, answers errors
+// in Anthropic's format (the /v1/jobs API is the relay's own, and its
+// error shape follows the Anthropic API it extends) and logs the request.
+func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		requestID := newRequestID()
+		c.Response().Header()["X-Request-Id"] = []string{requestID}
+		st := s.state.Load()
+		var status int
+		var keyName string
+		var aerr *apiError
+		k, aerr := st.authenticate(c.Request())
+		if aerr == nil {
+			keyName = k.Name
+			var v any
+			status, v, aerr = h(c, st, k)
+			if aerr == nil {
+				b, err := json.Marshal(v)
+				if err != nil {
+					aerr = errInternal("internal error")
+					aerr.cause = err
+				} else {
+					c.Response().Header()["Content-Type"] = []string{"application/json"}
+					c.Response().WriteHeader(status)
+					_, _ = c.Response().Write(b)
+				}
+			}
+		}
+		var cause error
+		if aerr != nil {
+			status = aerr.status
+			cause = aerr
+			if aerr.cause != nil {
+				cause = aerr.cause
+			}
+			s.writeError(c, workers.FormatAnthropic, requestID, aerr)
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		attrs := []slog.Attr{
+			slog.String("request_id", requestID),
+			slog.String("api", "jobs"),
+			slog.String("method", c.Request().Method),
+			slog.String("key", keyName),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if cause != nil {
+			attrs = append(attrs, slog.String("error", cause.Error()))
+		}
+		s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
+		return nil
+	}
+}
+
+// handleJobSubmit serves POST /v1/jobs: 202 with the new job, or 200 with
+// the earlier job when the Idempotency-Key was used before by this key.
+func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *apiError) {
+	bufp := bodyPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bufp) <= 1<<20 {
+			*bufp = (*bufp)[:0]
+			bodyPool.Put(bufp)
+		}
+	}()
+	raw, aerr := s.readBody(c, st.maxBodyBytes, bufp)
+	if aerr != nil {
+		return 0, nil, aerr
+	}
+	var req jobRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return 0, nil, errBadRequest("malformed job: " + err.Error())
+	}
+	if dec.More() {
+		return 0, nil, errBadRequest("malformed job: trailing data after the JSON object")
+	}
+	if req.Endpoint != jobs.EndpointMessages && req.Endpoint != jobs.EndpointChatCompletions {
+		return 0, nil, errBadRequest("endpoint must be " + jobs.EndpointMessages + " or " + jobs.EndpointChatCompletions)
+	}
+	if len(req.Body) == 0 || string(req.Body) == "null" {
+		return 0, nil, errBadRequest("body: the request to run is required")
+	}
+	fields, err := wire.Peek(req.Body)
+	if err != nil {
+		return 0, nil, errBadRequest("body: " + err.Error())
+	}
+	if fields.Stream {
+		return 0, nil, errBadRequest("body: stream: true is not supported for jobs")
+	}
+	if st.dispatcher == nil || !st.dispatcher.Has(fields.Model) {
+		return 0, nil, errNotFound("model "+strconv.Quote(fields.Model)+" is not served by this relay", "model")
+	}
+	if !k.mayUseRoute(fields.Model) {
+		return 0, nil, errPermission("this key may not use model " + strconv.Quote(fields.Model))
+	}
+	lane := req.Lane
+	if lane == "" {
+		lane = k.DefaultLane
+		if _, ok := st.lanes[defaultJobLane]; ok && k.lanes[defaultJobLane] {
+			lane = defaultJobLane
+		}
+	}
+	if _, ok := st.lanes[lane]; !ok {
+		return 0, nil, errBadRequest("lane: unknown lane " + strconv.Quote(lane))
+	}
+	if !k.lanes[lane] {
+		return 0, nil, errPermission("this key may not use lane " + strconv.Quote(lane))
+	}
+	if len(req.Metadata) > 0 && string(req.Metadata) != "null" && bytes.TrimSpace(req.Metadata)[0] != '{' {
+		return 0, nil, errBadRequest("metadata must be a JSON object")
+	}
+	if string(req.Metadata) == "null" {
+		req.Metadata = nil
+	}
+	if req.CallbackURL != "" {
+		if err := s.jobs.CheckCallbackURL(c.Request().Context(), req.CallbackURL); err != nil {
+			e := errBadRequest("callback_url: " + err.Error())
+			e.cause = err
+			return 0, nil, e
+		}
+	}
+	idem := c.Request().Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return 0, nil, errBadRequest("Idempotency-Key: longer than 255 characters")
+	}
+	j, created, err := s.jobs.Submit(c.Request().Context(), jobs.Submission{
+		Key: k.Name, Endpoint: req.Endpoint, Model: fields.Model, Body: req.Body, Lane: lane,
+		CallbackURL: req.CallbackURL, Metadata: req.Metadata, IdempotencyKey: idem,
+	})
+	if err != nil {
+		return 0, nil, jobError(err, "")
+	}
+	if !created {
+		c.Response().Header()["Idempotent-Replayed"] = []string{"true"}
+		return http.StatusOK, j, nil
+	}
+	return http.StatusAccepted, j, nil
+}
+
+// handleJobGet serves GET /v1/jobs/{id}.
+func (s *Server) handleJobGet(c echo.Context, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	j, err := s.jobs.Get(c.Request().Context(), k.Name, id)
+	if err != nil {
+		return 0, nil, jobError(err, id)
+	}
+	return http.StatusOK, j, nil
+}
+
+// handleJobCancel serves DELETE /v1/jobs/{id}: 200 with the canceled job,
+// 409 when it is running or finished.
+func (s *Server) handleJobCancel(c echo.Context, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	j, err := s.jobs.Cancel(c.Request().Context(), k.Name, id)
+	if err != nil {
+		return 0, nil, jobError(err, id)
+	}
+	return http.StatusOK, j, nil
+}
+
+// jobError maps a JobService error to the client's answer.
+func jobError(err error, id string) *apiError {
+	var e *apiError
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		e = errNotFound("job "+strconv.Quote(id)+" not found", "")
+	case errors.Is(err, jobs.ErrExpired):
+		msg := "job " + strconv.Quote(id) + " has expired: finished jobs and their results are kept for a limited time"
+		if t, terr := jobs.TimeOf(id); terr == nil {
+			msg += " (it was created at " + t.UTC().Format(time.RFC3339) + ")"
+		}
+		e = errNotFound(msg, "")
+	case errors.Is(err, jobs.ErrNotCancelable):
+		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
+			openaiCode: "conflict", msg: err.Error()}
+	case errors.Is(err, jobs.ErrInvalid):
+		e = errBadRequest(err.Error())
+	case errors.Is(err, jobs.ErrTooLarge):
+		e = &apiError{status: http.StatusRequestEntityTooLarge, anthropic: "request_too_large", openaiType: "invalid_request_error",
+			openaiCode: "request_too_large", msg: "the job is larger than the job store accepts"}
+	default:
+		e = &apiError{status: http.StatusServiceUnavailable, anthropic: "api_error", openaiType: "server_error",
+			openaiCode: "service_unavailable", msg: "the job store is unavailable; try again", retryAfter: time.Second}
+	}
+	e.cause = err
+	return e
+}

@@ -1,0 +1,112 @@
+// Package jobs runs asynchronous ("fire-and-forget") jobs durably: a client
+// submits a Messages or Chat Completions request, gets an id at once, and
+// the result is kept for GET, published on NATS and POSTed, signed, to the
+// client's callback_url.
+//
+// # Storage
+//
+// Everything lives in JetStream, file storage, declared idempotently by
+// Open (CreateOrUpdateStream / CreateOrUpdateKeyValue):
+//
+//   - stream RELAY_JOBS (WorkQueue, subjects relay.jobs.<lane>): one message
+//     per accepted job holding the whole submission, Nats-Msg-Id = job id;
+//     durable pull consumer "relay-jobs".
+//   - KV bucket RELAY_JOB_STATE: the job records (JSON, the Job type), TTL
+//     result_ttl from the last write. Writes use compare-and-set on the
+//     revision, so Cancel and the executor never both win.
+//   - KV bucket RELAY_JOB_IDEM: hex sha256(key name + "\x00" +
+//     Idempotency-Key) → job id, claimed with Create (the first wins), TTL
+//     result_ttl.
+//   - stream RELAY_RESULTS (Limits, subjects relay.results.>, MaxAge
+//     result_ttl, duplicates window min(result_ttl, 24h)): one message per
+//     finished job on relay.results.<key-name>.<job-id> (the key name with
+//     characters other than letters, digits, '-' and '_' replaced by '_'),
+//     Nats-Msg-Id = job id, headers Content-Type: application/json,
+//     Relay-Job-Id, Relay-Status (and Relay-Provider), payload the job's
+//     final JSON, as GET /v1/jobs/{id} shows it without the "callback"
+//     field (which is only known later).
+//   - stream RELAY_CALLBACKS (WorkQueue): one message per pending callback
+//     delivery, Nats-Msg-Id = job id; durable pull consumer
+//     "relay-callbacks". The message stays unacknowledged until the
+//     delivery ends, so the retry schedule survives restarts.
+//
+// Job ids are "job_" and a ULID (millisecond time + 80 random bits), so a
+// GET after the record expired can still say "expired" (TimeOf).
+//
+// # Lifecycle
+//
+// Submit claims the idempotency key, publishes the job message and awaits
+// its PubAck, then creates the queued record; it returns only then
+// (see Submit for why each crash point is safe). Run pulls messages with a
+// bounded pool of workers (Options.Workers, each pulling one message at a
+// time, so nothing waits unacknowledged in a client buffer). For each
+// delivery a worker creates the record if missing, acknowledges at once if
+// the job is already terminal (after re-publishing its result and callback,
+// which are de-duplicated), and otherwise claims it queued → running
+// (attempts+1) and calls the Runner, sending InProgress every AckWait/3 so
+// a long generation is never redelivered. Then:
+//
+//   - 2xx → succeeded, with the upstream body;
+//   - a 4xx or other non-2xx answer → failed, with the upstream body;
+//   - a retryable error (no capacity, every target failed) → back to
+//     queued and NakWithDelay with full-jitter backoff (RetryBase doubling
+//     to RetryMax, at least the Outcome's RetryAfter), until the lane's
+//     max_wait since creation has passed; then failed (overloaded_error);
+//   - shutdown while running → back to queued, Nak, run again on the next
+//     start.
+//
+// A terminal job is written once (compare-and-set; relay_jobs_total counts
+// that write), published to RELAY_RESULTS, its callback enqueued, and only
+// then its job message acknowledged. A crash between any two steps makes
+// JetStream redeliver the message; the worker finds the record terminal
+// and repeats the publications, which JetStream drops as duplicates.
+//
+// Redelivery is unbounded at the JetStream level (MaxDeliver -1) because
+// waiting for capacity is itself a redelivery. Poison jobs are bounded
+// here instead: a delivery that finds its job already "running" means the
+// previous run was lost (a crash, or a hang past the ack wait); after
+// Options.MaxInterrupted such losses the job ends failed with error type
+// "dead_letter" (the job record is the dead-letter record; also logged
+// and counted in relay_jobs_dead_letters_total).
+//
+// Cancel moves a queued job (also one waiting between retries) to
+// canceled, which is terminal like the others: the result is published on
+// NATS and the callback sent, as Anthropic's batches report canceled
+// requests as results. Running and finished jobs cannot be canceled.
+//
+// Callback workers deliver with callbacks.Deliverer: attempt n is the
+// message's JetStream delivery count, webhook-id is the job id, the body
+// is identical on every attempt. "retry" NakWithDelay's the message until
+// the due time; delivered, gone and failed acknowledge it. Every attempt
+// is recorded in the job's "callback" field and counted in
+// relay_callbacks_total{outcome}.
+//
+// # Guarantee
+//
+// A job is accepted (Submit returns, the client gets 202) only once
+// JetStream has stored its message in file storage. After a process crash
+// (kill -9) at any moment, no accepted job is lost and each job ends with
+// exactly one terminal record, one NATS result message id and one
+// webhook-id (the job id): an upstream call in flight at the crash may be
+// repeated, and a callback or result publication may be repeated with the
+// same id (receivers deduplicate on webhook-id / Nats-Msg-Id; JetStream
+// itself drops republished results within its duplicates window). A job
+// already claimed as running when the crash hit is run again on restart.
+//
+// Power loss is different: JetStream acknowledges a write once it is in
+// the operating system, and fsyncs every nats.sync interval (the server
+// default is 2 minutes). With nats.sync: always every write is fsynced
+// before the PubAck and the guarantee above holds for power loss too; with
+// an interval, jobs accepted within the last interval before a power loss
+// may be lost.
+//
+// Without an Idempotency-Key, a client that retries a submission whose
+// 202 it never received creates a second job; with one, it gets the same
+// job (even when the first attempt crashed midway).
+//
+// # Concurrency
+//
+// A Service is safe for concurrent use. Run starts Workers +
+// CallbackWorkers goroutines (plus one heartbeat goroutine per running
+// job) and returns only after all have exited.
+package jobs

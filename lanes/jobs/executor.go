@@ -1,0 +1,326 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/workers/callbacks"
+)
+
+// pullWait bounds one pull request, and so how long Run takes to notice
+// its ctx has ended... it also ends at once on cancellation.
+const pullWait = 5 * time.Second
+
+// Run executes queued jobs with Options.Workers workers and delivers
+// callbacks with Options.CallbackWorkers, until ctx ends. It then stops
+// pulling, lets running jobs go on for Options.ShutdownGrace, cancels
+// what is left (those jobs go back to queued, for the next start) and
+// returns once every worker has exited. Run may be called once.
+func (s *Service) Run(ctx context.Context) error {
+	s.runMu.Lock()
+	if s.running {
+		s.runMu.Unlock()
+		return errors.New("jobs: Run called twice")
+	}
+	s.running = true
+	s.runMu.Unlock()
+
+	jobs, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)
+	if err != nil {
+		return fmt.Errorf("jobs: executor consumer: %w", err)
+	}
+	cbs, err := s.js.Consumer(ctx, CallbacksStream, CallbackConsumer)
+	if err != nil {
+		return fmt.Errorf("jobs: callback consumer: %w", err)
+	}
+	// Running work outlives ctx by the grace period.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopGrace := context.AfterFunc(ctx, func() {
+		if s.opts.ShutdownGrace <= 0 {
+			cancelWork()
+			return
+		}
+		t := time.AfterFunc(s.opts.ShutdownGrace, cancelWork)
+		context.AfterFunc(workCtx, func() { t.Stop() })
+	})
+	defer stopGrace()
+
+	var wg sync.WaitGroup
+	for range s.opts.Workers {
+		wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.execute) })
+	}
+	for range s.opts.CallbackWorkers {
+		wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.deliverOne) })
+	}
+	wg.Wait()
+	s.deliver.CloseIdleConnections()
+	return nil
+}
+
+// pullLoop pulls one message at a time from c and handles it with work
+// until ctx ends.
+func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, pullWait)
+		msg, err := c.Next(jetstream.FetchContext(pctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+				s.log.Warn("pull job message", "error", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		handle(workCtx, msg)
+	}
+}
+
+// execute handles one delivery of a job message.
+func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
+	var m message
+	if err := json.Unmarshal(msg.Data(), &m); err != nil || !ValidID(m.ID) {
+		s.log.Error("undecodable job message; dropped", "error", err)
+		_ = msg.Term()
+		return
+	}
+	if _, _, err := s.ensure(ctx, &m); err != nil {
+		s.retryLater(msg, m.ID, err)
+		return
+	}
+	// Claim the job: queued → running. A record found running means the
+	// previous run was lost (a crash or a hang past the ack wait).
+	now := s.now().UTC()
+	var dead bool
+	j, claimed, err := s.update(ctx, m.ID, func(j *Job) bool {
+		if j.Terminal() {
+			return false
+		}
+		if j.Status == StatusRunning {
+			j.Interrupted++
+			if j.Interrupted >= s.opts.MaxInterrupted {
+				dead = true
+				j.Status = StatusFailed
+				s.finishFields(j, now)
+				j.Error = &Error{Type: ErrorDeadLetter, Message: fmt.Sprintf(
+					"the job was interrupted %d times while running (relay crash or hang) and was given up", j.Interrupted)}
+				return true
+			}
+		}
+		j.Status = StatusRunning
+		j.Attempts++
+		j.StartedAt = &now
+		return true
+	})
+	if err != nil {
+		s.retryLater(msg, m.ID, err)
+		return
+	}
+	if j.Terminal() {
+		if claimed { // dead-lettered just now
+			s.metrics.jobs.WithLabelValues(j.Status).Inc()
+			s.metrics.dead.Inc()
+			s.log.Error("job dead-lettered", "job", j.ID, "lane", j.Lane, "interrupted", j.Interrupted)
+		}
+		_ = dead
+		s.complete(ctx, msg, &j)
+		return
+	}
+
+	// Run, telling JetStream we are alive so a long generation is never
+	// redelivered mid-flight.
+	runCtx, cancel := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(s.opts.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	out := s.runner.Run(runCtx, j.clone(), m.Body)
+	cancel()
+	<-hbDone
+
+	if ctx.Err() != nil {
+		// Shutting down: the job goes back to the queue for the next
+		// start, without counting as interrupted.
+		s.requeue(msg, &j, 0, nil)
+		return
+	}
+	now = s.now().UTC()
+	switch {
+	case out.Err != nil && out.Retryable:
+		deadline := j.CreatedAt.Add(s.laneMaxWait(j.Lane))
+		if now.Before(deadline) {
+			delay := max(jitter(s.opts.RetryBase, s.opts.RetryMax, j.Attempts), out.RetryAfter)
+			delay = min(delay, deadline.Sub(now))
+			s.requeue(msg, &j, delay, out.Err)
+			return
+		}
+		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorOverloaded, Message: fmt.Sprintf(
+			"no provider could serve the job within its lane's max_wait (%s); last error: %v", s.laneMaxWait(j.Lane), out.Err)})
+	case out.Err != nil:
+		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorInternal, Message: out.Err.Error()})
+	case out.StatusCode >= 200 && out.StatusCode < 300:
+		s.terminal(ctx, msg, j.ID, StatusSucceeded, result(out), nil)
+	default:
+		s.terminal(ctx, msg, j.ID, StatusFailed, result(out), &Error{Type: ErrorUpstream,
+			Message: fmt.Sprintf("the upstream provider answered %d", out.StatusCode)})
+	}
+}
+
+// result turns an Outcome into a Result.
+func result(out Outcome) *Result {
+	r := &Result{StatusCode: out.StatusCode, Provider: out.Provider}
+	switch {
+	case len(out.Body) == 0:
+	case json.Valid(out.Body):
+		r.Body = append(json.RawMessage(nil), out.Body...)
+	default:
+		r.Body, _ = json.Marshal(string(out.Body))
+	}
+	return r
+}
+
+// laneMaxWait returns how long a job on lane keeps being retried.
+func (s *Service) laneMaxWait(lane string) time.Duration {
+	if d, ok := s.opts.Lanes[lane]; ok && d > 0 {
+		return d
+	}
+	return DefaultLaneMaxWait
+}
+
+// requeue puts a running job back to queued and redelivers its message
+// after delay.
+func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := s.update(ctx, j.ID, func(r *Job) bool {
+		if r.Status != StatusRunning {
+			return false
+		}
+		r.Status = StatusQueued
+		if cause != nil {
+			r.Error = &Error{Type: ErrorOverloaded, Message: "will retry: " + cause.Error()}
+		}
+		return true
+	}); err != nil {
+		s.log.Warn("requeue job", "job", j.ID, "error", err)
+	}
+	if err := msg.NakWithDelay(delay); err != nil {
+		s.log.Warn("nak job message", "job", j.ID, "error", err)
+	}
+}
+
+// retryLater redelivers a message whose handling hit a store error.
+func (s *Service) retryLater(msg jetstream.Msg, id string, err error) {
+	s.log.Warn("job store error; will retry", "job", id, "error", err)
+	_ = msg.NakWithDelay(time.Second)
+}
+
+// terminal records a job's end (once), then completes it.
+func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, id, status string, r *Result, e *Error) {
+	now := s.now().UTC()
+	j, changed, err := s.update(ctx, id, func(j *Job) bool {
+		if j.Terminal() {
+			return false
+		}
+		j.Status = status
+		s.finishFields(j, now)
+		j.Result = r
+		j.Error = e
+		return true
+	})
+	if err != nil {
+		s.retryLater(msg, id, err)
+		return
+	}
+	if changed {
+		s.metrics.jobs.WithLabelValues(j.Status).Inc()
+	}
+	s.complete(ctx, msg, &j)
+}
+
+// complete publishes a terminal job's result and callback (idempotently)
+// and acknowledges its message.
+func (s *Service) complete(ctx context.Context, msg jetstream.Msg, j *Job) {
+	if err := s.afterTerminal(ctx, j); err != nil {
+		s.retryLater(msg, j.ID, err)
+		return
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		s.log.Warn("ack job message", "job", j.ID, "error", err)
+	}
+}
+
+// deliverOne makes one callback delivery attempt.
+func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
+	var cb callbackMsg
+	if err := json.Unmarshal(msg.Data(), &cb); err != nil || cb.ID == "" {
+		s.log.Error("undecodable callback message; dropped", "error", err)
+		_ = msg.Term()
+		return
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	attempt := int(meta.NumDelivered)
+	res := s.deliver.Attempt(ctx, callbacks.Callback{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
+	if ctx.Err() != nil && res.Outcome != callbacks.OutcomeDelivered {
+		// Shutting down mid-attempt: try again after the restart.
+		_ = msg.Nak()
+		return
+	}
+	s.metrics.callbacks.WithLabelValues(res.Outcome).Inc()
+	now := s.now().UTC()
+	if _, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
+		st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
+		if res.Outcome == callbacks.OutcomeRetry {
+			st.Outcome = "pending"
+		}
+		if res.Err != nil {
+			st.LastError = res.Err.Error()
+		}
+		if res.Outcome == callbacks.OutcomeDelivered {
+			st.DeliveredAt = &now
+		}
+		j.Callback = &st
+		return true
+	}); err != nil && !errors.Is(err, ErrNotFound) {
+		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
+	}
+	switch res.Outcome {
+	case callbacks.OutcomeRetry:
+		if err := msg.NakWithDelay(max(res.NextAttemptAt.Sub(s.now()), 0)); err != nil {
+			s.log.Warn("nak callback", "job", cb.ID, "error", err)
+		}
+	default:
+		if res.Outcome != callbacks.OutcomeDelivered {
+			s.log.Warn("callback not delivered", "job", cb.ID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
+			s.log.Warn("ack callback", "job", cb.ID, "error", err)
+		}
+	}
+}

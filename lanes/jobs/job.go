@@ -1,0 +1,202 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Job statuses. Succeeded, failed and canceled are terminal.
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusCanceled  = "canceled"
+)
+
+// Endpoints a job may call.
+const (
+	EndpointMessages        = "/v1/messages"
+	EndpointChatCompletions = "/v1/chat/completions"
+)
+
+// Error types of Job.Error.
+const (
+	// ErrorUpstream means the upstream refused the request (a 4xx); the
+	// upstream's answer is in Result.
+	ErrorUpstream = "upstream_error"
+	// ErrorOverloaded means no provider could serve the job within its
+	// lane's max_wait.
+	ErrorOverloaded = "overloaded_error"
+	// ErrorDeadLetter means the job was interrupted (a crash or hang while
+	// running) too many times and was given up.
+	ErrorDeadLetter = "dead_letter"
+	// ErrorInternal means the relay could not run the job.
+	ErrorInternal = "api_error"
+)
+
+// Errors returned by the Service. Their messages are safe to show clients.
+var (
+	// ErrNotFound means no job with that id belongs to the key.
+	ErrNotFound = errors.New("job not found")
+	// ErrExpired means the job existed but its retention has passed.
+	ErrExpired = errors.New("job expired")
+	// ErrNotCancelable means the job is running or finished.
+	ErrNotCancelable = errors.New("job can no longer be canceled")
+	// ErrInvalid means a Submission is malformed; it wraps the reason.
+	ErrInvalid = errors.New("invalid job")
+	// ErrTooLarge means the submission is larger than the message store
+	// accepts.
+	ErrTooLarge = errors.New("job is too large to store")
+	// ErrClosed means the Service was stopped.
+	ErrClosed = errors.New("jobs service closed")
+)
+
+// Submission is a job as a client submits it, already authorized by the
+// caller (route exists and is allowed, lane allowed, callback URL passed
+// CheckCallbackURL).
+type Submission struct {
+	// Key is the name of the relay key that owns the job.
+	Key string
+	// Endpoint is EndpointMessages or EndpointChatCompletions.
+	Endpoint string
+	// Model is the route the body names.
+	Model string
+	// Body is the request body, a JSON object without "stream": true.
+	Body []byte
+	// Lane is the priority lane the job waits on.
+	Lane string
+	// CallbackURL, when set, receives the final state.
+	CallbackURL string
+	// Metadata is the client's JSON object, returned as is.
+	Metadata json.RawMessage
+	// IdempotencyKey, when set, makes submissions with the same key name
+	// and IdempotencyKey return the first one's job.
+	IdempotencyKey string
+	// BatchID and CustomID tie the job to a message batch item.
+	BatchID, CustomID string
+}
+
+// Job is a job's record: what GET /v1/jobs/{id}, the NATS result message
+// and the callback carry.
+type Job struct {
+	ID          string          `json:"id"`
+	Object      string          `json:"object"`
+	Status      string          `json:"status"`
+	Endpoint    string          `json:"endpoint"`
+	Model       string          `json:"model"`
+	Lane        string          `json:"lane"`
+	KeyName     string          `json:"key_name"`
+	CallbackURL string          `json:"callback_url,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	BatchID     string          `json:"batch_id,omitempty"`
+	CustomID    string          `json:"custom_id,omitempty"`
+	Attempts    int             `json:"attempts"`
+	CreatedAt   time.Time       `json:"created_at"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	ExpiresAt   *time.Time      `json:"expires_at,omitempty"`
+	Result      *Result         `json:"result,omitempty"`
+	Error       *Error          `json:"error,omitempty"`
+	Callback    *CallbackState  `json:"callback,omitempty"`
+	// Interrupted counts deliveries that found the job running: runs lost
+	// to a crash or hang. Internal, kept for dead-lettering.
+	Interrupted int `json:"interrupted,omitempty"`
+}
+
+// Result is the upstream's final answer.
+type Result struct {
+	// StatusCode is the upstream's HTTP status.
+	StatusCode int `json:"status_code"`
+	// Body is the upstream's body: JSON as is, anything else as a string.
+	Body json.RawMessage `json:"body,omitempty"`
+	// Provider names the provider that answered.
+	Provider string `json:"provider,omitempty"`
+}
+
+// Error says why a job failed.
+type Error struct {
+	// Type is one of the Error* constants.
+	Type string `json:"type"`
+	// Message is safe to show the client.
+	Message string `json:"message"`
+}
+
+// CallbackState is the delivery state of a job's callback.
+type CallbackState struct {
+	// Attempts made so far.
+	Attempts int `json:"attempts"`
+	// Outcome is "pending" until the last attempt, then delivered, gone
+	// or failed (the callbacks package's outcomes).
+	Outcome string `json:"outcome"`
+	// LastStatus is the receiver's last HTTP status, 0 if none.
+	LastStatus int `json:"last_status,omitempty"`
+	// LastError describes the last failed attempt.
+	LastError string `json:"last_error,omitempty"`
+	// DeliveredAt is when the receiver accepted it.
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+}
+
+// Terminal reports whether the job has finished.
+func (j *Job) Terminal() bool {
+	switch j.Status {
+	case StatusSucceeded, StatusFailed, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// clone returns a deep enough copy of j for callers to own.
+func (j Job) clone() Job {
+	c := j
+	c.Metadata = append(json.RawMessage(nil), j.Metadata...)
+	if j.Result != nil {
+		r := *j.Result
+		r.Body = append(json.RawMessage(nil), j.Result.Body...)
+		c.Result = &r
+	}
+	if j.Error != nil {
+		e := *j.Error
+		c.Error = &e
+	}
+	if j.Callback != nil {
+		cb := *j.Callback
+		c.Callback = &cb
+	}
+	return c
+}
+
+// Runner runs one job's request upstream, on the lanes and providers that
+// serve synchronous traffic. cmd/relay supplies it. Run must return when
+// ctx ends.
+type Runner interface {
+	// Run sends body (the job's request, in the format of j.Endpoint) and
+	// reports the outcome.
+	Run(ctx context.Context, j Job, body []byte) Outcome
+}
+
+// Outcome is what a Runner reports.
+//
+//   - Err set and Retryable: no capacity or every target failed; the job is
+//     tried again later (not before RetryAfter, if set) until its lane's
+//     max_wait since creation has passed.
+//   - Err set and not Retryable: the job fails with Err's message.
+//   - StatusCode >= 400 with Body: the upstream refused the request; the
+//     job fails with that answer.
+//   - StatusCode 2xx with Body: the job succeeds.
+type Outcome struct {
+	StatusCode int
+	Body       []byte
+	Provider   string
+	Err        error
+	Retryable  bool
+	RetryAfter time.Duration
+}
+
+// RunnerFunc adapts a function to Runner.
+type RunnerFunc func(ctx context.Context, j Job, body []byte) Outcome
+
+// Run calls f.
+func (f RunnerFunc) Run(ctx context.Context, j Job, body []byte) Outcome { return f(ctx, j, body) }

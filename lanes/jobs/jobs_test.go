@@ -1,0 +1,327 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/lanes/jobs"
+)
+
+func TestIDs(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 890e6, time.UTC)
+	seen := map[string]bool{}
+	prev := ""
+	for i := range 1000 {
+		id := jobs.NewID(now.Add(time.Duration(i) * time.Millisecond))
+		if !jobs.ValidID(id) || len(id) != 30 {
+			t.Fatalf("NewID = %q; not a valid id", id)
+		}
+		if seen[id] || id <= prev {
+			t.Fatalf("NewID = %q after %q; want unique and increasing", id, prev)
+		}
+		seen[id], prev = true, id
+		got, err := jobs.TimeOf(id)
+		if want := now.Add(time.Duration(i) * time.Millisecond); err != nil || !got.Equal(want) {
+			t.Fatalf("TimeOf(%q) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "job_", "job_8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "job_0000000000000000000000000I", "msg_00000000000000000000000000"} {
+		if jobs.ValidID(bad) {
+			t.Errorf("ValidID(%q) = true; want false", bad)
+		}
+	}
+}
+
+func TestSubmitRunSucceeds(t *testing.T) {
+	st := newStore(t)
+	g := newGate()
+	s := open(t, st.js, g, jobs.Options{})
+	j, created, err := s.Submit(t.Context(), sub("team-a"))
+	if err != nil || !created || j.Status != jobs.StatusQueued {
+		t.Fatalf("Submit = %+v, %v, %v; want a new queued job", j, created, err)
+	}
+	if got, _ := s.Get(t.Context(), "team-a", j.ID); got.Status != jobs.StatusQueued {
+		t.Fatalf("Get before Run: status %q; want queued", got.Status)
+	}
+	run(t, s)
+	if id := <-g.started; id != j.ID {
+		t.Fatalf("runner got %s; want %s", id, j.ID)
+	}
+	waitJob(t, s, "team-a", j.ID, status(jobs.StatusRunning))
+	g.release <- jobs.Outcome{StatusCode: 200, Body: []byte(`{"ok":true}`), Provider: "p1"}
+	got := waitJob(t, s, "team-a", j.ID, status(jobs.StatusSucceeded))
+	if got.Attempts != 1 || got.Result == nil || string(got.Result.Body) != `{"ok":true}` || got.Result.Provider != "p1" ||
+		got.FinishedAt == nil || got.ExpiresAt == nil {
+		t.Fatalf("finished job = %+v; want attempts 1 and the result", got)
+	}
+	// The result is on RELAY_RESULTS, once.
+	info, err := st.js.Stream(t.Context(), jobs.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := info.GetLastMsgForSubject(t.Context(), jobs.ResultSubject("team-a", j.ID))
+	if err != nil {
+		t.Fatalf("result message: %v", err)
+	}
+	if msg.Header.Get("Relay-Status") != "succeeded" || msg.Header.Get(jetstream.MsgIDHeader) != j.ID {
+		t.Errorf("result headers = %v", msg.Header)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	st := newStore(t)
+	s := open(t, st.js, okRunner, jobs.Options{})
+	for name, mod := range map[string]func(*jobs.Submission){
+		"endpoint":  func(s *jobs.Submission) { s.Endpoint = "/v1/embeddings" },
+		"body":      func(s *jobs.Submission) { s.Body = []byte(`[1]`) },
+		"no model":  func(s *jobs.Submission) { s.Model = "" },
+		"metadata":  func(s *jobs.Submission) { s.Metadata = []byte(`"x"`) },
+		"no lane":   func(s *jobs.Submission) { s.Lane = "" },
+		"long idem": func(s *jobs.Submission) { s.IdempotencyKey = strings.Repeat("k", 256) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			x := sub("k")
+			mod(&x)
+			if _, _, err := s.Submit(t.Context(), x); !errors.Is(err, jobs.ErrInvalid) {
+				t.Fatalf("Submit = %v; want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	st := newStore(t)
+	var calls atomic.Int32
+	s := start(t, st.js, jobs.RunnerFunc(func(ctx context.Context, j jobs.Job, b []byte) jobs.Outcome {
+		calls.Add(1)
+		return okRunner(ctx, j, b)
+	}), jobs.Options{})
+	x := sub("team-a")
+	x.IdempotencyKey = "order-42"
+	j1, c1, err := s.Submit(t.Context(), x)
+	if err != nil || !c1 {
+		t.Fatalf("Submit = %v, %v", c1, err)
+	}
+	j2, c2, err := s.Submit(t.Context(), x)
+	if err != nil || c2 || j2.ID != j1.ID {
+		t.Fatalf("second Submit = %s, created %v, %v; want %s, false", j2.ID, c2, err, j1.ID)
+	}
+	// Another key with the same Idempotency-Key gets its own job.
+	y := x
+	y.Key = "team-b"
+	j3, c3, err := s.Submit(t.Context(), y)
+	if err != nil || !c3 || j3.ID == j1.ID {
+		t.Fatalf("other key's Submit = %s, %v, %v; want a new job", j3.ID, c3, err)
+	}
+	waitJob(t, s.Service, "team-a", j1.ID, status(jobs.StatusSucceeded))
+	waitJob(t, s.Service, "team-b", j3.ID, status(jobs.StatusSucceeded))
+	if j4, c4, _ := s.Submit(t.Context(), x); c4 || j4.ID != j1.ID || j4.Status != jobs.StatusSucceeded {
+		t.Fatalf("Submit after the end = %s %s, %v; want the finished job", j4.ID, j4.Status, c4)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("runner calls = %d; want 2", n)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	st := newStore(t)
+	g := newGate()
+	rcv := newReceiver(t, 200)
+	s := start(t, st.js, g, jobs.Options{Workers: 1})
+	first, _, _ := s.Submit(t.Context(), sub("team-a"))
+	<-g.started // the only worker is busy with first
+	x := sub("team-a")
+	x.CallbackURL = rcv.URL + "/hook"
+	second, _, _ := s.Submit(t.Context(), x)
+
+	if _, err := s.Cancel(t.Context(), "team-b", second.ID); !isNotFound(err) {
+		t.Errorf("Cancel by another key = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Cancel(t.Context(), "team-a", first.ID); !errors.Is(err, jobs.ErrNotCancelable) {
+		t.Errorf("Cancel(running) = %v; want ErrNotCancelable", err)
+	}
+	j, err := s.Cancel(t.Context(), "team-a", second.ID)
+	if err != nil || j.Status != jobs.StatusCanceled {
+		t.Fatalf("Cancel(queued) = %+v, %v; want canceled", j, err)
+	}
+	if _, err := s.Cancel(t.Context(), "team-a", second.ID); !errors.Is(err, jobs.ErrNotCancelable) {
+		t.Errorf("Cancel(canceled) = %v; want ErrNotCancelable", err)
+	}
+	g.release <- jobs.Outcome{StatusCode: 200, Body: []byte(`{}`)}
+	waitJob(t, s.Service, "team-a", first.ID, status(jobs.StatusSucceeded))
+	// The canceled job is acknowledged without running, and its callback
+	// is delivered once.
+	got := waitJob(t, s.Service, "team-a", second.ID, func(j jobs.Job) bool {
+		return j.Callback != nil && j.Callback.Outcome == "delivered"
+	})
+	if got.Status != jobs.StatusCanceled || got.Attempts != 0 || g.count(second.ID) != 0 {
+		t.Fatalf("canceled job = %+v, runs %d; want canceled, never run", got, g.count(second.ID))
+	}
+	waitEmpty(t, st.js, jobs.JobsStream)
+	if d := rcv.deliveries(); len(d) != 1 || d[0].id != second.ID || !strings.Contains(string(d[0].body), `"status":"canceled"`) {
+		t.Fatalf("deliveries = %+v; want one for the canceled job", d)
+	}
+}
+
+// waitEmpty waits until a WorkQueue stream holds no message.
+func waitEmpty(t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := js.Stream(t.Context(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s holds %d messages; want 0", stream, info.State.Msgs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestGetOtherKeyAndExpiry(t *testing.T) {
+	st := newStore(t)
+	var now atomic.Pointer[time.Time]
+	t0 := time.Now()
+	now.Store(&t0)
+	clock := func() time.Time { return *now.Load() }
+	s := start(t, st.js, okRunner, jobs.Options{ResultTTL: time.Hour, Now: clock})
+	j, _, err := s.Submit(t.Context(), sub("team-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusSucceeded))
+	if _, err := s.Get(t.Context(), "team-b", j.ID); !isNotFound(err) {
+		t.Errorf("Get by another key = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Get(t.Context(), "team-a", jobs.NewID(t0)); !isNotFound(err) {
+		t.Errorf("Get(unknown recent id) = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Get(t.Context(), "team-a", "job_nonsense"); !isNotFound(err) {
+		t.Errorf("Get(malformed id) = %v; want ErrNotFound", err)
+	}
+	if _, err := s.Get(t.Context(), "team-a", jobs.NewID(t0.Add(-2*time.Hour))); !errors.Is(err, jobs.ErrExpired) {
+		t.Errorf("Get(unknown id older than the TTL) = %v; want ErrExpired", err)
+	}
+	later := t0.Add(61 * time.Minute)
+	now.Store(&later)
+	if _, err := s.Get(t.Context(), "team-a", j.ID); !errors.Is(err, jobs.ErrExpired) {
+		t.Errorf("Get after the TTL = %v; want ErrExpired", err)
+	}
+}
+
+func TestUpstreamClientError(t *testing.T) {
+	st := newStore(t)
+	body := `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}}`
+	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
+		return jobs.Outcome{StatusCode: 400, Body: []byte(body), Provider: "p1"}
+	}), jobs.Options{})
+	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
+	if got.Result == nil || got.Result.StatusCode != 400 || string(got.Result.Body) != body || got.Error == nil || got.Error.Type != jobs.ErrorUpstream {
+		t.Fatalf("failed job = %+v; want the upstream 400 and its body", got)
+	}
+}
+
+func TestRetryableThenFailedAfterMaxWait(t *testing.T) {
+	st := newStore(t)
+	var calls atomic.Int32
+	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
+		calls.Add(1)
+		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
+	}), jobs.Options{Lanes: map[string]time.Duration{"batch": 400 * time.Millisecond}})
+	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
+	if got.Error == nil || got.Error.Type != jobs.ErrorOverloaded || got.Attempts < 3 || int(calls.Load()) != got.Attempts {
+		t.Fatalf("job = %+v after %d calls; want overloaded after several attempts", got, calls.Load())
+	}
+	if d := got.FinishedAt.Sub(got.CreatedAt); d < 400*time.Millisecond {
+		t.Errorf("failed after %v; want at least the lane's max_wait", d)
+	}
+}
+
+// TestRetryWaitsCanBeCanceled checks that a job waiting between retries
+// is queued, and cancelable.
+func TestRetryWaitsCanBeCanceled(t *testing.T) {
+	st := newStore(t)
+	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
+		return jobs.Outcome{Err: errors.New("no capacity"), Retryable: true, RetryAfter: time.Hour}
+	}), jobs.Options{RetryMax: time.Hour})
+	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Attempts == 1 && j.Status == jobs.StatusQueued })
+	if c, err := s.Cancel(t.Context(), "team-a", j.ID); err != nil || c.Status != jobs.StatusCanceled {
+		t.Fatalf("Cancel = %+v, %v", c, err)
+	}
+}
+
+func TestCallbackRetriedThenDelivered(t *testing.T) {
+	st := newStore(t)
+	secret := newSecret(t)
+	rcv := newReceiver(t, 503, 503, 200)
+	s := start(t, st.js, okRunner, jobs.Options{Signer: signer(t, secret)})
+	x := sub("team-a")
+	x.CallbackURL = rcv.URL + "/cb?x=1"
+	j, _, _ := s.Submit(t.Context(), x)
+	got := waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "delivered" })
+	if got.Callback.Attempts != 3 || got.Callback.LastStatus != 200 || got.Callback.DeliveredAt == nil {
+		t.Fatalf("callback = %+v; want delivered on attempt 3", got.Callback)
+	}
+	d := rcv.deliveries()
+	if len(d) != 3 {
+		t.Fatalf("deliveries = %d; want 3", len(d))
+	}
+	for i, x := range d {
+		if x.id != j.ID || string(x.body) != string(d[0].body) {
+			t.Errorf("delivery %d: webhook-id %q; want %q and an identical body", i, x.id, j.ID)
+		}
+		if err := verifyIndependently(secret, x.id, x.ts, x.sig, x.body); err != nil {
+			t.Errorf("delivery %d: %v", i, err)
+		}
+	}
+	waitEmpty(t, st.js, jobs.CallbacksStream)
+}
+
+func TestCallbackGone(t *testing.T) {
+	st := newStore(t)
+	rcv := newReceiver(t, 410)
+	s := start(t, st.js, okRunner, jobs.Options{})
+	x := sub("team-a")
+	x.CallbackURL = rcv.URL
+	j, _, _ := s.Submit(t.Context(), x)
+	got := waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "gone" })
+	waitEmpty(t, st.js, jobs.CallbacksStream)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(rcv.deliveries()); n != 1 || got.Callback.Attempts != 1 {
+		t.Fatalf("deliveries = %d, callback %+v; want exactly 1 attempt", n, got.Callback)
+	}
+}
+
+func TestCallbackResumesAfterRestart(t *testing.T) {
+	st := newStore(t)
+	rcv := newReceiver(t, 500, 200)
+	s := start(t, st.js, okRunner, jobs.Options{CallbackBaseBackoff: 700 * time.Millisecond, CallbackMaxBackoff: 700 * time.Millisecond})
+	x := sub("team-a")
+	x.CallbackURL = rcv.URL
+	j, _, _ := s.Submit(t.Context(), x)
+	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Attempts == 1 })
+	s.stop()
+	st.restart() // the whole store restarts too, as after a process crash
+	s2 := start(t, st.js, okRunner, jobs.Options{})
+	got := waitJob(t, s2.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "delivered" })
+	if got.Callback.Attempts != 2 || len(rcv.deliveries()) != 2 {
+		t.Fatalf("callback %+v, deliveries %d; want delivered on attempt 2", got.Callback, len(rcv.deliveries()))
+	}
+}

@@ -1,0 +1,47 @@
+package jobs
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the jobs service's Prometheus metrics.
+type metrics struct {
+	jobs      *prometheus.CounterVec
+	callbacks *prometheus.CounterVec
+	dead      prometheus.Counter
+}
+
+// newMetrics creates the metrics and registers them with reg (none when
+// nil).
+func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
+	m := &metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_jobs_total",
+			Help: "Asynchronous jobs that reached a terminal status, by status."}, []string{"status"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_callbacks_total",
+			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, failed)."}, []string{"outcome"}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_dead_letters_total",
+			Help: "Jobs given up after too many interrupted runs."}),
+	}
+	if reg == nil {
+		return m
+	}
+	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_jobs_queued",
+		Help: "Job messages not yet taken by an executor (JetStream consumer num_pending)."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)
+		if err != nil {
+			return 0
+		}
+		info := c.CachedInfo()
+		if fresh, err := c.Info(ctx); err == nil {
+			info = fresh
+		}
+		return float64(info.NumPending + uint64(info.NumAckPending))
+	})
+	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued)
+	return m
+}

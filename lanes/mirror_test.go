@@ -1,0 +1,209 @@
+package lanes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/embeddednats"
+	"github.com/relaygw/relay/embeddednats/natstest"
+)
+
+// openMirrored opens a harness whose Set mirrors to js.
+func openMirrored(t *testing.T, js jetstream.JetStream, specs ...Spec) *harness {
+	t.Helper()
+	s, err := Open(t.Context(), Options{Lanes: specs, JetStream: js})
+	if err != nil {
+		t.Fatalf("Open with JetStream: %v", err)
+	}
+	h := &harness{t: t, s: s, c: newCapacity()}
+	t.Cleanup(func() {
+		_ = s.Close()
+		h.wg.Wait()
+	})
+	return h
+}
+
+// streamMsgs returns the messages RELAY_LANES holds, per subject when
+// subject is set.
+func streamMsgs(t *testing.T, js jetstream.JetStream, subject string) uint64 {
+	t.Helper()
+	st, err := js.Stream(t.Context(), StreamName)
+	if err != nil {
+		t.Fatalf("stream %s: %v", StreamName, err)
+	}
+	var opts []jetstream.StreamInfoOpt
+	if subject != "" {
+		opts = append(opts, jetstream.WithSubjectFilter(subject))
+	}
+	info, err := st.Info(t.Context(), opts...)
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	if subject != "" {
+		return info.State.Subjects[subject]
+	}
+	return info.State.Msgs
+}
+
+func TestMirror(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns)
+	h := openMirrored(t, js, Spec{Name: "interactive", MaxWait: time.Minute}, Spec{Name: "batch", MaxWait: time.Minute})
+	info, err := js.Stream(t.Context(), StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := info.CachedInfo().Config; cfg.Storage != jetstream.MemoryStorage {
+		t.Errorf("stream storage %v, want memory", cfg.Storage)
+	}
+	var chans []<-chan result
+	for i := range 3 {
+		id := fmt.Sprintf("b%d", i)
+		chans = append(chans, h.start(t.Context(), id, h.waiter(id, "batch", "team-a", "claude")))
+	}
+	chans = append(chans, h.start(t.Context(), "i0", h.waiter("i0", "interactive", "team-a", "claude")))
+	h.poll("4 parked requests in "+StreamName, func() bool { return streamMsgs(t, js, "") == 4 })
+	if n := streamMsgs(t, js, SubjectPrefix+"batch"); n != 3 {
+		t.Errorf("%sbatch holds %d, want 3", SubjectPrefix, n)
+	}
+	// The message says who waits for what.
+	msg, err := js.Stream(t.Context(), StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.GetLastMsgForSubject(t.Context(), SubjectPrefix+"interactive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"key":"team-a","route":"claude"`; !strings.Contains(string(raw.Data), want) {
+		t.Errorf("mirror message %s, want it to hold %s", raw.Data, want)
+	}
+
+	h.c.add(h.s, "claude", 4)
+	for _, ch := range chans {
+		if r := h.recv(ch); r.err != nil {
+			t.Errorf("%s: %v", r.id, r.err)
+		}
+	}
+	h.poll("empty "+StreamName+" after dispatch", func() bool { return streamMsgs(t, js, "") == 0 })
+
+	// Leaving by cancel or expiry also removes the message.
+	ctx, cancel := context.WithCancel(t.Context())
+	gone := h.start(ctx, "gone", h.waiter("gone", "batch", "team-a", "claude"))
+	w := h.waiter("short", "batch", "team-a", "claude")
+	w.MaxWait = 30 * time.Millisecond
+	short := h.start(t.Context(), "short", w)
+	h.poll("2 parked", func() bool { return streamMsgs(t, js, "") >= 1 })
+	cancel()
+	h.recv(gone)
+	h.recv(short)
+	h.poll("empty "+StreamName+" after cancel and expiry", func() bool { return streamMsgs(t, js, "") == 0 })
+}
+
+// TestMirrorCloseWhileParked closes a mirrored Set that holds requests:
+// they fail with ErrClosed, and no waiter writes to the closed mirror.
+func TestMirrorCloseWhileParked(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns)
+	h := openMirrored(t, js, Spec{Name: "l", MaxWait: time.Hour})
+	var chans []<-chan result
+	for i := range 20 {
+		id := fmt.Sprintf("w%d", i)
+		chans = append(chans, h.start(t.Context(), id, h.waiter(id, "l", "k", "r")))
+	}
+	h.poll("20 mirrored", func() bool { return streamMsgs(t, js, "") == 20 })
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range chans {
+		if r := h.recv(ch); !errors.Is(r.err, ErrClosed) {
+			t.Errorf("%s: %v, want ErrClosed", r.id, r.err)
+		}
+	}
+	if n := streamMsgs(t, js, ""); n != 0 {
+		t.Errorf("%s holds %d after Close, want 0", StreamName, n)
+	}
+}
+
+// TestMirrorReopen opens lanes on a server whose RELAY_LANES already
+// exists, as after a restart: on the same server (stale messages are
+// purged, a changed configuration is applied) and on a server restarted on
+// the same store directory.
+func TestMirrorReopen(t *testing.T) {
+	dir := t.TempDir()
+	start := func() (*embeddednats.Server, jetstream.JetStream) {
+		ns, err := embeddednats.Start(t.Context(), embeddednats.Options{StoreDir: dir})
+		if err != nil {
+			t.Fatalf("start NATS: %v", err)
+		}
+		nc, err := ns.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns, js
+	}
+	shutdown := func(ns *embeddednats.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ns.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns, js := start()
+	h := openMirrored(t, js, Spec{Name: "a", MaxDepth: 10, MaxWait: time.Minute})
+	ch := h.start(t.Context(), "w", h.waiter("w", "a", "k", "r"))
+	h.poll("mirrored", func() bool { return streamMsgs(t, js, "") == 1 })
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.recv(ch)
+	// A stale message, as a crashed relay leaves behind.
+	if _, err := js.Publish(t.Context(), SubjectPrefix+"a", []byte(`{"id":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	h2 := openMirrored(t, js, Spec{Name: "a", MaxDepth: 20, MaxWait: 2 * time.Minute}, Spec{Name: "b", MaxWait: time.Minute})
+	if n := streamMsgs(t, js, ""); n != 0 {
+		t.Errorf("reopened stream holds %d stale messages, want 0", n)
+	}
+	st, err := js.Stream(t.Context(), StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxMsgs; got != 20+10000 {
+		t.Errorf("reopened stream MaxMsgs %d, want the new lanes' total depth %d", got, 20+10000)
+	}
+	ch = h2.start(t.Context(), "w2", h2.waiter("w2", "b", "k", "r"))
+	h2.poll("mirrored after reopen", func() bool { return streamMsgs(t, js, "") == 1 })
+	h2.c.add(h2.s, "r", 1)
+	if r := h2.recv(ch); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := h2.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	shutdown(ns)
+
+	ns, js = start()
+	defer shutdown(ns)
+	h3 := openMirrored(t, js, Spec{Name: "a", MaxWait: time.Minute})
+	ch = h3.start(t.Context(), "w3", h3.waiter("w3", "a", "k", "r"))
+	h3.poll("mirrored after restart", func() bool { return streamMsgs(t, js, "") == 1 })
+	h3.c.add(h3.s, "r", 1)
+	if r := h3.recv(ch); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := h3.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

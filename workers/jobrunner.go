@@ -1,0 +1,84 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers/wire"
+)
+
+// JobDispatcher is what a JobRunner needs of a Router.
+type JobDispatcher interface {
+	Admitter
+	Has(model string) bool
+	Do(ctx context.Context, req *Request, g *Grant) (*Response, error)
+}
+
+// JobRunner runs asynchronous jobs on the same lanes and provider actors as
+// synchronous requests, so priorities and limits apply to both. It is safe
+// for concurrent use.
+type JobRunner struct {
+	// Router returns the current router (it changes with reloads).
+	Router func() JobDispatcher
+	// Lanes parks jobs no provider can take yet.
+	Lanes *lanes.Set
+}
+
+var _ jobs.Runner = (*JobRunner)(nil)
+
+// Run sends one job's request upstream, waiting on the job's lane for
+// capacity. No capacity within the lane's wait, a full lane and failures of
+// every target are retryable; a body the relay cannot send, a route that
+// no longer exists or an upstream 4xx end the job.
+func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outcome {
+	format := FormatAnthropic
+	if j.Endpoint == jobs.EndpointChatCompletions {
+		format = FormatOpenAI
+	}
+	fields, err := wire.Peek(body)
+	if err != nil {
+		return jobs.Outcome{Err: fmt.Errorf("job body: %w", err)}
+	}
+	req := &Request{Format: format, Body: body, Fields: fields, Header: http.Header{}}
+	router := jr.Router()
+	if !router.Has(fields.Model) {
+		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
+	}
+	g, _, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
+		Lane:    j.Lane,
+		Key:     j.KeyName,
+		Route:   fields.Model,
+		Admit:   AdmitFunc(router, req),
+		Release: ReleaseGrant,
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, lanes.ErrLaneFull):
+		return jobs.Outcome{Err: err, Retryable: true, RetryAfter: jr.Lanes.RetryAfter(j.Lane)}
+	case errors.Is(err, lanes.ErrUnknownLane):
+		return jobs.Outcome{Err: err}
+	default: // expired, closed, or shutting down: the job runs later
+		return jobs.Outcome{Err: err, Retryable: true}
+	}
+	resp, err := router.Do(ctx, req, g.(*Grant))
+	if err != nil {
+		var we *Error
+		switch {
+		case errors.As(err, &we):
+			return jobs.Outcome{Err: err, Retryable: true, RetryAfter: we.RetryAfter()}
+		case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrUnknownModel):
+			return jobs.Outcome{Err: err}
+		}
+		return jobs.Outcome{Err: err, Retryable: true}
+	}
+	if resp.Stream != nil {
+		// Jobs are refused at submit when they ask for a stream.
+		resp.Stream.Close()
+		return jobs.Outcome{Err: errors.New("a job cannot be streamed")}
+	}
+	return jobs.Outcome{StatusCode: resp.StatusCode, Body: resp.Body, Provider: resp.Provider}
+}
