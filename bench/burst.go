@@ -223,8 +223,11 @@ func (r *burstReport) print(w io.Writer) error {
 	}
 	f := newTable("figure", "value", "goal")
 	f.add("upstream 429s through the relay", strconv.FormatInt(r.Relay.Upstream.RateLimited, 10), "0: "+verdict(r.Relay.Upstream.RateLimited == 0))
-	f.add("client errors through the relay", fmt.Sprintf("%d (%s)", r.Relay.ClientErrors, codes(errorCodes(r.Relay.Summary.Codes))),
-		"0: "+verdict(r.Relay.ClientErrors == 0))
+	cerr := strconv.Itoa(r.Relay.ClientErrors)
+	if ec := errorCodes(r.Relay.Summary.Codes); len(ec) > 0 {
+		cerr += " (" + codes(ec) + ")"
+	}
+	f.add("client errors through the relay", cerr, "0: "+verdict(r.Relay.ClientErrors == 0))
 	f.add("upstream 429 ratio, direct (baseline)", pct(r.Direct.Upstream429Ratio), "")
 	f.add("requests served, direct (baseline)", pct(r.Direct.Summary.SuccessRatio), "")
 	f.add("requests that waited on a lane", fmt.Sprintf("%d of %d", r.Wait.Queued, r.Wait.Count), "")
@@ -261,7 +264,7 @@ func secs(d time.Duration) string {
 func burstMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	fs := newFlagSet("burst", stderr, &c)
-	rps := fs.Float64("rps", 20, "the upstream's hard limit (req/s); the provider's rpm is 60 times it")
+	rps := fs.Float64("rps", 20, "the upstream's hard limit (req/s)")
 	factor := fs.Float64("factor", 10, "burst rate as a multiple of -rps")
 	duration := fs.Duration("duration", 5*time.Second, "burst duration")
 	latency := fs.Duration("latency", 10*time.Millisecond, "upstream latency")
@@ -287,7 +290,7 @@ func burstMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if o.RPM <= 0 {
 		o.RPM = int(math.Round(60 * o.RPS))
 	}
-	if d := idealDrain(o.Rate, o.Duration, o.RPS); d >= o.MaxWait {
+	if d := idealDrain(o.Rate, o.Duration, min(o.RPS, float64(o.RPM)/60)); d >= o.MaxWait {
 		return fmt.Errorf("the backlog needs about %v to drain, beyond -max-wait %v: shorten -duration", d, o.MaxWait)
 	}
 	rep := &burstReport{header: newHeader("burst", args, c.quick), Options: o}

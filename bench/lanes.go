@@ -21,8 +21,6 @@ const (
 	laneBatch       = "batch"
 )
 
-var benchLanes = []string{laneInteractive, laneStandard, laneBatch}
-
 // withLane returns r sending x-relay-lane: lane.
 func withLane(r request, lane string) request {
 	r.Header = r.Header.Clone()

@@ -45,7 +45,6 @@ type relayOptions struct {
 	maxBody         int64
 	timeout         time.Duration
 	extraRoutes     []workers.RouteSpec
-	extraProviders  map[string]string // name -> anthropic base URL
 	anthropicOpts   simupstream.Options
 	writeTimeout    time.Duration
 	claudeFallbacks []string

@@ -15,7 +15,6 @@ import (
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
-	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -188,6 +187,10 @@ func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *work
 		e := errRateLimited("lane "+strconv.Quote(lane.Name)+" is full; retry after the time given", s.lanes.RetryAfter(lane.Name))
 		e.cause = err
 		return nil, e
+	case errors.Is(err, lanes.ErrUnknownLane):
+		e := errBadRequest("x-relay-lane: lane " + strconv.Quote(lane.Name) + " is not configured")
+		e.cause = err
+		return nil, e
 	case errors.Is(err, lanes.ErrWaitExpired):
 		e := errOverloaded("no upstream capacity for this model within "+lane.MaxWait.String()+"; retry after the time given",
 			s.lanes.RetryAfter(lane.Name), true)
@@ -197,32 +200,6 @@ func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *work
 	e := errOverloaded("the relay is shutting down", time.Second, false)
 	e.cause = err
 	return nil, e
-}
-
-// wakeAt is when time alone may give a parked request the capacity its
-// route's providers refused, or zero when only a finished call can (the
-// lanes are kicked then). A refusal for a busy concurrency slot names the
-// refusal time itself; handing that to the lanes would make the
-// dispatcher poll every millisecond until the slot frees.
-func wakeAt(we *workers.Error) time.Time {
-	var t time.Time
-	now := time.Now()
-	for _, r := range we.Refusals {
-		switch {
-		case r.Reason == actor.ReasonConcurrency:
-			// Concurrency is checked after the breaker, cool-down and key
-			// back-off, so those were fine; any bucket that also refuses
-			// is asked again on the kick the freed slot brings.
-			continue
-		case r.Reason == actor.ReasonBreakerOpen && !r.When.After(now):
-			// Half-open with every probe taken: a probe's end kicks.
-			continue
-		}
-		if t.IsZero() || r.When.Before(t) {
-			t = r.When
-		}
-	}
-	return t
 }
 
 // readBody reads the request body into *bufp, bounded by limit and by the

@@ -46,27 +46,7 @@ type mirrorOp struct {
 // openMirror creates or updates the stream: memory storage, one subject
 // per lane, bounded by the lanes' total depth and longest wait.
 func openMirror(ctx context.Context, js jetstream.JetStream, specs []Spec, log *slog.Logger) (*mirror, error) {
-	var maxMsgs int64
-	var maxAge time.Duration
-	for _, sp := range specs {
-		d := sp.MaxDepth
-		if d <= 0 {
-			d = 10000
-		}
-		maxMsgs += int64(d)
-		maxAge = max(maxAge, sp.MaxWait)
-	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamName,
-		Description: "Requests parked on the relay's priority lanes (a mirror; the relay's memory is the authority).",
-		Subjects:    []string{SubjectPrefix + ">"},
-		Storage:     jetstream.MemoryStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxMsgs:     maxMsgs,
-		MaxAge:      maxAge + time.Minute,
-		Replicas:    1,
-	})
+	st, err := js.CreateOrUpdateStream(ctx, streamConfig(specs))
 	if err != nil {
 		return nil, fmt.Errorf("lanes: create stream %s: %w", StreamName, err)
 	}
@@ -144,4 +124,41 @@ func (m *mirror) delete(ctx context.Context, seq uint64) {
 	if err := m.stream.DeleteMsg(dctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		m.log.Warn("lane mirror delete", "error", err)
 	}
+}
+
+// streamConfig sizes the mirror stream for specs: their total depth and
+// longest wait.
+func streamConfig(specs []Spec) jetstream.StreamConfig {
+	var maxMsgs int64
+	var maxAge time.Duration
+	for _, sp := range specs {
+		d := sp.MaxDepth
+		if d <= 0 {
+			d = 10000
+		}
+		maxMsgs += int64(d)
+		maxAge = max(maxAge, sp.MaxWait)
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Requests parked on the relay's priority lanes (a mirror; the relay's memory is the authority).",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Storage:     jetstream.MemoryStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     maxMsgs,
+		MaxAge:      maxAge + time.Minute,
+		Replicas:    1,
+	}
+}
+
+// resize applies new lane limits to the stream.
+func (m *mirror) resize(ctx context.Context, specs []Spec) error {
+	if m == nil {
+		return nil
+	}
+	if _, err := m.js.UpdateStream(ctx, streamConfig(specs)); err != nil {
+		return fmt.Errorf("lanes: update stream %s: %w", StreamName, err)
+	}
+	return nil
 }

@@ -223,10 +223,15 @@ func (s *Set) find(name string) *lane {
 // parked requests stay where they are.
 func (s *Set) Update(specs []Spec) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.setLanes(specs)
+	s.mu.Unlock()
 	s.Kick()
-	return err
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.mirror.resize(ctx, specs)
 }
 
 // Close stops the dispatcher and fails every waiter with ErrClosed.

@@ -17,10 +17,10 @@ import (
 // and given back by release, which kicks the Set as the router does.
 type capacity struct {
 	mu       sync.Mutex
-	free     map[string]int      // route -> free slots
-	order    []string            // ids in the order they were admitted
-	calls    map[string]int      // id -> Admit calls
-	released map[string]int      // id -> grants given back through Release
+	free     map[string]int       // route -> free slots
+	order    []string             // ids in the order they were admitted
+	calls    map[string]int       // id -> Admit calls
+	released map[string]int       // id -> grants given back through Release
 	retryAt  map[string]time.Time // route -> retry time named on refusal
 }
 

@@ -569,12 +569,37 @@ func AdmitFunc(a Admitter, req *Request) func() (any, time.Time, bool) {
 		if err != nil {
 			var we *Error
 			if errors.As(err, &we) {
-				return nil, we.NextCapacity(), false
+				return nil, we.wakeAt(time.Now()), false
 			}
 			return nil, time.Time{}, false
 		}
 		return g, time.Time{}, true
 	}
+}
+
+// wakeAt is when time alone may give a parked request the capacity its
+// route's providers refused, or zero when only a finished call can (its
+// release kicks the lanes then). A refusal for a busy concurrency slot
+// names the refusal time itself; handing that to the lanes as a retry time
+// would make their dispatcher poll every millisecond until the slot frees.
+func (e *Error) wakeAt(now time.Time) time.Time {
+	var t time.Time
+	for _, r := range e.Refusals {
+		switch {
+		case r.Reason == actor.ReasonConcurrency:
+			// Concurrency is checked after the breaker, cool-down and key
+			// back-off, so those were fine; a bucket that also refuses is
+			// asked again on the kick the freed slot brings.
+			continue
+		case r.Reason == actor.ReasonBreakerOpen && !r.When.After(now):
+			// Half-open with every probe taken: a probe's end kicks.
+			continue
+		}
+		if t.IsZero() || r.When.Before(t) {
+			t = r.When
+		}
+	}
+	return t
 }
 
 // ReleaseGrant releases a *Grant held as an any (the lanes' Release).

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/gateway"
@@ -22,7 +23,11 @@ type builder struct {
 	mu        sync.Mutex
 	providers map[string]builtProvider
 	actors    map[string]*actor.Actor
+	router    atomic.Pointer[workers.Router] // the latest built
 }
+
+// Router returns the router of the latest configuration built.
+func (b *builder) Router() workers.JobDispatcher { return b.router.Load() }
 
 type builtProvider struct {
 	opts workers.ProviderOptions
@@ -136,6 +141,7 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 	}
 	b.providers = next
 	b.actors = actors
+	b.router.Store(router)
 	return gc, nil
 }
 

@@ -13,8 +13,8 @@ import (
 	"github.com/relaygw/relay/workers/callbacks"
 )
 
-// pullWait bounds one pull request, and so how long Run takes to notice
-// its ctx has ended... it also ends at once on cancellation.
+// pullWait bounds one pull request; a pull also ends at once when Run's
+// ctx ends.
 const pullWait = 5 * time.Second
 
 // Run executes queued jobs with Options.Workers workers and delivers
@@ -100,30 +100,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		s.retryLater(msg, m.ID, err)
 		return
 	}
-	// Claim the job: queued → running. A record found running means the
-	// previous run was lost (a crash or a hang past the ack wait).
-	now := s.now().UTC()
-	var dead bool
-	j, claimed, err := s.update(ctx, m.ID, func(j *Job) bool {
-		if j.Terminal() {
-			return false
-		}
-		if j.Status == StatusRunning {
-			j.Interrupted++
-			if j.Interrupted >= s.opts.MaxInterrupted {
-				dead = true
-				j.Status = StatusFailed
-				s.finishFields(j, now)
-				j.Error = &Error{Type: ErrorDeadLetter, Message: fmt.Sprintf(
-					"the job was interrupted %d times while running (relay crash or hang) and was given up", j.Interrupted)}
-				return true
-			}
-		}
-		j.Status = StatusRunning
-		j.Attempts++
-		j.StartedAt = &now
-		return true
-	})
+	j, claimed, err := s.claim(ctx, m.ID)
 	if err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
@@ -134,7 +111,6 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 			s.metrics.dead.Inc()
 			s.log.Error("job dead-lettered", "job", j.ID, "lane", j.Lane, "interrupted", j.Interrupted)
 		}
-		_ = dead
 		s.complete(ctx, msg, &j)
 		return
 	}
@@ -166,7 +142,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		s.requeue(msg, &j, 0, nil)
 		return
 	}
-	now = s.now().UTC()
+	now := s.now().UTC()
 	switch {
 	case out.Err != nil && out.Retryable:
 		deadline := j.CreatedAt.Add(s.laneMaxWait(j.Lane))
@@ -186,6 +162,34 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		s.terminal(ctx, msg, j.ID, StatusFailed, result(out), &Error{Type: ErrorUpstream,
 			Message: fmt.Sprintf("the upstream provider answered %d", out.StatusCode)})
 	}
+}
+
+// claim moves a job from queued to running (attempts+1). A record found
+// running means the previous run was lost (a crash, or a hang past the
+// ack wait); after MaxInterrupted of those the job is dead-lettered:
+// failed, and claimed reports the change. A terminal job is returned
+// unchanged.
+func (s *Service) claim(ctx context.Context, id string) (Job, bool, error) {
+	now := s.now().UTC()
+	return s.update(ctx, id, func(j *Job) bool {
+		if j.Terminal() {
+			return false
+		}
+		if j.Status == StatusRunning {
+			j.Interrupted++
+			if j.Interrupted >= s.opts.MaxInterrupted {
+				j.Status = StatusFailed
+				s.finishFields(j, now)
+				j.Error = &Error{Type: ErrorDeadLetter, Message: fmt.Sprintf(
+					"the job was interrupted %d times while running (relay crash or hang) and was given up", j.Interrupted)}
+				return true
+			}
+		}
+		j.Status = StatusRunning
+		j.Attempts++
+		j.StartedAt = &now
+		return true
+	})
 }
 
 // result turns an Outcome into a Result.

@@ -36,17 +36,13 @@ func (s *Service) SimulateCrash(ctx context.Context, point int, out Outcome) (st
 	if _, _, err := s.ensure(ctx, &m); err != nil {
 		return "", err
 	}
-	now := s.now().UTC()
-	if _, _, err := s.update(ctx, m.ID, func(j *Job) bool {
-		j.Status, j.StartedAt = StatusRunning, &now
-		j.Attempts++
-		return true
-	}); err != nil {
+	if _, _, err := s.claim(ctx, m.ID); err != nil {
 		return "", err
 	}
 	if point == CrashWhileRunning {
 		return m.ID, nil
 	}
+	now := s.now().UTC()
 	j, _, err := s.update(ctx, m.ID, func(j *Job) bool {
 		j.Status = StatusSucceeded
 		s.finishFields(j, now)

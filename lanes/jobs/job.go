@@ -9,16 +9,24 @@ import (
 
 // Job statuses. Succeeded, failed and canceled are terminal.
 const (
-	StatusQueued    = "queued"
-	StatusRunning   = "running"
+	// StatusQueued: stored, waiting to run (or to be retried).
+	StatusQueued = "queued"
+	// StatusRunning: an upstream call is in flight.
+	StatusRunning = "running"
+	// StatusSucceeded: the upstream answered 2xx.
 	StatusSucceeded = "succeeded"
-	StatusFailed    = "failed"
-	StatusCanceled  = "canceled"
+	// StatusFailed: the upstream refused the request, or no provider
+	// served it in time, or it was dead-lettered.
+	StatusFailed = "failed"
+	// StatusCanceled: canceled while queued.
+	StatusCanceled = "canceled"
 )
 
 // Endpoints a job may call.
 const (
-	EndpointMessages        = "/v1/messages"
+	// EndpointMessages is Anthropic Messages.
+	EndpointMessages = "/v1/messages"
+	// EndpointChatCompletions is OpenAI Chat Completions.
 	EndpointChatCompletions = "/v1/chat/completions"
 )
 
@@ -82,27 +90,46 @@ type Submission struct {
 // Job is a job's record: what GET /v1/jobs/{id}, the NATS result message
 // and the callback carry.
 type Job struct {
-	ID          string          `json:"id"`
-	Object      string          `json:"object"`
-	Status      string          `json:"status"`
-	Endpoint    string          `json:"endpoint"`
-	Model       string          `json:"model"`
-	Lane        string          `json:"lane"`
-	KeyName     string          `json:"key_name"`
-	CallbackURL string          `json:"callback_url,omitempty"`
-	Metadata    json.RawMessage `json:"metadata,omitempty"`
-	BatchID     string          `json:"batch_id,omitempty"`
-	CustomID    string          `json:"custom_id,omitempty"`
-	Attempts    int             `json:"attempts"`
-	CreatedAt   time.Time       `json:"created_at"`
-	StartedAt   *time.Time      `json:"started_at,omitempty"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	ExpiresAt   *time.Time      `json:"expires_at,omitempty"`
-	Result      *Result         `json:"result,omitempty"`
-	Error       *Error          `json:"error,omitempty"`
-	Callback    *CallbackState  `json:"callback,omitempty"`
+	// ID is "job_" and a ULID.
+	ID string `json:"id"`
+	// Object is always "job".
+	Object string `json:"object"`
+	// Status is one of the Status* constants.
+	Status string `json:"status"`
+	// Endpoint is the API the job calls.
+	Endpoint string `json:"endpoint"`
+	// Model is the route the body names.
+	Model string `json:"model"`
+	// Lane is the priority lane the job waits on.
+	Lane string `json:"lane"`
+	// KeyName names the relay key that owns the job.
+	KeyName string `json:"key_name"`
+	// CallbackURL receives the final state, if set.
+	CallbackURL string `json:"callback_url,omitempty"`
+	// Metadata is the client's, as submitted.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// BatchID and CustomID tie the job to a message batch item.
+	BatchID  string `json:"batch_id,omitempty"`
+	CustomID string `json:"custom_id,omitempty"`
+	// Attempts counts the runs started.
+	Attempts int `json:"attempts"`
+	// CreatedAt is when the job was accepted.
+	CreatedAt time.Time `json:"created_at"`
+	// StartedAt is when the last run started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the job became terminal.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// ExpiresAt is when a terminal job's record and result go.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Result is the upstream's answer, when there was one.
+	Result *Result `json:"result,omitempty"`
+	// Error says why the job failed or was canceled (or, while queued
+	// again, why it is being retried).
+	Error *Error `json:"error,omitempty"`
+	// Callback is the callback delivery state, once enqueued.
+	Callback *CallbackState `json:"callback,omitempty"`
 	// Interrupted counts deliveries that found the job running: runs lost
-	// to a crash or hang. Internal, kept for dead-lettering.
+	// to a crash or hang. Kept for dead-lettering.
 	Interrupted int `json:"interrupted,omitempty"`
 }
 
@@ -187,11 +214,17 @@ type Runner interface {
 //     job fails with that answer.
 //   - StatusCode 2xx with Body: the job succeeds.
 type Outcome struct {
+	// StatusCode is the upstream's HTTP status (0 with Err).
 	StatusCode int
-	Body       []byte
-	Provider   string
-	Err        error
-	Retryable  bool
+	// Body is the upstream's answer.
+	Body []byte
+	// Provider names the provider that answered.
+	Provider string
+	// Err says why there is no upstream answer.
+	Err error
+	// Retryable marks Err as "try later".
+	Retryable bool
+	// RetryAfter is the earliest sensible retry, if known.
 	RetryAfter time.Duration
 }
 

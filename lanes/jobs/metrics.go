@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		return m
 	}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_jobs_queued",
-		Help: "Job messages not yet taken by an executor (JetStream consumer num_pending)."}, func() float64 {
+		Help: "Jobs in RELAY_JOBS not finished: waiting, waiting to retry, or running (consumer num_pending + num_ack_pending)."}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		c, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)

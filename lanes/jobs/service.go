@@ -20,14 +20,22 @@ import (
 	"github.com/relaygw/relay/workers/callbacks"
 )
 
-// Names of the JetStream streams, buckets, consumers and subjects.
+// Names of the JetStream streams, buckets and consumers (see the package
+// doc).
 const (
-	JobsStream       = "RELAY_JOBS"
-	StateBucket      = "RELAY_JOB_STATE"
-	IdemBucket       = "RELAY_JOB_IDEM"
-	ResultsStream    = "RELAY_RESULTS"
-	CallbacksStream  = "RELAY_CALLBACKS"
+	// JobsStream holds accepted jobs (WorkQueue).
+	JobsStream = "RELAY_JOBS"
+	// StateBucket holds job records.
+	StateBucket = "RELAY_JOB_STATE"
+	// IdemBucket maps idempotency keys to job ids.
+	IdemBucket = "RELAY_JOB_IDEM"
+	// ResultsStream holds finished jobs for NATS consumers.
+	ResultsStream = "RELAY_RESULTS"
+	// CallbacksStream holds pending callback deliveries (WorkQueue).
+	CallbacksStream = "RELAY_CALLBACKS"
+	// ExecutorConsumer is the durable consumer on JobsStream.
 	ExecutorConsumer = "relay-jobs"
+	// CallbackConsumer is the durable consumer on CallbacksStream.
 	CallbackConsumer = "relay-callbacks"
 
 	jobsSubjectPrefix    = "relay.jobs."
@@ -37,14 +45,22 @@ const (
 
 // Defaults for Options.
 const (
-	DefaultResultTTL       = 72 * time.Hour
-	DefaultWorkers         = 64
+	// DefaultResultTTL is jobs.result_ttl's default.
+	DefaultResultTTL = 72 * time.Hour
+	// DefaultWorkers bounds the jobs run at once.
+	DefaultWorkers = 64
+	// DefaultCallbackWorkers bounds the callback deliveries at once.
 	DefaultCallbackWorkers = 16
-	DefaultAckWait         = 30 * time.Second
-	DefaultMaxInterrupted  = 5
-	DefaultLaneMaxWait     = 24 * time.Hour
-	DefaultRetryBase       = time.Second
-	DefaultRetryMax        = 5 * time.Minute
+	// DefaultAckWait is the executor's ack wait.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxInterrupted is the lost runs before a dead letter.
+	DefaultMaxInterrupted = 5
+	// DefaultLaneMaxWait is the retry patience of a lane not in Options.Lanes.
+	DefaultLaneMaxWait = 24 * time.Hour
+	// DefaultRetryBase is the first retry backoff ceiling.
+	DefaultRetryBase = time.Second
+	// DefaultRetryMax caps the retry backoff.
+	DefaultRetryMax = 5 * time.Minute
 )
 
 // Options configure a Service. Zero fields take the defaults.

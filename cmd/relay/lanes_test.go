@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/lanes"
+)
+
+// laneConfig is a configuration with lanes and a simulated upstream behind
+// a provider with one concurrency slot, so that concurrent requests park.
+// natsYAML is the nats section's body.
+func laneConfig(addr, sim, natsYAML string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", addr)
+	fmt.Fprintf(&b, "nats: %s\n", natsYAML)
+	fmt.Fprintf(&b, "simulator: {listen: %s, latency: 300ms, token_interval: 1ms}\n", sim)
+	b.WriteString("lanes:\n  - {name: interactive, max_depth: 100, max_wait: 30s}\n  - {name: batch, max_depth: 100, max_wait: 1h, min_share: 0.1}\n")
+	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: http://%s\n    api_key: %s\n    max_concurrency: 1\n", sim, canaryUpstream)
+	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
+	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
+	b.WriteString("log: {level: info}\n")
+	return b.String()
+}
+
+// launch starts `relay serve` in dir with the configuration in dir/relay.yaml
+// (written by the caller) and waits until it is ready.
+func launch(t *testing.T, dir, addr, sim string) *relayProc {
+	t.Helper()
+	p := &relayProc{t: t, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"), addr: addr, sim: sim,
+		stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(relayBin, "serve", "--config", p.cfgPath)
+	p.cmd.Dir = dir
+	p.cmd.Env = baseEnv()
+	p.cmd.Stdout = io.Discard
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		p.exited = time.Now()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("relay stderr:\n%s", p.stderr.String())
+		}
+	})
+	p.waitReady()
+	return p
+}
+
+// parkSome sends n concurrent requests through the one slot, checks that
+// some were parked (relay_lane_depth) while check runs, and that all are
+// served.
+func (p *relayProc) parkSome(n int, check func()) {
+	p.t.Helper()
+	codes := make(chan int, n)
+	for range n {
+		go func() { codes <- p.messageAsync() }()
+	}
+	poll(p.t, 10*time.Second, "requests parked", func() bool {
+		return p.metric(`relay_lane_depth{lane="interactive"}`) > 0
+	})
+	if check != nil {
+		check()
+	}
+	for range n {
+		if code := <-codes; code != 200 {
+			p.t.Errorf("parked request: status %d", code)
+		}
+	}
+}
+
+// messageAsync is message for any goroutine: it returns 0 on failure.
+func (p *relayProc) messageAsync() int {
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/v1/messages",
+		strings.NewReader(`{"model":"claude-sonnet","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("x-api-key", canaryKey)
+	req.Header.Set("anthropic-version", "2023-06-01")
+	req.Header.Set("content-type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+// stopClean asks the relay to stop and checks that it exits cleanly.
+func (p *relayProc) stopClean() {
+	p.t.Helper()
+	p.signal(syscall.SIGTERM)
+	if code := p.waitExit(15 * time.Second); code != 0 {
+		p.t.Fatalf("relay exited with %d", code)
+	}
+}
+
+// TestServeRestartWithLanes starts the relay twice on the same store_dir:
+// the second run finds RELAY_LANES (and the rest of JetStream) there and
+// starts cleanly, and parks and serves again.
+func TestServeRestartWithLanes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addr, sim := freePort(t), freePort(t)
+	cfg := laneConfig(addr, sim, fmt.Sprintf("{listen: \"\", store_dir: %s}", filepath.Join(dir, "nats")))
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t, dir, addr, sim)
+	p.parkSome(4, nil)
+	p.stopClean()
+
+	p2 := launch(t, dir, addr, sim)
+	if code := p2.messageAsync(); code != http.StatusOK {
+		t.Fatalf("after restart: status %d", code)
+	}
+	p2.parkSome(4, nil)
+	for _, m := range p2.logLines() {
+		if m["level"] == "ERROR" || (m["level"] == "WARN" && strings.Contains(fmt.Sprint(m["msg"]), "lane")) {
+			t.Errorf("second run logged %v", m)
+		}
+	}
+	p2.stopClean()
+}
+
+// TestServeExternalNATS runs the relay against a separately started
+// nats-server process built from the module graph (nats.url): parked
+// requests show in RELAY_LANES on that server, and requests are served.
+func TestServeExternalNATS(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "nats-server")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Skipf("cannot build nats-server from the module graph: %v\n%s", err, out)
+	}
+	natsAddr := freePort(t)
+	_, port, _ := net.SplitHostPort(natsAddr)
+	srv := exec.Command(bin, "-js", "-sd", filepath.Join(tmp, "js"), "-a", "127.0.0.1", "-p", port)
+	srvOut := &syncBuffer{}
+	srv.Stdout, srv.Stderr = srvOut, srvOut
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srvDone := make(chan struct{})
+	go func() {
+		_ = srv.Wait()
+		close(srvDone)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-srvDone:
+		case <-time.After(10 * time.Second):
+			_ = srv.Process.Kill()
+			<-srvDone
+		}
+		if t.Failed() {
+			t.Logf("nats-server output:\n%s", srvOut.String())
+		}
+	})
+	url := "nats://" + natsAddr
+	poll(t, 15*time.Second, "nats-server accepting", func() bool { return !refused(natsAddr) })
+
+	dir := t.TempDir()
+	addr, sim := freePort(t), freePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(laneConfig(addr, sim, "{url: "+url+"}")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t, dir, addr, sim)
+	if p.findLog(map[string]string{"msg": "connected to external NATS"}) == nil {
+		t.Error("relay did not log its connection to the external NATS server")
+	}
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		st, err := js.Stream(context.Background(), lanes.StreamName)
+		if err != nil {
+			t.Fatalf("stream %s on the external server: %v", lanes.StreamName, err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	p.parkSome(4, func() {
+		poll(t, 10*time.Second, "parked requests in "+lanes.StreamName, func() bool { return msgs() > 0 })
+	})
+	poll(t, 10*time.Second, lanes.StreamName+" empty after dispatch", func() bool { return msgs() == 0 })
+	p.stopClean()
+}
