@@ -137,6 +137,9 @@ func splitListen(addr string) (string, int, error) {
 }
 
 // serverOptions maps validated options onto nats-server options.
+// MaxPayload is the largest message the embedded server accepts.
+const MaxPayload = 64 << 20
+
 func (o Options) serverOptions() *server.Options {
 	so := &server.Options{
 		ServerName:   o.ServerName,
@@ -147,6 +150,9 @@ func (o Options) serverOptions() *server.Options {
 		NoSigs:       true,
 		NoLog:        true,
 		DontListen:   o.Listen == "",
+		// Jobs carry whole request bodies (up to max_body_bytes, 32 MiB by
+		// default); 64 MB is the largest payload NATS allows.
+		MaxPayload: MaxPayload,
 	}
 	if o.Listen != "" {
 		// validate has already checked the address.

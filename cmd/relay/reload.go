@@ -83,11 +83,11 @@ func (r *reloader) reload(why string) {
 			if err := r.lanes.Update(laneSpecs(cfg)); err != nil {
 				r.log.Warn("lanes update", "error", err)
 			}
-			r.counter.WithLabelValues("ok").Inc()
+			r.counter.WithLabelValues("success").Inc()
 			r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
 			return
 		}
 	}
-	r.counter.WithLabelValues("error").Inc()
+	r.counter.WithLabelValues("failure").Inc()
 	r.log.Error("configuration reload refused; the running configuration stays", "trigger", why, "path", r.path, "error", err)
 }

@@ -18,8 +18,8 @@ import (
 // and polls until the change shows (or, for a refused file, does not).
 
 const (
-	reloadOK  = `relay_config_reloads_total{result="ok"}`
-	reloadErr = `relay_config_reloads_total{result="error"}`
+	reloadOK  = `relay_config_reloads_total{result="success"}`
+	reloadErr = `relay_config_reloads_total{result="failure"}`
 )
 
 // reloadConfig renders a configuration whose listeners, NATS store and

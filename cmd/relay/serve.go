@@ -25,7 +25,9 @@ import (
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // serve runs the gateway until ctx is cancelled, then shuts down in the
@@ -90,11 +92,27 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
-	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady, Lanes: set})
+
+	svc, err := openJobs(ctx, js, cfg, &workers.JobRunner{Router: b.Router, Lanes: set}, log, reg)
+	if err != nil {
+		return err
+	}
+	jobsCtx, stopJobs := context.WithCancel(context.Background())
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		if err := svc.Run(jobsCtx); err != nil {
+			log.Error("jobs stopped", "error", err)
+		}
+	}()
+	// Jobs stop before NATS closes: running ones go back to their queue.
+	cleanups = append(cleanups, func(context.Context) { stopJobs(); <-jobsDone })
+
+	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady, Lanes: set, Jobs: svc})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
-		Help: "Configuration reloads by result (ok or error).",
+		Help: "Configuration reloads by result (success or failure).",
 	}, []string{"result"})
 	reg.MustRegister(reloads)
 
@@ -157,6 +175,36 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// openJobs opens the asynchronous jobs service over JetStream.
+func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, r jobs.Runner, log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
+	var signer *callbacks.Signer
+	if cfg.Callbacks.SigningSecret != "" {
+		s, err := callbacks.NewSigner(cfg.Callbacks.SigningSecret)
+		if err != nil {
+			return nil, fmt.Errorf("callbacks.signing_secret: %w", err)
+		}
+		signer = s
+	}
+	waits := make(map[string]time.Duration, len(cfg.Lanes))
+	for _, l := range cfg.Lanes {
+		waits[l.Name] = l.MaxWait.Std()
+	}
+	svc, err := jobs.Open(ctx, js, r, jobs.Options{
+		ResultTTL:           cfg.Jobs.ResultTTL.Std(),
+		Lanes:               waits,
+		CallbackMaxAttempts: cfg.Callbacks.MaxAttempts,
+		Signer:              signer,
+		AllowPrivate:        cfg.Callbacks.AllowPrivateNetworks,
+		ShutdownGrace:       cfg.ShutdownGrace.Std(),
+		Logger:              log,
+		Registry:            reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open jobs: %w", err)
+	}
+	return svc, nil
 }
 
 // laneSpecs maps the configured lanes onto lane specs.

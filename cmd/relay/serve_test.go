@@ -557,8 +557,8 @@ func TestServeOperations(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, relayOpts{grace: "2s", tokenInterval: "1ms", admin: true})
 	const (
-		okSeries  = `relay_config_reloads_total{result="ok"}`
-		errSeries = `relay_config_reloads_total{result="error"}`
+		okSeries  = `relay_config_reloads_total{result="success"}`
+		errSeries = `relay_config_reloads_total{result="failure"}`
 	)
 
 	t.Run("health", func(t *testing.T) {
