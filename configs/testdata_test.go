@@ -265,8 +265,8 @@ func TestDemoConfig(t *testing.T) {
 	if c.Simulator == nil || c.Simulator.Listen != "127.0.0.1:18790" {
 		t.Fatalf("demo simulator = %+v; want listen 127.0.0.1:18790", c.Simulator)
 	}
-	if c.NATS.Listen != "" {
-		t.Errorf("demo nats.listen = %q; want \"\" (in-process only)", c.NATS.Listen)
+	if c.NATS.Listen != "127.0.0.1:4222" {
+		t.Errorf("demo nats.listen = %q; want loopback 127.0.0.1:4222 (for the nats CLI, never a public address)", c.NATS.Listen)
 	}
 	r, ok := c.Route("claude-sonnet")
 	if !ok || r.Targets[0].Provider != "sim-anthropic" || r.Targets[0].Model != "claude-sonnet-4-5" || !slices.Equal(r.Fallbacks, []string{"gpt-4o"}) {
