@@ -543,3 +543,24 @@ func TestLaneTenThroughOneSlot(t *testing.T) {
 		t.Errorf("took %v", wall)
 	}
 }
+
+// TestLaneReparksAfterUpstream429 checks that a request whose upstream
+// answered 429 goes back to its lane (held by the cool-down the 429
+// started) and is served once the upstream has room, instead of failing.
+func TestLaneReparksAfterUpstream429(t *testing.T) {
+	r := newLaneRelay(t, laneRelayOptions{})
+	r.Anthropic.SetFault(simupstream.Fault429) // retry-after: 1
+	done := r.postAsync(t.Context(), "a", "/v1/messages", anthropicHeaders(canaryKey), body("claude-sonnet", ""))
+	pollFor(t, "the first 429", func() bool { return r.Anthropic.Stats().RateLimited > 0 })
+	r.Anthropic.SetFault(simupstream.FaultNone)
+	rep := recvReply(t, done)
+	if rep.status != 200 {
+		t.Fatalf("status = %d (%s); want 200 after going back to the lane", rep.status, rep.body)
+	}
+	if got := r.Anthropic.Stats().RateLimited; got != 1 {
+		t.Errorf("upstream sent %d 429s; want 1 (the cool-down holds the request)", got)
+	}
+	if q := rep.header.Get("X-Relay-Queue-Ms"); q == "" || q == "0" {
+		t.Errorf("x-relay-queue-ms = %q; want the time spent back on the lane", q)
+	}
+}

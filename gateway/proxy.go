@@ -28,6 +28,7 @@ type exchange struct {
 	route     string
 	lane      string
 	queued    time.Duration
+	reparks   int
 	mode      string
 	provider  string
 	stream    bool
@@ -114,18 +115,11 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 		Fields: fields,
 		Header: forwardHeaders(r.Header),
 	}
-	grant, aerr := s.admit(r.Context(), x, st.dispatcher, req, k, lane)
-	if aerr != nil {
+	resp, aerr := s.serve(r.Context(), x, st.dispatcher, req, k, lane)
+	if aerr != nil || resp == nil {
 		return aerr
 	}
-	if x.status == 499 {
-		return nil
-	}
 	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
-	resp, err := st.dispatcher.Do(r.Context(), req, grant)
-	if err != nil {
-		return s.dispatchError(r.Context(), x, err)
-	}
 	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
 	for name, v := range resp.Header {
 		h[name] = v
@@ -145,6 +139,41 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 		x.err = err
 	}
 	return nil
+}
+
+// maxReparks bounds how often one request goes back to its lane after
+// upstreams answered 429.
+const maxReparks = 3
+
+// serve takes capacity for req and calls upstream. When lanes exist and the
+// upstreams answered nothing but 429 (their limits were tighter than the
+// relay's buckets), the request goes back to its lane, where the cool-down
+// the 429s started holds it, instead of failing: no 429 storm reaches the
+// client. It returns nil and no error when the client went away.
+func (s *Server) serve(ctx context.Context, x *exchange, d Dispatcher, req *workers.Request, k *key, lane Lane) (*workers.Response, *apiError) {
+	deadline := time.Now().Add(lane.MaxWait)
+	var queued time.Duration
+	for reparks := 0; ; reparks++ {
+		grant, aerr := s.admit(ctx, x, d, req, k, lane)
+		queued += x.queued
+		x.queued = queued
+		if aerr != nil || x.status == 499 {
+			return nil, aerr
+		}
+		resp, err := d.Do(ctx, req, grant)
+		if err == nil {
+			return resp, nil
+		}
+		var we *workers.Error
+		if s.lanes != nil && reparks < maxReparks && errors.As(err, &we) && we.RateLimitedOnly() && ctx.Err() == nil {
+			if left := time.Until(deadline); left > 0 {
+				lane.MaxWait = left
+				x.reparks++
+				continue
+			}
+		}
+		return nil, s.dispatchError(ctx, x, err)
+	}
 }
 
 // admit takes capacity for req: directly when a target of its route has
@@ -419,6 +448,9 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 		slog.Duration("duration", d),
 		slog.String("mode", x.mode),
 		slog.Duration("queued", x.queued),
+	}
+	if x.reparks > 0 {
+		attrs = append(attrs, slog.Int("reparks", x.reparks))
 	}
 	if x.usage.Known {
 		attrs = append(attrs, slog.Int("input_tokens", x.usage.Input), slog.Int("output_tokens", x.usage.Output))

@@ -133,6 +133,18 @@ func (e *Error) NoCapacity() bool {
 	return len(e.Failures) == 0 && len(e.Refusals) > 0 && e.Transient()
 }
 
+// RateLimitedOnly reports whether every call made was answered 429: the
+// upstreams' limits were tighter than the relay's buckets, and waiting for
+// their cool-down will help.
+func (e *Error) RateLimitedOnly() bool {
+	for _, f := range e.Failures {
+		if f.Kind != FailStatus || f.Status != http.StatusTooManyRequests {
+			return false
+		}
+	}
+	return len(e.Failures) > 0
+}
+
 // ShouldRetry reports whether a client retry could help: false when the
 // relay already retried on the client's behalf and no upstream gave a hint
 // that capacity returns soon.

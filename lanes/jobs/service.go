@@ -345,11 +345,11 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error)
 			if t, err := TimeOf(id); err == nil {
 				now = t.UTC()
 			}
-			j, err := s.store(ctx, id, now, &sub)
+			j, err := s.store(ctx, id, now, &sub, false)
 			return j, false, err
 		}
 	}
-	j, err := s.store(ctx, id, now, &sub)
+	j, err := s.store(ctx, id, now, &sub, true)
 	return j, true, err
 }
 
@@ -359,13 +359,19 @@ func idemKey(key, idem string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// store publishes the job message and creates its record.
-func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Submission) (Job, error) {
+// store publishes the job message and creates its record. It returns
+// the record as stored, or with fresh (a new id) the queued record: a
+// worker may pull the message and claim the job before the record is
+// created here, but the submitter is told the job as it was accepted.
+func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Submission, fresh bool) (Job, error) {
 	m, err := s.publishJob(ctx, id, now, sub)
 	if err != nil {
 		return Job{}, err
 	}
 	j, _, err := s.ensure(ctx, &m)
+	if err == nil && fresh {
+		j = m.record()
+	}
 	return j, err
 }
 

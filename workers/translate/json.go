@@ -4,9 +4,10 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/relaygw/relay/workers/wire"
 )
 
 // ErrInvalidBody is wrapped by every error a conversion returns because its
@@ -30,62 +31,11 @@ func parseObject(body []byte) (gjson.Result, error) {
 	return r, nil
 }
 
-const hexDigits = "0123456789abcdef"
-
 // appendString appends s as a JSON string literal.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	b = appendEscaped(b, s)
-	return append(b, '"')
-}
+func appendString(b []byte, s string) []byte { return wire.AppendString(b, s) }
 
-// appendEscaped appends the JSON-escaped form of s without quotes. Invalid
-// UTF-8 becomes U+FFFD, as encoding/json does.
-func appendEscaped(b []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(b, s[start:]...)
-}
+// appendEscaped appends s JSON-escaped, without quotes.
+func appendEscaped(b []byte, s string) []byte { return wire.AppendEscaped(b, s) }
 
 // appendStr appends r as a JSON string. A string value is copied as it was
 // written; anything else is converted to its string form first.

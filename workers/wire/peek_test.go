@@ -64,7 +64,7 @@ func TestRewriteModel(t *testing.T) {
 	}{
 		{"rename", `{"model":"a","x":1}`, "claude-sonnet-4-5", `{"model":"claude-sonnet-4-5","x":1}`},
 		{"keeps bytes", `{ "x" : [1, 2] , "model" :"a" ,"y":{"model":"z"}}`, "b", `{ "x" : [1, 2] , "model" :"b" ,"y":{"model":"z"}}`},
-		{"escapes", `{"model":"a"}`, `q"\<`, `{"model":"q\"\\\u003c"}`},
+		{"escapes", `{"model":"a"}`, "q\"\\<\n\xff", `{"model":"q\"\\<\n\ufffd"}`},
 		{"escaped original", `{"model":"a\u0062"}`, "c", `{"model":"c"}`},
 	}
 	for _, tc := range cases {
