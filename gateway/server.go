@@ -116,6 +116,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		e.POST("/v1/jobs", s.jobsHandler(s.handleJobSubmit))
 		e.GET("/v1/jobs/:id", s.jobsHandler(s.handleJobGet))
 		e.DELETE("/v1/jobs/:id", s.jobsHandler(s.handleJobCancel))
+		s.registerBatches(e)
 	}
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)

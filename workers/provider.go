@@ -119,8 +119,9 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       tlsConf,
-		// Response headers of a non-streaming generation arrive only when it
-		// is complete, so the call's context deadline bounds the wait.
+		// Response headers of a non-streaming generation arrive only when
+		// it is complete, so they may take as long as the whole call.
+		ResponseHeaderTimeout: opts.Timeout,
 	}
 	p.client = &http.Client{
 		Transport: p.transport,

@@ -104,6 +104,54 @@
 // 202 it never received creates a second job; with one, it gets the same
 // job (even when the first attempt crashed midway).
 //
+// # Message batches
+//
+// Anthropic's Message Batches API (batch.go) is built on jobs: each
+// request of a batch is one /v1/messages job with BatchID and CustomID
+// set, on the batch's lane, so it runs on any route (the router
+// translates for OpenAI-compatible providers) under the same priorities
+// and limits as everything else. Each finished item is published on
+// RELAY_RESULTS like any job (relay.results.<key>.<job-id>, payload with
+// batch_id and custom_id); nothing is published per batch. A batch's
+// callback_url is given to every item: one signed callback per request
+// as it finishes, none for the batch as a whole.
+//
+// Storage: KV bucket RELAY_BATCHES (file storage, TTL batch window +
+// result_ttl): "b.<key-token>.<batch-id>" holds the small mutable record
+// (key, lane, created_at, expires_at = created_at + Options.BatchWindow,
+// default 24h, cancel_initiated_at, and once ended ended_at and the final
+// request_counts); "i.<batch-id>.<n>" hold the items in order (custom_id,
+// job id), 500 per value, written once. SubmitBatch writes the items, then
+// the record, then the jobs (32 at a time, each stored as Submit stores
+// one), and returns only when all are stored.
+//
+// Counts: an item's outcome is its job's status at expires_at: succeeded,
+// errored (failed), canceled, or expired when it had not finished by then
+// (a run still in flight at expiry that finishes later stays expired).
+// processing counts the rest (queued and running). The batch is
+// canceling after CancelBatch until no item is processing, then ended;
+// it is ended at expires_at at the latest. Until it ends, GetBatch reads
+// the job record of every item whose outcome is not yet final (final
+// outcomes are cached in memory, up to 400,000 items across batches), so
+// a GET costs O(unfinished items) KV reads; the first GET that finds
+// every item final records ended_at and the counts, and later GETs read
+// the record alone. ListBatches lists the key's record keys (O(batches of
+// the key)) and computes each listed batch as GetBatch does.
+//
+// The executor checks a batch item's record before running it: an item
+// whose batch expired ends canceled with Error.Type "expired", one whose
+// batch was canceled (or no longer exists) ends canceled; neither runs.
+// CancelBatch also cancels every still-queued item at once (O(items)).
+// DeleteBatch (only once ended) removes the record, the items and the
+// items' job records. BatchResults streams one JSONL line per item, in
+// order, reading 256 job records at a time.
+//
+// Limits, as Anthropic's: 1 to Options.MaxBatchRequests (default 100,000)
+// requests, custom_id matching ^[a-zA-Z0-9_-]{1,64}$ and unique in the
+// batch, params a JSON object with a model and without "stream": true
+// (the HTTP layer also bounds the body at 256 MB and checks the models'
+// routes).
+//
 // # Concurrency
 //
 // A Service is safe for concurrent use. Run starts Workers +

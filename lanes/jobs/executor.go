@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/workers/callbacks"
@@ -75,7 +76,9 @@ func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, h
 			if ctx.Err() != nil {
 				return
 			}
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+			// An idle pull ends with nats.ErrTimeout (the server expires
+			// the request just before pctx's deadline): not a problem.
+			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
 				s.log.Warn("pull job message", "error", err)
 				select {
 				case <-ctx.Done():
@@ -99,6 +102,9 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 	if _, _, err := s.ensure(ctx, &m); err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
+	}
+	if m.BatchID != "" && s.batchGate(ctx, msg, &m) {
+		return // ended without running: batch expired, canceled or gone
 	}
 	j, claimed, err := s.claim(ctx, m.ID)
 	if err != nil {

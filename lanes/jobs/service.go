@@ -112,6 +112,12 @@ type Options struct {
 	Registry prometheus.Registerer
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// BatchWindow is how long a message batch may process before its
+	// unfinished items expire (default DefaultBatchWindow, 24h).
+	BatchWindow time.Duration
+	// MaxBatchRequests bounds the requests of one message batch (default
+	// DefaultMaxBatchRequests, 100,000).
+	MaxBatchRequests int
 }
 
 // Service stores, runs and reports asynchronous jobs. It is safe for
@@ -121,6 +127,8 @@ type Service struct {
 	js      jetstream.JetStream
 	state   jetstream.KeyValue
 	idem    jetstream.KeyValue
+	batches jetstream.KeyValue // message batches (batch.go)
+	bcache  *batchCache
 	runner  Runner
 	opts    Options
 	log     *slog.Logger
@@ -169,6 +177,12 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.BatchWindow <= 0 {
+		o.BatchWindow = DefaultBatchWindow
+	}
+	if o.MaxBatchRequests <= 0 {
+		o.MaxBatchRequests = DefaultMaxBatchRequests
+	}
 	client := o.CallbackClient
 	if client == nil {
 		client = callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: o.AllowPrivate})
@@ -190,6 +204,9 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		}),
 	}
 	if err := s.declare(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.declareBatches(ctx); err != nil {
 		return nil, err
 	}
 	if o.Registry != nil {

@@ -1,0 +1,435 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/wire"
+)
+
+// Anthropic's Message Batches API, served on the jobs service: each
+// request of a batch runs as a /v1/messages job on the lanes, whatever
+// the route's provider (the router translates), and its result is also
+// published on NATS like any job's, with batch_id and custom_id set.
+
+// BatchService stores and runs message batches. *jobs.Service implements
+// it. When Deps.Jobs also implements BatchService, the gateway serves
+// /v1/messages/batches and the rest of Anthropic's Message Batches API.
+type BatchService interface {
+	// ValidateBatch checks the items' count, custom_ids and params.
+	ValidateBatch(items []jobs.BatchItem) error
+	// SubmitBatch stores a batch, one job per item.
+	SubmitBatch(ctx context.Context, key string, items []jobs.BatchItem, lane, callbackURL string) (jobs.Batch, error)
+	// GetBatch returns key's batch, or jobs.ErrNotFound.
+	GetBatch(ctx context.Context, key, id string) (jobs.Batch, error)
+	// ListBatches returns a page of key's batches, newest first.
+	ListBatches(ctx context.Context, key string, limit int, beforeID, afterID string) (jobs.BatchPage, error)
+	// CancelBatch cancels key's batch, or returns jobs.ErrBatchEnded.
+	CancelBatch(ctx context.Context, key, id string) (jobs.Batch, error)
+	// DeleteBatch deletes key's ended batch, or returns
+	// jobs.ErrBatchNotEnded.
+	DeleteBatch(ctx context.Context, key, id string) error
+	// BatchResults returns key's ended batch's JSONL result lines, or
+	// jobs.ErrBatchNotEnded.
+	BatchResults(ctx context.Context, key, id string) (jobs.Batch, iter.Seq2[[]byte, error], error)
+}
+
+var _ BatchService = (*jobs.Service)(nil)
+
+// MaxBatchBytes bounds a batch creation body, as Anthropic's 256 MB.
+const MaxBatchBytes = 256 << 20
+
+// resultsFlushLines is how many result lines go out between flushes.
+const resultsFlushLines = 64
+
+// written is the value a batch handler returns after writing the answer
+// itself.
+type written struct{}
+
+// registerBatches adds the Message Batches routes when the job service
+// serves batches.
+func (s *Server) registerBatches(e *echo.Echo) {
+	bs, ok := s.jobs.(BatchService)
+	if !ok {
+		return
+	}
+	e.POST("/v1/messages/batches", s.batchHandler(bs, s.handleBatchCreate))
+	e.GET("/v1/messages/batches", s.batchHandler(bs, s.handleBatchList))
+	e.GET("/v1/messages/batches/:id", s.batchHandler(bs, s.handleBatchGet))
+	e.DELETE("/v1/messages/batches/:id", s.batchHandler(bs, s.handleBatchDelete))
+	e.POST("/v1/messages/batches/:id/cancel", s.batchHandler(bs, s.handleBatchCancel))
+	e.GET("/v1/messages/batches/:id/results", s.batchHandler(bs, s.handleBatchResults))
+}
+
+// batchHandler wraps a batch handler as jobsHandler wraps job handlers:
+// authentication, Anthropic-format errors, one log line. A handler that
+// returns written{} has answered already.
+func (s *Server) batchHandler(bs BatchService, h func(c echo.Context, bs BatchService, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		requestID := newRequestID()
+		hd := c.Response().Header()
+		hd["X-Request-Id"] = []string{requestID}
+		hd["Request-Id"] = []string{requestID}
+		st := s.state.Load()
+		var status int
+		var keyName string
+		k, aerr := st.authenticate(c.Request())
+		if aerr == nil {
+			keyName = k.Name
+			var v any
+			status, v, aerr = h(c, bs, st, k)
+			if _, done := v.(written); aerr == nil && !done {
+				b, err := json.Marshal(v)
+				if err != nil {
+					aerr = errInternal("internal error")
+					aerr.cause = err
+				} else {
+					hd["Content-Type"] = []string{"application/json"}
+					c.Response().WriteHeader(status)
+					_, _ = c.Response().Write(b)
+				}
+			}
+		}
+		var cause error
+		if aerr != nil {
+			status = aerr.status
+			cause = aerr
+			if aerr.cause != nil {
+				cause = aerr.cause
+			}
+			if !c.Response().Committed {
+				s.writeError(c, workers.FormatAnthropic, requestID, aerr)
+			}
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		attrs := []slog.Attr{
+			slog.String("request_id", requestID),
+			slog.String("api", "batches"),
+			slog.String("method", c.Request().Method),
+			slog.String("path", c.Path()),
+			slog.String("key", keyName),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if cause != nil {
+			attrs = append(attrs, slog.String("error", cause.Error()))
+		}
+		s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
+		return nil
+	}
+}
+
+// batchItemJSON is one element of "requests".
+type batchItemJSON struct {
+	CustomID string          `json:"custom_id"`
+	Params   json.RawMessage `json:"params"`
+}
+
+// handleBatchCreate serves POST /v1/messages/batches: body
+// {"requests":[{"custom_id","params"}...], "callback_url"?}. The body is
+// decoded as a stream (up to MaxBatchBytes), so only the items are held.
+// Lane: x-relay-lane, else "batch" when the key may use it, else the key's
+// default. 200 with the batch, as Anthropic answers.
+func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k *key) (int, any, *apiError) {
+	r := c.Request()
+	if r.ContentLength > MaxBatchBytes {
+		return 0, nil, errTooLarge(MaxBatchBytes)
+	}
+	lane := r.Header.Get("X-Relay-Lane")
+	if lane == "" {
+		lane = k.DefaultLane
+		if _, ok := st.lanes[defaultJobLane]; ok && k.lanes[defaultJobLane] {
+			lane = defaultJobLane
+		}
+	}
+	if _, ok := st.lanes[lane]; !ok {
+		return 0, nil, errBadRequest("x-relay-lane: unknown lane " + strconv.Quote(lane))
+	}
+	if !k.lanes[lane] {
+		return 0, nil, errPermission("this key may not use lane " + strconv.Quote(lane))
+	}
+
+	rc := http.NewResponseController(c.Response().Writer)
+	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	body := http.MaxBytesReader(c.Response().Writer, r.Body, MaxBatchBytes)
+	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(body, 64<<10))
+	if aerr != nil {
+		return 0, nil, aerr
+	}
+	if len(items) > jobs.DefaultMaxBatchRequests {
+		return 0, nil, errBadRequest("requests: at most " + strconv.Itoa(jobs.DefaultMaxBatchRequests) + " requests are allowed in a message batch")
+	}
+	if err := bs.ValidateBatch(items); err != nil {
+		return 0, nil, batchError(err, "")
+	}
+	for i := range items {
+		model := items[i].Model
+		if st.dispatcher == nil || !st.dispatcher.Has(model) {
+			return 0, nil, errNotFound("requests."+strconv.Itoa(i)+".params.model: model "+strconv.Quote(model)+
+				" is not served by this relay", "model")
+		}
+		if !k.mayUseRoute(model) {
+			return 0, nil, errPermission("requests." + strconv.Itoa(i) + ".params.model: this key may not use model " +
+				strconv.Quote(model))
+		}
+	}
+	if callbackURL != "" {
+		if err := s.jobs.CheckCallbackURL(r.Context(), callbackURL); err != nil {
+			e := errBadRequest("callback_url: " + err.Error())
+			e.cause = err
+			return 0, nil, e
+		}
+	}
+	b, err := bs.SubmitBatch(r.Context(), k.Name, items, lane, callbackURL)
+	if err != nil {
+		return 0, nil, batchError(err, "")
+	}
+	c.Response().Header()["X-Relay-Lane"] = []string{lane}
+	return http.StatusOK, withResultsURL(r, b), nil
+}
+
+// decodeBatch reads a batch creation body item by item. Unknown top-level
+// fields are ignored, as new SDK fields should not break creation.
+func decodeBatch(r io.Reader) ([]jobs.BatchItem, string, *apiError) {
+	dec := json.NewDecoder(r)
+	bad := func(err error) *apiError {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errTooLarge(MaxBatchBytes)
+		}
+		e := errBadRequest("malformed message batch: " + err.Error())
+		e.cause = err
+		return e
+	}
+	if t, err := dec.Token(); err != nil {
+		return nil, "", bad(err)
+	} else if d, ok := t.(json.Delim); !ok || d != '{' {
+		return nil, "", errBadRequest("malformed message batch: the body must be a JSON object")
+	}
+	var items []jobs.BatchItem
+	var callbackURL string
+	var sawRequests bool
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, "", bad(err)
+		}
+		switch t {
+		case "requests":
+			sawRequests = true
+			if t, err := dec.Token(); err != nil {
+				return nil, "", bad(err)
+			} else if d, ok := t.(json.Delim); !ok || d != '[' {
+				return nil, "", errBadRequest("requests: must be an array")
+			}
+			for dec.More() {
+				if len(items) >= jobs.DefaultMaxBatchRequests {
+					return nil, "", errBadRequest("requests: at most " + strconv.Itoa(jobs.DefaultMaxBatchRequests) +
+						" requests are allowed in a message batch")
+				}
+				var it batchItemJSON
+				if err := dec.Decode(&it); err != nil {
+					return nil, "", bad(err)
+				}
+				if len(it.Params) == 0 || string(it.Params) == "null" {
+					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: Field required")
+				}
+				f, err := wire.Peek(it.Params)
+				if err != nil {
+					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: " + err.Error())
+				}
+				items = append(items, jobs.BatchItem{CustomID: it.CustomID, Model: f.Model, Params: it.Params})
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, "", bad(err)
+			}
+		case "callback_url":
+			var u *string
+			if err := dec.Decode(&u); err != nil {
+				return nil, "", errBadRequest("callback_url: must be a string")
+			}
+			if u != nil {
+				callbackURL = *u
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, "", bad(err)
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, "", bad(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if err == nil {
+			return nil, "", errBadRequest("malformed message batch: trailing data after the JSON object")
+		}
+		return nil, "", bad(err)
+	}
+	if !sawRequests {
+		return nil, "", errBadRequest("requests: Field required")
+	}
+	return items, callbackURL, nil
+}
+
+// handleBatchList serves GET /v1/messages/batches?limit=&before_id=&after_id=.
+func (s *Server) handleBatchList(c echo.Context, bs BatchService, _ *state, k *key) (int, any, *apiError) {
+	q := c.Request().URL.Query()
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, nil, errBadRequest("limit: must be an integer from 1 to 1000")
+		}
+		limit = n
+	}
+	before, after := q.Get("before_id"), q.Get("after_id")
+	if before != "" && after != "" {
+		return 0, nil, errBadRequest("before_id and after_id cannot be used together")
+	}
+	page, err := bs.ListBatches(c.Request().Context(), k.Name, limit, before, after)
+	if err != nil {
+		return 0, nil, batchError(err, "")
+	}
+	for i := range page.Data {
+		page.Data[i] = withResultsURL(c.Request(), page.Data[i])
+	}
+	return http.StatusOK, page, nil
+}
+
+// handleBatchGet serves GET /v1/messages/batches/{id}.
+func (s *Server) handleBatchGet(c echo.Context, bs BatchService, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	b, err := bs.GetBatch(c.Request().Context(), k.Name, id)
+	if err != nil {
+		return 0, nil, batchError(err, id)
+	}
+	return http.StatusOK, withResultsURL(c.Request(), b), nil
+}
+
+// handleBatchCancel serves POST /v1/messages/batches/{id}/cancel: the
+// batch, canceling (or already ended when nothing was left to cancel);
+// 409 when it had ended before.
+func (s *Server) handleBatchCancel(c echo.Context, bs BatchService, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	b, err := bs.CancelBatch(c.Request().Context(), k.Name, id)
+	if err != nil {
+		return 0, nil, batchError(err, id)
+	}
+	return http.StatusOK, withResultsURL(c.Request(), b), nil
+}
+
+// handleBatchDelete serves DELETE /v1/messages/batches/{id}: only an
+// ended batch may be deleted (409 otherwise).
+func (s *Server) handleBatchDelete(c echo.Context, bs BatchService, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	if err := bs.DeleteBatch(c.Request().Context(), k.Name, id); err != nil {
+		return 0, nil, batchError(err, id)
+	}
+	return http.StatusOK, map[string]string{"id": id, "type": "message_batch_deleted"}, nil
+}
+
+// handleBatchResults serves GET /v1/messages/batches/{id}/results: JSONL
+// (application/x-jsonl), one line per request in submission order,
+// written as the item records are read and flushed every
+// resultsFlushLines lines. A store failure midway aborts the connection,
+// so the client sees a truncated body rather than a short, complete one.
+func (s *Server) handleBatchResults(c echo.Context, bs BatchService, _ *state, k *key) (int, any, *apiError) {
+	id := c.Param("id")
+	_, seq, err := bs.BatchResults(c.Request().Context(), k.Name, id)
+	if errors.Is(err, jobs.ErrBatchNotEnded) {
+		return 0, nil, errBadRequest("message batch " + strconv.Quote(id) +
+			" has not ended processing; its results are available once processing_status is \"ended\"")
+	}
+	if err != nil {
+		return 0, nil, batchError(err, id)
+	}
+	w := c.Response()
+	w.Header()["Content-Type"] = []string{"application/x-jsonl"}
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w.Writer)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	n := 0
+	for line, err := range seq {
+		if err != nil {
+			s.log.Warn("batch results aborted", "batch", id, "error", err)
+			panic(http.ErrAbortHandler)
+		}
+		if n%resultsFlushLines == 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		}
+		_, _ = bw.Write(line)
+		if werr := bw.WriteByte('\n'); werr != nil {
+			return http.StatusOK, written{}, nil // client gone
+		}
+		n++
+		if n%resultsFlushLines == 0 {
+			if bw.Flush() != nil {
+				return http.StatusOK, written{}, nil
+			}
+			_ = rc.Flush()
+		}
+	}
+	_ = bw.Flush()
+	_ = rc.Flush()
+	return http.StatusOK, written{}, nil
+}
+
+// withResultsURL sets b's results_url, once it has ended, to this relay's
+// results path for it, built from the request's Host (and
+// X-Forwarded-Proto, when a TLS proxy fronts the relay).
+func withResultsURL(r *http.Request, b jobs.Batch) jobs.Batch {
+	if b.ProcessingStatus != jobs.BatchEnded {
+		return b
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	u := scheme + "://" + r.Host + "/v1/messages/batches/" + b.ID + "/results"
+	b.ResultsURL = &u
+	return b
+}
+
+// batchError maps a BatchService error to the client's answer.
+func batchError(err error, id string) *apiError {
+	var e *apiError
+	switch {
+	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrExpired):
+		e = errNotFound("message batch "+strconv.Quote(id)+" not found", "")
+	case errors.Is(err, jobs.ErrBatchNotEnded):
+		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
+			openaiCode: "conflict", msg: "message batch " + strconv.Quote(id) + " is still processing: " + err.Error()}
+	case errors.Is(err, jobs.ErrInvalid):
+		e = errBadRequest(strings.TrimPrefix(err.Error(), jobs.ErrInvalid.Error()+": "))
+	case errors.Is(err, jobs.ErrBatchEnded):
+		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
+			openaiCode: "conflict", msg: "message batch " + strconv.Quote(id) + " cannot be canceled: " + err.Error()}
+	default:
+		e = jobError(err, id)
+	}
+	e.cause = err
+	return e
+}
