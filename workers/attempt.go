@@ -1,0 +1,295 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/translate"
+	"github.com/relaygw/relay/workers/wire"
+	"github.com/tidwall/gjson"
+)
+
+// attempt makes one upstream call to t under permit (nil when the target
+// has no admission control). It returns a Response for any answer the
+// client should see, or a Failure worth trying elsewhere; either way the
+// permit learns the outcome (a Stream reports it when it ends).
+func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *actor.Permit) (*Response, *Failure) {
+	body, err := r.upstreamBody(req, t)
+	if err != nil {
+		// The client's body could not be expressed in the target's format.
+		r.finish(permit, actor.Outcome{Kind: actor.Canceled})
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailInvalidRequest, Err: err}
+	}
+	callCtx, cancel := context.WithTimeout(ctx, t.Timeout)
+	start := time.Now()
+	resp, err := t.Provider.Call(callCtx, &Call{Body: body, Stream: req.Fields.Stream, Header: req.Header})
+	if err != nil {
+		cancel()
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, err)
+	}
+	status := resp.StatusCode
+	switch {
+	case status >= 200 && status < 300:
+		if req.Fields.Stream {
+			return r.streamAnswer(ctx, req, t, permit, resp, cancel, start)
+		}
+		defer cancel()
+		return r.bodyAnswer(ctx, callCtx, req, t, permit, resp, start)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		drain(resp)
+		cancel()
+		r.finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
+		r.metrics.attempt(t.ProviderName, "provider_auth", time.Since(start))
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailProviderAuth, Status: status,
+			Err: fmt.Errorf("upstream refused the provider's key (status %d)", status)}
+	case retryableStatus(status):
+		ra := retryAfter(resp.Header)
+		drain(resp)
+		cancel()
+		r.finish(permit, actor.Outcome{Kind: statusOutcome(status), RetryAfter: ra, Header: resp.Header})
+		r.metrics.attempt(t.ProviderName, strconv.Itoa(status), time.Since(start))
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailStatus, Status: status, RetryAfter: ra,
+			Err: fmt.Errorf("upstream status %d", status)}
+	default:
+		defer cancel()
+		return r.clientErrorAnswer(ctx, callCtx, req, t, permit, resp, start)
+	}
+}
+
+// statusOutcome classifies a retryable upstream status for the actor.
+func statusOutcome(status int) actor.OutcomeKind {
+	switch status {
+	case http.StatusTooManyRequests:
+		return actor.RateLimited
+	case 529:
+		return actor.Overloaded
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return actor.Timeout
+	}
+	return actor.ServerError
+}
+
+// upstreamBody expresses the client's body in t's format with t's model.
+func (r *Router) upstreamBody(req *Request, t *target) ([]byte, error) {
+	switch {
+	case t.Format == req.Format:
+		return wire.RewriteModel(nil, req.Body, req.Fields, t.Model), nil
+	case req.Format == FormatAnthropic:
+		return translate.AnthropicToOpenAIRequest(req.Body, t.Model)
+	default:
+		return translate.OpenAIToAnthropicRequest(req.Body, t.Model)
+	}
+}
+
+func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *actor.Permit, start time.Time, err error) *Failure {
+	f := &Failure{Provider: t.ProviderName, Kind: FailUnreachable, Err: err}
+	outcome, kind := "unreachable", actor.ConnError
+	switch {
+	case ctx.Err() != nil:
+		outcome, kind = "canceled", actor.Canceled
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
+		f.Kind = FailTimeout
+		f.Err = fmt.Errorf("upstream timed out after %s", t.Timeout)
+		outcome, kind = "timeout", actor.Timeout
+	}
+	r.finish(permit, actor.Outcome{Kind: kind})
+	r.metrics.attempt(t.ProviderName, outcome, time.Since(start))
+	return f
+}
+
+// bodyAnswer reads a 2xx non-streaming answer and checks it is JSON.
+func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
+	data, err := readBody(resp)
+	if err != nil {
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream body: %w", err))
+	}
+	if !gjson.ValidBytes(data) || !gjson.ParseBytes(data).IsObject() {
+		r.finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
+		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
+			Err: errors.New("upstream answered with a body that is not a JSON object")}
+	}
+	var usage wire.Usage
+	if t.Format == FormatAnthropic {
+		usage = wire.AnthropicUsage(data)
+	} else {
+		usage = wire.OpenAIUsage(data)
+	}
+	r.finish(permit, actor.Outcome{Kind: actor.Success, Header: resp.Header,
+		InputTokens: usage.Input, OutputTokens: usage.Output, UsageKnown: usage.Known})
+	if t.Format != req.Format {
+		if req.Format == FormatAnthropic {
+			data, err = translate.OpenAIToAnthropicResponse(data)
+		} else {
+			data, err = translate.AnthropicToOpenAIResponse(data)
+		}
+		if err != nil {
+			r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
+			return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
+				Err: fmt.Errorf("translate upstream answer: %w", err)}
+		}
+	}
+	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
+	r.metrics.tokens(t.ProviderName, usage)
+	return &Response{
+		StatusCode:    resp.StatusCode,
+		Header:        passHeaders(resp.Header, t.Format == req.Format),
+		Body:          data,
+		Provider:      t.ProviderName,
+		UpstreamModel: t.Model,
+		Usage:         usage,
+	}, nil
+}
+
+// clientErrorAnswer passes an upstream 4xx caused by the request on to the
+// client, in the client's format.
+func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
+	data, err := readBody(resp)
+	if err != nil {
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream error body: %w", err))
+	}
+	r.finish(permit, actor.Outcome{Kind: actor.ClientError, Header: resp.Header})
+	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
+	h := passHeaders(resp.Header, t.Format == req.Format)
+	if t.Format != req.Format {
+		if req.Format == FormatAnthropic {
+			data = translate.OpenAIToAnthropicError(resp.StatusCode, data)
+		} else {
+			data = translate.AnthropicToOpenAIError(resp.StatusCode, data)
+		}
+		h.Set("Content-Type", "application/json")
+	}
+	return &Response{
+		StatusCode:    resp.StatusCode,
+		Header:        h,
+		Body:          data,
+		Provider:      t.ProviderName,
+		UpstreamModel: t.Model,
+	}, nil
+}
+
+// streamAnswer accepts a 2xx streaming answer. Nothing has been read from
+// the body yet; the Stream owns it, cancel and the permit.
+func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, cancel context.CancelFunc, start time.Time) (*Response, *Failure) {
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		drain(resp)
+		cancel()
+		r.finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
+		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
+			Err: fmt.Errorf("upstream answered a stream request with content type %q", ct)}
+	}
+	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), -1)
+	s := newStream(resp.Body, cancel, req.Format, t.Format, req.Fields.IncludeUsage)
+	upHeader := resp.Header
+	s.onDone = func(u wire.Usage, broken bool) {
+		kind := actor.Success
+		switch {
+		case ctx.Err() != nil:
+			kind = actor.Canceled
+		case broken:
+			kind = actor.ConnError
+		}
+		r.finish(permit, actor.Outcome{Kind: kind, Header: upHeader,
+			InputTokens: u.Input, OutputTokens: u.Output, UsageKnown: u.Known})
+		r.metrics.tokens(t.ProviderName, u)
+		r.metrics.upstreamDone(t.ProviderName, time.Since(start))
+	}
+	h := passHeaders(resp.Header, t.Format == req.Format)
+	h.Set("Content-Type", "text/event-stream")
+	return &Response{
+		StatusCode:    resp.StatusCode,
+		Header:        h,
+		Stream:        s,
+		Provider:      t.ProviderName,
+		UpstreamModel: t.Model,
+	}, nil
+}
+
+// retryableStatus reports whether another target may succeed where an
+// upstream answered status.
+func retryableStatus(status int) bool {
+	return status == http.StatusRequestTimeout || status == http.StatusTooManyRequests ||
+		status >= 500
+}
+
+// retryAfter reads retry-after-ms or retry-after (seconds or an HTTP date).
+func retryAfter(h http.Header) time.Duration {
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// passHeaders selects the upstream response headers a client may see.
+// Rate-limit headers describe the provider's key, not the client's, so
+// they stay behind.
+func passHeaders(up http.Header, sameFormat bool) http.Header {
+	h := make(http.Header, 3)
+	if ct := up.Get("Content-Type"); ct != "" {
+		h["Content-Type"] = []string{ct}
+	}
+	if v := up.Get("Request-Id"); v != "" && sameFormat {
+		h["Request-Id"] = []string{v}
+	}
+	if v := up.Get("X-Request-Id"); v != "" {
+		h["X-Upstream-Request-Id"] = []string{v}
+	}
+	return h
+}
+
+// readBody reads a bounded response body and closes it.
+func readBody(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	n := resp.ContentLength
+	if n < 0 || n > maxResponseBytes {
+		n = 4096
+	}
+	buf := make([]byte, 0, n+1)
+	lr := io.LimitReader(resp.Body, maxResponseBytes+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(buf) > maxResponseBytes {
+		return nil, fmt.Errorf("upstream body over %d bytes", maxResponseBytes)
+	}
+	return buf, nil
+}
+
+// drain reads a little of an unwanted body so the connection can be
+// reused, then closes it.
+func drain(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+}
