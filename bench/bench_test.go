@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"math"
 	"net/http"
@@ -9,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/workers/callbacks"
 	"gopkg.in/yaml.v3"
 )
 
@@ -660,4 +663,134 @@ func mustYAML(t *testing.T, c relayConfig) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+func TestVerifyWebhook(t *testing.T) {
+	signer, err := callbacks.NewSigner(benchSigningSecret)
+	if err != nil {
+		t.Fatalf("NewSigner(benchSigningSecret) = %v", err)
+	}
+	now := time.Now()
+	body := []byte(`{"id":"job_1","status":"succeeded"}`)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	sig := signer.Sign("job_1", now, body)
+	if err := verifyWebhook(benchSigningSecret, "job_1", ts, "v1,bm90IGl0 "+sig, body, now, time.Minute); err != nil {
+		t.Errorf("verifyWebhook(relay's signature) = %v; want nil", err)
+	}
+	for name, tc := range map[string]struct {
+		id, ts string
+		body   []byte
+		now    time.Time
+	}{
+		"other body":     {"job_1", ts, []byte(`{}`), now},
+		"other id":       {"job_2", ts, body, now},
+		"other ts":       {"job_1", strconv.FormatInt(now.Unix()+1, 10), body, now},
+		"stale":          {"job_1", ts, body, now.Add(2 * time.Minute)},
+		"no id":          {"", ts, body, now},
+		"ts not integer": {"job_1", "x", body, now},
+	} {
+		if err := verifyWebhook(benchSigningSecret, tc.id, tc.ts, sig, tc.body, tc.now, time.Minute); err == nil {
+			t.Errorf("%s: verifyWebhook = nil; want an error", name)
+		}
+	}
+}
+
+func TestCallbackSink(t *testing.T) {
+	signer, err := callbacks.NewSigner(benchSigningSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &callbackSink{secret: benchSigningSecret, seen: newArrivals(time.Now())}
+	srv := httptest.NewServer(sink)
+	defer srv.Close()
+	post := func(id, sigID string) {
+		body := `{"id":"` + id + `","status":"succeeded"}`
+		now := time.Now()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.Header.Set("Webhook-Id", id)
+		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("Webhook-Signature", signer.Sign(sigID, now, []byte(body)))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Errorf("status %d; want 204", resp.StatusCode)
+		}
+	}
+	post("job_a", "job_a")
+	post("job_a", "job_a") // a redelivery
+	post("job_b", "job_b")
+	post("job_c", "job_x") // bad signature
+	s := sink.seen.summary(map[string]bool{"job_a": true, "job_b": true, "job_d": true})
+	if s.Distinct != 3 || s.Deliveries != 4 || s.Duplicates != 1 || s.Missing != 1 || s.Unexpected != 1 {
+		t.Errorf("summary = %+v; want 3 distinct, 4 deliveries, 1 duplicate, 1 missing, 1 unexpected", s)
+	}
+	if sink.valid != 3 || sink.bad != 1 || len(sink.errs) != 1 {
+		t.Errorf("signatures valid %d bad %d (%v); want 3 and 1", sink.valid, sink.bad, sink.errs)
+	}
+}
+
+func TestJobsHelpers(t *testing.T) {
+	pts := []memPoint{
+		{At: 0, RSS: 10, Accepted: 0},
+		{At: time.Second, RSS: 30, Accepted: 100, Done: 10, Scraped: true, Inflight: 4, LaneDepth: 2},
+		{At: 2 * time.Second, RSS: 20, Accepted: 100, Done: 50, Scraped: true, Inflight: 2},
+		{At: 3 * time.Second, RSS: 25, Accepted: 100, Done: 100},
+	}
+	if got := peakRSS(pts); got != 30 {
+		t.Errorf("peakRSS = %d; want 30", got)
+	}
+	if p, b := peakBacklog(pts); b != 90 || p.At != time.Second {
+		t.Errorf("peakBacklog = %v at %v; want 90 at 1s", b, p.At)
+	}
+	if in, d := meanGauges(pts, 500*time.Millisecond, 3*time.Second); in != 3 || d != 1 {
+		t.Errorf("meanGauges = %v, %v; want 3, 1", in, d)
+	}
+	if tb := memTable(pts, 2, true); len(tb.rows) != 2 || tb.rows[0][3] != "90" {
+		t.Errorf("memTable rows = %v; want 2 rows, the first with backlog 90", tb.rows)
+	}
+	if !json.Valid(jobBody("http://127.0.0.1:1/cb")) {
+		t.Errorf("jobBody is not JSON: %s", jobBody("http://127.0.0.1:1/cb"))
+	}
+	if c := (jobsOptions{MaxConcurrency: 32, Latency: 20 * time.Millisecond}).capacity(); math.Abs(c-1600) > 1e-9 {
+		t.Errorf("capacity = %v; want 1600", c)
+	}
+}
+
+func TestJobsAndParkedRelayConfigs(t *testing.T) {
+	jobs := jobsRelayConfig("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18082", "/tmp/nats", "http://127.0.0.1:1", 32)
+	parked := parkedRelayConfig("127.0.0.1:18080", "127.0.0.1:18081", "/tmp/nats", "http://127.0.0.1:1", parkedOptions{Requests: 10000})
+	for name, cfg := range map[string]relayConfig{"jobs": jobs, "parked": parked} {
+		data, err := cfg.YAML()
+		if err != nil {
+			t.Fatalf("%s: YAML: %v", name, err)
+		}
+		if _, err := configs.ParseWithEnv(data, nil); err != nil {
+			t.Errorf("%s: configs.ParseWithEnv = %v\n%s", name, err, data)
+		}
+	}
+	c, err := configs.ParseWithEnv([]byte(mustYAML(t, jobs)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATS.Listen != "127.0.0.1:18082" || c.AdminListen != "127.0.0.1:18081" || !c.Callbacks.AllowPrivateNetworks ||
+		c.Callbacks.SigningSecret != benchSigningSecret || c.Providers[0].MaxConcurrency != 32 || len(c.Lanes) != 3 {
+		t.Errorf("jobs config = %+v", c)
+	}
+	p, err := configs.ParseWithEnv([]byte(mustYAML(t, parked)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Lanes[0].MaxDepth < 10000 || p.Providers[0].MaxConcurrency != 1 || p.Keys[0].DefaultLane != laneInteractive {
+		t.Errorf("parked config = %+v", p)
+	}
+}
+
+func TestRaiseNoFile(t *testing.T) {
+	n, err := raiseNoFile()
+	if err != nil || n == 0 {
+		t.Errorf("raiseNoFile = %d, %v", n, err)
+	}
 }

@@ -7,7 +7,7 @@
 // target cannot hide its queueing by slowing the client down. Every run is
 // bounded in requests and in time and stops by itself. The simulated upstream
 // and the proxies run as separate processes (the bench binary re-executed with
-// the hidden subcommands _upstream and _proxy, nginx, and the relay built from
+// the hidden subcommands _upstream, _proxy and _hold, nginx, and the relay built from
 // ./cmd/relay), so the CPU time and memory of each can be read from /proc.
 // They run in their own process groups and are stopped when the bench exits,
 // Ctrl-C included. See docs/BENCHMARKS.md for the figures.
@@ -39,6 +39,12 @@ scenarios:
              rate and time until the relay stops sending to it
   ramp       Locust-like ramp of closed-loop users with think time: error rate,
              latency, relay CPU and RSS growth
+  jobs       async jobs: submit throughput and latency, end-to-end completion,
+             signed callbacks and NATS results, vs the same number of
+             synchronous requests; then relay RSS with 100,000 jobs queued
+  parked     10,000 synchronous requests parked on a lane, one connection
+             each: relay RSS growth and goroutines, vs a bare net/http server
+             holding as many; then every client cancels
 
 Run "go run ./bench SCENARIO -h" for a scenario's flags.
 `
@@ -79,10 +85,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return failoverMain(ctx, rest, stdout, stderr)
 	case "ramp":
 		return rampMain(ctx, rest, stdout, stderr)
+	case "jobs":
+		return jobsMain(ctx, rest, stdout, stderr)
+	case "parked":
+		return parkedMain(ctx, rest, stdout, stderr)
 	case "_upstream":
 		return runUpstream(ctx, rest)
 	case "_proxy":
 		return runProxy(ctx, rest)
+	case "_hold":
+		return runHold(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

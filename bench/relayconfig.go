@@ -12,18 +12,29 @@ const upstreamModel = "claude-sim"
 // relayConfig is the subset of the relay's YAML configuration (SPEC §2) the
 // bench writes. Limits left out mean no limit.
 type relayConfig struct {
-	Listen    string          `yaml:"listen"`
-	NATS      relayNATS       `yaml:"nats"`
-	Lanes     []relayLane     `yaml:"lanes,omitempty"`
-	Providers []relayProvider `yaml:"providers"`
-	Routes    []relayRoute    `yaml:"routes"`
-	Keys      []relayKey      `yaml:"keys"`
-	Log       relayLog        `yaml:"log"`
+	Listen string `yaml:"listen"`
+	// AdminListen serves /debug/pprof/ when set.
+	AdminListen   string          `yaml:"admin_listen,omitempty"`
+	ShutdownGrace string          `yaml:"shutdown_grace,omitempty"`
+	NATS          relayNATS       `yaml:"nats"`
+	Callbacks     *relayCallbacks `yaml:"callbacks,omitempty"`
+	Lanes         []relayLane     `yaml:"lanes,omitempty"`
+	Providers     []relayProvider `yaml:"providers"`
+	Routes        []relayRoute    `yaml:"routes"`
+	Keys          []relayKey      `yaml:"keys"`
+	Log           relayLog        `yaml:"log"`
 }
 
 type relayNATS struct {
 	Listen   string `yaml:"listen"` // "" keeps the embedded server in-process
 	StoreDir string `yaml:"store_dir"`
+}
+
+// relayCallbacks configures job callbacks: the bench's receiver listens on
+// loopback, so private networks must be allowed.
+type relayCallbacks struct {
+	SigningSecret        string `yaml:"signing_secret"`
+	AllowPrivateNetworks bool   `yaml:"allow_private_networks"`
 }
 
 type relayProvider struct {

@@ -389,6 +389,11 @@ func TestJobsCrashRestart(t *testing.T) {
 			t.Errorf("job %s: %d result messages; want 1", id, seen[id])
 		}
 	}
+	// Idle pulls are routine, not worth a warning (they were logged by
+	// every worker every few seconds).
+	if m := p.findLog(map[string]string{"msg": "pull job message"}); m != nil {
+		t.Errorf("idle pull logged: %v", m)
+	}
 	p.stopClean()
 }
 
@@ -455,6 +460,7 @@ func TestJobsCallbackResumesAfterRestart(t *testing.T) {
 	restarted := time.Now()
 
 	p = r.start()
+	t.Logf("restarted relay ready after %v", time.Since(restarted).Round(time.Millisecond))
 	var j jobView
 	poll(t, 30*time.Second, "callback delivered after the restart", func() bool {
 		j, _ = r.job(id)
