@@ -532,7 +532,11 @@ func (r *parkedReport) print(w io.Writer) error {
 	f.add("relay goroutines per parked request", fmt.Sprintf("%.2f (baseline %.2f)", rl.GoPerRequest, r.Baseline.GoPerRequest),
 		"the handler's own: "+verdict(rl.GoPerRequest <= r.Baseline.GoPerRequest+0.05))
 	f.add("relay Go heap in use, requests parked", mib(int64(rl.HeapInuse))+" MiB", "")
-	f.add("answered before the cancel (should be none)", codes(rl.Answered), "")
+	answered := codes(rl.Answered)
+	if answered == "" {
+		answered = "none"
+	}
+	f.add("answered before the cancel (should be none)", answered, "")
 	f.add("parked requests removed as canceled", fmt.Sprintf("%.0f", rl.Canceled), "")
 	f.add("lane depth back to 0 after the cancel", secs3(rl.DrainFor)+" s", "")
 	f.add("relay goroutines idle / after the cancel", fmt.Sprintf("%.0f / %.0f", rl.IdleGo, rl.AfterGo), "")

@@ -42,9 +42,12 @@
 // time, so nothing waits unacknowledged in a client buffer). For each
 // delivery a worker creates the record if missing, acknowledges at once if
 // the job is already terminal (after re-publishing its result and callback,
-// which are de-duplicated), and otherwise claims it queued → running
-// (attempts+1) and calls the Runner, sending InProgress every AckWait/3 so
-// a long generation is never redelivered. Then:
+// which are de-duplicated), and otherwise calls the Runner, sending
+// InProgress every AckWait/3 so a long wait or generation is never
+// redelivered. The job stays queued (and cancelable) while the Runner
+// waits on its lane for capacity; a StartingRunner moves it to running
+// (attempts+1) only when capacity is granted, just before the upstream
+// call. Then:
 //
 //   - 2xx → succeeded, with the upstream body;
 //   - a 4xx or other non-2xx answer → failed, with the upstream body;
@@ -64,7 +67,8 @@
 // Redelivery is unbounded at the JetStream level (MaxDeliver -1) because
 // waiting for capacity is itself a redelivery. Poison jobs are bounded
 // here instead: a delivery that finds its job already "running" means the
-// previous run was lost (a crash, or a hang past the ack wait); after
+// previous run was lost (a crash, or a hang past the ack wait; a job that
+// was only waiting for capacity is still queued and does not count); after
 // Options.MaxInterrupted such losses the job ends failed with error type
 // "dead_letter" (the job record is the dead-letter record; also logged
 // and counted in relay_jobs_dead_letters_total).

@@ -106,7 +106,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 	if m.BatchID != "" && s.batchGate(ctx, msg, &m) {
 		return // ended without running: batch expired, canceled or gone
 	}
-	j, claimed, err := s.claim(ctx, m.ID)
+	j, claimed, err := s.prepare(ctx, m.ID)
 	if err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
@@ -138,9 +138,40 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}()
-	out := s.runner.Run(runCtx, j.clone(), m.Body)
+	started := false
+	start := func() bool {
+		sj, ok, err := s.start(ctx, m.ID)
+		if err != nil {
+			s.log.Warn("start job", "job", m.ID, "error", err)
+			return false
+		}
+		if ok {
+			j, started = sj, true
+		}
+		return ok
+	}
+	var out Outcome
+	if sr, ok := s.runner.(StartingRunner); ok {
+		out = sr.RunStarting(runCtx, j.clone(), m.Body, start)
+	} else if start() {
+		out = s.runner.Run(runCtx, j.clone(), m.Body)
+	} else {
+		out = Outcome{Err: ErrNotStarted}
+	}
 	cancel()
 	<-hbDone
+	if !started && errors.Is(out.Err, ErrNotStarted) {
+		// Canceled while it waited for capacity (its record is terminal:
+		// publish and acknowledge), or the start could not be recorded
+		// (try again later).
+		cur, _, err := s.update(ctx, j.ID, func(*Job) bool { return false })
+		if err != nil || !cur.Terminal() {
+			s.retryLater(msg, j.ID, fmt.Errorf("start job: %w", err))
+			return
+		}
+		s.complete(ctx, msg, &cur)
+		return
+	}
 
 	if ctx.Err() != nil {
 		// Shutting down: the job goes back to the queue for the next
@@ -170,32 +201,51 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// claim moves a job from queued to running (attempts+1). A record found
-// running means the previous run was lost (a crash, or a hang past the
-// ack wait); after MaxInterrupted of those the job is dead-lettered:
-// failed, and claimed reports the change. A terminal job is returned
-// unchanged.
-func (s *Service) claim(ctx context.Context, id string) (Job, bool, error) {
+// ErrNotStarted is what a StartingRunner returns when start refused: the
+// job was canceled while it waited for capacity.
+var ErrNotStarted = errors.New("job not started")
+
+// prepare readies a delivered job for running. A record found running
+// means the previous run was lost (a crash, or a hang past the ack wait):
+// it goes back to queued, and after MaxInterrupted such losses the job is
+// dead-lettered: failed, and changed reports it. A terminal job is
+// returned unchanged. A job that was only waiting for capacity when a
+// crash came is still queued and is not counted as interrupted.
+func (s *Service) prepare(ctx context.Context, id string) (Job, bool, error) {
 	now := s.now().UTC()
 	return s.update(ctx, id, func(j *Job) bool {
-		if j.Terminal() {
+		if j.Terminal() || j.Status != StatusRunning {
 			return false
 		}
-		if j.Status == StatusRunning {
-			j.Interrupted++
-			if j.Interrupted >= s.opts.MaxInterrupted {
-				j.Status = StatusFailed
-				s.finishFields(j, now)
-				j.Error = &Error{Type: ErrorDeadLetter, Message: fmt.Sprintf(
-					"the job was interrupted %d times while running (relay crash or hang) and was given up", j.Interrupted)}
-				return true
-			}
+		j.Interrupted++
+		if j.Interrupted >= s.opts.MaxInterrupted {
+			j.Status = StatusFailed
+			s.finishFields(j, now)
+			j.Error = &Error{Type: ErrorDeadLetter, Message: fmt.Sprintf(
+				"the job was interrupted %d times while running (relay crash or hang) and was given up", j.Interrupted)}
+			return true
+		}
+		j.Status = StatusQueued
+		return true
+	})
+}
+
+// start moves a queued job to running (attempts+1), reporting false when
+// it is no longer queued (canceled while it waited).
+func (s *Service) start(ctx context.Context, id string) (Job, bool, error) {
+	now := s.now().UTC()
+	started := false
+	j, _, err := s.update(ctx, id, func(j *Job) bool {
+		if j.Status != StatusQueued {
+			return false
 		}
 		j.Status = StatusRunning
 		j.Attempts++
 		j.StartedAt = &now
+		started = true
 		return true
 	})
+	return j, started, err
 }
 
 // result turns an Outcome into a Result.

@@ -36,7 +36,10 @@ func (s *Service) SimulateCrash(ctx context.Context, point int, out Outcome) (st
 	if _, _, err := s.ensure(ctx, &m); err != nil {
 		return "", err
 	}
-	if _, _, err := s.claim(ctx, m.ID); err != nil {
+	if _, _, err := s.prepare(ctx, m.ID); err != nil {
+		return "", err
+	}
+	if _, _, err := s.start(ctx, m.ID); err != nil {
 		return "", err
 	}
 	if point == CrashWhileRunning {

@@ -228,6 +228,16 @@ type Outcome struct {
 	RetryAfter time.Duration
 }
 
+// StartingRunner is a Runner that first waits for capacity (on a lane) and
+// then calls start just before the upstream call. The job stays queued
+// (and cancelable) while it waits; start moves it to running and reports
+// false when the job may no longer run (it was canceled meanwhile), in
+// which case the runner gives its capacity back and returns at once.
+// Runners that are not StartingRunners are started before Run.
+type StartingRunner interface {
+	RunStarting(ctx context.Context, j Job, body []byte, start func() bool) Outcome
+}
+
 // RunnerFunc adapts a function to Runner.
 type RunnerFunc func(ctx context.Context, j Job, body []byte) Outcome
 
