@@ -185,6 +185,9 @@ type Callbacks struct {
 type Jobs struct {
 	// ResultTTL is how long finished jobs and their results are kept.
 	ResultTTL Duration `yaml:"result_ttl"`
+	// Workers bounds the jobs taken from the queue at once: running, or
+	// waiting on their lane for capacity (default 128).
+	Workers int `yaml:"workers"`
 }
 
 // Log configures logging.

@@ -64,6 +64,7 @@ const (
 //	key default_lane ""    -> the first lane (in priority order) the key may use
 //	key routes []          -> ["*"] (every route)
 //	retry                  -> {max_attempts: 3, budget_ratio: 0.2, budget_floor: 3}
+//	jobs.workers           -> 128
 func Default() *Config {
 	return &Config{
 		Listen:        defaultListen,
@@ -80,7 +81,7 @@ func Default() *Config {
 		},
 		Retry:     Retry{MaxAttempts: 3, BudgetRatio: 0.2, BudgetFloor: 3},
 		Callbacks: Callbacks{MaxAttempts: defaultMaxAttempts},
-		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL)},
+		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: 128},
 		Log:       Log{Level: defaultLogLevel},
 	}
 }

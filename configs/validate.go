@@ -324,6 +324,9 @@ func (c *Config) validateRest(ps *problems) {
 	if c.Jobs.ResultTTL <= 0 {
 		ps.add("jobs.result_ttl", "must be > 0")
 	}
+	if c.Jobs.Workers < 1 || c.Jobs.Workers > 10000 {
+		ps.add("jobs.workers", "must be between 1 and 10000")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -30,6 +31,7 @@ type exchange struct {
 	queued    time.Duration
 	reparks   int
 	mode      string
+	bodyBuf   *[]byte // pooled body buffer, nil once given back
 	provider  string
 	stream    bool
 	status    int
@@ -41,6 +43,19 @@ type exchange struct {
 // bodyPool recycles request body buffers.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// releaseBody returns the pooled body buffer, unless it grew too large to
+// keep.
+func (x *exchange) releaseBody() {
+	if x.bodyBuf == nil {
+		return
+	}
+	if cap(*x.bodyBuf) <= 1<<20 {
+		*x.bodyBuf = (*x.bodyBuf)[:0]
+		bodyPool.Put(x.bodyBuf)
+	}
+	x.bodyBuf = nil
+}
+
 // proxyHandler serves POST /v1/messages or /v1/chat/completions.
 func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -51,14 +66,9 @@ func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 			s.finish(c.Request().Context(), &x)
 		}()
 		c.Response().Header()["X-Request-Id"] = []string{x.requestID}
-		bufp := bodyPool.Get().(*[]byte)
-		defer func() {
-			if cap(*bufp) <= 1<<20 {
-				*bufp = (*bufp)[:0]
-				bodyPool.Put(bufp)
-			}
-		}()
-		if e := s.proxy(c, &x, bufp); e != nil {
+		x.bodyBuf = bodyPool.Get().(*[]byte)
+		defer x.releaseBody()
+		if e := s.proxy(c, &x, x.bodyBuf); e != nil {
 			x.status = e.statusFor(f)
 			if e.cause != nil {
 				x.err = e.cause
@@ -197,6 +207,12 @@ func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *work
 		}
 	}
 	x.mode = "queued"
+	if x.bodyBuf != nil {
+		// A parked request may wait long: keep an exact-size copy of its
+		// body and give the pooled buffer back.
+		req.Body = bytes.Clone(req.Body)
+		x.releaseBody()
+	}
 	g, waited, err := s.lanes.Wait(ctx, lanes.Waiter{
 		Lane:    lane.Name,
 		Key:     k.Name,

@@ -193,6 +193,7 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 	}
 	svc, err := jobs.Open(ctx, js, r, jobs.Options{
 		ResultTTL:           cfg.Jobs.ResultTTL.Std(),
+		Workers:             cfg.Jobs.Workers,
 		Lanes:               waits,
 		CallbackMaxAttempts: cfg.Callbacks.MaxAttempts,
 		Signer:              signer,
