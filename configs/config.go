@@ -17,7 +17,10 @@
 // reload builds a new one rather than changing the old.
 package configs
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is the whole relay configuration, as read from YAML.
 type Config struct {
@@ -174,12 +177,18 @@ type Retry struct {
 // Callbacks configures job result delivery.
 type Callbacks struct {
 	// SigningSecret signs callbacks per Standard Webhooks (whsec_<base64>).
+	// Several secrets separated by spaces all sign each callback (the
+	// webhook-signature header then holds one v1 signature per secret), so
+	// a secret can be rotated without receivers missing a callback.
 	SigningSecret string `yaml:"signing_secret"`
 	// AllowPrivateNetworks lets callback URLs reach private addresses.
 	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
 	// MaxAttempts bounds delivery attempts per callback.
 	MaxAttempts int `yaml:"max_attempts"`
 }
+
+// SigningSecrets returns the callback signing secrets, in order.
+func (c Callbacks) SigningSecrets() []string { return strings.Fields(c.SigningSecret) }
 
 // Jobs configures asynchronous jobs.
 type Jobs struct {

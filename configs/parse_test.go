@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -575,5 +576,43 @@ func TestTypeErrorNamesSchemaType(t *testing.T) {
 	_, err := ParseWithEnv([]byte(minimalYAML+"lanes: [[x]]\n"), nil)
 	if err == nil || !strings.Contains(err.Error(), "line 13: cannot unmarshal !!seq into configs.Lane") {
 		t.Errorf("ParseWithEnv(lanes: [[x]]) error = %v; want it to name configs.Lane", err)
+	}
+}
+
+func TestSigningSecretRotation(t *testing.T) {
+	base := `providers: [{name: p, type: anthropic, base_url: "https://api.anthropic.com", api_key: k}]
+routes: [{model: m, targets: [{provider: p}]}]
+keys: [{name: k, key: secret-key-1}]
+callbacks: {signing_secret: "%s"}
+`
+	cases := []struct {
+		name    string
+		secrets string
+		want    int
+		wantErr bool
+	}{
+		{"one", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1, false},
+		{"two for rotation", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_cmVsYXk=", 2, false},
+		{"second malformed", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw nope", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseWithEnv([]byte(fmt.Sprintf(base, tc.secrets)), nil)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "callbacks.signing_secret") {
+					t.Fatalf("ParseWithEnv = %v; want a callbacks.signing_secret problem", err)
+				}
+				if strings.Contains(err.Error(), "MfKQ9r8") {
+					t.Errorf("error leaks a secret: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(c.Callbacks.SigningSecrets()); got != tc.want {
+				t.Errorf("SigningSecrets() = %d secrets; want %d", got, tc.want)
+			}
+		})
 	}
 }

@@ -313,7 +313,7 @@ func (c *Config) validateRest(ps *problems) {
 	if c.Callbacks.MaxAttempts < 1 {
 		ps.add("callbacks.max_attempts", "must be >= 1")
 	}
-	if s := c.Callbacks.SigningSecret; s != "" {
+	for _, s := range c.Callbacks.SigningSecrets() {
 		rest, ok := strings.CutPrefix(s, "whsec_")
 		if !ok {
 			ps.add("callbacks.signing_secret", "must start with whsec_ (Standard Webhooks)")

@@ -180,8 +180,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 // openJobs opens the asynchronous jobs service over JetStream.
 func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, r jobs.Runner, log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
 	var signer *callbacks.Signer
-	if cfg.Callbacks.SigningSecret != "" {
-		s, err := callbacks.NewSigner(cfg.Callbacks.SigningSecret)
+	if secrets := cfg.Callbacks.SigningSecrets(); len(secrets) > 0 {
+		s, err := callbacks.NewSigner(secrets...)
 		if err != nil {
 			return nil, fmt.Errorf("callbacks.signing_secret: %w", err)
 		}
