@@ -327,3 +327,25 @@ func TestModels(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenAIStreamUsageAskedForTheClient checks that the relay asks an
+// OpenAI upstream for the usage chunk it accounts tokens with, and hides
+// that chunk from a client that did not ask for it.
+func TestOpenAIStreamUsageAskedForTheClient(t *testing.T) {
+	r := newRelay(t, relayOptions{})
+	status, _, b := r.do(t, http.MethodPost, "/v1/chat/completions", openaiHeaders(canaryKey),
+		`{"model":"gpt-4o","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`)
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, b)
+	}
+	if strings.Contains(string(b), `"choices":[]`) || !strings.HasSuffix(strings.TrimSpace(string(b)), "data: [DONE]") {
+		t.Errorf("client stream shows the usage chunk or lacks [DONE]:\n%s", b)
+	}
+	reqs := r.OpenAI.Requests()
+	if up := string(reqs[len(reqs)-1].Body); !strings.Contains(up, `"include_usage":true`) {
+		t.Errorf("upstream body did not ask for usage: %s", up)
+	}
+	if m := r.metricsText(t); !strings.Contains(m, `relay_tokens_total{direction="output",provider="openai-b"}`) {
+		t.Errorf("output tokens not counted from the stream:\n%s", m)
+	}
+}

@@ -79,6 +79,10 @@ func statusOutcome(status int) actor.OutcomeKind {
 // upstreamBody expresses the client's body in t's format with t's model.
 func (r *Router) upstreamBody(req *Request, t *target) ([]byte, error) {
 	switch {
+	case t.Format == req.Format && t.Format == FormatOpenAI && req.Fields.Stream && !req.Fields.HasStreamOptions:
+		// Ask for the usage chunk the token accounting needs; the Stream
+		// drops it, as the client did not ask for it.
+		return wire.AskUsage(nil, wire.RewriteModel(nil, req.Body, req.Fields, t.Model), req.Fields), nil
 	case t.Format == req.Format:
 		return wire.RewriteModel(nil, req.Body, req.Fields, t.Model), nil
 	case req.Format == FormatAnthropic:
@@ -188,6 +192,7 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 	}
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), -1)
 	s := newStream(resp.Body, cancel, req.Format, t.Format, req.Fields.IncludeUsage)
+	s.dropUsage = t.Format == FormatOpenAI && req.Format == FormatOpenAI && !req.Fields.HasStreamOptions
 	upHeader := resp.Header
 	s.onDone = func(u wire.Usage, broken bool) {
 		kind := actor.Success

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,8 +27,11 @@ type Stream struct {
 	tail   [][]byte // translated events waiting to be returned
 	ended  bool
 	broken bool // the upstream stream failed before its end
-	onDone func(u wire.Usage, broken bool)
-	once   sync.Once
+	// dropUsage drops the usage-only chunk (choices: []) the relay asked an
+	// OpenAI upstream for on the client's behalf.
+	dropUsage bool
+	onDone    func(u wire.Usage, broken bool)
+	once      sync.Once
 }
 
 func newStream(body io.ReadCloser, cancel context.CancelFunc, client, upstream Format, includeUsage bool) *Stream {
@@ -69,6 +73,9 @@ func (s *Stream) Next() ([]byte, error) {
 		}
 		s.observe(ev)
 		if s.conv == nil {
+			if s.dropUsage && usageOnly(ev.Data) {
+				continue
+			}
 			return ev.Raw, nil
 		}
 		if ev.Name == "" && len(ev.Data) == 0 {
@@ -121,4 +128,11 @@ func (s *Stream) Close() error {
 		}
 	})
 	return err
+}
+
+var emptyChoices = []byte(`"choices":[]`)
+
+// usageOnly reports whether an OpenAI chunk is the include_usage chunk.
+func usageOnly(data []byte) bool {
+	return bytes.Contains(data, emptyChoices) && bytes.Contains(data, []byte(`"usage"`))
 }

@@ -38,6 +38,8 @@ type Fields struct {
 	MaxTokens int
 	// IncludeUsage is OpenAI's "stream_options.include_usage".
 	IncludeUsage bool
+	// HasStreamOptions reports whether the body has "stream_options".
+	HasStreamOptions bool
 
 	// modelStart and modelEnd bound the raw "model" value (quotes included).
 	modelStart, modelEnd int
@@ -85,6 +87,7 @@ func Peek(body []byte) (Fields, error) {
 				f.MaxTokens = int(value.Num)
 			}
 		case "stream_options":
+			f.HasStreamOptions = true
 			f.IncludeUsage = value.Get("include_usage").Type == gjson.True
 		}
 		return true
@@ -113,6 +116,23 @@ func RewriteModel(dst, body []byte, f Fields, model string) []byte {
 	dst = AppendString(dst, model)
 	dst = append(dst, body[f.modelEnd:]...)
 	return dst
+}
+
+// AskUsage returns body, an OpenAI streaming request without
+// "stream_options", with "stream_options":{"include_usage":true} added as
+// its first field, appended to dst[:0], so the upstream reports the usage
+// the relay accounts tokens with. Other bodies are returned unchanged.
+func AskUsage(dst, body []byte, f Fields) []byte {
+	if !f.Stream || f.HasStreamOptions {
+		return body
+	}
+	i := bytes.IndexByte(body, '{')
+	if i < 0 {
+		return body
+	}
+	dst = append(dst[:0], body[:i+1]...)
+	dst = append(dst, `"stream_options":{"include_usage":true},`...)
+	return append(dst, body[i+1:]...)
 }
 
 // AppendString appends s to dst as a JSON string literal.

@@ -19,7 +19,7 @@ func TestPeek(t *testing.T) {
 		{name: "anthropic", body: `{"model":"claude-sonnet","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 			want: Fields{Model: "claude-sonnet", MaxTokens: 1024, Stream: true}},
 		{name: "openai with usage", body: `{"messages":[],"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":5}`,
-			want: Fields{Model: "gpt-4o", MaxTokens: 5, Stream: true, IncludeUsage: true}},
+			want: Fields{Model: "gpt-4o", MaxTokens: 5, Stream: true, IncludeUsage: true, HasStreamOptions: true}},
 		{name: "nested model ignored", body: `{"metadata":{"model":"x"},"model":"real","tools":[{"model":"y"}]}`,
 			want: Fields{Model: "real"}},
 		{name: "escaped model", body: `{"model":"a\"b\u00e9"}`, want: Fields{Model: "a\"bé"}},
@@ -87,6 +87,29 @@ func TestRewriteModel(t *testing.T) {
 			t.Errorf("RewriteModel with the same model copied the body")
 		}
 	})
+}
+
+func TestAskUsage(t *testing.T) {
+	cases := []struct{ name, body, want string }{
+		{"adds stream_options", `{"model":"m","stream":true}`, `{"stream_options":{"include_usage":true},"model":"m","stream":true}`},
+		{"leaves stream_options", `{"model":"m","stream":true,"stream_options":{}}`, `{"model":"m","stream":true,"stream_options":{}}`},
+		{"leaves non-streams", ` {"model":"m"}`, ` {"model":"m"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Peek([]byte(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := AskUsage(nil, []byte(tc.body), f)
+			if string(got) != tc.want {
+				t.Errorf("AskUsage(%s) = %s; want %s", tc.body, got, tc.want)
+			}
+			if g, err := Peek(got); err != nil || (f.Stream && !f.HasStreamOptions && !g.IncludeUsage) {
+				t.Errorf("Peek(AskUsage) = %+v, %v", g, err)
+			}
+		})
+	}
 }
 
 func FuzzPeek(f *testing.F) {
