@@ -760,7 +760,7 @@ func TestJobsHelpers(t *testing.T) {
 }
 
 func TestJobsAndParkedRelayConfigs(t *testing.T) {
-	jobs := jobsRelayConfig("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18082", "/tmp/nats", "http://127.0.0.1:1", 32)
+	jobs := jobsRelayConfig("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18082", "/tmp/nats", "http://127.0.0.1:1", 32, 0)
 	parked := parkedRelayConfig("127.0.0.1:18080", "127.0.0.1:18081", "/tmp/nats", "http://127.0.0.1:1", parkedOptions{Requests: 10000})
 	for name, cfg := range map[string]relayConfig{"jobs": jobs, "parked": parked} {
 		data, err := cfg.YAML()
@@ -778,6 +778,16 @@ func TestJobsAndParkedRelayConfigs(t *testing.T) {
 	if c.NATS.Listen != "127.0.0.1:18082" || c.AdminListen != "127.0.0.1:18081" || !c.Callbacks.AllowPrivateNetworks ||
 		c.Callbacks.SigningSecret != benchSigningSecret || c.Providers[0].MaxConcurrency != 32 || len(c.Lanes) != 3 {
 		t.Errorf("jobs config = %+v", c)
+	}
+	if c.Jobs.Workers != 128 {
+		t.Errorf("jobs config without -workers: jobs.workers = %d; want the relay's default, 128", c.Jobs.Workers)
+	}
+	w, err := configs.ParseWithEnv([]byte(mustYAML(t, jobsRelayConfig("127.0.0.1:18080", "", "", "/tmp/nats", "http://127.0.0.1:1", 32, 256))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Jobs.Workers != 256 {
+		t.Errorf("jobs config with -workers 256: jobs.workers = %d", w.Jobs.Workers)
 	}
 	p, err := configs.ParseWithEnv([]byte(mustYAML(t, parked)), nil)
 	if err != nil {

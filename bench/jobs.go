@@ -27,6 +27,9 @@ type jobsOptions struct {
 	// MaxConcurrency is the provider's limit in the throughput phase:
 	// capacity = MaxConcurrency / Latency.
 	MaxConcurrency int `json:"max_concurrency"`
+	// Workers is the relay's jobs.workers in both phases; 0 leaves the
+	// relay's default.
+	Workers int `json:"workers"`
 	// Timeout bounds each phase's submits and the wait for completion.
 	Timeout time.Duration `json:"timeout_ns"`
 	// Queued is how many jobs the memory phase leaves queued behind a
@@ -160,27 +163,31 @@ func jobBody(callbackURL string) []byte {
 
 // jobsRelayConfig is the relay configuration of the jobs scenario: one
 // provider limited to maxConcurrency, the default lanes, the embedded NATS
-// server's client port on natsListen, signed callbacks allowed to loopback.
-func jobsRelayConfig(listen, admin, natsListen, storeDir, upstream string, maxConcurrency int) relayConfig {
+// server's client port on natsListen, signed callbacks allowed to loopback,
+// and jobs.workers set to workers unless it is 0 (the relay's default).
+func jobsRelayConfig(listen, admin, natsListen, storeDir, upstream string, maxConcurrency, workers int) relayConfig {
 	cfg := newRelayConfig(listen, storeDir, []string{upstream}, nil)
 	cfg.AdminListen = admin
 	cfg.ShutdownGrace = "2s"
 	cfg.NATS.Listen = natsListen
 	cfg.Callbacks = &relayCallbacks{SigningSecret: benchSigningSecret, AllowPrivateNetworks: true}
 	cfg.Providers[0].MaxConcurrency = maxConcurrency
+	if workers > 0 {
+		cfg.Jobs = &relayJobs{Workers: workers}
+	}
 	return cfg
 }
 
 // startJobsRelay starts a relay for the jobs scenario and returns it with
 // its NATS and admin addresses.
-func startJobsRelay(ctx context.Context, l *lab, name, upstream string, maxConcurrency int) (relay *child, natsAddr, adminAddr string, err error) {
+func startJobsRelay(ctx context.Context, l *lab, name, upstream string, maxConcurrency, workers int) (relay *child, natsAddr, adminAddr string, err error) {
 	var addrs [3]string
 	for i := range addrs {
 		if addrs[i], err = freeAddr(); err != nil {
 			return nil, "", "", err
 		}
 	}
-	relay, err = l.startRelay(ctx, jobsRelayConfig(addrs[0], addrs[1], addrs[2], l.path(name), upstream, maxConcurrency))
+	relay, err = l.startRelay(ctx, jobsRelayConfig(addrs[0], addrs[1], addrs[2], l.path(name), upstream, maxConcurrency, workers))
 	return relay, addrs[2], addrs[1], err
 }
 
@@ -372,7 +379,7 @@ func runJobsThroughput(ctx context.Context, l *lab, o jobsOptions, log io.Writer
 	if err != nil {
 		return nil, err
 	}
-	relay, natsAddr, adminAddr, err := startJobsRelay(ctx, l, "nats", up.URL(), o.MaxConcurrency)
+	relay, natsAddr, adminAddr, err := startJobsRelay(ctx, l, "nats", up.URL(), o.MaxConcurrency, o.Workers)
 	if err != nil {
 		return nil, err
 	}
@@ -548,7 +555,7 @@ func runJobsQueued(ctx context.Context, l *lab, o jobsOptions, log io.Writer) (*
 	if err != nil {
 		return nil, err
 	}
-	relay, _, adminAddr, err := startJobsRelay(ctx, l, "nats-queued", up.URL(), 1)
+	relay, _, adminAddr, err := startJobsRelay(ctx, l, "nats-queued", up.URL(), 1, o.Workers)
 	if err != nil {
 		return nil, err
 	}
@@ -797,6 +804,7 @@ func jobsMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	submitters := fs.Int("submitters", 64, "closed-loop concurrent submitters (and baseline clients)")
 	latency := fs.Duration("latency", 20*time.Millisecond, "upstream latency")
 	maxConc := fs.Int("max-concurrency", 32, "the provider's max_concurrency in the throughput phase")
+	workers := fs.Int("workers", 0, "the relay's jobs.workers (0: the relay's default)")
 	timeout := fs.Duration("timeout", 90*time.Second, "bound on each phase's submits and on waiting for completion")
 	queued := fs.Int("queued", 100000, "jobs left queued for the memory phase (0 skips it)")
 	queuedLatency := fs.Duration("queued-latency", 10*time.Minute, "upstream latency in the memory phase")
@@ -809,13 +817,14 @@ func jobsMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Submitters:     *submitters,
 		Latency:        *latency,
 		MaxConcurrency: *maxConc,
+		Workers:        *workers,
 		Timeout:        *timeout,
 		Queued:         quickDefault(&c, "queued", *queued, 5000),
 		QueuedLatency:  *queuedLatency,
 		Pprof:          *pprofDir,
 	}
-	if o.Jobs <= 0 || o.Submitters <= 0 || o.MaxConcurrency <= 0 || o.Queued < 0 || o.Timeout <= 0 {
-		return fmt.Errorf("-n, -submitters, -max-concurrency and -timeout must be positive, -queued not negative")
+	if o.Jobs <= 0 || o.Submitters <= 0 || o.MaxConcurrency <= 0 || o.Queued < 0 || o.Workers < 0 || o.Timeout <= 0 {
+		return fmt.Errorf("-n, -submitters, -max-concurrency and -timeout must be positive, -queued and -workers not negative")
 	}
 	rep := &jobsReport{header: newHeader("jobs", args, c.quick), Options: o, Capacity: o.capacity()}
 	err := withLab(c.relay, func(l *lab) error {

@@ -18,6 +18,7 @@ type relayConfig struct {
 	ShutdownGrace string          `yaml:"shutdown_grace,omitempty"`
 	NATS          relayNATS       `yaml:"nats"`
 	Callbacks     *relayCallbacks `yaml:"callbacks,omitempty"`
+	Jobs          *relayJobs      `yaml:"jobs,omitempty"`
 	Lanes         []relayLane     `yaml:"lanes,omitempty"`
 	Providers     []relayProvider `yaml:"providers"`
 	Routes        []relayRoute    `yaml:"routes"`
@@ -35,6 +36,12 @@ type relayNATS struct {
 type relayCallbacks struct {
 	SigningSecret        string `yaml:"signing_secret"`
 	AllowPrivateNetworks bool   `yaml:"allow_private_networks"`
+}
+
+// relayJobs configures the jobs executor; a zero Workers leaves the relay's
+// default (jobs.workers).
+type relayJobs struct {
+	Workers int `yaml:"workers,omitempty"`
 }
 
 type relayProvider struct {

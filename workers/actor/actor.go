@@ -85,7 +85,8 @@ type BreakerOptions struct {
 	// reach it (default 0.5).
 	FailureRatio float64
 	// MinRequests is the number of counted calls in the window below which
-	// the breaker never opens (default 10).
+	// the ratio never opens the breaker; that many consecutive failures
+	// open it whatever the window holds (default 10).
 	MinRequests int
 	// Window is the rolling window over which calls are counted (default
 	// 30s), kept as ten sub-buckets of Window/10.

@@ -610,7 +610,8 @@ func TestBreakerOpens(t *testing.T) {
 		{name: "below min requests", seq: outcomes(ServerError, 3), want: BreakerClosed},
 		{name: "min requests reached", seq: outcomes(Timeout, 4), want: BreakerOpen},
 		{name: "ratio reached", seq: seq(outcomes(Success, 2), []OutcomeKind{ConnError, Overloaded}), want: BreakerOpen},
-		{name: "ratio not reached", seq: seq(outcomes(Success, 5), outcomes(ServerError, 4)), want: BreakerClosed},
+		{name: "ratio not reached", seq: seq(outcomes(Success, 5), outcomes(ServerError, 3), []OutcomeKind{Success, ServerError}), want: BreakerClosed},
+		{name: "streak after successes", seq: seq(outcomes(Success, 50), outcomes(ServerError, 4)), want: BreakerOpen},
 		{name: "client errors, 429s, cancels and auth ignored",
 			seq:  seq(outcomes(ClientError, 20), outcomes(RateLimited, 5), outcomes(Canceled, 20), outcomes(ProviderAuth, 3), outcomes(ServerError, 3)),
 			want: BreakerClosed},
@@ -928,4 +929,40 @@ func BenchmarkAdmitDone(b *testing.B) {
 			p.Done(o)
 		}
 	})
+}
+
+// TestBreakerOpensOnStreak checks that a provider that starts failing
+// everything is cut off after MinRequests consecutive failures, even with
+// a window full of earlier successes.
+func TestBreakerOpensOnStreak(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	a := New(Options{Name: "p", Breaker: BreakerOptions{FailureRatio: 0.5, MinRequests: 5, Window: 10 * time.Second, OpenFor: time.Minute},
+		Now: func() time.Time { return now }})
+	for i := 0; i < 100; i++ {
+		p, err := a.Admit(1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Done(Outcome{Kind: Success})
+	}
+	for i := 0; i < 5; i++ {
+		p, err := a.Admit(1, 1)
+		if err != nil {
+			t.Fatalf("Admit after %d failures: %v", i, err)
+		}
+		p.Done(Outcome{Kind: ServerError})
+	}
+	if _, err := a.Admit(1, 1); err == nil {
+		t.Fatal("breaker still closed after MinRequests consecutive failures")
+	}
+	// A success in between resets the streak.
+	b := New(Options{Name: "q", Breaker: BreakerOptions{FailureRatio: 0.9, MinRequests: 3, Window: 10 * time.Second, OpenFor: time.Minute},
+		Now: func() time.Time { return now }})
+	for _, k := range []OutcomeKind{Success, Success, Success, Success, ServerError, ServerError, Success, ServerError, ServerError} {
+		p, err := b.Admit(1, 1)
+		if err != nil {
+			t.Fatalf("Admit: %v (streak must reset on success)", err)
+		}
+		p.Done(Outcome{Kind: k})
+	}
 }

@@ -56,8 +56,10 @@ type breaker struct {
 	state     BreakerState
 	gen       uint64 // bumped on every state change; stale results are ignored
 	openUntil time.Time
-	probes    int // probe permits given out in this half-open period
-	probeOK   int // probe successes in this half-open period
+	probes    int       // probe permits given out in this half-open period
+	probeOK   int       // probe successes in this half-open period
+	streak    int       // consecutive failures while closed, within one window
+	streakAt  time.Time // when the streak began
 	win       window
 }
 
@@ -111,6 +113,7 @@ func (b *breaker) admit() bool {
 }
 
 func (b *breaker) open(now time.Time) {
+	b.streak = 0
 	b.state = BreakerOpen
 	b.openUntil = now.Add(b.o.OpenFor)
 	b.gen++
@@ -131,6 +134,7 @@ func (b *breaker) record(now time.Time, gen uint64, probe bool, v verdict) {
 	case succeeded:
 		switch st {
 		case BreakerClosed:
+			b.streak = 0
 			b.win.record(now, false)
 		case BreakerHalfOpen:
 			b.probeOK++
@@ -144,8 +148,18 @@ func (b *breaker) record(now time.Time, gen uint64, probe bool, v verdict) {
 		switch st {
 		case BreakerClosed:
 			b.win.record(now, true)
+			if b.streak == 0 || now.Sub(b.streakAt) > b.o.Window {
+				b.streak, b.streakAt = 0, now
+			}
+			b.streak++
 			req, fail := b.win.sum(now)
-			if int(req) >= b.o.MinRequests && float64(fail) >= b.o.FailureRatio*float64(req) {
+			// The ratio over the window catches a provider that fails
+			// often; the streak (MinRequests failures in a row within one
+			// window) catches one that just started failing everything,
+			// whose earlier successes would otherwise hold the ratio down
+			// for most of a window.
+			if (int(req) >= b.o.MinRequests && float64(fail) >= b.o.FailureRatio*float64(req)) ||
+				b.streak >= b.o.MinRequests {
 				b.open(now)
 			}
 		case BreakerHalfOpen:

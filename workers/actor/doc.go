@@ -62,7 +62,10 @@
 // and [ConnError] as failures and [Success] as success; other outcomes are
 // ignored. It opens when, within the rolling [BreakerOptions.Window] (ten
 // sub-buckets), at least MinRequests calls were counted and failures/requests
-// >= FailureRatio. It stays open for OpenFor, then half-open admits
+// >= FailureRatio, or at once after MinRequests consecutive failures within
+// one window (a
+// provider that starts failing everything is cut off without waiting for
+// its earlier successes to leave the window). It stays open for OpenFor, then half-open admits
 // HalfOpenProbes probe calls: one failure reopens it for another OpenFor, and
 // HalfOpenProbes successes close it. A probe that ends without a verdict (for
 // example [Canceled]) frees its probe slot. Results of calls admitted before a
