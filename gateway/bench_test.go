@@ -3,8 +3,13 @@ package gateway_test
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/relaygw/relay/bench/simupstream"
 )
 
 // benchmarkProxy measures one request through the relay to a simulated
@@ -42,3 +47,34 @@ func benchmarkProxy(b *testing.B, stream bool) {
 
 func BenchmarkProxy(b *testing.B)       { benchmarkProxy(b, false) }
 func BenchmarkProxyStream(b *testing.B) { benchmarkProxy(b, true) }
+
+// BenchmarkBareProxy is the baseline for BenchmarkProxy: a bare
+// httputil.ReverseProxy in front of the same simulated upstream.
+func BenchmarkBareProxy(b *testing.B) {
+	sim := simupstream.New(simupstream.Options{})
+	up := httptest.NewServer(sim.Handler())
+	defer func() { _ = sim.Close(); up.Close() }()
+	target, _ := url.Parse(up.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	front := httptest.NewServer(rp)
+	defer front.Close()
+	body := `{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}`
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, front.URL+"/v1/messages", strings.NewReader(body))
+			req.Header.Set("content-type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
