@@ -42,30 +42,7 @@ func launch(t *testing.T, dir, addr, sim string) *relayProc {
 	t.Helper()
 	p := &relayProc{t: t, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"), addr: addr, sim: sim,
 		stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(relayBin, "serve", "--config", p.cfgPath)
-	p.cmd.Dir = dir
-	p.cmd.Env = baseEnv()
-	p.cmd.Stdout = io.Discard
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		p.exited = time.Now()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("relay stderr:\n%s", p.stderr.String())
-		}
-	})
+	p.run()
 	p.waitReady()
 	return p
 }

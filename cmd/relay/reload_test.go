@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -58,30 +57,7 @@ func startServe(t *testing.T, opts relayOpts, dir, cfgPath string, write func(p 
 		done:    make(chan struct{}),
 	}
 	write(p)
-	p.cmd = exec.Command(relayBin, "serve", "--config", p.cfgPath)
-	p.cmd.Dir = p.dir
-	p.cmd.Env = baseEnv()
-	p.cmd.Stdout = io.Discard
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		p.exited = time.Now()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("relay stderr:\n%s", p.stderr.String())
-		}
-	})
+	p.run()
 	p.waitReady()
 	return p
 }

@@ -145,6 +145,15 @@ func startRelay(t *testing.T, opts relayOpts) *relayProc {
 	p.cfgPath = filepath.Join(p.dir, "relay.yaml")
 	p.writeConfig(p.config([]string{canaryKey}, false))
 
+	p.run()
+	return p
+}
+
+// run starts the relay process on p.cfgPath in p.dir; the test's cleanup
+// kills it if it is still running and shows its stderr if the test failed.
+func (p *relayProc) run() {
+	t := p.t
+	t.Helper()
 	p.cmd = exec.Command(relayBin, "serve", "--config", p.cfgPath)
 	p.cmd.Dir = p.dir
 	p.cmd.Env = baseEnv()
@@ -169,7 +178,6 @@ func startRelay(t *testing.T, opts relayOpts) *relayProc {
 			t.Logf("relay stderr:\n%s", p.stderr.String())
 		}
 	})
-	return p
 }
 
 // startReady starts a relay and waits until /readyz answers 200.
