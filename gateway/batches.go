@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"iter"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/relaygw/relay/lanes/jobs"
-	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -74,66 +72,12 @@ func (s *Server) registerBatches(e *echo.Echo) {
 	e.GET("/v1/messages/batches/:id/results", s.batchHandler(bs, s.handleBatchResults))
 }
 
-// batchHandler wraps a batch handler as jobsHandler wraps job handlers:
-// authentication, Anthropic-format errors, one log line. A handler that
-// returns written{} has answered already.
+// batchHandler wraps a batch handler (ownHandler). A handler that returns
+// written{} has answered already.
 func (s *Server) batchHandler(bs BatchService, h func(c echo.Context, bs BatchService, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		start := time.Now()
-		requestID := newRequestID()
-		hd := c.Response().Header()
-		hd["X-Request-Id"] = []string{requestID}
-		hd["Request-Id"] = []string{requestID}
-		st := s.state.Load()
-		var status int
-		var keyName string
-		k, aerr := st.authenticate(c.Request())
-		if aerr == nil {
-			keyName = k.Name
-			var v any
-			status, v, aerr = h(c, bs, st, k)
-			if _, done := v.(written); aerr == nil && !done {
-				b, err := json.Marshal(v)
-				if err != nil {
-					aerr = errInternal("internal error")
-					aerr.cause = err
-				} else {
-					hd["Content-Type"] = []string{"application/json"}
-					c.Response().WriteHeader(status)
-					_, _ = c.Response().Write(b)
-				}
-			}
-		}
-		var cause error
-		if aerr != nil {
-			status = aerr.status
-			cause = aerr
-			if aerr.cause != nil {
-				cause = aerr.cause
-			}
-			if !c.Response().Committed {
-				s.writeError(c, workers.FormatAnthropic, requestID, aerr)
-			}
-		}
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
-		attrs := []slog.Attr{
-			slog.String("request_id", requestID),
-			slog.String("api", "batches"),
-			slog.String("method", c.Request().Method),
-			slog.String("path", c.Path()),
-			slog.String("key", keyName),
-			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
-		}
-		if cause != nil {
-			attrs = append(attrs, slog.String("error", cause.Error()))
-		}
-		s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
-		return nil
-	}
+	return s.ownHandler("batches", func(c echo.Context, st *state, k *key) (int, any, *apiError) {
+		return h(c, bs, st, k)
+	})
 }
 
 // batchItemJSON is one element of "requests".

@@ -49,30 +49,34 @@ type jobRequest struct {
 	Metadata    json.RawMessage `json:"metadata"`
 }
 
-// jobsHandler wraps a /v1/jobs handler: it authenticates, answers errors
-// in Anthropic's format (the /v1/jobs API is the relay's own, and its
-// error shape follows the Anthropic API it extends) and logs the request.
-func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
+// ownHandler wraps a handler of the relay's own APIs (/v1/jobs and the
+// Message Batches API, api names which in the log): it authenticates,
+// answers errors in Anthropic's format (the /v1/jobs API extends the
+// Anthropic API, and the batches API is Anthropic's) and logs one line. The
+// handler returns the status and the value to answer as JSON, or written{}
+// when it has answered itself.
+func (s *Server) ownHandler(api string, h func(c echo.Context, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		requestID := newRequestID()
-		c.Response().Header()["X-Request-Id"] = []string{requestID}
+		hd := c.Response().Header()
+		hd["X-Request-Id"] = []string{requestID}
+		hd["Request-Id"] = []string{requestID}
 		st := s.state.Load()
 		var status int
 		var keyName string
-		var aerr *apiError
 		k, aerr := st.authenticate(c.Request())
 		if aerr == nil {
 			keyName = k.Name
 			var v any
 			status, v, aerr = h(c, st, k)
-			if aerr == nil {
+			if _, done := v.(written); aerr == nil && !done {
 				b, err := json.Marshal(v)
 				if err != nil {
 					aerr = errInternal("internal error")
 					aerr.cause = err
 				} else {
-					c.Response().Header()["Content-Type"] = []string{"application/json"}
+					hd["Content-Type"] = []string{"application/json"}
 					c.Response().WriteHeader(status)
 					_, _ = c.Response().Write(b)
 				}
@@ -85,7 +89,9 @@ func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any
 			if aerr.cause != nil {
 				cause = aerr.cause
 			}
-			s.writeError(c, workers.FormatAnthropic, requestID, aerr)
+			if !c.Response().Committed {
+				s.writeError(c, workers.FormatAnthropic, requestID, aerr)
+			}
 		}
 		level := slog.LevelInfo
 		if status >= 500 {
@@ -93,8 +99,9 @@ func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any
 		}
 		attrs := []slog.Attr{
 			slog.String("request_id", requestID),
-			slog.String("api", "jobs"),
+			slog.String("api", api),
 			slog.String("method", c.Request().Method),
+			slog.String("path", c.Path()),
 			slog.String("key", keyName),
 			slog.Int("status", status),
 			slog.Duration("duration", time.Since(start)),
@@ -105,6 +112,11 @@ func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any
 		s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
 		return nil
 	}
+}
+
+// jobsHandler wraps a /v1/jobs handler (ownHandler).
+func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
+	return s.ownHandler("jobs", h)
 }
 
 // handleJobSubmit serves POST /v1/jobs: 202 with the new job, or 200 with
