@@ -54,41 +54,61 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopGrace()
 
 	var wg sync.WaitGroup
-	for range s.opts.Workers {
-		wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.execute) })
-	}
-	for range s.opts.CallbackWorkers {
-		wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.deliverOne) })
-	}
+	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.execute) })
+	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, s.deliverOne) })
 	wg.Wait()
 	s.deliver.CloseIdleConnections()
 	return nil
 }
 
-// pullLoop pulls one message at a time from c and handles it with work
-// until ctx ends.
-func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
-	for ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, pullWait)
-		msg, err := c.Next(jetstream.FetchContext(pctx))
-		cancel()
+// pullLoop pulls messages from c, one at a time and only when one of its
+// workers is free (so no message waits unacknowledged in a buffer), and
+// handles each with work in a goroutine of its own, at most workers at
+// once, until ctx ends; then it waits for them. One long-poll pull per
+// consumer keeps an idle relay idle.
+func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg)) {
+	free := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case free <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		msg, err := s.pull(ctx, c)
 		if err != nil {
+			<-free
 			if ctx.Err() != nil {
 				return
 			}
-			// An idle pull ends with nats.ErrTimeout (the server expires
-			// the request just before pctx's deadline): not a problem.
-			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
-				s.log.Warn("pull job message", "error", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
 			continue
 		}
-		handle(workCtx, msg)
+		wg.Go(func() {
+			defer func() { <-free }()
+			handle(workCtx, msg)
+		})
 	}
+}
+
+// pull waits up to pullWait for one message.
+func (s *Service) pull(ctx context.Context, c jetstream.Consumer) (jetstream.Msg, error) {
+	pctx, cancel := context.WithTimeout(ctx, pullWait)
+	msg, err := c.Next(jetstream.FetchContext(pctx))
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return msg, err
+	}
+	// An idle pull ends with nats.ErrTimeout (the server expires the
+	// request just before pctx's deadline): not a problem.
+	if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+		s.log.Warn("pull job message", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil, err
 }
 
 // execute handles one delivery of a job message.
