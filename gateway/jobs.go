@@ -122,13 +122,8 @@ func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any
 // handleJobSubmit serves POST /v1/jobs: 202 with the new job, or 200 with
 // the earlier job when the Idempotency-Key was used before by this key.
 func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *apiError) {
-	bufp := bodyPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bufp) <= 1<<20 {
-			*bufp = (*bufp)[:0]
-			bodyPool.Put(bufp)
-		}
-	}()
+	bufp := getBody()
+	defer putBody(bufp)
 	raw, aerr := s.readBody(c, st.maxBodyBytes, bufp)
 	if aerr != nil {
 		return 0, nil, aerr

@@ -124,8 +124,8 @@ func (s *Server) handleCountTokens(c echo.Context) error {
 		s.writeError(c, f, rid, aerr)
 		return nil
 	}
-	bufp := bodyPool.Get().(*[]byte)
-	defer bodyPool.Put(bufp)
+	bufp := getBody()
+	defer putBody(bufp)
 	body, aerr := s.readBody(c, st.maxBodyBytes, bufp)
 	if aerr != nil {
 		s.writeError(c, f, rid, aerr)

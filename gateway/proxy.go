@@ -43,17 +43,25 @@ type exchange struct {
 // bodyPool recycles request body buffers.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// getBody returns a pooled body buffer; give it back with putBody.
+func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
+
+// putBody returns a body buffer to the pool, unless it grew too large to
+// keep.
+func putBody(b *[]byte) {
+	if cap(*b) <= 1<<20 {
+		*b = (*b)[:0]
+		bodyPool.Put(b)
+	}
+}
+
 // releaseBody returns the pooled body buffer, unless it grew too large to
 // keep.
 func (x *exchange) releaseBody() {
-	if x.bodyBuf == nil {
-		return
+	if x.bodyBuf != nil {
+		putBody(x.bodyBuf)
+		x.bodyBuf = nil
 	}
-	if cap(*x.bodyBuf) <= 1<<20 {
-		*x.bodyBuf = (*x.bodyBuf)[:0]
-		bodyPool.Put(x.bodyBuf)
-	}
-	x.bodyBuf = nil
 }
 
 // proxyHandler serves POST /v1/messages or /v1/chat/completions.
@@ -66,7 +74,7 @@ func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 			s.finish(c.Request().Context(), &x)
 		}()
 		c.Response().Header()["X-Request-Id"] = []string{x.requestID}
-		x.bodyBuf = bodyPool.Get().(*[]byte)
+		x.bodyBuf = getBody()
 		defer x.releaseBody()
 		if e := s.proxy(c, &x, x.bodyBuf); e != nil {
 			x.status = e.statusFor(f)
