@@ -51,8 +51,10 @@ const (
 	DefaultWorkers = 64
 	// DefaultCallbackWorkers bounds the callback deliveries at once.
 	DefaultCallbackWorkers = 16
-	// DefaultAckWait is the executor's ack wait.
-	DefaultAckWait = 30 * time.Second
+	// DefaultAckWait is the executor's ack wait: how long a job whose
+	// run was lost (a crash) waits before it runs again. Running jobs
+	// send in-progress heartbeats every third of it.
+	DefaultAckWait = 10 * time.Second
 	// DefaultMaxInterrupted is the lost runs before a dead letter.
 	DefaultMaxInterrupted = 5
 	// DefaultLaneMaxWait is the retry patience of a lane not in Options.Lanes.
@@ -94,7 +96,7 @@ type Options struct {
 	// system resolver.
 	Resolver callbacks.Resolver
 	// AckWait is the executor's ack wait; in-progress heartbeats go every
-	// third of it while a job runs (default 30s).
+	// third of it while a job runs (default 10s).
 	AckWait time.Duration
 	// MaxInterrupted is how many runs of a job may be lost to crashes or
 	// hangs before it is dead-lettered as failed (default 5).
