@@ -34,6 +34,10 @@ type parkedOptions struct {
 	// Timeout bounds each wait (all held, all gone).
 	Timeout time.Duration `json:"timeout_ns"`
 	Pprof   string        `json:"pprof_dir,omitempty"`
+	// H2C holds the requests as HTTP/2 streams without TLS (prior
+	// knowledge), many to a connection, instead of one HTTP/1.1
+	// connection each.
+	H2C bool `json:"h2c,omitempty"`
 }
 
 // holdRun is one target holding o.Requests requests.
@@ -60,6 +64,12 @@ type holdRun struct {
 	PeakWhileHeld   int64   `json:"peak_rss_while_held_bytes"`
 	PeakAfterCancel int64   `json:"peak_rss_after_cancel_bytes"`
 	HeapInuse       float64 `json:"heap_inuse_bytes,omitempty"`
+	// LiveHeap and Stacks are the Go heap allocated and the goroutine
+	// stacks in use right after a forced GC, every request held: what
+	// each held request really keeps, without the garbage the GC had
+	// not collected yet.
+	LiveHeap int64 `json:"live_heap_bytes"`
+	Stacks   int64 `json:"stack_inuse_bytes"`
 	// OpenFor is how long it took from the first connection until all
 	// were held; DrainFor from the clients' cancel until none was.
 	OpenFor  time.Duration `json:"open_ns"`
@@ -98,6 +108,13 @@ func runHold(ctx context.Context, args []string) error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]int64{"held": held.Load(), "goroutines": int64(runtime.NumGoroutine())})
 	})
+	mux.HandleFunc("GET /_hold/memory", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(heldMemory{LiveHeap: int64(ms.HeapAlloc), Stacks: int64(ms.StackInuse)})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		held.Add(1)
@@ -105,14 +122,19 @@ func runHold(ctx context.Context, args []string) error {
 		held.Add(-1)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// As the relay: HTTP/1.1 and h2c.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	if err := serve(ctx, srv, *listen); err != nil {
 		return fmt.Errorf("_hold: %w", err)
 	}
 	return nil
 }
 
-// holders opens n requests, each on its own connection, at rate per
-// second, and keeps them waiting until cancel is called.
+// holders opens n requests, each on its own connection (h2c: as streams
+// sharing connections), at rate per second, and keeps them waiting until
+// cancel is called.
 type holders struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -123,12 +145,20 @@ type holders struct {
 }
 
 // openHolders starts the requests in the background.
-func openHolders(ctx context.Context, r request, n, rate int) *holders {
+func openHolders(ctx context.Context, r request, n, rate int, h2c bool) *holders {
 	ctx, cancel := context.WithCancel(ctx)
 	h := &holders{cancel: cancel, answered: map[string]int{}}
-	// One connection per request: none is reused while its request waits.
 	h.tr = newTransport(1)
-	h.tr.DisableKeepAlives = true
+	if h2c {
+		// Streams share a connection up to the server's
+		// MAX_CONCURRENT_STREAMS, then the transport dials another.
+		h.tr.Protocols = new(http.Protocols)
+		h.tr.Protocols.SetUnencryptedHTTP2(true)
+	} else {
+		// One connection per request: none is reused while its request
+		// waits.
+		h.tr.DisableKeepAlives = true
+	}
 	client := &http.Client{Transport: h.tr}
 	h.wg.Add(1)
 	go func() {
@@ -277,6 +307,41 @@ func (w *rssWatch) finish() (before, after int64, err error) {
 	return w.before, w.after, w.err
 }
 
+// heldMemory is the live heap and stacks after a forced GC.
+type heldMemory struct {
+	LiveHeap int64 `json:"live_heap"`
+	Stacks   int64 `json:"stacks"`
+}
+
+// holdMemory forces a GC in the _hold server and reads its memory.
+func holdMemory(ctx context.Context, ctl *http.Client, base string) (heldMemory, error) {
+	var m heldMemory
+	body, err := control(ctx, ctl, http.MethodGet, base+"/_hold/memory")
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return m, fmt.Errorf("decode hold memory: %w", err)
+	}
+	return m, nil
+}
+
+// relayMemory forces a GC in the relay (pprof's heap profile with gc=1,
+// on the admin listener) and reads its memory from /metrics.
+func relayMemory(ctx context.Context, ctl *http.Client, relay, admin string) (heldMemory, error) {
+	if _, err := control(ctx, ctl, http.MethodGet, "http://"+admin+"/debug/pprof/heap?gc=1"); err != nil {
+		return heldMemory{}, fmt.Errorf("force a GC: %w", err)
+	}
+	body, err := control(ctx, ctl, http.MethodGet, relay+"/metrics")
+	if err != nil {
+		return heldMemory{}, err
+	}
+	return heldMemory{
+		LiveHeap: int64(promValues(body, "go_memstats_heap_alloc_bytes", "")[""]),
+		Stacks:   int64(promValues(body, "go_memstats_stack_inuse_bytes", "")[""]),
+	}, nil
+}
+
 // holdStats reads the _hold server's counters.
 func holdStats(ctx context.Context, ctl *http.Client, base string) (held, goroutines float64, err error) {
 	body, err := control(ctx, ctl, http.MethodGet, base+"/_hold/stats")
@@ -318,7 +383,7 @@ func runParkedBaseline(ctx context.Context, l *lab, o parkedOptions, log io.Writ
 	fmt.Fprintf(log, "parked: baseline, holding %d requests on a bare net/http server\n", o.Requests)
 	rw := watchRSS(ctx, srv.PID())
 	defer rw.stop()
-	h := openHolders(ctx, messagesRequest(srv.URL(), false), o.Requests, o.OpenRate)
+	h := openHolders(ctx, messagesRequest(srv.URL(), false), o.Requests, o.OpenRate, o.H2C)
 	defer h.stop()
 	start := time.Now()
 	err = waitFor(ctx, o.Timeout, func() (bool, error) {
@@ -336,6 +401,11 @@ func runParkedBaseline(ctx context.Context, l *lab, o parkedOptions, log io.Writ
 	if held, run.HeldGo, err = holdStats(ctx, ctl, srv.URL()); err != nil {
 		return run, err
 	}
+	m, err := holdMemory(ctx, ctl, srv.URL())
+	if err != nil {
+		return run, err
+	}
+	run.LiveHeap, run.Stacks = m.LiveHeap, m.Stacks
 	run.Held = int(held)
 	run.Answered = h.answeredSoFar()
 	cancelAt := time.Now()
@@ -457,7 +527,7 @@ func runParkedRelay(ctx context.Context, l *lab, o parkedOptions, log io.Writer)
 	fmt.Fprintf(log, "parked: relay, parking %d requests behind max_concurrency 1 and %v upstream latency\n", o.Requests, o.Latency)
 	rw := watchRSS(ctx, relay.PID())
 	defer rw.stop()
-	h := openHolders(ctx, req, o.Requests, o.OpenRate)
+	h := openHolders(ctx, req, o.Requests, o.OpenRate, o.H2C)
 	defer h.stop()
 	start := time.Now()
 	err = waitFor(ctx, o.Timeout, func() (bool, error) {
@@ -476,7 +546,14 @@ func runParkedRelay(ctx context.Context, l *lab, o parkedOptions, log io.Writer)
 		return run, err
 	}
 	run.Held, run.HeldGo, run.HeapInuse = int(g1.depth+g1.inflight), g1.goroutines, g1.heapInuse
+	m, err := relayMemory(ctx, ctl, relay.URL(), addrs[1])
+	if err != nil {
+		return run, err
+	}
+	run.LiveHeap, run.Stacks = m.LiveHeap, m.Stacks
 	if o.Pprof != "" {
+		// After relayMemory's forced GC, so the heap profile shows what
+		// the parked requests keep.
 		saveURL(ctx, "http://"+addrs[1]+"/debug/pprof/goroutine?debug=1", o.Pprof+"/parked.goroutine.txt", 10*time.Second, log)
 		heapProfile(ctx, o.Pprof, addrs[1], "parked", log)
 	}
@@ -519,10 +596,11 @@ func runParkedRelay(ctx context.Context, l *lab, o parkedOptions, log io.Writer)
 // print writes the parked tables.
 func (r *parkedReport) print(w io.Writer) error {
 	t := newTable("target", "held", "idle RSS MiB", "peak RSS MiB", "growth MiB", "KiB/request", "idle goroutines", "goroutines held",
-		"goroutines/request", "goroutines after", "peak RSS after cancel MiB", "all held after s", "gone after s")
+		"goroutines/request", "live heap KiB/request", "stacks KiB/request", "goroutines after", "peak RSS after cancel MiB", "all held after s", "gone after s")
 	for _, x := range []holdRun{r.Baseline, r.Relay} {
 		t.add(x.Target, strconv.Itoa(x.Held), mib(x.IdleRSS), mib(x.PeakRSS), mib(x.Growth), fmt.Sprintf("%.1f", float64(x.PerRequest)/1024),
 			fmt.Sprintf("%.0f", x.IdleGo), fmt.Sprintf("%.0f", x.HeldGo), fmt.Sprintf("%.2f", x.GoPerRequest),
+			perRequestKiB(x.LiveHeap, x.Held), perRequestKiB(x.Stacks, x.Held),
 			fmt.Sprintf("%.0f", x.AfterGo), mib(max(x.PeakAfterCancel, x.AfterRSS)), secs(x.OpenFor), secs3(x.DrainFor))
 	}
 	rl := r.Relay
@@ -541,9 +619,22 @@ func (r *parkedReport) print(w io.Writer) error {
 	f.add("lane depth back to 0 after the cancel", secs3(rl.DrainFor)+" s", "")
 	f.add("relay goroutines idle / after the cancel", fmt.Sprintf("%.0f / %.0f", rl.IdleGo, rl.AfterGo), "")
 	f.add("upstream requests during the run", strconv.FormatInt(rl.Upstream, 10), "1 (the slot holder)")
-	title := fmt.Sprintf("Parked: %d concurrent requests, one connection each, behind max_concurrency 1 (upstream latency %v)",
-		r.Options.Requests, r.Options.Latency)
+	conns := "one connection each"
+	if r.Options.H2C {
+		conns = "HTTP/2 streams (h2c)"
+	}
+	title := fmt.Sprintf("Parked: %d concurrent requests, %s, behind max_concurrency 1 (upstream latency %v)",
+		r.Options.Requests, conns, r.Options.Latency)
 	return writeSections(w, r.Notes, section{title, t}, section{"Parked figures (relay)", f})
+}
+
+// perRequestKiB is b/held in KiB (the idle part included: it is small
+// next to 10,000 requests).
+func perRequestKiB(b int64, held int) string {
+	if held == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(b)/float64(held)/1024)
 }
 
 // raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit (children
@@ -576,6 +667,7 @@ func parkedMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	settle := fs.Duration("settle", 2*time.Second, "how long RSS is sampled once every request is held")
 	timeout := fs.Duration("timeout", 60*time.Second, "bound on each wait (all parked, all gone)")
 	pprofDir := fs.String("pprof", "", "save the relay's goroutine and heap profiles into `DIR`")
+	h2c := fs.Bool("h2c", false, "hold the requests as HTTP/2 streams without TLS, many to a connection")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -586,6 +678,7 @@ func parkedMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Settle:   quickDefault(&c, "settle", *settle, 500*time.Millisecond),
 		Timeout:  *timeout,
 		Pprof:    *pprofDir,
+		H2C:      *h2c,
 	}
 	if o.Requests <= 0 || o.OpenRate <= 0 || o.Timeout <= 0 {
 		return errors.New("-n, -open-rate and -timeout must be positive")

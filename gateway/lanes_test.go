@@ -41,11 +41,15 @@ type laneRelay struct {
 	Lanes     *lanes.Set
 	JS        jetstream.JetStream
 	Registry  *prometheus.Registry
+	ActorA    *actor.Actor // anthropic-a's actor
 }
 
 type laneRelayOptions struct {
 	latency          time.Duration // upstream latency
 	interactiveDepth int           // max_depth of interactive (0: 1000)
+	// frontDoor serves the gateway with its own http.Server (HTTP/1.1 and
+	// h2c) instead of httptest's (HTTP/1.1 only).
+	frontDoor bool
 }
 
 // The key that may only use the batch lane.
@@ -83,11 +87,12 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: 20 * time.Second})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
 		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: 20 * time.Second})
+	actA := actor.New(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
 	router, err := workers.NewRouter(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
 				Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: 20 * time.Second,
-				Actor: actor.New(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})}}},
+				Actor: actA}}},
 			{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
 				Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: 20 * time.Second,
 				Actor: actor.New(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
@@ -109,9 +114,15 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 		},
 	}
 	gw := gateway.New(cfg, gateway.Options{}, gateway.Deps{Registry: reg, Lanes: set})
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
-	return &laneRelay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Lanes: set, JS: js, Registry: reg}
+	r := &laneRelay{Anthropic: simA, OpenAI: simO, Lanes: set, JS: js, Registry: reg, ActorA: actA}
+	if o.frontDoor {
+		r.URL = serveFrontDoor(t, gw)
+	} else {
+		srv := httptest.NewServer(gw.Handler())
+		t.Cleanup(srv.Close)
+		r.URL = srv.URL
+	}
+	return r
 }
 
 const (

@@ -19,15 +19,23 @@ import (
 	"github.com/relaygw/relay/workers/wire"
 )
 
-// exchange carries what one proxied request learned, for its log line and
-// metrics.
+// exchange is one proxied request on its way through the gateway: what it
+// asked for, where it stands, and what it learned, for its answer, log line
+// and metrics. It is one allocation, made when the request arrives.
 type exchange struct {
+	c      echo.Context
+	d      Dispatcher
+	k      *key
+	lane   Lane // lane.MaxWait is what is left of the wait
+	req    workers.Request
+	answer *apiError // the error to answer with, set by a step
+
 	start     time.Time
+	deadline  time.Time // the end of the lane's wait
 	requestID string
 	format    workers.Format
 	key       string
 	route     string
-	lane      string
 	queued    time.Duration
 	reparks   int
 	mode      string
@@ -65,41 +73,74 @@ func (x *exchange) releaseBody() {
 }
 
 // proxyHandler serves POST /v1/messages or /v1/chat/completions.
+//
+// A request goes through steps (proxy, then resume after each wait on a
+// lane) that each answer it or return the Ticket it waits on. The handler
+// itself only loops and waits, so a parked request's goroutine sleeps on a
+// few small frames: the runtime shrinks its stack to 4 KiB over HTTP/2
+// (the HTTP/1.1 server's own frame keeps it at 8 KiB), which at 10,000
+// parked requests is 40 MiB.
 func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		x := exchange{start: time.Now(), requestID: newRequestID(), format: f, mode: "direct"}
-		s.metrics.inflight.Inc()
-		defer func() {
-			s.metrics.inflight.Dec()
-			s.finish(c.Request().Context(), &x)
-		}()
-		c.Response().Header()["X-Request-Id"] = []string{x.requestID}
-		x.bodyBuf = getBody()
-		defer x.releaseBody()
-		if e := s.proxy(c, &x, x.bodyBuf); e != nil {
-			x.status = e.statusFor(f)
-			if e.cause != nil {
-				x.err = e.cause
-			} else {
-				x.err = e
-			}
-			s.writeError(c, f, x.requestID, e)
+		x := s.begin(c, f)
+		defer s.end(x)
+		for t := s.proxy(x); t != nil; {
+			g, waited, err := t.Wait()
+			t = s.resume(x, g, waited, err)
 		}
 		return nil
 	}
 }
 
-// proxy does the work of proxyHandler. It returns an error to answer, or
-// nil once it has answered (or the client has gone).
-func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
+// begin starts the exchange for the request c carries.
+func (s *Server) begin(c echo.Context, f workers.Format) *exchange {
+	s.metrics.inflight.Inc()
+	x := &exchange{c: c, start: time.Now(), requestID: newRequestID(), format: f, mode: "direct"}
+	x.bodyBuf = getBody()
+	return x
+}
+
+// end answers with the error a step left, gives back the body buffer, and
+// logs and counts the request.
+func (s *Server) end(x *exchange) {
+	if e := x.answer; e != nil {
+		if x.lane.Name != "" {
+			x.c.Response().Header()["X-Relay-Lane"] = []string{x.lane.Name}
+		}
+		x.status = e.statusFor(x.format)
+		if e.cause != nil {
+			x.err = e.cause
+		} else {
+			x.err = e
+		}
+		s.writeError(x.c, x.format, x.requestID, e)
+	}
+	x.releaseBody()
+	s.metrics.inflight.Dec()
+	s.finish(x.c.Request().Context(), x)
+}
+
+// proxy checks the request and takes capacity for it. It answers the
+// request, or returns the Ticket it is parked with.
+func (s *Server) proxy(x *exchange) *lanes.Ticket {
+	if x.answer = s.prepare(x); x.answer != nil {
+		return nil
+	}
+	return s.acquire(x)
+}
+
+// prepare authenticates and reads the request and chooses its route and
+// lane.
+func (s *Server) prepare(x *exchange) *apiError {
 	st := s.state.Load()
+	c := x.c
 	r := c.Request()
 	k, aerr := st.authenticate(r)
 	if aerr != nil {
 		return aerr
 	}
-	x.key = k.Name
-	body, aerr := s.readBody(c, st.maxBodyBytes, bufp)
+	x.key, x.k = k.Name, k
+	body, aerr := s.readBody(c, st.maxBodyBytes, x.bodyBuf)
 	if aerr != nil {
 		return aerr
 	}
@@ -123,20 +164,106 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	x.lane = lane.Name
-	h := c.Response().Header()
-	h["X-Relay-Lane"] = []string{lane.Name}
+	x.lane, x.d = lane, st.dispatcher
+	x.deadline = time.Now().Add(lane.MaxWait)
+	// Header is filled just before the first upstream call: a parked
+	// request does not keep a copy.
+	x.req = workers.Request{Format: x.format, Body: body, Fields: fields}
+	return nil
+}
 
-	req := &workers.Request{
-		Format: x.format,
-		Body:   body,
-		Fields: fields,
-		Header: forwardHeaders(r.Header),
+// acquire takes capacity for the request: directly when a target of its
+// route has some and nobody is parked ahead of it, then calls upstream;
+// else it parks the request on its lane and returns its Ticket. Without
+// lanes it leaves admission to Do.
+func (s *Server) acquire(x *exchange) *lanes.Ticket {
+	if s.lanes == nil {
+		return s.call(x, nil)
 	}
-	resp, aerr := s.serve(r.Context(), x, st.dispatcher, req, k, lane)
-	if aerr != nil || resp == nil {
-		return aerr
+	if !s.lanes.Parked(x.route) {
+		g, err := x.d.Admit(&x.req)
+		if err == nil {
+			return s.call(x, g)
+		}
+		var we *workers.Error
+		if !errors.As(err, &we) || !we.Transient() {
+			// Parking cannot help a request whose providers all need an
+			// operator (their keys were refused).
+			x.answer = s.dispatchError(x, err)
+			return nil
+		}
 	}
+	x.mode = "queued"
+	if x.bodyBuf != nil {
+		// A parked request may wait long: keep an exact-size copy of its
+		// body and give the pooled buffer back.
+		x.req.Body = bytes.Clone(x.req.Body)
+		x.releaseBody()
+	}
+	t, err := s.lanes.Park(x.c.Request().Context(), lanes.Waiter{
+		Lane:    x.lane.Name,
+		Key:     x.key,
+		Route:   x.route,
+		MaxWait: x.lane.MaxWait,
+		Admit:   workers.AdmitFunc(x.d, &x.req),
+		Release: workers.ReleaseGrant,
+	})
+	if err != nil {
+		x.answer = s.laneError(x, err)
+		return nil
+	}
+	return t
+}
+
+// resume continues a request after its wait on a lane: with the grant,
+// it calls upstream; else it answers why there is none.
+func (s *Server) resume(x *exchange, grant any, waited time.Duration, err error) *lanes.Ticket {
+	x.queued += waited
+	if err != nil {
+		x.answer = s.laneError(x, err)
+		return nil
+	}
+	return s.call(x, grant.(*workers.Grant))
+}
+
+// maxReparks bounds how often one request goes back to its lane after
+// upstreams answered 429.
+const maxReparks = 3
+
+// call serves the request upstream with grant (nil: Do admits) and
+// answers it. When lanes exist and the upstreams answered nothing but 429
+// (their limits were tighter than the relay's buckets), the request goes
+// back to its lane, where the cool-down the 429s started holds it, instead
+// of failing: no 429 storm reaches the client.
+func (s *Server) call(x *exchange, grant *workers.Grant) *lanes.Ticket {
+	ctx := x.c.Request().Context()
+	if x.req.Header == nil {
+		x.req.Header = forwardHeaders(x.c.Request().Header)
+	}
+	resp, err := x.d.Do(ctx, &x.req, grant)
+	if err != nil {
+		var we *workers.Error
+		if s.lanes != nil && x.reparks < maxReparks && errors.As(err, &we) && we.RateLimitedOnly() && ctx.Err() == nil {
+			if left := time.Until(x.deadline); left > 0 {
+				x.lane.MaxWait = left
+				x.reparks++
+				return s.acquire(x)
+			}
+		}
+		x.answer = s.dispatchError(x, err)
+		return nil
+	}
+	s.respond(x, resp)
+	return nil
+}
+
+// respond writes an upstream answer. The relay's own headers are set only
+// now: a parked request holds no response header map.
+func (s *Server) respond(x *exchange, resp *workers.Response) {
+	c := x.c
+	h := c.Response().Header()
+	h["X-Request-Id"] = []string{x.requestID}
+	h["X-Relay-Lane"] = []string{x.lane.Name}
 	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
 	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
 	for name, v := range resp.Header {
@@ -146,7 +273,7 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 	h["X-Relay-Attempts"] = []string{strconv.Itoa(resp.Attempts)}
 	if resp.Stream != nil {
 		s.relayStream(c, x, resp.Stream)
-		return nil
+		return
 	}
 	x.usage = resp.Usage
 	rc := http.NewResponseController(c.Response().Writer)
@@ -156,103 +283,33 @@ func (s *Server) proxy(c echo.Context, x *exchange, bufp *[]byte) *apiError {
 	if _, err := c.Response().Write(resp.Body); err != nil {
 		x.err = err
 	}
-	return nil
 }
 
-// maxReparks bounds how often one request goes back to its lane after
-// upstreams answered 429.
-const maxReparks = 3
-
-// serve takes capacity for req and calls upstream. When lanes exist and the
-// upstreams answered nothing but 429 (their limits were tighter than the
-// relay's buckets), the request goes back to its lane, where the cool-down
-// the 429s started holds it, instead of failing: no 429 storm reaches the
-// client. It returns nil and no error when the client went away.
-func (s *Server) serve(ctx context.Context, x *exchange, d Dispatcher, req *workers.Request, k *key, lane Lane) (*workers.Response, *apiError) {
-	deadline := time.Now().Add(lane.MaxWait)
-	var queued time.Duration
-	for reparks := 0; ; reparks++ {
-		grant, aerr := s.admit(ctx, x, d, req, k, lane)
-		queued += x.queued
-		x.queued = queued
-		if aerr != nil || x.status == 499 {
-			return nil, aerr
-		}
-		resp, err := d.Do(ctx, req, grant)
-		if err == nil {
-			return resp, nil
-		}
-		var we *workers.Error
-		if s.lanes != nil && reparks < maxReparks && errors.As(err, &we) && we.RateLimitedOnly() && ctx.Err() == nil {
-			if left := time.Until(deadline); left > 0 {
-				lane.MaxWait = left
-				x.reparks++
-				continue
-			}
-		}
-		return nil, s.dispatchError(ctx, x, err)
-	}
-}
-
-// admit takes capacity for req: directly when a target of its route has
-// some and nobody is parked ahead of it, else by parking it on its lane
-// until the dispatcher grants it some. Without lanes it leaves admission
-// to Do. A client that leaves while parked sets x.status to 499.
-func (s *Server) admit(ctx context.Context, x *exchange, d Dispatcher, req *workers.Request, k *key, lane Lane) (*workers.Grant, *apiError) {
-	if s.lanes == nil {
-		return nil, nil
-	}
-	if !s.lanes.Parked(x.route) {
-		g, err := d.Admit(req)
-		if err == nil {
-			return g, nil
-		}
-		var we *workers.Error
-		if !errors.As(err, &we) || !we.Transient() {
-			// Parking cannot help a request whose providers all need an
-			// operator (their keys were refused).
-			return nil, s.dispatchError(ctx, x, err)
-		}
-	}
-	x.mode = "queued"
-	if x.bodyBuf != nil {
-		// A parked request may wait long: keep an exact-size copy of its
-		// body and give the pooled buffer back.
-		req.Body = bytes.Clone(req.Body)
-		x.releaseBody()
-	}
-	g, waited, err := s.lanes.Wait(ctx, lanes.Waiter{
-		Lane:    lane.Name,
-		Key:     k.Name,
-		Route:   x.route,
-		MaxWait: lane.MaxWait,
-		Admit:   workers.AdmitFunc(d, req),
-		Release: workers.ReleaseGrant,
-	})
-	x.queued = waited
+// laneError maps why a request got no capacity from its lane to its
+// answer; a client that left gets none, and is counted as 499.
+func (s *Server) laneError(x *exchange, err error) *apiError {
+	name := x.lane.Name
 	switch {
-	case err == nil:
-		return g.(*workers.Grant), nil
-	case ctx.Err() != nil:
+	case x.c.Request().Context().Err() != nil:
 		x.status, x.err = 499, err
-		return nil, nil
+		return nil
 	case errors.Is(err, lanes.ErrLaneFull):
-		e := errRateLimited("lane "+strconv.Quote(lane.Name)+" is full; retry after the time given", s.lanes.RetryAfter(lane.Name))
+		e := errRateLimited("lane "+strconv.Quote(name)+" is full; retry after the time given", s.lanes.RetryAfter(name))
 		e.cause = err
-		return nil, e
+		return e
 	case errors.Is(err, lanes.ErrUnknownLane):
-		e := errBadRequest("x-relay-lane: lane " + strconv.Quote(lane.Name) + " is not configured")
+		e := errBadRequest("x-relay-lane: lane " + strconv.Quote(name) + " is not configured")
 		e.cause = err
-		return nil, e
+		return e
 	case errors.Is(err, lanes.ErrWaitExpired):
-		e := errOverloaded("no upstream capacity for this model within "+lane.MaxWait.String()+"; retry after the time given",
-			s.lanes.RetryAfter(lane.Name), true)
+		e := errOverloaded("no upstream capacity for this model within "+x.lane.MaxWait.String()+"; retry after the time given",
+			s.lanes.RetryAfter(name), true)
 		e.cause = err
-		return nil, e
+		return e
 	}
 	e := errOverloaded("the relay is shutting down", time.Second, false)
 	e.cause = err
-	return nil, e
+	return e
 }
 
 // readBody reads the request body into *bufp, bounded by limit and by the
@@ -337,10 +394,10 @@ func parseWait(v string) (time.Duration, error) {
 }
 
 // dispatchError maps a Dispatcher error to the client's answer.
-func (s *Server) dispatchError(ctx context.Context, x *exchange, err error) *apiError {
+func (s *Server) dispatchError(x *exchange, err error) *apiError {
 	var we *workers.Error
 	switch {
-	case ctx.Err() != nil:
+	case x.c.Request().Context().Err() != nil:
 		// The client went away: nothing can be written; log and count it.
 		x.status = 499
 		x.err = err
@@ -451,7 +508,7 @@ func streamErrMsg(err error) string {
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
 	code := strconv.Itoa(x.status)
-	s.metrics.observe(x.route, x.provider, x.lane, x.mode, code, d)
+	s.metrics.observe(x.route, x.provider, x.lane.Name, x.mode, code, d)
 	level := slog.LevelInfo
 	if x.status >= 500 {
 		level = slog.LevelWarn
@@ -465,7 +522,7 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 		slog.String("key", x.key),
 		slog.String("route", x.route),
 		slog.String("provider", x.provider),
-		slog.String("lane", x.lane),
+		slog.String("lane", x.lane.Name),
 		slog.Bool("stream", x.stream),
 		slog.Int("status", x.status),
 		slog.Int("attempts", x.attempts),

@@ -122,8 +122,16 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	e.GET("/readyz", s.handleReadyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry})))
 	s.echo = e
+	// HTTP/1.1, and HTTP/2 without TLS for clients that speak it with prior
+	// knowledge (h2c: load balancers, meshes, Go's transport with
+	// Protocols set): many concurrent requests, parked ones included, then
+	// share one connection instead of holding one each.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
 		Handler:           e,
+		Protocols:         &protocols,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    1 << 20,

@@ -29,8 +29,9 @@ type Dispatcher interface {
 
 // Parker parks requests no provider can take yet. *lanes.Set implements it.
 type Parker interface {
-	// Wait parks w until capacity is granted to it.
-	Wait(ctx context.Context, w lanes.Waiter) (grant any, waited time.Duration, err error)
+	// Park queues w until capacity is granted to it, or its wait ends;
+	// the Ticket's Wait returns the outcome.
+	Park(ctx context.Context, w lanes.Waiter) (*lanes.Ticket, error)
 	// Parked reports whether requests for route are parked.
 	Parked(route string) bool
 	// RetryAfter estimates when a client refused by lane should return.

@@ -5,20 +5,25 @@
 // # Design
 //
 // A Set holds the parked requests in memory: per lane (highest priority
-// first), per route (the capacity they compete for), per key (fairness)
-// FIFO queues. A parked request is a Waiter: its handler goroutine blocks
-// in Set.Wait, with one timer for its longest wait, and no other goroutine
-// of its own. One dispatcher goroutine per Set runs a pass whenever
-// capacity may have freed (Kick, called when an upstream call ends or the
-// configuration changes) or when the earliest time a refusing provider
-// named has come. A pass walks the lanes in priority order, except that a
-// backlogged lane holding less than its min_share of recent dispatches
-// goes first; within a lane it serves routes in turn and, within a route,
-// keys round-robin, FIFO per key. For each candidate it calls the waiter's
-// Admit; a grant is handed to the waiting goroutine over a one-slot
-// channel, so the slot a finished call released is taken by the next
-// parked request within microseconds, without polling. When a route's
-// candidate is refused, the route is skipped for the rest of the pass.
+// first), per route (the capacity they compete for), per key (fairness) FIFO
+// queues. A parked request is a Waiter with a Ticket (Set.Park): its handler
+// goroutine blocks in Ticket.Wait on the ticket's channel and its context,
+// and nothing else runs or ticks on its behalf: no goroutine and no timer of
+// its own. Its outcome is decided once, under the Set's lock, by whoever
+// takes it out of its queue: the dispatcher (a grant, or the end of its
+// wait), the waiter when its context ends, or Close. One dispatcher
+// goroutine per Set runs a pass whenever capacity may have freed (Kick,
+// called when an upstream call ends or the configuration changes), when the
+// earliest time a refusing provider named has come, or when the earliest
+// wait ends (a min-heap of deadlines). A pass first expires the requests
+// whose wait is over, then walks the lanes in priority order, except that a
+// backlogged lane holding less than its min_share of recent dispatches goes
+// first; within a lane it serves routes in turn and, within a route, keys
+// round-robin, FIFO per key. For each candidate it calls the waiter's Admit;
+// the grant is handed to the waiting goroutine by closing its ticket's
+// channel, so the slot a finished call released is taken by the next parked
+// request within microseconds, without polling. When a route's candidate is
+// refused, the route is skipped for the rest of the pass.
 //
 // Admit is the router's own admission (breaker, concurrency slot, token
 // buckets) for the waiter's request, so the dispatcher holds the capacity

@@ -1,6 +1,7 @@
 package lanes
 
 import (
+	"container/heap"
 	"container/list"
 	"context"
 	"errors"
@@ -99,6 +100,9 @@ type Set struct {
 	closed  bool
 	blocked map[string]bool // scratch: routes refused in the current pass
 	seq     uint64
+	// deadlines orders the parked requests by the end of their wait, for
+	// the dispatcher to expire them: no timer per parked request.
+	deadlines deadlineHeap
 }
 
 type lane struct {
@@ -121,19 +125,53 @@ type routeQ struct {
 
 type keyQ struct {
 	key   string
-	queue list.List // of *entry
+	queue list.List // of *Ticket
 }
 
-type entry struct {
-	w        *Waiter
+// Ticket is a parked request's place on its lane, from Park until its
+// outcome: a grant, or why there is none. It is decided once, under the
+// Set's lock, by whoever takes the request out of its queue: the
+// dispatcher (a grant, or ErrWaitExpired), the caller's context going away,
+// or Close.
+type Ticket struct {
+	s        *Set
+	ctx      context.Context
+	w        Waiter
 	id       uint64
 	lane     *lane
 	route    *routeQ
 	kq       *keyQ
-	elem     *list.Element
+	elem     *list.Element // nil once out of its queue
+	hidx     int           // index in s.deadlines
 	parkedAt time.Time
-	maxWait  time.Duration // the lane's at park time, shortened by the waiter's
-	grant    chan any      // one slot; receives the grant
+	deadline time.Time
+	done     chan struct{} // closed once the outcome below is set
+	grant    any
+	err      error
+	waited   time.Duration
+}
+
+// deadlineHeap is a min-heap of parked tickets by deadline.
+type deadlineHeap []*Ticket
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	t := x.(*Ticket)
+	t.hidx = len(*h)
+	*h = append(*h, t)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.hidx = -1
+	return t
 }
 
 // Open returns a running Set.
@@ -246,14 +284,12 @@ func (s *Set) Close() error {
 	close(s.stop)
 	<-s.done
 	// Take every parked request out here, so that no waiter writes to the
-	// mirror once it is closed; each waiter then finds itself gone without
-	// a grant and returns ErrClosed.
+	// mirror once it is closed; each waiter wakes with ErrClosed.
 	s.mu.Lock()
 	for _, l := range s.lanes {
 		for len(l.routes) > 0 {
 			kq := l.routes[0].keys[0]
-			e := kq.queue.Front().Value.(*entry)
-			s.remove(e)
+			s.settle(kq.queue.Front().Value.(*Ticket), nil, ErrClosed)
 			s.metrics.rejected(l.Name, "closed")
 		}
 	}
@@ -335,61 +371,74 @@ func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Dur
 }
 
 // Wait parks w until its Admit succeeds, returning the grant and how long
-// it waited. It fails at once with ErrLaneFull or ErrUnknownLane, with
-// ErrWaitExpired when MaxWait passes, with ErrClosed when the Set closes,
-// and with the context's error when the caller goes away; a parked request
-// that leaves is never admitted.
+// it waited: Park, then the Ticket's Wait.
 func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
-	e, err := s.park(&w)
+	t, err := s.Park(ctx, w)
 	if err != nil {
 		return nil, 0, err
 	}
+	return t.Wait()
+}
+
+// Park queues w on its lane and returns its Ticket; Ticket.Wait blocks
+// until the outcome. It fails at once with ErrLaneFull, ErrUnknownLane or
+// ErrClosed. The request leaves its lane with a grant when its Admit
+// succeeds, with ErrWaitExpired when MaxWait passes, with ErrClosed when
+// the Set closes, and with the context's error when ctx ends while it
+// waits: a parked request whose caller left is never admitted.
+//
+// Nothing runs on a parked request's behalf: the dispatcher expires it,
+// and its caller's goroutine blocks in Wait, on a short stack.
+func (s *Set) Park(ctx context.Context, w Waiter) (*Ticket, error) {
+	t, err := s.park(ctx, &w)
+	if err != nil {
+		return nil, err
+	}
 	s.Kick()
-	timer := time.NewTimer(e.maxWait)
-	defer timer.Stop()
-	select {
-	case g := <-e.grant:
-		return g, s.now().Sub(e.parkedAt), nil
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-timer.C:
-		err = ErrWaitExpired
-	case <-s.stop:
-		err = ErrClosed
-	}
-	if s.unpark(e, reasonOf(err)) {
-		return nil, s.now().Sub(e.parkedAt), err
-	}
-	// Either the dispatcher admitted it at that very moment (the grant is
-	// sent under s.mu as it is removed, so it is there now) or Close took
-	// it out.
-	var g any
-	select {
-	case g = <-e.grant:
-	default:
-		return nil, s.now().Sub(e.parkedAt), ErrClosed
-	}
-	if errors.Is(err, ErrWaitExpired) {
-		return g, s.now().Sub(e.parkedAt), nil
-	}
-	if w.Release != nil {
-		w.Release(g)
-	}
-	return nil, s.now().Sub(e.parkedAt), err
+	return t, nil
 }
 
-func reasonOf(err error) string {
-	switch {
-	case errors.Is(err, ErrWaitExpired):
-		return "expired"
-	case errors.Is(err, ErrClosed):
-		return "closed"
+// Wait blocks until t's outcome: the grant and how long the request was
+// parked, or the error that ended its wait. When the context passed to
+// Park ends first, the request leaves its lane and Wait returns the
+// context's error; a grant made at that very moment is given back
+// (Waiter.Release). Call it once.
+func (t *Ticket) Wait() (grant any, waited time.Duration, err error) {
+	select {
+	case <-t.done:
+	case <-t.ctx.Done():
 	}
-	return "canceled"
+	return t.outcome()
 }
 
-// park queues w.
-func (s *Set) park(w *Waiter) (*entry, error) {
+// outcome settles t if its context ended, and returns its outcome. It is
+// kept out of Wait so that the frames a parked goroutine sleeps on stay
+// small: the runtime then shrinks the goroutine's stack while it waits.
+//
+//go:noinline
+func (t *Ticket) outcome() (any, time.Duration, error) {
+	if err := t.ctx.Err(); err != nil {
+		s := t.s
+		s.mu.Lock()
+		if t.elem != nil {
+			s.settle(t, nil, err)
+			s.metrics.rejected(t.lane.Name, "canceled")
+		}
+		s.mu.Unlock()
+		// Settled now, by this or by whoever took t out before.
+		if t.err == nil {
+			// The dispatcher admitted it as the caller left.
+			if t.w.Release != nil {
+				t.w.Release(t.grant)
+			}
+			return nil, t.waited, err
+		}
+	}
+	return t.grant, t.waited, t.err
+}
+
+// park queues a ticket for w.
+func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -420,36 +469,38 @@ func (s *Set) park(w *Waiter) (*entry, error) {
 	if w.MaxWait > 0 && w.MaxWait < maxWait {
 		maxWait = w.MaxWait
 	}
-	e := &entry{w: w, id: s.seq, lane: l, route: rq, kq: kq, parkedAt: s.now(), maxWait: maxWait, grant: make(chan any, 1)}
-	e.elem = kq.queue.PushBack(e)
+	now := s.now()
+	t := &Ticket{s: s, ctx: ctx, w: *w, id: s.seq, lane: l, route: rq, kq: kq,
+		parkedAt: now, deadline: now.Add(maxWait), done: make(chan struct{})}
+	t.elem = kq.queue.PushBack(t)
+	heap.Push(&s.deadlines, t)
 	rq.count++
 	l.depth++
 	s.routes[w.Route]++
 	s.parked.Add(1)
-	s.mirror.park(e.id, l.Name, w.Key, w.Route)
-	return e, nil
+	s.mirror.park(t.id, l.Name, w.Key, w.Route)
+	return t, nil
 }
 
-// unpark removes e if it is still queued, reporting whether it was.
-func (s *Set) unpark(e *entry, reason string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e.elem == nil {
-		return false
+// settle takes t out of its queues with its outcome and wakes its caller;
+// s.mu is held and t is queued.
+func (s *Set) settle(t *Ticket, grant any, err error) {
+	s.remove(t)
+	t.grant, t.err, t.waited = grant, err, s.now().Sub(t.parkedAt)
+	close(t.done)
+}
+
+// remove takes t out of its queues; s.mu is held.
+func (s *Set) remove(t *Ticket) {
+	t.kq.queue.Remove(t.elem)
+	t.elem = nil
+	if t.hidx >= 0 {
+		heap.Remove(&s.deadlines, t.hidx)
 	}
-	s.remove(e)
-	s.metrics.rejected(e.lane.Name, reason)
-	return true
-}
-
-// remove takes e out of its queues; s.mu is held.
-func (s *Set) remove(e *entry) {
-	e.kq.queue.Remove(e.elem)
-	e.elem = nil
-	rq, l := e.route, e.lane
-	if e.kq.queue.Len() == 0 {
-		delete(rq.byKey, e.kq.key)
-		rq.keys = removeKey(rq.keys, e.kq)
+	rq, l := t.route, t.lane
+	if t.kq.queue.Len() == 0 {
+		delete(rq.byKey, t.kq.key)
+		rq.keys = removeKey(rq.keys, t.kq)
 	}
 	rq.count--
 	if rq.count == 0 {
@@ -457,11 +508,11 @@ func (s *Set) remove(e *entry) {
 		l.routes = removeRoute(l.routes, rq)
 	}
 	l.depth--
-	if s.routes[e.w.Route]--; s.routes[e.w.Route] <= 0 {
-		delete(s.routes, e.w.Route)
+	if s.routes[t.w.Route]--; s.routes[t.w.Route] <= 0 {
+		delete(s.routes, t.w.Route)
 	}
 	s.parked.Add(-1)
-	s.mirror.unpark(e.id)
+	s.mirror.unpark(t.id)
 }
 
 func removeKey(ks []*keyQ, k *keyQ) []*keyQ {
@@ -509,21 +560,29 @@ func (s *Set) run() {
 // roughly the last 1/shareDecay = 200 dispatches.
 const shareDecay = 0.005
 
-// pass dispatches every parked request some provider admits now, and
-// returns the earliest time a refusing provider named (zero: none).
+// pass expires the parked requests whose wait is over, then dispatches
+// every one some provider admits now. It returns when it next has work
+// without a kick: the earliest time a refusing provider named or a wait
+// ends (zero: none).
 func (s *Set) pass() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
+	for len(s.deadlines) > 0 && !s.deadlines[0].deadline.After(now) {
+		t := s.deadlines[0]
+		s.settle(t, nil, ErrWaitExpired)
+		s.metrics.rejected(t.lane.Name, "expired")
+	}
 	clear(s.blocked)
 	var next time.Time
 	for {
 		l, rq := s.candidate()
 		if l == nil {
-			return next
+			break
 		}
 		kq := rq.keys[rq.next%len(rq.keys)]
-		e := kq.queue.Front().Value.(*entry)
-		g, retryAt, ok := e.w.Admit()
+		t := kq.queue.Front().Value.(*Ticket)
+		g, retryAt, ok := t.w.Admit()
 		if !ok {
 			s.blocked[rq.name] = true
 			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
@@ -532,16 +591,21 @@ func (s *Set) pass() time.Time {
 			continue
 		}
 		rq.next++
-		s.remove(e)
 		now := s.now()
 		for _, x := range s.lanes {
 			x.share *= 1 - shareDecay
 		}
 		l.share += shareDecay
 		l.rate.observe(now)
-		s.metrics.dispatched(l.Name, now.Sub(e.parkedAt))
-		e.grant <- g
+		s.metrics.dispatched(l.Name, now.Sub(t.parkedAt))
+		s.settle(t, g, nil)
 	}
+	if len(s.deadlines) > 0 {
+		if d := s.deadlines[0].deadline; next.IsZero() || d.Before(next) {
+			next = d
+		}
+	}
+	return next
 }
 
 // candidate picks the lane and route to serve next, skipping routes

@@ -422,6 +422,61 @@ func TestWaitExpired(t *testing.T) {
 	}
 }
 
+// TestExpiryInDeadlineOrder parks waiters whose waits end in the reverse
+// of their arrival: the dispatcher expires each when its own wait ends,
+// the shortest first, and leaves the others parked.
+func TestExpiryInDeadlineOrder(t *testing.T) {
+	h := newHarness(t, Spec{Name: "l", MaxWait: time.Hour})
+	waits := []struct {
+		id   string
+		wait time.Duration
+	}{{"hour", time.Hour}, {"300ms", 300 * time.Millisecond}, {"100ms", 100 * time.Millisecond}}
+	order := make(chan string, len(waits))
+	chs := map[string]<-chan result{}
+	for _, w := range waits {
+		wt := h.waiter(w.id, "l", "k", "r")
+		wt.MaxWait = w.wait
+		chs[w.id] = h.start(t.Context(), w.id, wt)
+	}
+	for _, id := range []string{"100ms", "300ms"} {
+		go func(id string) { r := <-chs[id]; order <- r.id + ":" + errName(r.err) }(id)
+	}
+	for _, want := range []string{"100ms:expired", "300ms:expired"} {
+		select {
+		case got := <-order:
+			if got != want {
+				t.Errorf("next outcome %s, want %s", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no outcome within 10s, want %s", want)
+		}
+	}
+	if d := h.s.Depth("l"); d != 1 {
+		t.Errorf("depth %d after two expiries, want 1 (the hour-long wait)", d)
+	}
+	h.s.mu.Lock()
+	heapLen := len(h.s.deadlines)
+	h.s.mu.Unlock()
+	if heapLen != 1 {
+		t.Errorf("deadline heap holds %d, want 1", heapLen)
+	}
+	h.c.add(h.s, "r", 1)
+	if r := h.recv(chs["hour"]); r.err != nil || r.grant != "grant-hour" {
+		t.Errorf("hour: grant %v err %v, want its grant", r.grant, r.err)
+	}
+}
+
+// errName names a Wait error for the tests' messages.
+func errName(err error) string {
+	switch {
+	case err == nil:
+		return "granted"
+	case errors.Is(err, ErrWaitExpired):
+		return "expired"
+	}
+	return err.Error()
+}
+
 func TestCancelRemovesWaiter(t *testing.T) {
 	h := newHarness(t, Spec{Name: "l", MaxWait: time.Hour})
 	ctx, cancel := context.WithCancel(t.Context())
