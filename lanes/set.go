@@ -582,6 +582,13 @@ func (s *Set) pass() time.Time {
 		}
 		kq := rq.keys[rq.next%len(rq.keys)]
 		t := kq.queue.Front().Value.(*Ticket)
+		if err := t.ctx.Err(); err != nil {
+			// Its caller has left and its goroutine has not woken yet:
+			// never admit it.
+			s.settle(t, nil, err)
+			s.metrics.rejected(l.Name, "canceled")
+			continue
+		}
 		g, retryAt, ok := t.w.Admit()
 		if !ok {
 			s.blocked[rq.name] = true

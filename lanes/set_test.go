@@ -466,6 +466,39 @@ func TestExpiryInDeadlineOrder(t *testing.T) {
 	}
 }
 
+// TestDispatcherSkipsCanceled cancels a parked request's context while
+// nothing watches it (its Wait is not running yet): the dispatcher that
+// finds it first takes it out as canceled without calling its Admit, and
+// gives the capacity to the next request.
+func TestDispatcherSkipsCanceled(t *testing.T) {
+	h := newHarness(t, Spec{Name: "l", MaxWait: time.Minute})
+	ctx, cancel := context.WithCancel(t.Context())
+	gone, err := h.s.Park(ctx, h.waiter("gone", "l", "k", "r"))
+	if err != nil {
+		t.Fatalf("Park: %v", err)
+	}
+	h.poll("first Admit of gone", func() bool { return h.c.callsOf("gone") >= 1 })
+	next := h.start(t.Context(), "next", h.waiter("next", "l", "k", "r"))
+	cancel()
+	// A pass under way when cancel ran has ended once the lock is free;
+	// every later one sees the context ended.
+	_ = h.s.Depth("l")
+	calls := h.c.callsOf("gone")
+	h.c.add(h.s, "r", 1)
+	if r := h.recv(next); r.err != nil || r.grant != "grant-next" {
+		t.Fatalf("next: grant %v err %v, want its grant", r.grant, r.err)
+	}
+	if n := h.c.callsOf("gone"); n != calls {
+		t.Errorf("canceled request's Admit called again (%d -> %d)", calls, n)
+	}
+	if g, _, err := gone.Wait(); !errors.Is(err, context.Canceled) || g != nil {
+		t.Errorf("gone: Wait = %v, %v; want context.Canceled", g, err)
+	}
+	if n := testutil.ToFloat64(h.s.metrics.rejections.WithLabelValues("l", "canceled")); n != 1 {
+		t.Errorf("rejected{l,canceled} = %v, want 1", n)
+	}
+}
+
 // errName names a Wait error for the tests' messages.
 func errName(err error) string {
 	switch {
