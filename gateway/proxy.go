@@ -194,6 +194,9 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		}
 	}
 	x.mode = "queued"
+	// The body has been read in full by now, so a parked HTTP/2 stream
+	// holds none of its connection's flow-control window: parked streams
+	// never stall the others on their connection.
 	if x.bodyBuf != nil {
 		// A parked request may wait long: keep an exact-size copy of its
 		// body and give the pooled buffer back.
