@@ -35,9 +35,13 @@
 // (subjects relay.lanes.<lane>, memory storage: a synchronous request's
 // caller is on its connection, and after a crash nobody waits for it) and
 // removed from it when it leaves its lane, so `nats stream info
-// RELAY_LANES` shows what is parked. The mirror is written by one
-// goroutine off the request path; the in-memory queues are the authority.
-// Asynchronous jobs are durable in their own file-storage stream and wait
+// RELAY_LANES` shows what is parked. The mirror is written off the request
+// path by eight writer goroutines (a request's records always by the same
+// one, so its park is written before its unpark), from queues that grow
+// with a burst up to twice the lanes' total depth: 10,000 requests parked
+// at once are all in the stream within a second. A record past that bound
+// is dropped and counted (relay_lane_mirror_dropped_total), never the
+// request; the in-memory queues are the authority. Asynchronous jobs are durable in their own file-storage stream and wait
 // on these same lanes when they run, so priorities and limits apply to
 // both.
 package lanes

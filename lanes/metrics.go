@@ -55,6 +55,12 @@ func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
 	}
 	reg.MustRegister(m.wait, m.dispatches, m.rejections, depthCollector{s: s,
 		desc: prometheus.NewDesc("relay_lane_depth", "Requests parked on a lane now.", []string{"lane"}, nil)})
+	if mir := s.mirror; mir != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_lane_mirror_dropped_total",
+			Help: "Park and unpark records not written to the RELAY_LANES stream because its writer was behind (the requests themselves are unaffected).",
+		}, func() float64 { return float64(mir.dropped.Load()) }))
+	}
 	return m
 }
 

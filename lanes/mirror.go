@@ -1,11 +1,13 @@
 package lanes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,20 +22,35 @@ const (
 	SubjectPrefix = "relay.lanes."
 )
 
-// mirrorQueue bounds the mirror operations waiting to be written; past it
-// operations are dropped (and counted), never the requests themselves.
-const mirrorQueue = 4096
+// mirrorWriters is how many goroutines write the mirror. A request's
+// records always go to the same writer, in the order the Set made them
+// (under its lock), so its park is written before its unpark.
+const mirrorWriters = 8
 
 // mirror writes parked requests to RELAY_LANES and deletes them when they
-// leave, from one goroutine. A nil *mirror does nothing.
+// leave, off the request path. Records wait in per-writer queues that
+// grow with a burst (nothing is allocated up front) up to twice the lanes'
+// total depth; past that a record is dropped and counted
+// (relay_lane_mirror_dropped_total), never the request itself. A nil
+// *mirror does nothing.
 type mirror struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	log     *slog.Logger
-	ops     chan mirrorOp
-	done    chan struct{}
+	writers [mirrorWriters]*mirrorWriter
+	wg      sync.WaitGroup
+	limit   atomic.Int64 // records one writer may hold queued
 	dropped atomic.Int64
-	seqs    map[uint64]uint64 // entry id -> stream sequence; run's own
+}
+
+// mirrorWriter writes the records of the requests whose id it owns.
+type mirrorWriter struct {
+	m      *mirror
+	wake   chan struct{} // one slot
+	mu     sync.Mutex
+	queue  []mirrorOp
+	closed bool
+	seqs   map[uint64]uint64 // entry id -> stream sequence; run's own
 }
 
 type mirrorOp struct {
@@ -54,10 +71,25 @@ func openMirror(ctx context.Context, js jetstream.JetStream, specs []Spec, log *
 	if err := st.Purge(ctx); err != nil {
 		return nil, fmt.Errorf("lanes: purge stream %s: %w", StreamName, err)
 	}
-	m := &mirror{js: js, stream: st, log: log, ops: make(chan mirrorOp, mirrorQueue), done: make(chan struct{}),
-		seqs: map[uint64]uint64{}}
-	go m.run()
+	m := &mirror{js: js, stream: st, log: log}
+	m.setLimit(specs)
+	for i := range m.writers {
+		w := &mirrorWriter{m: m, wake: make(chan struct{}, 1), seqs: map[uint64]uint64{}}
+		m.writers[i] = w
+		m.wg.Add(1)
+		go w.run()
+	}
 	return m, nil
+}
+
+// setLimit bounds the queued records: a park and an unpark for every
+// request the lanes may hold, spread over the writers.
+func (m *mirror) setLimit(specs []Spec) {
+	var depth int64
+	for _, sp := range specs {
+		depth += int64(cmp.Or(sp.MaxDepth, 10000))
+	}
+	m.limit.Store(max(2*depth/mirrorWriters, 1024))
 }
 
 func (m *mirror) park(id uint64, lane, key, route string) {
@@ -75,47 +107,87 @@ func (m *mirror) unpark(id uint64) {
 }
 
 func (m *mirror) send(op mirrorOp) {
-	select {
-	case m.ops <- op:
-	default:
+	w := m.writers[op.id%mirrorWriters]
+	w.mu.Lock()
+	if w.closed || int64(len(w.queue)) >= m.limit.Load() {
+		w.mu.Unlock()
 		m.dropped.Add(1)
+		return
+	}
+	w.queue = append(w.queue, op)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
 
-// close stops the writer after it has written what is queued.
+// close stops the writers after they have written what is queued.
 func (m *mirror) close() {
 	if m == nil {
 		return
 	}
-	close(m.ops)
-	<-m.done
+	for _, w := range m.writers {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	m.wg.Wait()
 }
 
-func (m *mirror) run() {
-	defer close(m.done)
+// run writes w's queue until the mirror closes and the queue is empty.
+func (w *mirrorWriter) run() {
+	defer w.m.wg.Done()
 	ctx := context.Background()
-	for op := range m.ops {
-		if !op.park {
-			// Operations arrive in the order the Set made them (under its
-			// lock), so a request's park has been written by now; when it
-			// is not known, its park was dropped or failed: nothing to do.
-			if seq, ok := m.seqs[op.id]; ok {
-				delete(m.seqs, op.id)
-				m.delete(ctx, seq)
+	var batch []mirrorOp
+	for {
+		w.mu.Lock()
+		batch, w.queue = w.queue, batch[:0]
+		closed := w.closed
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			if closed {
+				return
 			}
+			if cap(batch) > 1024 {
+				batch = nil // a burst is over: give its queue back
+			}
+			<-w.wake
 			continue
 		}
-		data := []byte(`{"id":` + strconv.FormatUint(op.id, 10) + `,"key":` + strconv.Quote(op.key) +
-			`,"route":` + strconv.Quote(op.route) + `,"parked_at":"` + op.at.UTC().Format(time.RFC3339Nano) + `"}`)
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ack, err := m.js.Publish(pctx, SubjectPrefix+op.lane, data)
-		cancel()
-		if err != nil {
-			m.log.Warn("lane mirror publish", "error", err)
-			continue
+		for _, op := range batch {
+			w.write(ctx, op)
 		}
-		m.seqs[op.id] = ack.Sequence
+		clear(batch)
 	}
+}
+
+// write writes one record.
+func (w *mirrorWriter) write(ctx context.Context, op mirrorOp) {
+	m := w.m
+	if !op.park {
+		// A request's park has been written by now; when it is not known,
+		// its park was dropped or failed: nothing to do.
+		if seq, ok := w.seqs[op.id]; ok {
+			delete(w.seqs, op.id)
+			m.delete(ctx, seq)
+		}
+		return
+	}
+	data := []byte(`{"id":` + strconv.FormatUint(op.id, 10) + `,"key":` + strconv.Quote(op.key) +
+		`,"route":` + strconv.Quote(op.route) + `,"parked_at":"` + op.at.UTC().Format(time.RFC3339Nano) + `"}`)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ack, err := m.js.Publish(pctx, SubjectPrefix+op.lane, data)
+	cancel()
+	if err != nil {
+		m.log.Warn("lane mirror publish", "error", err)
+		return
+	}
+	w.seqs[op.id] = ack.Sequence
 }
 
 func (m *mirror) delete(ctx context.Context, seq uint64) {
@@ -160,5 +232,6 @@ func (m *mirror) resize(ctx context.Context, specs []Spec) error {
 	if _, err := m.js.UpdateStream(ctx, streamConfig(specs)); err != nil {
 		return fmt.Errorf("lanes: update stream %s: %w", StreamName, err)
 	}
+	m.setLimit(specs)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/embeddednats/natstest"
@@ -206,4 +207,99 @@ func TestMirrorReopen(t *testing.T) {
 	if err := h3.s.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMirrorBurst parks a lane's whole depth at once, far faster than
+// records can be written one by one: every request parks, and every one
+// reaches RELAY_LANES (the writers' queues grow with the burst), none is
+// dropped; relay_lane_mirror_dropped_total stays 0.
+func TestMirrorBurst(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns)
+	reg := prometheus.NewRegistry()
+	const n = 10000
+	s, err := Open(t.Context(), Options{Lanes: []Spec{{Name: "l", MaxDepth: n, MaxWait: time.Minute}},
+		JetStream: js, Registry: reg})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c := newCapacity()
+	start := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("w%d", i)
+		if _, err := s.Park(t.Context(), Waiter{Lane: "l", Key: "k", Route: "r", Admit: c.admit(id, "r")}); err != nil {
+			t.Fatalf("Park %s: %v", id, err)
+		}
+	}
+	parked := time.Since(start)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		inStream, dropped := streamMsgs(t, js, ""), uint64(gathered(t, reg, "relay_lane_mirror_dropped_total"))
+		if dropped != 0 {
+			t.Fatalf("%d records dropped (%d in RELAY_LANES), want none", dropped, inStream)
+		}
+		if inStream == n {
+			t.Logf("%d parked in %v; all in RELAY_LANES %v later", n, parked, time.Since(start)-parked)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: %d of %d in RELAY_LANES", inStream, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMirrorDropsCounted leaves the writers no room at all: every
+// request still parks, and every record is counted as dropped.
+func TestMirrorDropsCounted(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns)
+	reg := prometheus.NewRegistry()
+	const n = 100
+	s, err := Open(t.Context(), Options{Lanes: []Spec{{Name: "l", MaxDepth: n, MaxWait: time.Minute}},
+		JetStream: js, Registry: reg})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	s.mirror.limit.Store(0)
+	c := newCapacity()
+	for i := range n {
+		id := fmt.Sprintf("w%d", i)
+		if _, err := s.Park(t.Context(), Waiter{Lane: "l", Key: "k", Route: "r", Admit: c.admit(id, "r")}); err != nil {
+			t.Fatalf("Park %s: %v", id, err)
+		}
+	}
+	if d := s.Depth("l"); d != n {
+		t.Errorf("depth %d, want %d: a dropped record must not drop its request", d, n)
+	}
+	if dropped := gathered(t, reg, "relay_lane_mirror_dropped_total"); dropped != n {
+		t.Errorf("relay_lane_mirror_dropped_total = %v, want %d", dropped, n)
+	}
+	if got := streamMsgs(t, js, ""); got != 0 {
+		t.Errorf("RELAY_LANES holds %d, want 0", got)
+	}
+}
+
+// gathered returns the value of the unlabelled counter or gauge name in
+// reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) != 1 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			return c.GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
 }
