@@ -81,6 +81,9 @@ type holdRun struct {
 	Canceled float64 `json:"lane_canceled"`
 	// Upstream is the upstream requests during the run (the relay: 1).
 	Upstream int64 `json:"upstream_requests"`
+	// MirrorDropped is relay_lane_mirror_dropped_total added: RELAY_LANES
+	// records the relay could not queue.
+	MirrorDropped float64 `json:"mirror_dropped"`
 }
 
 // parkedReport is the JSON report of the parked scenario.
@@ -465,7 +468,7 @@ func parkedRelayConfig(listen, admin, storeDir, upstream string, o parkedOptions
 
 // relayGauges reads the relay's figures the parked scenario needs.
 type relayGauges struct {
-	depth, inflight, goroutines, heapInuse, canceled, jobsQueued float64
+	depth, inflight, goroutines, heapInuse, canceled, jobsQueued, mirrorDropped float64
 }
 
 // readRelayGauges scrapes the relay's /metrics; depth is lane's.
@@ -475,12 +478,13 @@ func readRelayGauges(ctx context.Context, ctl *http.Client, relay, lane string) 
 		return relayGauges{}, err
 	}
 	return relayGauges{
-		depth:      promValues(body, "relay_lane_depth", "lane")[lane],
-		inflight:   promValues(body, "relay_provider_inflight", "provider")[providerName(0)],
-		goroutines: promValues(body, "go_goroutines", "")[""],
-		heapInuse:  promValues(body, "go_memstats_heap_inuse_bytes", "")[""],
-		canceled:   promValues(body, "relay_lane_rejected_total", "reason")["canceled"],
-		jobsQueued: promValues(body, "relay_jobs_queued", "")[""],
+		depth:         promValues(body, "relay_lane_depth", "lane")[lane],
+		inflight:      promValues(body, "relay_provider_inflight", "provider")[providerName(0)],
+		goroutines:    promValues(body, "go_goroutines", "")[""],
+		heapInuse:     promValues(body, "go_memstats_heap_inuse_bytes", "")[""],
+		canceled:      promValues(body, "relay_lane_rejected_total", "reason")["canceled"],
+		jobsQueued:    promValues(body, "relay_jobs_queued", "")[""],
+		mirrorDropped: promValues(body, "relay_lane_mirror_dropped_total", "")[""],
 	}, nil
 }
 
@@ -578,6 +582,7 @@ func runParkedRelay(ctx context.Context, l *lab, o parkedOptions, log io.Writer)
 		return run, err
 	}
 	run.AfterGo, run.Canceled = g2.goroutines, g2.canceled-g0.canceled
+	run.MirrorDropped = g2.mirrorDropped - g0.mirrorDropped
 	if run.AfterRSS, err = readRSS(relay.PID()); err != nil {
 		return run, err
 	}
@@ -619,6 +624,7 @@ func (r *parkedReport) print(w io.Writer) error {
 	f.add("lane depth back to 0 after the cancel", secs3(rl.DrainFor)+" s", "")
 	f.add("relay goroutines idle / after the cancel", fmt.Sprintf("%.0f / %.0f", rl.IdleGo, rl.AfterGo), "")
 	f.add("upstream requests during the run", strconv.FormatInt(rl.Upstream, 10), "1 (the slot holder)")
+	f.add("RELAY_LANES records dropped (relay_lane_mirror_dropped_total)", fmt.Sprintf("%.0f", rl.MirrorDropped), "0")
 	conns := "one connection each"
 	if r.Options.H2C {
 		conns = "HTTP/2 streams (h2c)"
