@@ -131,7 +131,7 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 	hr := &holdRunner{inner: &workers.JobRunner{Router: func() workers.JobDispatcher { return router }, Lanes: set},
 		started: make(chan string, 16), release: make(chan struct{})}
 	hr.held.Store(o.held)
-	svc, err := jobs.Open(t.Context(), js, hr, jobs.Options{Registry: reg, Workers: o.workers, CallbackWorkers: 2,
+	svc, err := jobs.Open(t.Context(), js, hr, jobs.Options{Registry: reg, Workers: o.workers, CallbackWorkers: 2, Signer: testSigner(t),
 		AllowPrivate: true, CallbackBaseBackoff: 10 * time.Millisecond, BatchWindow: o.window, MaxBatchRequests: o.maxRequests,
 		Lanes: map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}})
 	if err != nil {

@@ -236,6 +236,10 @@ func jobError(err error, id string) *apiError {
 	case errors.Is(err, jobs.ErrNotCancelable):
 		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
 			openaiCode: "conflict", msg: err.Error()}
+	case errors.Is(err, jobs.ErrIdempotencyMismatch):
+		e = &apiError{status: http.StatusUnprocessableEntity, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
+			openaiCode: "idempotency_key_reused", param: "Idempotency-Key",
+			msg: err.Error() + "; send a new Idempotency-Key for a different request"}
 	case errors.Is(err, jobs.ErrInvalid):
 		e = errBadRequest(err.Error())
 	case errors.Is(err, jobs.ErrTooLarge):

@@ -296,7 +296,7 @@ func TestJobsHTTPErrorsIdempotencyCancel(t *testing.T) {
 	ns := natstest.Start(t)
 	js := natstest.JetStream(t, ns)
 	rr := &releaseRunner{started: make(chan string, 1), release: make(chan jobs.Outcome)}
-	jr := newJobsRelay(t, js, rr, nil, false)
+	jr := newJobsRelay(t, js, rr, testSigner(t), false)
 	defer jr.stop()
 
 	for _, tc := range []struct {
@@ -341,6 +341,13 @@ func TestJobsHTTPErrorsIdempotencyCancel(t *testing.T) {
 	if code1 != 202 || code2 != 200 || j1["id"] != j2["id"] || h2.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("idempotent POSTs = %d %v, %d %v; want 202 then 200 with the same id", code1, j1["id"], code2, j2["id"])
 	}
+	// The same key with another body: 422 naming the key, in both formats.
+	other := `{"endpoint":"/v1/messages","lane":"interactive","body":` + jobBody + `}`
+	code3, _, e3 := jr.do(t, "POST", "/v1/jobs", canaryKey, idem, other)
+	if e, _ := e3["error"].(map[string]any); code3 != 422 || e == nil || e["type"] != "invalid_request_error" ||
+		!strings.Contains(e["message"].(string), `"abc-1"`) {
+		t.Fatalf("POST with a reused Idempotency-Key and another body = %d %v; want 422 invalid_request_error naming the key", code3, e3)
+	}
 	id := j1["id"].(string)
 	if code, _, _ := jr.do(t, "DELETE", "/v1/jobs/"+id, limitedKey, nil, ""); code != 404 {
 		t.Errorf("DELETE by another key = %d; want 404", code)
@@ -370,4 +377,15 @@ func TestNoJobServiceNoRoutes(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Errorf("POST /v1/jobs without a job service = %d; want 404", resp.StatusCode)
 	}
+}
+
+// testSigner returns a signer with a fixed secret, for services whose test
+// does not check signatures (callbacks are always signed).
+func testSigner(t *testing.T) *callbacks.Signer {
+	t.Helper()
+	sg, err := callbacks.NewSigner("whsec_" + base64.StdEncoding.EncodeToString([]byte("relay-gateway-test-secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sg
 }

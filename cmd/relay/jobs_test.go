@@ -53,21 +53,33 @@ func newJobsRelay(t *testing.T, upstream simupstream.Options, maxConc int) *jobs
 	t.Cleanup(func() { _ = sim.Close() })
 	r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t),
 		secret: "whsec_" + base64.StdEncoding.EncodeToString(key), upstream: sim, maxConc: maxConc}
+	r.writeConfig()
+	return r
+}
+
+// writeConfig writes the relay's configuration file; an empty r.secret
+// leaves callbacks.signing_secret out.
+func (r *jobsRelay) writeConfig() {
+	t := r.t
+	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
 	fmt.Fprintf(&b, "nats: {listen: %s, store_dir: %s}\n", r.natsAddr, filepath.Join(r.dir, "nats"))
-	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", sim.URL(), canaryUpstream)
-	if maxConc > 0 {
-		fmt.Fprintf(&b, "    max_concurrency: %d\n", maxConc)
+	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", r.upstream.URL(), canaryUpstream)
+	if r.maxConc > 0 {
+		fmt.Fprintf(&b, "    max_concurrency: %d\n", r.maxConc)
 	}
 	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
 	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
-	fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
+	if r.secret != "" {
+		fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
+	} else {
+		b.WriteString("callbacks: {allow_private_networks: true}\n")
+	}
 	b.WriteString("log: {level: info}\n")
 	if err := os.WriteFile(filepath.Join(r.dir, "relay.yaml"), []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return r
 }
 
 // start runs the relay on the configuration and store and waits until it
@@ -485,4 +497,58 @@ func TestJobsCallbackResumesAfterRestart(t *testing.T) {
 	t.Logf("%d refused attempts before the restart; delivered %v after it", failed,
 		ds[len(ds)-1].at.Sub(restarted).Round(time.Millisecond))
 	p.stopClean()
+}
+
+// TestJobsCallbackGeneratedSecret: with no callbacks.signing_secret the
+// relay still signs every callback, with a secret it generates on the first
+// start, logs once and keeps in NATS, so a restart signs with the same one
+// and does not log it again.
+func TestJobsCallbackGeneratedSecret(t *testing.T) {
+	t.Parallel()
+	r := newJobsRelay(t, simupstream.Options{Latency: time.Millisecond}, 0)
+	r.secret = ""
+	r.writeConfig()
+	rc := newReceiver(t, func(string, int) int { return http.StatusOK })
+
+	p := r.start()
+	secret := generatedSecret(t, p.stderr.String())
+	if secret == "" {
+		t.Fatalf("first start logged no generated signing secret:\n%s", p.stderr.String())
+	}
+	id1 := r.submit(rc.cbURL())
+	poll(t, 30*time.Second, "first callback", func() bool { return len(rc.deliveries()) == 1 })
+	p.stopClean()
+
+	p = r.start()
+	if again := generatedSecret(t, p.stderr.String()); again != "" {
+		t.Errorf("restart logged a generated secret again")
+	}
+	id2 := r.submit(rc.cbURL())
+	poll(t, 30*time.Second, "second callback", func() bool { return len(rc.deliveries()) == 2 })
+	p.stopClean()
+
+	for i, d := range rc.deliveries() {
+		if want := []string{id1, id2}[i]; d.id != want {
+			t.Errorf("delivery %d: webhook-id %s; want %s", i+1, d.id, want)
+		}
+		if d.sig == "" {
+			t.Errorf("delivery %d is unsigned", i+1)
+		}
+		verify(t, secret, d)
+	}
+}
+
+// generatedSecret returns the signing secret a relay logged as generated,
+// or "".
+func generatedSecret(t *testing.T, logs string) string {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Secret string `json:"signing_secret"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Secret != "" {
+			return rec.Secret
+		}
+	}
+	return ""
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // serve runs the gateway until ctx is cancelled, then shuts down in the
@@ -179,13 +178,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 // openJobs opens the asynchronous jobs service over JetStream.
 func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, r jobs.Runner, log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
-	var signer *callbacks.Signer
-	if secrets := cfg.Callbacks.SigningSecrets(); len(secrets) > 0 {
-		s, err := callbacks.NewSigner(secrets...)
-		if err != nil {
-			return nil, fmt.Errorf("callbacks.signing_secret: %w", err)
-		}
-		signer = s
+	signer, err := callbackSigner(ctx, js, cfg.Callbacks, log)
+	if err != nil {
+		return nil, err
 	}
 	waits := make(map[string]time.Duration, len(cfg.Lanes))
 	for _, l := range cfg.Lanes {

@@ -58,6 +58,9 @@ var (
 	// ErrTooLarge means the submission is larger than the message store
 	// accepts.
 	ErrTooLarge = errors.New("job is too large to store")
+	// ErrIdempotencyMismatch means an Idempotency-Key was used before by
+	// the same key with a different submission.
+	ErrIdempotencyMismatch = errors.New("idempotency key was already used with a different request")
 	// ErrClosed means the Service was stopped.
 	ErrClosed = errors.New("jobs service closed")
 )

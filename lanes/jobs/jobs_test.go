@@ -112,6 +112,21 @@ func TestIdempotencyKey(t *testing.T) {
 	if err != nil || c2 || j2.ID != j1.ID {
 		t.Fatalf("second Submit = %s, created %v, %v; want %s, false", j2.ID, c2, err, j1.ID)
 	}
+	// The same Idempotency-Key with another request is refused, whatever
+	// part of it differs, and creates nothing.
+	for name, change := range map[string]func(s *jobs.Submission){
+		"body":     func(s *jobs.Submission) { s.Body = []byte(`{"model":"m","max_tokens":2}`) },
+		"lane":     func(s *jobs.Submission) { s.Lane = "interactive" },
+		"metadata": func(s *jobs.Submission) { s.Metadata = []byte(`{"order":43}`) },
+		"endpoint": func(s *jobs.Submission) { s.Endpoint = jobs.EndpointChatCompletions },
+	} {
+		other := x
+		change(&other)
+		if j, c, err := s.Submit(t.Context(), other); !errors.Is(err, jobs.ErrIdempotencyMismatch) || c ||
+			!strings.Contains(err.Error(), `"order-42"`) {
+			t.Errorf("Submit with another %s = %s, %v, %v; want ErrIdempotencyMismatch naming the key", name, j.ID, c, err)
+		}
+	}
 	// Another key with the same Idempotency-Key gets its own job.
 	y := x
 	y.Key = "team-b"

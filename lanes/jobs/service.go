@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,7 +86,7 @@ type Options struct {
 	CallbackBaseBackoff time.Duration
 	// CallbackMaxBackoff caps the callback backoff (default 10m).
 	CallbackMaxBackoff time.Duration
-	// Signer signs callbacks; nil sends them unsigned.
+	// Signer signs callbacks. It is required: callbacks are always signed.
 	Signer *callbacks.Signer
 	// AllowPrivate is callbacks.allow_private_networks: callback URLs may
 	// reach loopback and private addresses.
@@ -148,6 +150,9 @@ type Service struct {
 func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Service, error) {
 	if js == nil || r == nil {
 		return nil, errors.New("jobs: JetStream and Runner are required")
+	}
+	if o.Signer == nil {
+		return nil, fmt.Errorf("jobs: %w", callbacks.ErrUnsigned)
 	}
 	if o.ResultTTL <= 0 {
 		o.ResultTTL = DefaultResultTTL
@@ -344,7 +349,8 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error)
 	id := NewID(now)
 	if sub.IdempotencyKey != "" {
 		ik := idemKey(sub.Key, sub.IdempotencyKey)
-		if _, err := s.idem.Create(ctx, ik, []byte(id)); err != nil {
+		fp := fingerprint(&sub)
+		if _, err := s.idem.Create(ctx, ik, []byte(id+" "+fp)); err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
 				return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
 			}
@@ -352,7 +358,10 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error)
 			if err != nil {
 				return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
 			}
-			prev := string(e.Value())
+			prev, prevFP, hasFP := strings.Cut(string(e.Value()), " ")
+			if hasFP && prevFP != fp {
+				return Job{}, false, fmt.Errorf("%w: %q", ErrIdempotencyMismatch, sub.IdempotencyKey)
+			}
 			if j, _, err := s.load(ctx, prev); err == nil {
 				return j, false, nil
 			} else if !errors.Is(err, ErrNotFound) {
@@ -370,6 +379,23 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error)
 	}
 	j, err := s.store(ctx, id, now, &sub, true)
 	return j, true, err
+}
+
+// fingerprint is the hex SHA-256 of what a submission asks for: its
+// endpoint, lane, callback URL, metadata and body, byte for byte. It is
+// stored with the idempotency claim (as "<job id> <fingerprint>"), so that
+// a reused Idempotency-Key with another request is refused rather than
+// silently answered with the first job, as Stripe does. Claims written
+// before fingerprints existed hold only the id and are not checked.
+func fingerprint(sub *Submission) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(sub.Endpoint), []byte(sub.Lane), []byte(sub.CallbackURL), sub.Metadata, sub.Body} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // idemKey is the RELAY_JOB_IDEM key of an Idempotency-Key.

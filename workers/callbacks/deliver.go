@@ -82,8 +82,9 @@ type DelivererOptions struct {
 	// the strict policy. Use NewClient so redirects are not followed and
 	// addresses are checked at dial time.
 	Client *http.Client
-	// Signer signs callbacks; nil sends them unsigned (no
-	// webhook-signature header), as configs allow an empty signing secret.
+	// Signer signs callbacks. It is required: without one every attempt
+	// fails with ErrUnsigned and nothing is sent, since a receiver could
+	// not tell a callback from a forgery.
 	Signer *Signer
 	// MaxAttempts is the attempts per callback; 0 means DefaultMaxAttempts.
 	MaxAttempts int
@@ -167,6 +168,9 @@ func (d *Deliverer) Attempt(ctx context.Context, cb Callback) Result {
 	if err != nil {
 		return Result{Outcome: OutcomeFailed, Err: err}
 	}
+	if d.signer == nil {
+		return Result{Outcome: OutcomeFailed, Err: ErrUnsigned}
+	}
 	if !validMsgID(cb.MsgID) {
 		return Result{Outcome: OutcomeFailed, Err: errors.New("callbacks: webhook-id must be 1 to 256 printable ASCII characters without spaces")}
 	}
@@ -179,9 +183,7 @@ func (d *Deliverer) Attempt(ctx context.Context, cb Callback) Result {
 	req.Header.Set("User-Agent", UserAgent)
 	req.Header.Set("Webhook-Id", cb.MsgID)
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
-	if d.signer != nil {
-		req.Header.Set("Webhook-Signature", d.signer.Sign(cb.MsgID, now, cb.Body))
-	}
+	req.Header.Set("Webhook-Signature", d.signer.Sign(cb.MsgID, now, cb.Body))
 
 	resp, err := d.client.Do(req)
 	if err != nil {

@@ -475,19 +475,17 @@ func TestAttemptStableAcrossRetries(t *testing.T) {
 	}
 }
 
+// TestAttemptUnsigned: without a Signer nothing is sent, and the attempt
+// fails for good rather than going out unsigned.
 func TestAttemptUnsigned(t *testing.T) {
 	rc := newReceiver(t, nil)
 	d := NewDeliverer(DelivererOptions{Client: NewClient(ClientOptions{AllowPrivate: true})})
 	t.Cleanup(d.CloseIdleConnections)
 	res := d.Attempt(context.Background(), Callback{URL: rc.URL, MsgID: "job_1", Body: []byte(`{}`), Attempt: 1})
-	if res.Outcome != OutcomeDelivered {
-		t.Fatalf("Attempt = %+v; want delivered", res)
+	if res.Outcome != OutcomeFailed || !errors.Is(res.Err, ErrUnsigned) {
+		t.Fatalf("Attempt without a Signer = %+v; want failed with ErrUnsigned", res)
 	}
-	h := rc.requests()[0].header
-	if v := h.Values("Webhook-Signature"); len(v) != 0 {
-		t.Errorf("webhook-signature = %q; want none without a Signer", v)
-	}
-	if h.Get("Webhook-Id") == "" || h.Get("Webhook-Timestamp") == "" {
-		t.Errorf("webhook-id or webhook-timestamp missing: %v", h)
+	if n := len(rc.requests()); n != 0 {
+		t.Errorf("receiver got %d requests; want none", n)
 	}
 }

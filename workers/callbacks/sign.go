@@ -29,6 +29,9 @@ var (
 	// ErrInvalidHeaders reports a missing message id, timestamp or
 	// signature, or a timestamp that is not an integer.
 	ErrInvalidHeaders = errors.New("invalid webhook headers")
+	// ErrUnsigned reports a delivery attempted without a Signer: callbacks
+	// are always signed, so nothing is sent.
+	ErrUnsigned = errors.New("callbacks: no signing secret: callbacks are always signed")
 	// ErrTimestampOutOfRange reports a webhook-timestamp further from now
 	// than the tolerance.
 	ErrTimestampOutOfRange = errors.New("webhook timestamp outside tolerance")
