@@ -102,6 +102,10 @@ func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *ac
 		f.Kind = FailTimeout
 		f.Err = fmt.Errorf("upstream timed out after %s", t.Timeout)
 		outcome, kind = "timeout", actor.Timeout
+	case errors.Is(err, ErrFirstByteTimeout):
+		// A hung upstream: the same failure as a timeout, found sooner.
+		f.Kind = FailTimeout
+		outcome, kind = "timeout", actor.Timeout
 	}
 	r.finish(permit, actor.Outcome{Kind: kind})
 	r.metrics.attempt(t.ProviderName, outcome, time.Since(start))

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,6 +48,12 @@ type ProviderOptions struct {
 	APIKey string
 	// Timeout bounds one call, the whole streamed body included.
 	Timeout time.Duration
+	// FirstByteTimeout bounds the wait for a streaming call's response
+	// headers (default 1m, or Timeout when that is shorter; never more than
+	// Timeout). Non-streaming calls get their headers only with the whole
+	// answer, so Timeout alone bounds them. Expiry fails the call with
+	// ErrFirstByteTimeout.
+	FirstByteTimeout time.Duration
 	// MaxIdleConns bounds idle keep-alive connections (default 64).
 	MaxIdleConns int
 	// DialTimeout bounds connection set-up (default 10s).
@@ -71,6 +79,13 @@ type HTTPProvider struct {
 	sickUntil atomic.Int64
 }
 
+// defaultFirstByteTimeout is ProviderOptions.FirstByteTimeout's default.
+const defaultFirstByteTimeout = time.Minute
+
+// ErrFirstByteTimeout is returned by HTTPProvider.Call when a streaming
+// call got no response headers within the provider's FirstByteTimeout.
+var ErrFirstByteTimeout = errors.New("upstream sent no response headers in time")
+
 // authQuarantine is how long a provider whose key the upstream refused is
 // skipped before it is tried again.
 const authQuarantine = 30 * time.Second
@@ -92,6 +107,10 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
 	}
+	if opts.FirstByteTimeout <= 0 {
+		opts.FirstByteTimeout = defaultFirstByteTimeout
+	}
+	opts.FirstByteTimeout = min(opts.FirstByteTimeout, opts.Timeout)
 	base := strings.TrimSuffix(opts.BaseURL, "/")
 	p := &HTTPProvider{opts: opts}
 	switch opts.Format {
@@ -120,7 +139,9 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       tlsConf,
 		// Response headers of a non-streaming generation arrive only when
-		// it is complete, so they may take as long as the whole call.
+		// it is complete, so they may take as long as the whole call; a
+		// streaming call's wait for them is bounded per call, by
+		// FirstByteTimeout (see Call).
 		ResponseHeaderTimeout: opts.Timeout,
 	}
 	p.client = &http.Client{
@@ -140,6 +161,10 @@ func (p *HTTPProvider) Format() Format { return p.opts.Format }
 
 // Timeout returns the bound on one call.
 func (p *HTTPProvider) Timeout() time.Duration { return p.opts.Timeout }
+
+// FirstByteTimeout returns the bound on a streaming call's wait for its
+// response headers.
+func (p *HTTPProvider) FirstByteTimeout() time.Duration { return p.opts.FirstByteTimeout }
 
 // HealthCheck reports whether the provider is usable: false for a while
 // after the upstream refused the provider's own key (401 or 403), and again
@@ -163,8 +188,46 @@ func (p *HTTPProvider) observe(status int) {
 // CloseIdleConnections closes the transport's idle connections.
 func (p *HTTPProvider) CloseIdleConnections() { p.transport.CloseIdleConnections() }
 
-// Call sends c upstream with the provider's key.
+// Call sends c upstream with the provider's key. A streaming call that gets
+// no response headers within FirstByteTimeout fails with
+// ErrFirstByteTimeout; once they have come, only ctx bounds the body.
 func (p *HTTPProvider) Call(ctx context.Context, c *Call) (*http.Response, error) {
+	if !c.Stream {
+		return p.send(ctx, c)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(p.opts.FirstByteTimeout, func() { cancel(ErrFirstByteTimeout) })
+	resp, err := p.send(ctx, c)
+	if fired := !timer.Stop(); fired {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		return nil, fmt.Errorf("%w (first_byte_timeout %s)", ErrFirstByteTimeout, p.opts.FirstByteTimeout)
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose releases a streaming call's context when its body closes.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+// Close closes the body, then releases the call's context.
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// send makes the upstream request.
+func (p *HTTPProvider) send(ctx context.Context, c *Call) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(c.Body))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
