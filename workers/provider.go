@@ -70,6 +70,7 @@ type ProviderOptions struct {
 type HTTPProvider struct {
 	opts      ProviderOptions
 	endpoint  string
+	probeURL  string // GET with the key: does the upstream accept it?
 	transport *http.Transport
 	client    *http.Client
 	authName  string
@@ -77,6 +78,8 @@ type HTTPProvider struct {
 	// sickUntil is when the provider counts as healthy again (unix nanos)
 	// after the upstream refused its key.
 	sickUntil atomic.Int64
+	// probe is the key probe state (see ProbeKey).
+	probe keyProbe
 }
 
 // defaultFirstByteTimeout is ProviderOptions.FirstByteTimeout's default.
@@ -116,9 +119,11 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 	switch opts.Format {
 	case FormatAnthropic:
 		p.endpoint = base + "/v1/messages"
+		p.probeURL = base + "/v1/models?limit=1"
 		p.authName, p.authValue = "X-Api-Key", opts.APIKey
 	case FormatOpenAI:
 		p.endpoint = base + "/chat/completions"
+		p.probeURL = base + "/models"
 		p.authName, p.authValue = "Authorization", "Bearer "+opts.APIKey
 	default:
 		return nil, fmt.Errorf("provider %s: unknown format %d", opts.Name, opts.Format)
@@ -167,8 +172,8 @@ func (p *HTTPProvider) Timeout() time.Duration { return p.opts.Timeout }
 func (p *HTTPProvider) FirstByteTimeout() time.Duration { return p.opts.FirstByteTimeout }
 
 // HealthCheck reports whether the provider is usable: false for a while
-// after the upstream refused the provider's own key (401 or 403), and again
-// true as soon as a call succeeds.
+// after the upstream refused the provider's own key (a 401, or a 403 that
+// ProbeKey confirmed), and again true as soon as a call succeeds.
 func (p *HTTPProvider) HealthCheck() bool {
 	return time.Now().UnixNano() >= p.sickUntil.Load()
 }
@@ -176,7 +181,7 @@ func (p *HTTPProvider) HealthCheck() bool {
 // observe records the health signal of an upstream status.
 func (p *HTTPProvider) observe(status int) {
 	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		p.sickUntil.Store(time.Now().Add(authQuarantine).UnixNano())
 	case status >= 200 && status < 300:
 		if p.sickUntil.Load() != 0 {
@@ -226,6 +231,15 @@ func (b *cancelOnClose) Close() error {
 	return err
 }
 
+// setAuth sets the provider's key and, for Anthropic, a default
+// anthropic-version.
+func (p *HTTPProvider) setAuth(h http.Header) {
+	if p.opts.Format == FormatAnthropic && h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", "2023-06-01")
+	}
+	h.Set(p.authName, p.authValue)
+}
+
 // send makes the upstream request.
 func (p *HTTPProvider) send(ctx context.Context, c *Call) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(c.Body))
@@ -245,10 +259,7 @@ func (p *HTTPProvider) send(ctx context.Context, c *Call) (*http.Response, error
 	} else {
 		h.Set("Accept", "application/json")
 	}
-	if p.opts.Format == FormatAnthropic && h.Get("Anthropic-Version") == "" {
-		h.Set("Anthropic-Version", "2023-06-01")
-	}
-	h.Set(p.authName, p.authValue)
+	p.setAuth(h)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, err
