@@ -105,6 +105,11 @@ type Provider struct {
 	OutputTPM int `yaml:"output_tpm"`
 	// Timeout bounds one upstream call, streaming included.
 	Timeout Duration `yaml:"timeout"`
+	// FirstByteTimeout bounds the wait for the response headers of a
+	// streaming call, so a hung upstream is left for another target long
+	// before Timeout. A non-streaming call gets its headers only when the
+	// whole answer is ready, so Timeout alone bounds it. At most Timeout.
+	FirstByteTimeout Duration `yaml:"first_byte_timeout"`
 	// MaxIdleConns bounds idle keep-alive connections to the upstream.
 	MaxIdleConns int `yaml:"max_idle_conns"`
 	// Breaker configures the provider's circuit breaker.

@@ -16,6 +16,7 @@ const (
 	defaultLaneMaxDepth   = 10000
 	defaultLaneMaxWait    = 60 * time.Second
 	defaultTimeout        = 10 * time.Minute
+	defaultFirstByteTime  = time.Minute
 	defaultMaxIdleConns   = 64
 	defaultFailureRatio   = 0.5
 	defaultMinRequests    = 10
@@ -51,7 +52,8 @@ const (
 // Defaults inside list entries are applied while decoding them:
 //
 //	lane:      max_depth 10000, max_wait 60s, min_share 0
-//	provider:  timeout 10m, max_idle_conns 64, no rate or concurrency limits,
+//	provider:  timeout 10m, first_byte_timeout 1m (or timeout, when that is
+//	           shorter), max_idle_conns 64, no rate or concurrency limits,
 //	           breaker {failure_ratio 0.5, min_requests 10, window 30s, open_for 15s},
 //	           each breaker field separately
 //	simulator: latency 20ms, token_interval 10ms (when the block is present)
@@ -110,6 +112,7 @@ func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // UnmarshalYAML decodes a provider, defaulting timeout to 10m,
+// first_byte_timeout to 1m (or to timeout, when that is shorter),
 // max_idle_conns to 64 and each left-out breaker field to DefaultBreaker's.
 func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 	type providerYAML Provider
@@ -121,8 +124,41 @@ func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&v); err != nil {
 		return err
 	}
+	if !hasKey(n, "first_byte_timeout") {
+		v.FirstByteTimeout = Duration(defaultFirstByteTime)
+		if v.Timeout > 0 && v.Timeout < v.FirstByteTimeout {
+			v.FirstByteTimeout = v.Timeout
+		}
+	}
 	*p = Provider(v)
 	return nil
+}
+
+// hasKey reports whether the mapping node n holds key, directly or through
+// an alias or a merge key ("<<: *anchor").
+func hasKey(n *yaml.Node, key string) bool {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Value == key:
+			return true
+		case k.Value == "<<" && v.Kind == yaml.SequenceNode:
+			for _, m := range v.Content {
+				if hasKey(m, key) {
+					return true
+				}
+			}
+		case k.Value == "<<" && hasKey(v, key):
+			return true
+		}
+	}
+	return false
 }
 
 // UnmarshalYAML decodes a simulator block, defaulting latency to 20ms and

@@ -200,6 +200,7 @@ func TestDefaults(t *testing.T) {
 		}},
 		{"provider limits", [4]int{p.MaxConcurrency, p.RPM, p.InputTPM, p.OutputTPM}, [4]int{}},
 		{"provider timeout", p.Timeout.Std(), 10 * time.Minute},
+		{"provider first_byte_timeout", p.FirstByteTimeout.Std(), time.Minute},
 		{"provider max_idle_conns", p.MaxIdleConns, 64},
 		{"provider breaker", p.Breaker, Breaker{FailureRatio: 0.5, MinRequests: 10, Window: Duration(30 * time.Second), OpenFor: Duration(15 * time.Second)}},
 		{"target weight", tg.Weight, 1},
@@ -376,7 +377,7 @@ func validConfig() *Config {
 	c := Default()
 	c.Providers = []Provider{{
 		Name: "p", Type: "anthropic", BaseURL: "https://api.anthropic.com", APIKey: "k",
-		Timeout: Duration(time.Minute), Breaker: DefaultBreaker(),
+		Timeout: Duration(time.Minute), FirstByteTimeout: Duration(time.Minute), Breaker: DefaultBreaker(),
 	}}
 	c.Routes = []Route{{Model: "m", Targets: []Target{{Provider: "p"}}}}
 	c.Keys = []Key{{Name: "k", Key: "s"}}
@@ -416,6 +417,83 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	var p Problem
 	if !errors.As(err, &p) || p.Path != "listen" {
 		t.Errorf("errors.As(Validate(), &Problem) = %+v; want the listen problem", p)
+	}
+}
+
+// TestFirstByteTimeout checks the default of first_byte_timeout (1m, or
+// timeout when that is shorter, also through merge keys) and its bounds.
+func TestFirstByteTimeout(t *testing.T) {
+	const head = `
+routes:
+  - model: m
+    targets: [{provider: p}]
+keys:
+  - name: k1
+    key: secret-one
+providers:
+`
+	const prov = `  - name: p
+    type: openai
+    base_url: http://127.0.0.1:9999/v1
+    api_key: k
+`
+	tests := []struct {
+		name    string
+		extra   string // appended to the provider entry
+		want    time.Duration
+		problem string // "" = valid
+	}{
+		{name: "left out", want: time.Minute},
+		{name: "left out, short timeout", extra: "    timeout: 20s\n", want: 20 * time.Second},
+		{name: "set", extra: "    first_byte_timeout: 5s\n", want: 5 * time.Second},
+		{name: "equal to timeout", extra: "    timeout: 5s\n    first_byte_timeout: 5s\n", want: 5 * time.Second},
+		{name: "longer than timeout", extra: "    timeout: 5s\n    first_byte_timeout: 6s\n",
+			problem: "providers[0].first_byte_timeout: must be <= timeout (5s)"},
+		{name: "zero", extra: "    first_byte_timeout: 0s\n", problem: "providers[0].first_byte_timeout: must be > 0"},
+		{name: "negative", extra: "    first_byte_timeout: -1s\n",
+			problem: "providers[0].first_byte_timeout: must be > 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseWithEnv([]byte(head+prov+tc.extra), nil)
+			if tc.problem != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.problem) {
+					t.Fatalf("ParseWithEnv = %v; want a problem %q", err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseWithEnv: %v", err)
+			}
+			if got := c.Providers[0].FirstByteTimeout.Std(); got != tc.want {
+				t.Errorf("first_byte_timeout = %v; want %v", got, tc.want)
+			}
+		})
+	}
+
+	// A merge key brings the anchor's value; the entry's own timeout does
+	// not shorten it.
+	merged := head + `  - &base
+    name: a
+    type: openai
+    base_url: http://127.0.0.1:9999/v1
+    api_key: k
+    first_byte_timeout: 3s
+  - <<: *base
+    name: p
+    timeout: 30s
+  - <<: *base
+    name: c
+    first_byte_timeout: 2s
+`
+	c, err := ParseWithEnv([]byte(merged), nil)
+	if err != nil {
+		t.Fatalf("ParseWithEnv(merged): %v", err)
+	}
+	for i, want := range []time.Duration{3 * time.Second, 3 * time.Second, 2 * time.Second} {
+		if got := c.Providers[i].FirstByteTimeout.Std(); got != want {
+			t.Errorf("providers[%d].first_byte_timeout = %v; want %v", i, got, want)
+		}
 	}
 }
 

@@ -149,6 +149,12 @@ func (c *Config) validateProviders(ps *problems) {
 		if pr.Timeout <= 0 {
 			ps.add(p+".timeout", "must be > 0")
 		}
+		switch {
+		case pr.FirstByteTimeout <= 0:
+			ps.add(p+".first_byte_timeout", "must be > 0")
+		case pr.Timeout > 0 && pr.FirstByteTimeout > pr.Timeout:
+			ps.add(p+".first_byte_timeout", "must be <= timeout (%s)", pr.Timeout)
+		}
 		checkBreaker(ps, p+".breaker", pr.Breaker)
 	}
 }

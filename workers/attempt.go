@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,13 +43,13 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 		}
 		defer cancel()
 		return r.bodyAnswer(ctx, callCtx, req, t, permit, resp, start)
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		drain(resp)
 		cancel()
-		r.finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
-		r.metrics.attempt(t.ProviderName, "provider_auth", time.Since(start))
-		return nil, &Failure{Provider: t.ProviderName, Kind: FailProviderAuth, Status: status,
-			Err: fmt.Errorf("upstream refused the provider's key (status %d)", status)}
+		return nil, r.keyRefused(t, permit, resp, start, "")
+	case status == http.StatusForbidden:
+		defer cancel()
+		return r.forbiddenAnswer(ctx, callCtx, req, t, permit, resp, start)
 	case retryableStatus(status):
 		ra := retryAfter(resp.Header)
 		drain(resp)
@@ -102,6 +103,10 @@ func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *ac
 		f.Kind = FailTimeout
 		f.Err = fmt.Errorf("upstream timed out after %s", t.Timeout)
 		outcome, kind = "timeout", actor.Timeout
+	case errors.Is(err, ErrFirstByteTimeout):
+		// A hung upstream: the same failure as a timeout, found sooner.
+		f.Kind = FailTimeout
+		outcome, kind = "timeout", actor.Timeout
 	}
 	r.finish(permit, actor.Outcome{Kind: kind})
 	r.metrics.attempt(t.ProviderName, outcome, time.Since(start))
@@ -152,6 +157,41 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 	}, nil
 }
 
+// keyRefused settles a call whose upstream refused the provider's key: the
+// provider is set aside (the actor refuses it with provider_auth) and the
+// request moves on. how says how the refusal was established.
+func (r *Router) keyRefused(t *target, permit *actor.Permit, resp *http.Response, start time.Time, how string) *Failure {
+	r.finish(permit, actor.Outcome{Kind: actor.ProviderAuth, Header: resp.Header})
+	r.metrics.attempt(t.ProviderName, "provider_auth", time.Since(start))
+	return &Failure{Provider: t.ProviderName, Kind: FailProviderAuth, Status: resp.StatusCode,
+		Err: fmt.Errorf("upstream refused the provider's key (status %d%s)", resp.StatusCode, how)}
+}
+
+// forbiddenAnswer handles an upstream 403. It sets the provider aside only
+// when the body blames the key (keyProblem) and a key probe, shared with
+// every other request that got a 403 meanwhile, is refused as well; the
+// request then moves on to another target. Otherwise the 403 was the
+// request's own (a model or feature the key may not use, a policy) and
+// goes to this caller only, while the provider keeps serving the others.
+func (r *Router) forbiddenAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
+	data, err := readBody(resp)
+	if err != nil {
+		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream error body: %w", err))
+	}
+	if kp, ok := t.Provider.(KeyProber); ok && keyProblem(t.Format, data) {
+		v := kp.ProbeKey(callCtx)
+		if ctx.Err() != nil {
+			return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("key probe: %w", ctx.Err()))
+		}
+		r.log.LogAttrs(ctx, slog.LevelInfo, "upstream 403 on the provider key probed",
+			slog.String("provider", t.ProviderName), slog.String("verdict", v.String()))
+		if v == KeyRefused {
+			return nil, r.keyRefused(t, permit, resp, start, ", confirmed by a key probe")
+		}
+	}
+	return r.passError(req, t, permit, resp, data, start), nil
+}
+
 // clientErrorAnswer passes an upstream 4xx caused by the request on to the
 // client, in the client's format.
 func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
@@ -159,6 +199,12 @@ func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t
 	if err != nil {
 		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream error body: %w", err))
 	}
+	return r.passError(req, t, permit, resp, data, start), nil
+}
+
+// passError settles a call answered with a 4xx caused by the request and
+// returns that answer, body data, in the client's format.
+func (r *Router) passError(req *Request, t *target, permit *actor.Permit, resp *http.Response, data []byte, start time.Time) *Response {
 	r.finish(permit, actor.Outcome{Kind: actor.ClientError, Header: resp.Header})
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
 	h := passHeaders(resp.Header, t.Format == req.Format)
@@ -176,7 +222,7 @@ func (r *Router) clientErrorAnswer(ctx, callCtx context.Context, req *Request, t
 		Body:          data,
 		Provider:      t.ProviderName,
 		UpstreamModel: t.Model,
-	}, nil
+	}
 }
 
 // streamAnswer accepts a 2xx streaming answer. Nothing has been read from

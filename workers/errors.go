@@ -23,7 +23,8 @@ const (
 	FailStatus
 	// FailGarbage is a 2xx answer that is not what the API promises.
 	FailGarbage
-	// FailProviderAuth is the upstream refusing the provider's own key.
+	// FailProviderAuth is the upstream refusing the provider's own key: a
+	// 401, or a 403 that a key probe confirmed.
 	FailProviderAuth
 	// FailInvalidRequest is a client body the target's format cannot
 	// express; no call was made, and no other target is tried.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,6 +48,12 @@ type ProviderOptions struct {
 	APIKey string
 	// Timeout bounds one call, the whole streamed body included.
 	Timeout time.Duration
+	// FirstByteTimeout bounds the wait for a streaming call's response
+	// headers (default 1m, or Timeout when that is shorter; never more than
+	// Timeout). Non-streaming calls get their headers only with the whole
+	// answer, so Timeout alone bounds them. Expiry fails the call with
+	// ErrFirstByteTimeout.
+	FirstByteTimeout time.Duration
 	// MaxIdleConns bounds idle keep-alive connections (default 64).
 	MaxIdleConns int
 	// DialTimeout bounds connection set-up (default 10s).
@@ -62,6 +70,7 @@ type ProviderOptions struct {
 type HTTPProvider struct {
 	opts      ProviderOptions
 	endpoint  string
+	probeURL  string // GET with the key: does the upstream accept it?
 	transport *http.Transport
 	client    *http.Client
 	authName  string
@@ -69,7 +78,16 @@ type HTTPProvider struct {
 	// sickUntil is when the provider counts as healthy again (unix nanos)
 	// after the upstream refused its key.
 	sickUntil atomic.Int64
+	// probe is the key probe state (see ProbeKey).
+	probe keyProbe
 }
+
+// defaultFirstByteTimeout is ProviderOptions.FirstByteTimeout's default.
+const defaultFirstByteTimeout = time.Minute
+
+// ErrFirstByteTimeout is returned by HTTPProvider.Call when a streaming
+// call got no response headers within the provider's FirstByteTimeout.
+var ErrFirstByteTimeout = errors.New("upstream sent no response headers in time")
 
 // authQuarantine is how long a provider whose key the upstream refused is
 // skipped before it is tried again.
@@ -92,14 +110,20 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
 	}
+	if opts.FirstByteTimeout <= 0 {
+		opts.FirstByteTimeout = defaultFirstByteTimeout
+	}
+	opts.FirstByteTimeout = min(opts.FirstByteTimeout, opts.Timeout)
 	base := strings.TrimSuffix(opts.BaseURL, "/")
 	p := &HTTPProvider{opts: opts}
 	switch opts.Format {
 	case FormatAnthropic:
 		p.endpoint = base + "/v1/messages"
+		p.probeURL = base + "/v1/models?limit=1"
 		p.authName, p.authValue = "X-Api-Key", opts.APIKey
 	case FormatOpenAI:
 		p.endpoint = base + "/chat/completions"
+		p.probeURL = base + "/models"
 		p.authName, p.authValue = "Authorization", "Bearer "+opts.APIKey
 	default:
 		return nil, fmt.Errorf("provider %s: unknown format %d", opts.Name, opts.Format)
@@ -120,7 +144,9 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       tlsConf,
 		// Response headers of a non-streaming generation arrive only when
-		// it is complete, so they may take as long as the whole call.
+		// it is complete, so they may take as long as the whole call; a
+		// streaming call's wait for them is bounded per call, by
+		// FirstByteTimeout (see Call).
 		ResponseHeaderTimeout: opts.Timeout,
 	}
 	p.client = &http.Client{
@@ -141,9 +167,13 @@ func (p *HTTPProvider) Format() Format { return p.opts.Format }
 // Timeout returns the bound on one call.
 func (p *HTTPProvider) Timeout() time.Duration { return p.opts.Timeout }
 
+// FirstByteTimeout returns the bound on a streaming call's wait for its
+// response headers.
+func (p *HTTPProvider) FirstByteTimeout() time.Duration { return p.opts.FirstByteTimeout }
+
 // HealthCheck reports whether the provider is usable: false for a while
-// after the upstream refused the provider's own key (401 or 403), and again
-// true as soon as a call succeeds.
+// after the upstream refused the provider's own key (a 401, or a 403 that
+// ProbeKey confirmed), and again true as soon as a call succeeds.
 func (p *HTTPProvider) HealthCheck() bool {
 	return time.Now().UnixNano() >= p.sickUntil.Load()
 }
@@ -151,7 +181,7 @@ func (p *HTTPProvider) HealthCheck() bool {
 // observe records the health signal of an upstream status.
 func (p *HTTPProvider) observe(status int) {
 	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		p.sickUntil.Store(time.Now().Add(authQuarantine).UnixNano())
 	case status >= 200 && status < 300:
 		if p.sickUntil.Load() != 0 {
@@ -163,8 +193,55 @@ func (p *HTTPProvider) observe(status int) {
 // CloseIdleConnections closes the transport's idle connections.
 func (p *HTTPProvider) CloseIdleConnections() { p.transport.CloseIdleConnections() }
 
-// Call sends c upstream with the provider's key.
+// Call sends c upstream with the provider's key. A streaming call that gets
+// no response headers within FirstByteTimeout fails with
+// ErrFirstByteTimeout; once they have come, only ctx bounds the body.
 func (p *HTTPProvider) Call(ctx context.Context, c *Call) (*http.Response, error) {
+	if !c.Stream {
+		return p.send(ctx, c)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(p.opts.FirstByteTimeout, func() { cancel(ErrFirstByteTimeout) })
+	resp, err := p.send(ctx, c)
+	if fired := !timer.Stop(); fired {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		return nil, fmt.Errorf("%w (first_byte_timeout %s)", ErrFirstByteTimeout, p.opts.FirstByteTimeout)
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose releases a streaming call's context when its body closes.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+// Close closes the body, then releases the call's context.
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// setAuth sets the provider's key and, for Anthropic, a default
+// anthropic-version.
+func (p *HTTPProvider) setAuth(h http.Header) {
+	if p.opts.Format == FormatAnthropic && h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", "2023-06-01")
+	}
+	h.Set(p.authName, p.authValue)
+}
+
+// send makes the upstream request.
+func (p *HTTPProvider) send(ctx context.Context, c *Call) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(c.Body))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
@@ -182,10 +259,7 @@ func (p *HTTPProvider) Call(ctx context.Context, c *Call) (*http.Response, error
 	} else {
 		h.Set("Accept", "application/json")
 	}
-	if p.opts.Format == FormatAnthropic && h.Get("Anthropic-Version") == "" {
-		h.Set("Anthropic-Version", "2023-06-01")
-	}
-	h.Set(p.authName, p.authValue)
+	p.setAuth(h)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, err

@@ -45,12 +45,13 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 			return gateway.Config{}, fmt.Errorf("provider %s: unknown type %q", pc.Name, pc.Type)
 		}
 		opts := workers.ProviderOptions{
-			Name:         pc.Name,
-			Format:       format,
-			BaseURL:      pc.BaseURL,
-			APIKey:       pc.APIKey,
-			Timeout:      pc.Timeout.Std(),
-			MaxIdleConns: pc.MaxIdleConns,
+			Name:             pc.Name,
+			Format:           format,
+			BaseURL:          pc.BaseURL,
+			APIKey:           pc.APIKey,
+			Timeout:          pc.Timeout.Std(),
+			FirstByteTimeout: pc.FirstByteTimeout.Std(),
+			MaxIdleConns:     pc.MaxIdleConns,
 		}
 		if old, ok := b.providers[pc.Name]; ok && old.opts == opts {
 			next[pc.Name] = old

@@ -20,7 +20,8 @@ const (
 	DefaultRateLimitCoolDown = time.Second
 	// ProviderAuthBackoff is how long an Actor refuses with
 	// [ReasonProviderAuth] after the upstream rejected the provider's own key
-	// (401/403). The condition needs an operator, not a retry storm.
+	// (a 401, or a 403 that a key probe confirmed). The condition needs an
+	// operator, not a retry storm.
 	ProviderAuthBackoff = 30 * time.Second
 	// MaxLearnedWait bounds any wait learned from the upstream (a
 	// retry-after hint or a rate-limit reset), so one absurd header cannot
@@ -171,8 +172,9 @@ const (
 	ConnError
 	// Canceled: the caller went away; neither success nor failure.
 	Canceled
-	// ProviderAuth: 401/403 on the provider's own key. Not a breaker
-	// failure; the Actor refuses with [ReasonProviderAuth] for
+	// ProviderAuth: the provider's own key refused (a 401, or a 403 that a
+	// key probe confirmed; a 403 caused by the request is a ClientError).
+	// Not a breaker failure; the Actor refuses with [ReasonProviderAuth] for
 	// [ProviderAuthBackoff].
 	ProviderAuth
 )
