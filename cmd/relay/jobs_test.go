@@ -37,6 +37,7 @@ type jobsRelay struct {
 	secret   string // callbacks.signing_secret
 	upstream *simupstream.Server
 	maxConc  int // the provider's max_concurrency, 0 = none
+	natsYAML string // the nats section, as written by writeConfig
 }
 
 // newJobsRelay writes the configuration of a job test relay; start runs it.
@@ -53,21 +54,29 @@ func newJobsRelay(t *testing.T, upstream simupstream.Options, maxConc int) *jobs
 	t.Cleanup(func() { _ = sim.Close() })
 	r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t),
 		secret: "whsec_" + base64.StdEncoding.EncodeToString(key), upstream: sim, maxConc: maxConc}
+	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(r.dir, "nats")))
+	return r
+}
+
+// writeConfig writes the relay's configuration with natsYAML as its nats
+// section.
+func (r *jobsRelay) writeConfig(natsYAML string) {
+	r.t.Helper()
+	r.natsYAML = natsYAML
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
-	fmt.Fprintf(&b, "nats: {listen: %s, store_dir: %s}\n", r.natsAddr, filepath.Join(r.dir, "nats"))
-	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", sim.URL(), canaryUpstream)
-	if maxConc > 0 {
-		fmt.Fprintf(&b, "    max_concurrency: %d\n", maxConc)
+	fmt.Fprintf(&b, "nats: %s\n", natsYAML)
+	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", r.upstream.URL(), canaryUpstream)
+	if r.maxConc > 0 {
+		fmt.Fprintf(&b, "    max_concurrency: %d\n", r.maxConc)
 	}
 	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
 	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
 	fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
 	b.WriteString("log: {level: info}\n")
 	if err := os.WriteFile(filepath.Join(r.dir, "relay.yaml"), []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
-	return r
 }
 
 // start runs the relay on the configuration and store and waits until it
@@ -80,9 +89,25 @@ func (r *jobsRelay) start() *relayProc {
 // submit posts a Messages job with callbackURL and returns its id.
 func (r *jobsRelay) submit(callbackURL string) string {
 	r.t.Helper()
-	body := fmt.Sprintf(`{"endpoint":"/v1/messages","body":{"model":"claude-sonnet","max_tokens":8,`+
-		`"messages":[{"role":"user","content":"hi"}]},"callback_url":%q}`, callbackURL)
-	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/jobs", strings.NewReader(body))
+	code, id, b := r.trySubmit(callbackURL, "hi")
+	if code != http.StatusAccepted || id == "" {
+		r.t.Fatalf("POST /v1/jobs: %d %s; want 202 with a queued job", code, b)
+	}
+	return id
+}
+
+// trySubmit posts a Messages job with callbackURL (none when empty) and
+// content, and returns the status, the queued job's id on a 202, and
+// the body.
+func (r *jobsRelay) trySubmit(callbackURL, content string) (code int, id, body string) {
+	r.t.Helper()
+	cb := ""
+	if callbackURL != "" {
+		cb = fmt.Sprintf(`,"callback_url":%q`, callbackURL)
+	}
+	reqBody := fmt.Sprintf(`{"endpoint":"/v1/messages","body":{"model":"claude-sonnet","max_tokens":8,`+
+		`"messages":[{"role":"user","content":%q}]}%s}`, content, cb)
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/jobs", strings.NewReader(reqBody))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -95,10 +120,10 @@ func (r *jobsRelay) submit(callbackURL string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var j jobView
-	if resp.StatusCode != http.StatusAccepted || json.Unmarshal(b, &j) != nil || j.ID == "" || j.Status != "queued" {
-		r.t.Fatalf("POST /v1/jobs: %d %s; want 202 with a queued job", resp.StatusCode, b)
+	if resp.StatusCode == http.StatusAccepted && (json.Unmarshal(b, &j) != nil || j.Status != "queued") {
+		r.t.Fatalf("POST /v1/jobs: %d %s; want a queued job", resp.StatusCode, b)
 	}
-	return j.ID
+	return resp.StatusCode, j.ID, string(b)
 }
 
 // jobView is the part of a job's JSON the tests look at.

@@ -254,7 +254,9 @@ func laneSpecs(cfg *configs.Config) []lanes.Spec {
 // embedded server's repairs itself after a write error) and a closer.
 func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, []jobs.HealthCheck, func(context.Context), error) {
 	if c.URL != "" {
-		nc, err := embeddednats.Connect(ctx, c.URL)
+		// No reconnect buffer: while disconnected, a job publish fails at
+		// once (503) instead of being sent after the client gave up on it.
+		nc, err := embeddednats.Connect(ctx, c.URL, nats.ReconnectBufSize(-1))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("connect nats: %w", err)
 		}
