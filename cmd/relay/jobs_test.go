@@ -36,7 +36,7 @@ type jobsRelay struct {
 	natsAddr string // embedded NATS client listener
 	secret   string // callbacks.signing_secret
 	upstream *simupstream.Server
-	maxConc  int // the provider's max_concurrency, 0 = none
+	maxConc  int    // the provider's max_concurrency, 0 = none
 	natsYAML string // the nats section, as written by writeConfig
 }
 
