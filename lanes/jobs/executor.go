@@ -120,6 +120,13 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	// A store outage longer than the ack wait (heartbeats lost, or a
+	// JetStream restart) redelivers a job this process still runs or
+	// finishes: that run acknowledges it; never start a second one.
+	if _, busy := s.active.LoadOrStore(m.ID, struct{}{}); busy {
+		return
+	}
+	defer s.active.Delete(m.ID)
 	if _, _, err := s.ensure(ctx, &m); err != nil {
 		s.retryLater(msg, m.ID, err)
 		return

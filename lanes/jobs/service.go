@@ -143,6 +143,7 @@ type Service struct {
 	running bool
 
 	trouble chan struct{} // one slot: a store error happened (StoreErrors)
+	active  sync.Map      // ids of the jobs the executor handles now
 }
 
 // Open creates the streams and buckets idempotently and returns a Service
