@@ -73,7 +73,7 @@ func (s *Server) RecoverJetStream() error {
 func probeSpace(dir string) (err error) {
 	f, err := os.CreateTemp(dir, ".relay-space-probe-*")
 	if err != nil {
-		return fmt.Errorf("store dir not writable: %w", err)
+		return fmt.Errorf("store dir %s takes no writes: %w", dir, err)
 	}
 	defer func() {
 		_ = f.Close()
@@ -82,10 +82,20 @@ func probeSpace(dir string) (err error) {
 		}
 	}()
 	if _, err := f.Write(make([]byte, spaceProbeSize)); err != nil {
-		return fmt.Errorf("store dir has no space: %w", err)
+		return fmt.Errorf("store dir %s takes no writes: %w", dir, pathless(err))
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("store dir has no space: %w", err)
+		return fmt.Errorf("store dir %s takes no writes: %w", dir, pathless(err))
 	}
 	return nil
+}
+
+// pathless drops the probe file's random name from err, so the reason a
+// recovery failed reads the same at each try.
+func pathless(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -213,7 +213,9 @@ func (h *Health) run(ctx context.Context, c HealthCheck) error {
 	if err == nil || c.Repair == nil || ctx.Err() != nil {
 		return err
 	}
-	h.set(err) // down while it is repaired
+	if h.Err() == nil {
+		h.set(err) // down while it is repaired
+	}
 	if rerr := c.Repair(cctx); rerr != nil {
 		return fmt.Errorf("%w (repair failed: %w)", err, rerr)
 	}

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,5 +277,67 @@ func TestStoreHealsAfterDiskFull(t *testing.T) {
 		if n := g.count(id); n != 1 {
 			t.Errorf("job %s ran %d times; want 1", id, n)
 		}
+	}
+}
+
+// TestHealthCheckOrder: a pass runs the checks in order and stops at the
+// first that still fails after its repair; a repair that works counts in
+// relay_job_store_repairs_total and leaves the store up.
+func TestHealthCheckOrder(t *testing.T) {
+	errMissing := errors.New("stream X missing")
+	tests := []struct {
+		name      string
+		repair    func(*bool) error // nil: b has no repair
+		want      string            // Err's text; "" is up
+		wantC     bool              // the check after b ran
+		wantCount float64           // repairs of b
+	}{
+		{"no repair", nil, "stream X missing", false, 0},
+		{"repaired", func(fixed *bool) error { *fixed = true; return nil }, "", true, 1},
+		{"repair fails", func(*bool) error { return errors.New("disk full") },
+			"stream X missing (repair failed: disk full)", false, 0},
+		{"repair does not help", func(*bool) error { return nil }, "stream X missing (still, after a repair)", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fixed, cRan := false, false
+			b := jobs.HealthCheck{Name: "b", Check: func(context.Context) error {
+				if fixed {
+					return nil
+				}
+				return errMissing
+			}}
+			if tt.repair != nil {
+				b.Repair = func(context.Context) error { return tt.repair(&fixed) }
+			}
+			reg := prometheus.NewRegistry()
+			h := jobs.NewHealth(jobs.HealthOptions{Registry: reg, Checks: []jobs.HealthCheck{
+				{Name: "a", Check: func(context.Context) error { return nil }},
+				b,
+				{Name: "c", Check: func(context.Context) error { cRan = true; return nil }},
+			}})
+			err := h.Check(t.Context())
+			if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+				t.Errorf("Check = %v; want %q", err, tt.want)
+			}
+			if h.Err() != err {
+				t.Errorf("Err = %v; want %v", h.Err(), err)
+			}
+			if cRan != tt.wantC {
+				t.Errorf("check c ran: %v; want %v", cRan, tt.wantC)
+			}
+			if tt.repair != nil {
+				if n := repairs(t, reg, "b"); n != tt.wantCount {
+					t.Errorf("repairs{b} = %v; want %v", n, tt.wantCount)
+				}
+			}
+			wantUp := 0.0
+			if tt.want == "" {
+				wantUp = 1
+			}
+			if up := gauge(t, reg, "relay_job_store_up"); up != wantUp {
+				t.Errorf("relay_job_store_up = %v; want %v", up, wantUp)
+			}
+		})
 	}
 }
