@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,6 +28,7 @@ type slogLogger struct {
 
 	mu        sync.Mutex
 	lastFatal string
+	writeErr  string // the first store write error since JetStream (re)started
 }
 
 // newSlogLogger wraps l. Debug and trace are enabled only if l is enabled for
@@ -54,10 +56,16 @@ func (sl *slogLogger) log(level slog.Level, format string, v []any) {
 func (sl *slogLogger) Noticef(format string, v ...any) { sl.log(slog.LevelInfo, format, v) }
 
 // Warnf logs at warn level.
-func (sl *slogLogger) Warnf(format string, v ...any) { sl.log(slog.LevelWarn, format, v) }
+func (sl *slogLogger) Warnf(format string, v ...any) {
+	sl.noteWriteErr(format, v)
+	sl.log(slog.LevelWarn, format, v)
+}
 
 // Errorf logs at error level.
-func (sl *slogLogger) Errorf(format string, v ...any) { sl.log(slog.LevelError, format, v) }
+func (sl *slogLogger) Errorf(format string, v ...any) {
+	sl.noteWriteErr(format, v)
+	sl.log(slog.LevelError, format, v)
+}
 
 // Debugf logs at debug level.
 func (sl *slogLogger) Debugf(format string, v ...any) { sl.log(slog.LevelDebug, format, v) }
@@ -80,4 +88,39 @@ func (sl *slogLogger) fatal() string {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	return sl.lastFatal
+}
+
+// writeErrMarks are what nats-server's log lines about failed store writes
+// contain (a stream's filestore then refuses every later write until
+// JetStream restarts; a full disk may also disable JetStream).
+var writeErrMarks = []string{"write error", "no space left", "out of space", "permission denied while writing",
+	"disabling JetStream"}
+
+// noteWriteErr keeps the first store write error the server logs.
+func (sl *slogLogger) noteWriteErr(format string, v []any) {
+	msg := fmt.Sprintf(format, v...)
+	for _, m := range writeErrMarks {
+		if strings.Contains(msg, m) {
+			sl.mu.Lock()
+			if sl.writeErr == "" {
+				sl.writeErr = msg
+			}
+			sl.mu.Unlock()
+			return
+		}
+	}
+}
+
+// storeWriteErr returns the write error noted, or "".
+func (sl *slogLogger) storeWriteErr() string {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.writeErr
+}
+
+// clearWriteErr forgets the write error noted (JetStream restarts).
+func (sl *slogLogger) clearWriteErr() {
+	sl.mu.Lock()
+	sl.writeErr = ""
+	sl.mu.Unlock()
 }

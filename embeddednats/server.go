@@ -167,6 +167,7 @@ type Server struct {
 	ns        *server.Server
 	log       *slogLogger
 	clientURL string
+	storeDir  string // Options.StoreDir, for RecoverJetStream
 
 	shutdownOnce sync.Once
 	done         chan struct{} // closed when the server has fully shut down
@@ -194,7 +195,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	sl := newSlogLogger(opts.Logger)
 	ns.SetLoggerV2(sl, sl.debug, sl.trace, false)
 
-	s := &Server{ns: ns, log: sl, done: make(chan struct{})}
+	s := &Server{ns: ns, log: sl, done: make(chan struct{}), storeDir: opts.StoreDir}
 	ns.Start()
 	if err := s.waitReady(ctx, opts.ReadyTimeout); err != nil {
 		ns.Shutdown()

@@ -47,9 +47,10 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registry registers the gateway's metrics; nil uses a new registry.
 	Registry *prometheus.Registry
-	// Ready reports readiness for /readyz (NATS up, config loaded); nil
-	// means always ready.
-	Ready func() bool
+	// Ready reports readiness for /readyz: nil when ready, else why not
+	// (NATS down, the job store unavailable), which /readyz answers in
+	// its 503 body. Nil Ready means always ready.
+	Ready func() error
 	// Lanes parks requests when no provider has capacity; nil answers
 	// 429 at once instead.
 	Lanes Parker
@@ -66,7 +67,7 @@ type Server struct {
 	http    *http.Server
 	state   atomic.Pointer[state]
 	metrics *metrics
-	ready   func() bool
+	ready   func() error
 	lanes   Parker
 	jobs    JobService
 }
@@ -92,7 +93,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		deps.Registry = prometheus.NewRegistry()
 	}
 	if deps.Ready == nil {
-		deps.Ready = func() bool { return true }
+		deps.Ready = func() error { return nil }
 	}
 	s := &Server{
 		opts:    opts,
@@ -173,8 +174,11 @@ func (s *Server) handleHealthz(c echo.Context) error {
 }
 
 func (s *Server) handleReadyz(c echo.Context) error {
-	if !s.ready() || s.state.Load().dispatcher == nil {
-		return c.String(http.StatusServiceUnavailable, "not ready\n")
+	if err := s.ready(); err != nil {
+		return c.String(http.StatusServiceUnavailable, "not ready: "+err.Error()+"\n")
+	}
+	if s.state.Load().dispatcher == nil {
+		return c.String(http.StatusServiceUnavailable, "not ready: no configuration\n")
 	}
 	return c.String(http.StatusOK, "ok\n")
 }

@@ -41,6 +41,7 @@ type mirror struct {
 	wg      sync.WaitGroup
 	limit   atomic.Int64 // records one writer may hold queued
 	dropped atomic.Int64
+	cfg     atomic.Pointer[jetstream.StreamConfig] // the stream's, for repair
 }
 
 // mirrorWriter writes the records of the requests whose id it owns.
@@ -73,6 +74,8 @@ func openMirror(ctx context.Context, js jetstream.JetStream, specs []Spec, log *
 	}
 	m := &mirror{js: js, stream: st, log: log}
 	m.setLimit(specs)
+	cfg := streamConfig(specs)
+	m.cfg.Store(&cfg)
 	for i := range m.writers {
 		w := &mirrorWriter{m: m, wake: make(chan struct{}, 1), seqs: map[uint64]uint64{}}
 		m.writers[i] = w
@@ -229,9 +232,48 @@ func (m *mirror) resize(ctx context.Context, specs []Spec) error {
 	if m == nil {
 		return nil
 	}
-	if _, err := m.js.UpdateStream(ctx, streamConfig(specs)); err != nil {
+	cfg := streamConfig(specs)
+	if _, err := m.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("lanes: update stream %s: %w", StreamName, err)
 	}
+	m.cfg.Store(&cfg)
 	m.setLimit(specs)
 	return nil
+}
+
+// CheckMirror reports whether the RELAY_LANES stream is missing ("stream
+// RELAY_LANES missing") or JetStream could not tell; nil without a
+// mirror.
+func (s *Set) CheckMirror(ctx context.Context) error {
+	m := s.currentMirror()
+	if m == nil {
+		return nil
+	}
+	if _, err := m.js.Stream(ctx, StreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s missing", StreamName)
+	} else if err != nil {
+		return fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	return nil
+}
+
+// RepairMirror creates RELAY_LANES again, with the configuration it last
+// had (a memory stream is gone after JetStream restarts). Records of
+// requests parked before are not written again: the mirror catches up as
+// requests come and go.
+func (s *Set) RepairMirror(ctx context.Context) error {
+	m := s.currentMirror()
+	if m == nil {
+		return nil
+	}
+	if _, err := m.js.CreateOrUpdateStream(ctx, *m.cfg.Load()); err != nil {
+		return fmt.Errorf("lanes: create stream %s: %w", StreamName, err)
+	}
+	return nil
+}
+
+func (s *Set) currentMirror() *mirror {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mirror
 }

@@ -303,3 +303,37 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not registered", name)
 	return 0
 }
+
+// TestMirrorRepair deletes RELAY_LANES: CheckMirror says so, and
+// RepairMirror recreates it with the lanes' current limits (those of the
+// last Update).
+func TestMirrorRepair(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns)
+	h := openMirrored(t, js, Spec{Name: "l", MaxDepth: 10, MaxWait: time.Minute})
+	if err := h.s.CheckMirror(t.Context()); err != nil {
+		t.Fatalf("CheckMirror: %v", err)
+	}
+	if err := h.s.Update([]Spec{{Name: "l", MaxDepth: 20, MaxWait: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), StreamName); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.CheckMirror(t.Context()); err == nil || err.Error() != "stream RELAY_LANES missing" {
+		t.Fatalf("CheckMirror after the delete = %v; want stream RELAY_LANES missing", err)
+	}
+	if err := h.s.RepairMirror(t.Context()); err != nil {
+		t.Fatalf("RepairMirror: %v", err)
+	}
+	if err := h.s.CheckMirror(t.Context()); err != nil {
+		t.Fatalf("CheckMirror after the repair: %v", err)
+	}
+	st, err := js.Stream(t.Context(), StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxMsgs; got != 20 {
+		t.Errorf("recreated stream MaxMsgs = %d; want 20 (the limits after Update)", got)
+	}
+}

@@ -36,7 +36,8 @@ type jobsRelay struct {
 	natsAddr string // embedded NATS client listener
 	secret   string // callbacks.signing_secret
 	upstream *simupstream.Server
-	maxConc  int // the provider's max_concurrency, 0 = none
+	maxConc  int    // the provider's max_concurrency, 0 = none
+	natsYAML string // the nats section, as written by writeConfig
 }
 
 // newJobsRelay writes the configuration of a job test relay; start runs it.
@@ -53,18 +54,18 @@ func newJobsRelay(t *testing.T, upstream simupstream.Options, maxConc int) *jobs
 	t.Cleanup(func() { _ = sim.Close() })
 	r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t),
 		secret: "whsec_" + base64.StdEncoding.EncodeToString(key), upstream: sim, maxConc: maxConc}
-	r.writeConfig()
+	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(r.dir, "nats")))
 	return r
 }
 
-// writeConfig writes the relay's configuration file; an empty r.secret
-// leaves callbacks.signing_secret out.
-func (r *jobsRelay) writeConfig() {
-	t := r.t
-	t.Helper()
+// writeConfig writes the relay's configuration with natsYAML as its nats
+// section; an empty r.secret leaves callbacks.signing_secret out.
+func (r *jobsRelay) writeConfig(natsYAML string) {
+	r.t.Helper()
+	r.natsYAML = natsYAML
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
-	fmt.Fprintf(&b, "nats: {listen: %s, store_dir: %s}\n", r.natsAddr, filepath.Join(r.dir, "nats"))
+	fmt.Fprintf(&b, "nats: %s\n", natsYAML)
 	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", r.upstream.URL(), canaryUpstream)
 	if r.maxConc > 0 {
 		fmt.Fprintf(&b, "    max_concurrency: %d\n", r.maxConc)
@@ -78,7 +79,7 @@ func (r *jobsRelay) writeConfig() {
 	}
 	b.WriteString("log: {level: info}\n")
 	if err := os.WriteFile(filepath.Join(r.dir, "relay.yaml"), []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 }
 
@@ -92,9 +93,25 @@ func (r *jobsRelay) start() *relayProc {
 // submit posts a Messages job with callbackURL and returns its id.
 func (r *jobsRelay) submit(callbackURL string) string {
 	r.t.Helper()
-	body := fmt.Sprintf(`{"endpoint":"/v1/messages","body":{"model":"claude-sonnet","max_tokens":8,`+
-		`"messages":[{"role":"user","content":"hi"}]},"callback_url":%q}`, callbackURL)
-	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/jobs", strings.NewReader(body))
+	code, id, b := r.trySubmit(callbackURL, "hi")
+	if code != http.StatusAccepted || id == "" {
+		r.t.Fatalf("POST /v1/jobs: %d %s; want 202 with a queued job", code, b)
+	}
+	return id
+}
+
+// trySubmit posts a Messages job with callbackURL (none when empty) and
+// content, and returns the status, the queued job's id on a 202, and
+// the body.
+func (r *jobsRelay) trySubmit(callbackURL, content string) (code int, id, body string) {
+	r.t.Helper()
+	cb := ""
+	if callbackURL != "" {
+		cb = fmt.Sprintf(`,"callback_url":%q`, callbackURL)
+	}
+	reqBody := fmt.Sprintf(`{"endpoint":"/v1/messages","body":{"model":"claude-sonnet","max_tokens":8,`+
+		`"messages":[{"role":"user","content":%q}]}%s}`, content, cb)
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/jobs", strings.NewReader(reqBody))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -107,10 +124,10 @@ func (r *jobsRelay) submit(callbackURL string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var j jobView
-	if resp.StatusCode != http.StatusAccepted || json.Unmarshal(b, &j) != nil || j.ID == "" || j.Status != "queued" {
-		r.t.Fatalf("POST /v1/jobs: %d %s; want 202 with a queued job", resp.StatusCode, b)
+	if resp.StatusCode == http.StatusAccepted && (json.Unmarshal(b, &j) != nil || j.Status != "queued") {
+		r.t.Fatalf("POST /v1/jobs: %d %s; want a queued job", resp.StatusCode, b)
 	}
-	return j.ID
+	return resp.StatusCode, j.ID, string(b)
 }
 
 // jobView is the part of a job's JSON the tests look at.
@@ -507,7 +524,7 @@ func TestJobsCallbackGeneratedSecret(t *testing.T) {
 	t.Parallel()
 	r := newJobsRelay(t, simupstream.Options{Latency: time.Millisecond}, 0)
 	r.secret = ""
-	r.writeConfig()
+	r.writeConfig(r.natsYAML)
 	rc := newReceiver(t, func(string, int) int { return http.StatusOK })
 
 	p := r.start()

@@ -125,45 +125,80 @@ func TestServeRestartWithLanes(t *testing.T) {
 	p2.stopClean()
 }
 
+// natsServer is a nats-server process built from the module graph, with
+// JetStream on its own store directory, on a fixed loopback port: it can
+// be stopped and started again as the same server.
+type natsServer struct {
+	t         *testing.T
+	bin, addr string
+	storeDir  string
+	out       *syncBuffer
+	cmd       *exec.Cmd
+	done      chan struct{}
+}
+
+// startNATSServer builds nats-server (skipping the test when it cannot)
+// and starts it; it is stopped when the test ends.
+func startNATSServer(t *testing.T) *natsServer {
+	t.Helper()
+	tmp := t.TempDir()
+	n := &natsServer{t: t, bin: filepath.Join(tmp, "nats-server"), addr: freePort(t), storeDir: filepath.Join(tmp, "js"), out: &syncBuffer{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", n.bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Skipf("cannot build nats-server from the module graph: %v\n%s", err, out)
+	}
+	n.start()
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			t.Logf("nats-server output:\n%s", n.out.String())
+		}
+	})
+	return n
+}
+
+// start runs the server and waits until it accepts connections.
+func (n *natsServer) start() {
+	n.t.Helper()
+	_, port, _ := net.SplitHostPort(n.addr)
+	n.cmd = exec.Command(n.bin, "-js", "-sd", n.storeDir, "-a", "127.0.0.1", "-p", port)
+	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(n.cmd, n.done)
+	poll(n.t, 15*time.Second, "nats-server accepting", func() bool { return !refused(n.addr) })
+}
+
+// stop ends the server (SIGTERM, then SIGKILL after 10 s) and waits; it
+// does nothing when the server is not running.
+func (n *natsServer) stop() {
+	if n.done == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+	n.done = nil
+}
+
 // TestServeExternalNATS runs the relay against a separately started
 // nats-server process built from the module graph (nats.url): parked
 // requests show in RELAY_LANES on that server, and requests are served.
 func TestServeExternalNATS(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "nats-server")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		t.Skipf("cannot build nats-server from the module graph: %v\n%s", err, out)
-	}
-	natsAddr := freePort(t)
-	_, port, _ := net.SplitHostPort(natsAddr)
-	srv := exec.Command(bin, "-js", "-sd", filepath.Join(tmp, "js"), "-a", "127.0.0.1", "-p", port)
-	srvOut := &syncBuffer{}
-	srv.Stdout, srv.Stderr = srvOut, srvOut
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	srvDone := make(chan struct{})
-	go func() {
-		_ = srv.Wait()
-		close(srvDone)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-srvDone:
-		case <-time.After(10 * time.Second):
-			_ = srv.Process.Kill()
-			<-srvDone
-		}
-		if t.Failed() {
-			t.Logf("nats-server output:\n%s", srvOut.String())
-		}
-	})
+	ns := startNATSServer(t)
+	natsAddr := ns.addr
 	url := "nats://" + natsAddr
-	poll(t, 15*time.Second, "nats-server accepting", func() bool { return !refused(natsAddr) })
 
 	dir := t.TempDir()
 	addr, sim := freePort(t), freePort(t)

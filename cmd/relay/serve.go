@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,7 +70,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		cleanups = append(cleanups, func(context.Context) { _ = sim.Close() })
 	}
 
-	nc, natsReady, closeNATS, err := startNATS(ctx, cfg.NATS, log)
+	nc, natsChecks, closeNATS, err := startNATS(ctx, cfg.NATS, log)
 	if err != nil {
 		return err
 	}
@@ -106,8 +107,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}()
 	// Jobs stop before NATS closes: running ones go back to their queue.
 	cleanups = append(cleanups, func(context.Context) { stopJobs(); <-jobsDone })
+	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopHealth() })
 
-	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: natsReady, Lanes: set, Jobs: svc})
+	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
@@ -203,6 +206,35 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 	return svc, nil
 }
 
+// watchStore runs the job store's health loop (checks natsChecks, then
+// the jobs service's and the lanes' streams, repairing what it can) until
+// stop, and returns the readiness check built on it: NATS checks are
+// cheap and run at each call; the rest is the loop's last finding.
+func watchStore(natsChecks []jobs.HealthCheck, svc *jobs.Service, set *lanes.Set, log *slog.Logger, reg prometheus.Registerer) (ready func() error, stop func()) {
+	checks := append(natsChecks,
+		jobs.HealthCheck{Name: "jobs", Check: svc.CheckStore, Repair: svc.RepairStore},
+		jobs.HealthCheck{Name: "lanes", Check: set.CheckMirror, Repair: set.RepairMirror})
+	h := jobs.NewHealth(jobs.HealthOptions{Checks: checks, Trigger: svc.StoreErrors(), Registry: reg, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	ready = func() error {
+		for _, c := range natsChecks {
+			if err := c.Check(context.Background()); err != nil {
+				return fmt.Errorf("job store unavailable: %w", err)
+			}
+		}
+		if err := h.Err(); err != nil {
+			return fmt.Errorf("job store unavailable: %w", err)
+		}
+		return nil
+	}
+	return ready, func() { cancel(); <-done }
+}
+
 // laneSpecs maps the configured lanes onto lane specs.
 func laneSpecs(cfg *configs.Config) []lanes.Spec {
 	specs := make([]lanes.Spec, 0, len(cfg.Lanes))
@@ -213,15 +245,18 @@ func laneSpecs(cfg *configs.Config) []lanes.Spec {
 }
 
 // startNATS starts the embedded server, or connects to nats.url. It
-// returns the connection, a readiness check and a closer.
-func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, func() bool, func(context.Context), error) {
+// returns the connection, the health checks of NATS itself (cheap; the
+// embedded server's repairs itself after a write error) and a closer.
+func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, []jobs.HealthCheck, func(context.Context), error) {
 	if c.URL != "" {
-		nc, err := embeddednats.Connect(ctx, c.URL)
+		// No reconnect buffer: while disconnected, a job publish fails at
+		// once (503) instead of being sent after the client gave up on it.
+		nc, err := embeddednats.Connect(ctx, c.URL, nats.ReconnectBufSize(-1))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("connect nats: %w", err)
 		}
 		log.Info("connected to external NATS", "servers", nc.Servers())
-		return nc, nc.IsConnected, func(context.Context) { _ = nc.Drain(); nc.Close() }, nil
+		return nc, []jobs.HealthCheck{connCheck(nc)}, func(context.Context) { _ = nc.Drain(); nc.Close() }, nil
 	}
 	opts := embeddednats.Options{
 		Listen:   c.Listen,
@@ -251,7 +286,11 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 	if url := ns.ClientURL(); url != "" {
 		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir)
 	}
-	ready := func() bool { return ns.Ready() && nc.IsConnected() }
+	checks := []jobs.HealthCheck{
+		{Name: "jetstream", Check: func(context.Context) error { return ns.StoreError() },
+			Repair: func(context.Context) error { return ns.RecoverJetStream() }},
+		connCheck(nc),
+	}
 	closer := func(ctx context.Context) {
 		_ = nc.Drain()
 		nc.Close()
@@ -259,7 +298,17 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 			log.Warn("embedded NATS shutdown", "error", err)
 		}
 	}
-	return nc, ready, closer, nil
+	return nc, checks, closer, nil
+}
+
+// connCheck fails while nc is not connected (it reconnects by itself).
+func connCheck(nc *nats.Conn) jobs.HealthCheck {
+	return jobs.HealthCheck{Name: "nats", Check: func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats connection lost (%s)", strings.ToLower(nc.Status().String()))
+		}
+		return nil
+	}}
 }
 
 // newLogger returns the JSON logger on w at level.

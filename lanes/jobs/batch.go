@@ -189,16 +189,14 @@ func ValidBatchID(id string) bool {
 
 // declareBatches creates or updates BatchesBucket. Its TTL covers a
 // batch's whole life: the window, then result_ttl for the results.
-func (s *Service) declareBatches(ctx context.Context) error {
-	var err error
-	s.batches, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BatchesBucket,
+func (s *Service) declareBatches(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BatchesBucket,
 		TTL: s.opts.BatchWindow + s.opts.ResultTTL, Storage: jetstream.FileStorage, History: 1,
 		Description: "relay: message batches"})
 	if err != nil {
-		return fmt.Errorf("jobs: declare bucket %s: %w", BatchesBucket, err)
+		return nil, fmt.Errorf("jobs: declare bucket %s: %w", BatchesBucket, err)
 	}
-	s.bcache = &batchCache{entries: map[string]*cacheEntry{}}
-	return nil
+	return kv, nil
 }
 
 // validCustomID reports whether id matches ^[a-zA-Z0-9_-]{1,64}$.

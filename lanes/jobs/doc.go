@@ -108,6 +108,29 @@
 // 202 it never received creates a second job; with one, it gets the same
 // job (even when the first attempt crashed midway).
 //
+// # When the store fails
+//
+// A Health loop (health.go; its owner runs it with Run and stops it with
+// its ctx) checks, every 2 s and at once after a store error in Submit
+// or in the executor, what storing jobs needs, in order: the NATS
+// connection, JetStream taking writes (on the embedded server: not
+// disabled, and no store write error logged since it started), then
+// CheckStore (the streams, buckets and consumers) and the lanes' mirror.
+// It repairs what it can: RepairStore declares everything again with
+// Open's configuration (a deleted stream, bucket or consumer comes back;
+// the executor's pulls pick a recreated consumer up by themselves); the
+// embedded server's JetStream is restarted once its store directory
+// takes writes again (a nats-server stream refuses every write after one
+// failed, e.g. on a full disk, until JetStream restarts; stored messages
+// and consumer state are kept). Until the store is back, Health.Err
+// says why, for /readyz, and relay_job_store_up is 0.
+//
+// A job whose run ended while the store was failing keeps its outcome in
+// memory and retries writing it (with the message kept in progress)
+// until the store is back, so it is not run again; only a shutdown
+// meanwhile leaves it to run again at the next start. Jobs in a deleted
+// RELAY_JOBS are lost with it.
+//
 // # Message batches
 //
 // Anthropic's Message Batches API (batch.go) is built on jobs: each

@@ -103,6 +103,7 @@ func (s *Service) pull(ctx context.Context, c jetstream.Consumer) (jetstream.Msg
 	// request just before pctx's deadline): not a problem.
 	if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
 		s.log.Warn("pull job message", "error", err)
+		s.storeTrouble()
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -119,6 +120,13 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	// A store outage longer than the ack wait (heartbeats lost, or a
+	// JetStream restart) redelivers a job this process still runs or
+	// finishes: that run acknowledges it; never start a second one.
+	if _, busy := s.active.LoadOrStore(m.ID, struct{}{}); busy {
+		return
+	}
+	defer s.active.Delete(m.ID)
 	if _, _, err := s.ensure(ctx, &m); err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
@@ -314,24 +322,80 @@ func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause 
 // retryLater redelivers a message whose handling hit a store error.
 func (s *Service) retryLater(msg jetstream.Msg, id string, err error) {
 	s.log.Warn("job store error; will retry", "job", id, "error", err)
+	s.storeTrouble()
 	_ = msg.NakWithDelay(time.Second)
+}
+
+// errRetry makes persist try again at once.
+var errRetry = errors.New("jobs: try again")
+
+// storeBackoffMax caps the wait between tries of a finished job's writes.
+const storeBackoffMax = 5 * time.Second
+
+// persist runs write until it succeeds, for a job whose run is over: a
+// store error (a full disk, a restarting JetStream) is waited out, with
+// the message kept in progress, so the run is never repeated for want of
+// recording it. It returns false, after a retryLater, when ctx ends first
+// (shutting down).
+func (s *Service) persist(ctx context.Context, msg jetstream.Msg, id string, write func() error) bool {
+	delay := 100 * time.Millisecond
+	for n := 1; ; n++ {
+		err := write()
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		if ctx.Err() != nil {
+			s.retryLater(msg, id, err)
+			return false
+		}
+		if n == 1 {
+			s.log.Warn("job store error; retrying until the store is back", "job", id, "error", err)
+		}
+		s.storeTrouble()
+		_ = msg.InProgress()
+		select {
+		case <-ctx.Done():
+			s.retryLater(msg, id, err)
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, storeBackoffMax)
+	}
 }
 
 // terminal records a job's end (once), then completes it.
 func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, id, status string, r *Result, e *Error) {
 	now := s.now().UTC()
-	j, changed, err := s.update(ctx, id, func(j *Job) bool {
-		if j.Terminal() {
-			return false
+	var j Job
+	var changed bool
+	if !s.persist(ctx, msg, id, func() (err error) {
+		j, changed, err = s.update(ctx, id, func(j *Job) bool {
+			if j.Terminal() {
+				return false
+			}
+			j.Status = status
+			s.finishFields(j, now)
+			j.Result = r
+			j.Error = e
+			return true
+		})
+		if errors.Is(err, ErrNotFound) {
+			// The record went with a deleted bucket: make it again from
+			// the message, then record the end.
+			var m message
+			if err := json.Unmarshal(msg.Data(), &m); err != nil {
+				return fmt.Errorf("jobs: decode job message: %w", err)
+			}
+			if _, _, err := s.ensure(ctx, &m); err != nil {
+				return err
+			}
+			return errRetry
 		}
-		j.Status = status
-		s.finishFields(j, now)
-		j.Result = r
-		j.Error = e
-		return true
-	})
-	if err != nil {
-		s.retryLater(msg, id, err)
+		return err
+	}) {
 		return
 	}
 	if changed {
@@ -343,8 +407,7 @@ func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, id, status st
 // complete publishes a terminal job's result and callback (idempotently)
 // and acknowledges its message.
 func (s *Service) complete(ctx context.Context, msg jetstream.Msg, j *Job) {
-	if err := s.afterTerminal(ctx, j); err != nil {
-		s.retryLater(msg, j.ID, err)
+	if !s.persist(ctx, msg, j.ID, func() error { return s.afterTerminal(ctx, j) }) {
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {

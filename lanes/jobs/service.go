@@ -143,6 +143,9 @@ type Service struct {
 
 	runMu   sync.Mutex
 	running bool
+
+	trouble chan struct{} // one slot: a store error happened (StoreErrors)
+	active  sync.Map      // ids of the jobs the executor handles now
 }
 
 // Open creates the streams and buckets idempotently and returns a Service
@@ -201,6 +204,7 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		log:     o.Logger,
 		now:     o.Now,
 		checker: callbacks.Checker{Resolver: o.Resolver, AllowPrivate: o.AllowPrivate},
+		trouble: make(chan struct{}, 1),
 		deliver: callbacks.NewDeliverer(callbacks.DelivererOptions{
 			Client:      client,
 			Signer:      o.Signer,
@@ -210,12 +214,14 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 			Now:         o.Now,
 		}),
 	}
-	if err := s.declare(ctx); err != nil {
+	var err error
+	if s.state, s.idem, err = s.declare(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.declareBatches(ctx); err != nil {
+	if s.batches, err = s.declareBatches(ctx); err != nil {
 		return nil, err
 	}
+	s.bcache = &batchCache{entries: map[string]*cacheEntry{}}
 	if o.Registry != nil {
 		s.metrics = newMetrics(o.Registry, s)
 	} else {
@@ -224,8 +230,9 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 	return s, nil
 }
 
-// declare creates or updates the streams, buckets and consumers.
-func (s *Service) declare(ctx context.Context) error {
+// declare creates or updates the streams, buckets and consumers, and
+// returns the state and idempotency buckets. Open and RepairStore use it.
+func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, err error) {
 	dup := min(s.opts.ResultTTL, 24*time.Hour)
 	streams := []jetstream.StreamConfig{
 		{Name: JobsStream, Subjects: []string{jobsSubjectPrefix + "*"}, Retention: jetstream.WorkQueuePolicy,
@@ -237,19 +244,18 @@ func (s *Service) declare(ctx context.Context) error {
 	}
 	for _, sc := range streams {
 		if _, err := s.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("jobs: declare stream %s: %w", sc.Name, err)
+			return nil, nil, fmt.Errorf("jobs: declare stream %s: %w", sc.Name, err)
 		}
 	}
-	var err error
-	s.state, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, TTL: s.opts.ResultTTL,
+	state, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, TTL: s.opts.ResultTTL,
 		Storage: jetstream.FileStorage, History: 1, Description: "relay: job records"})
 	if err != nil {
-		return fmt.Errorf("jobs: declare bucket %s: %w", StateBucket, err)
+		return nil, nil, fmt.Errorf("jobs: declare bucket %s: %w", StateBucket, err)
 	}
-	s.idem, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: IdemBucket, TTL: s.opts.ResultTTL,
+	idem, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: IdemBucket, TTL: s.opts.ResultTTL,
 		Storage: jetstream.FileStorage, History: 1, Description: "relay: job idempotency keys"})
 	if err != nil {
-		return fmt.Errorf("jobs: declare bucket %s: %w", IdemBucket, err)
+		return nil, nil, fmt.Errorf("jobs: declare bucket %s: %w", IdemBucket, err)
 	}
 	consumers := []struct {
 		stream string
@@ -262,10 +268,10 @@ func (s *Service) declare(ctx context.Context) error {
 	}
 	for _, c := range consumers {
 		if _, err := s.js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
-			return fmt.Errorf("jobs: declare consumer %s: %w", c.cfg.Durable, err)
+			return nil, nil, fmt.Errorf("jobs: declare consumer %s: %w", c.cfg.Durable, err)
 		}
 	}
-	return nil
+	return state, idem, nil
 }
 
 // CheckCallbackURL applies the callback URL policy (SSRF protection unless
@@ -345,6 +351,15 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error)
 	if err := validate(&sub); err != nil {
 		return Job{}, false, err
 	}
+	j, created, err := s.submit(ctx, sub)
+	if err != nil && !errors.Is(err, ErrTooLarge) && ctx.Err() == nil {
+		s.storeTrouble()
+	}
+	return j, created, err
+}
+
+// submit is Submit after validation.
+func (s *Service) submit(ctx context.Context, sub Submission) (Job, bool, error) {
 	now := s.now().UTC()
 	id := NewID(now)
 	if sub.IdempotencyKey != "" {
