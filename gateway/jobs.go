@@ -130,7 +130,7 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	}
 	// The job's own body sits one level down in the envelope.
 	if wire.CheckDepth(raw, st.maxJSONDepth+1) != nil {
-		return 0, nil, errTooDeep("body", st.maxJSONDepth)
+		return 0, nil, errTooDeep("", st.maxJSONDepth)
 	}
 	var req jobRequest
 	dec := json.NewDecoder(bytes.NewReader(raw))
