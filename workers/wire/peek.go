@@ -2,6 +2,9 @@
 // decoding whole bodies: it peeks at the few top-level fields the relay routes
 // on, splices a new model name into a body, splits server-sent event streams
 // into events, and extracts token usage from responses and stream events.
+// CheckDepth bounds JSON nesting with a linear, non-recursive scan, to run
+// before anything that recurses once per level (gjson's validator,
+// encoding/json) sees untrusted JSON; Peek runs it itself.
 //
 // Everything here is pure and safe for concurrent use; functions never keep
 // references to the byte slices they are given unless they say so.
