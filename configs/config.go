@@ -32,6 +32,11 @@ type Config struct {
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxJSONDepth bounds how deeply arrays and objects may nest in any
+	// JSON the relay reads: request bodies (each batch item and job body
+	// included) and upstream answers and stream events. Deeper client
+	// JSON gets 400; a deeper upstream answer counts as garbage (502).
+	MaxJSONDepth int `yaml:"max_json_depth"`
 	// NATS configures the embedded or external NATS server.
 	NATS NATS `yaml:"nats"`
 	// Lanes are the priority lanes, highest priority first.

@@ -11,6 +11,7 @@ const (
 	defaultListen         = "127.0.0.1:8080"
 	defaultShutdownGrace  = 30 * time.Second
 	defaultMaxBodyBytes   = 32 << 20 // 32 MiB
+	defaultMaxJSONDepth   = 128
 	defaultNATSListen     = "127.0.0.1:4222"
 	defaultNATSStoreDir   = "./data/nats"
 	defaultLaneMaxDepth   = 10000
@@ -38,6 +39,7 @@ const (
 //	admin_listen: ""                   # off
 //	shutdown_grace: 30s
 //	max_body_bytes: 33554432           # 32 MiB
+//	max_json_depth: 128
 //	nats.url: ""                       # embedded server
 //	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
 //	nats.store_dir: ./data/nats
@@ -72,6 +74,7 @@ func Default() *Config {
 		Listen:        defaultListen,
 		ShutdownGrace: Duration(defaultShutdownGrace),
 		MaxBodyBytes:  defaultMaxBodyBytes,
+		MaxJSONDepth:  defaultMaxJSONDepth,
 		NATS: NATS{
 			Listen:   defaultNATSListen,
 			StoreDir: defaultNATSStoreDir,

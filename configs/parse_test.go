@@ -190,6 +190,7 @@ func TestDefaults(t *testing.T) {
 		{"admin_listen", c.AdminListen, ""},
 		{"shutdown_grace", c.ShutdownGrace.Std(), 30 * time.Second},
 		{"max_body_bytes", c.MaxBodyBytes, int64(33554432)},
+		{"max_json_depth", c.MaxJSONDepth, 128},
 		{"nats.url", c.NATS.URL, ""},
 		{"nats.listen", c.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.store_dir", c.NATS.StoreDir, "./data/nats"},
@@ -218,6 +219,39 @@ func TestDefaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if !reflect.DeepEqual(tc.got, tc.want) {
 				t.Errorf("%s = %#v; want %#v", tc.name, tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMaxJSONDepth(t *testing.T) {
+	tests := []struct {
+		depth   string
+		want    int
+		wantErr bool
+	}{
+		{"16", 16, false},
+		{"10000", 10000, false},
+		{"64", 64, false},
+		{"15", 0, true},
+		{"0", 0, true},
+		{"-1", 0, true},
+		{"10001", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.depth, func(t *testing.T) {
+			c, err := ParseWithEnv([]byte(minimalYAML+"max_json_depth: "+tc.depth+"\n"), nil)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "max_json_depth: must be from 16 to 10000") {
+					t.Fatalf("error = %v; want max_json_depth out of range", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.MaxJSONDepth != tc.want {
+				t.Errorf("MaxJSONDepth = %d; want %d", c.MaxJSONDepth, tc.want)
 			}
 		})
 	}

@@ -109,6 +109,7 @@ func TestParseBadFiles(t *testing.T) {
 			"admin_listen: must be host:port",
 			"shutdown_grace: must be >= 0",
 			"max_body_bytes: must be > 0",
+			"max_json_depth: must be from 16 to 10000",
 			`providers[1].type: must be anthropic or openai, not "gemini"`,
 			"providers[1].base_url: must be an absolute http:// or https:// URL with a host",
 			"providers[1].api_key: must not be empty",

@@ -32,6 +32,14 @@ func (c *Config) Validate() error {
 	return joinProblems(ps)
 }
 
+// The bounds of max_json_depth: below MinMaxJSONDepth real requests
+// (tool schemas nest) would be refused; above MaxMaxJSONDepth the parsers
+// that run after the check recurse deep enough to cost real stack.
+const (
+	MinMaxJSONDepth = 16
+	MaxMaxJSONDepth = 10000
+)
+
 // validateServer checks the top-level listener and limit fields.
 func (c *Config) validateServer(ps *problems) {
 	checkHostPort(ps, "listen", c.Listen)
@@ -46,6 +54,9 @@ func (c *Config) validateServer(ps *problems) {
 	}
 	if c.MaxBodyBytes <= 0 {
 		ps.add("max_body_bytes", "must be > 0")
+	}
+	if c.MaxJSONDepth < MinMaxJSONDepth || c.MaxJSONDepth > MaxMaxJSONDepth {
+		ps.add("max_json_depth", "must be from %d to %d", MinMaxJSONDepth, MaxMaxJSONDepth)
 	}
 }
 

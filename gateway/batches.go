@@ -114,7 +114,9 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
 	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	body := http.MaxBytesReader(c.Response().Writer, r.Body, MaxBatchBytes)
-	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(body, 64<<10))
+	// Each item's params sit three levels down: {"requests":[{"params":
+	deep := &depthReader{r: body, s: wire.DepthScanner{Max: st.maxJSONDepth + 3}}
+	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(deep, 64<<10), st.maxJSONDepth)
 	if aerr != nil {
 		return 0, nil, aerr
 	}
@@ -150,14 +152,37 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 	return http.StatusOK, withResultsURL(r, b), nil
 }
 
-// decodeBatch reads a batch creation body item by item. Unknown top-level
-// fields are ignored, as new SDK fields should not break creation.
-func decodeBatch(r io.Reader) ([]jobs.BatchItem, string, *apiError) {
+// depthReader fails a read whose bytes nest deeper than its scanner's
+// limit, before the JSON decoder (which recurses per level) sees them.
+type depthReader struct {
+	r io.Reader
+	s wire.DepthScanner
+}
+
+// Read reads from the underlying reader and scans what it read.
+func (d *depthReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if serr := d.s.Scan(p[:n]); serr != nil {
+		return 0, serr
+	}
+	return n, err
+}
+
+// decodeBatch reads a batch creation body item by item; maxDepth bounds
+// each item's params (r must bound the whole body's nesting). Unknown
+// top-level fields are ignored, as new SDK fields should not break
+// creation.
+func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError) {
 	dec := json.NewDecoder(r)
 	bad := func(err error) *apiError {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return errTooLarge(MaxBatchBytes)
+		}
+		if errors.Is(err, wire.ErrTooDeep) {
+			e := errTooDeep("message batch", maxDepth)
+			e.cause = err
+			return e
 		}
 		e := errBadRequest("malformed message batch: " + err.Error())
 		e.cause = err
@@ -196,7 +221,7 @@ func decodeBatch(r io.Reader) ([]jobs.BatchItem, string, *apiError) {
 				if len(it.Params) == 0 || string(it.Params) == "null" {
 					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: Field required")
 				}
-				f, err := wire.Peek(it.Params)
+				f, err := wire.Peek(it.Params, maxDepth)
 				if err != nil {
 					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: " + err.Error())
 				}

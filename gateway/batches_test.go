@@ -74,6 +74,9 @@ type batchRelayOptions struct {
 	held        bool
 	window      time.Duration
 	maxRequests int
+	// maxJSONDepth is the gateway's, router's, runner's and job service's
+	// max_json_depth (0: wire.FallbackMaxDepth).
+	maxJSONDepth int
 }
 
 func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
@@ -122,18 +125,21 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 			{Model: "gpt-4o", Targets: target(provO, "openai-b", workers.FormatOpenAI, "gpt-4o-2024")},
 			{Model: "claude-bad", Targets: target(provBad, "anthropic-bad", workers.FormatAnthropic, "claude-bad-1")},
 		},
-		Metrics:   workers.NewMetrics(reg),
-		OnRelease: set.Kick,
+		Metrics:      workers.NewMetrics(reg),
+		OnRelease:    set.Kick,
+		MaxJSONDepth: o.maxJSONDepth,
 	})
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
-	hr := &holdRunner{inner: &workers.JobRunner{Router: func() workers.JobDispatcher { return router }, Lanes: set},
+	hr := &holdRunner{inner: &workers.JobRunner{Router: func() workers.JobDispatcher { return router }, Lanes: set,
+		MaxJSONDepth: o.maxJSONDepth},
 		started: make(chan string, 16), release: make(chan struct{})}
 	hr.held.Store(o.held)
 	svc, err := jobs.Open(t.Context(), js, hr, jobs.Options{Registry: reg, Workers: o.workers, CallbackWorkers: 2, Signer: testSigner(t),
 		AllowPrivate: true, CallbackBaseBackoff: 10 * time.Millisecond, BatchWindow: o.window, MaxBatchRequests: o.maxRequests,
-		Lanes: map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}})
+		MaxJSONDepth: o.maxJSONDepth,
+		Lanes:        map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}})
 	if err != nil {
 		t.Fatalf("jobs.Open: %v", err)
 	}
@@ -155,8 +161,9 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 		}
 	})
 	cfg := gateway.Config{
-		Dispatcher: router,
-		Lanes:      []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
+		Dispatcher:   router,
+		MaxJSONDepth: o.maxJSONDepth,
+		Lanes:        []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
 		Keys: []gateway.Key{
 			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
 				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},

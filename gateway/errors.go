@@ -53,6 +53,16 @@ func errTooLarge(limit int64) *apiError {
 		msg: "request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"}
 }
 
+// errTooDeep answers JSON nested deeper than limit; what names the part
+// of the request (a path, or "" for the whole body).
+func errTooDeep(what string, limit int) *apiError {
+	msg := (&wire.DepthError{Max: limit}).Error()
+	if what != "" {
+		msg = what + ": " + msg
+	}
+	return errBadRequest(msg)
+}
+
 func errMethod() *apiError {
 	return &apiError{status: 405, anthropic: "invalid_request_error", openaiType: "invalid_request_error", msg: "method not allowed"}
 }

@@ -128,6 +128,10 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if aerr != nil {
 		return 0, nil, aerr
 	}
+	// The job's own body sits one level down in the envelope.
+	if wire.CheckDepth(raw, st.maxJSONDepth+1) != nil {
+		return 0, nil, errTooDeep("", st.maxJSONDepth)
+	}
 	var req jobRequest
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -143,7 +147,7 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if len(req.Body) == 0 || string(req.Body) == "null" {
 		return 0, nil, errBadRequest("body: the request to run is required")
 	}
-	fields, err := wire.Peek(req.Body)
+	fields, err := wire.Peek(req.Body, st.maxJSONDepth)
 	if err != nil {
 		return 0, nil, errBadRequest("body: " + err.Error())
 	}

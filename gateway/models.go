@@ -131,7 +131,7 @@ func (s *Server) handleCountTokens(c echo.Context) error {
 		s.writeError(c, f, rid, aerr)
 		return nil
 	}
-	fields, err := wire.Peek(body)
+	fields, err := wire.Peek(body, st.maxJSONDepth)
 	if err != nil {
 		s.writeError(c, f, rid, errBadRequest(err.Error()))
 		return nil

@@ -144,7 +144,7 @@ func (s *Server) prepare(x *exchange) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	fields, err := wire.Peek(body)
+	fields, err := wire.Peek(body, st.maxJSONDepth)
 	if err != nil {
 		e := errBadRequest(err.Error())
 		if errors.Is(err, wire.ErrNoModel) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/wire"
 )
 
 // Dispatcher serves requests upstream. *workers.Router implements it.
@@ -72,6 +73,10 @@ type Config struct {
 	Dispatcher Dispatcher
 	// MaxBodyBytes bounds request bodies (default 32 MiB).
 	MaxBodyBytes int64
+	// MaxJSONDepth bounds the nesting of request JSON on every endpoint:
+	// deeper bodies get 400 before any parser sees them (max_json_depth;
+	// 0 means wire.FallbackMaxDepth).
+	MaxJSONDepth int
 }
 
 // state is a Config prepared for fast lookups.
@@ -80,6 +85,7 @@ type state struct {
 	lanes        map[string]Lane
 	dispatcher   Dispatcher
 	maxBodyBytes int64
+	maxJSONDepth int // > 0
 }
 
 type key struct {
@@ -99,6 +105,10 @@ func newState(c Config) *state {
 	}
 	if st.maxBodyBytes <= 0 {
 		st.maxBodyBytes = defaultMaxBodyBytes
+	}
+	st.maxJSONDepth = c.MaxJSONDepth
+	if st.maxJSONDepth <= 0 {
+		st.maxJSONDepth = wire.FallbackMaxDepth
 	}
 	for _, l := range c.Lanes {
 		st.lanes[l.Name] = l

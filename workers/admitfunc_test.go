@@ -27,7 +27,7 @@ func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := []byte(`{"model":"m","max_tokens":1,"messages":[]}`)
-	f, err := wire.Peek(body)
+	f, err := wire.Peek(body, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,9 +87,9 @@ func (r *Router) upstreamBody(req *Request, t *target) ([]byte, error) {
 	case t.Format == req.Format:
 		return wire.RewriteModel(nil, req.Body, req.Fields, t.Model), nil
 	case req.Format == FormatAnthropic:
-		return translate.AnthropicToOpenAIRequest(req.Body, t.Model)
+		return translate.AnthropicToOpenAIRequest(req.Body, t.Model, r.maxDepth)
 	default:
-		return translate.OpenAIToAnthropicRequest(req.Body, t.Model)
+		return translate.OpenAIToAnthropicRequest(req.Body, t.Model, r.maxDepth)
 	}
 }
 
@@ -113,17 +113,23 @@ func (r *Router) callFailure(ctx, callCtx context.Context, t *target, permit *ac
 	return f
 }
 
-// bodyAnswer reads a 2xx non-streaming answer and checks it is JSON.
+// bodyAnswer reads a 2xx non-streaming answer and checks it is a JSON
+// object nested no deeper than the limit; anything else is garbage.
 func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *target, permit *actor.Permit, resp *http.Response, start time.Time) (*Response, *Failure) {
 	data, err := readBody(resp)
 	if err != nil {
 		return nil, r.callFailure(ctx, callCtx, t, permit, start, fmt.Errorf("read upstream body: %w", err))
 	}
-	if !gjson.ValidBytes(data) || !gjson.ParseBytes(data).IsObject() {
+	var garbage error
+	if err := wire.CheckDepth(data, r.maxDepth); err != nil {
+		garbage = fmt.Errorf("upstream answered with a body that is not usable JSON: %w", err)
+	} else if !gjson.ValidBytes(data) || !gjson.ParseBytes(data).IsObject() {
+		garbage = errors.New("upstream answered with a body that is not a JSON object")
+	}
+	if garbage != nil {
 		r.finish(permit, actor.Outcome{Kind: actor.ServerError, Header: resp.Header})
 		r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
-		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode,
-			Err: errors.New("upstream answered with a body that is not a JSON object")}
+		return nil, &Failure{Provider: t.ProviderName, Kind: FailGarbage, Status: resp.StatusCode, Err: garbage}
 	}
 	var usage wire.Usage
 	if t.Format == FormatAnthropic {
@@ -135,9 +141,9 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 		InputTokens: usage.Input, OutputTokens: usage.Output, UsageKnown: usage.Known})
 	if t.Format != req.Format {
 		if req.Format == FormatAnthropic {
-			data, err = translate.OpenAIToAnthropicResponse(data)
+			data, err = translate.OpenAIToAnthropicResponse(data, r.maxDepth)
 		} else {
-			data, err = translate.AnthropicToOpenAIResponse(data)
+			data, err = translate.AnthropicToOpenAIResponse(data, r.maxDepth)
 		}
 		if err != nil {
 			r.metrics.attempt(t.ProviderName, "garbage", time.Since(start))
@@ -210,9 +216,9 @@ func (r *Router) passError(req *Request, t *target, permit *actor.Permit, resp *
 	h := passHeaders(resp.Header, t.Format == req.Format)
 	if t.Format != req.Format {
 		if req.Format == FormatAnthropic {
-			data = translate.OpenAIToAnthropicError(resp.StatusCode, data)
+			data = translate.OpenAIToAnthropicError(resp.StatusCode, data, r.maxDepth)
 		} else {
-			data = translate.AnthropicToOpenAIError(resp.StatusCode, data)
+			data = translate.AnthropicToOpenAIError(resp.StatusCode, data, r.maxDepth)
 		}
 		h.Set("Content-Type", "application/json")
 	}
@@ -237,7 +243,7 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 			Err: fmt.Errorf("upstream answered a stream request with content type %q", ct)}
 	}
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), -1)
-	s := newStream(resp.Body, cancel, req.Format, t.Format, req.Fields.IncludeUsage)
+	s := newStream(resp.Body, cancel, req.Format, t.Format, req.Fields.IncludeUsage, r.maxDepth)
 	s.dropUsage = t.Format == FormatOpenAI && req.Format == FormatOpenAI && !req.Fields.HasStreamOptions
 	upHeader := resp.Header
 	s.onDone = func(u wire.Usage, broken bool) {

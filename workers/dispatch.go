@@ -77,6 +77,11 @@ type RouterOptions struct {
 	// its provider's capacity may have freed (the lanes' dispatcher kicks
 	// off from it). It must not block.
 	OnRelease func()
+	// MaxJSONDepth bounds the nesting of the JSON the router reads:
+	// upstream answers and stream events nested deeper are garbage, and
+	// the conversions between formats refuse them (max_json_depth; 0
+	// means wire.FallbackMaxDepth).
+	MaxJSONDepth int
 }
 
 // Router serves requests from its routes' targets. It is safe for
@@ -91,6 +96,7 @@ type Router struct {
 	budget      *retryBudget
 	backoff     time.Duration
 	onRelease   func()
+	maxDepth    int
 }
 
 // NewRouter returns a Router for opts.
@@ -124,6 +130,7 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 		budget:      newRetryBudget(opts.RetryRatio, opts.RetryFloor, nil),
 		backoff:     opts.Backoff,
 		onRelease:   opts.OnRelease,
+		maxDepth:    opts.MaxJSONDepth,
 	}, nil
 }
 

@@ -60,7 +60,7 @@ func target(t *testing.T, name string, u *upstream) workers.Target {
 func request(t *testing.T, model string) *workers.Request {
 	t.Helper()
 	body := []byte(`{"model":"` + model + `","max_tokens":5,"messages":[]}`)
-	f, err := wire.Peek(body)
+	f, err := wire.Peek(body, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,10 @@ type JobRunner struct {
 	Router func() JobDispatcher
 	// Lanes parks jobs no provider can take yet.
 	Lanes *lanes.Set
+	// MaxJSONDepth bounds the nesting of job bodies (max_json_depth; 0
+	// means wire.FallbackMaxDepth). The gateway checked them on submission;
+	// this guards bodies read back from the store.
+	MaxJSONDepth int
 }
 
 var (
@@ -48,7 +52,7 @@ func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, s
 	if j.Endpoint == jobs.EndpointChatCompletions {
 		format = FormatOpenAI
 	}
-	fields, err := wire.Peek(body)
+	fields, err := wire.Peek(body, jr.MaxJSONDepth)
 	if err != nil {
 		return jobs.Outcome{Err: fmt.Errorf("job body: %w", err)}
 	}

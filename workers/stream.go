@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -32,23 +33,25 @@ type Stream struct {
 	dropUsage bool
 	onDone    func(u wire.Usage, broken bool)
 	once      sync.Once
+	maxDepth  int // events nested deeper break the stream
 }
 
-func newStream(body io.ReadCloser, cancel context.CancelFunc, client, upstream Format, includeUsage bool) *Stream {
-	s := &Stream{body: body, cancel: cancel, er: wire.NewEventReader(body), upFmt: upstream}
+func newStream(body io.ReadCloser, cancel context.CancelFunc, client, upstream Format, includeUsage bool, maxDepth int) *Stream {
+	s := &Stream{body: body, cancel: cancel, er: wire.NewEventReader(body), upFmt: upstream, maxDepth: maxDepth}
 	switch {
 	case client == upstream:
 	case client == FormatAnthropic:
-		s.conv = translate.NewOpenAIToAnthropicStream()
+		s.conv = translate.NewOpenAIToAnthropicStream(maxDepth)
 	default:
-		s.conv = translate.NewAnthropicToOpenAIStream(includeUsage)
+		s.conv = translate.NewAnthropicToOpenAIStream(includeUsage, maxDepth)
 	}
 	return s
 }
 
 // Next returns the next event's bytes, ready to write to the client. The
 // slice is valid until the next call. It returns io.EOF when the upstream
-// stream ended cleanly, and another error when it broke.
+// stream ended cleanly, and another error when it broke, or sent an event
+// whose data nests deeper than the limit (garbage, whatever the formats).
 func (s *Stream) Next() ([]byte, error) {
 	for {
 		if len(s.tail) > 0 {
@@ -70,6 +73,10 @@ func (s *Stream) Next() ([]byte, error) {
 		if err != nil {
 			s.broken = true
 			return nil, err
+		}
+		if err := wire.CheckDepth(ev.Data, s.maxDepth); err != nil {
+			s.broken = true
+			return nil, fmt.Errorf("upstream stream event: %w", err)
 		}
 		s.observe(ev)
 		if s.conv == nil {

@@ -104,19 +104,20 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		specs = append(specs, spec)
 	}
 	router, err := workers.NewRouter(workers.RouterOptions{
-		Routes:      specs,
-		Metrics:     b.metrics,
-		Logger:      b.log,
-		MaxAttempts: cfg.Retry.MaxAttempts,
-		RetryRatio:  cfg.Retry.BudgetRatio,
-		RetryFloor:  cfg.Retry.BudgetFloor,
-		OnRelease:   b.onRelease,
+		Routes:       specs,
+		Metrics:      b.metrics,
+		Logger:       b.log,
+		MaxAttempts:  cfg.Retry.MaxAttempts,
+		RetryRatio:   cfg.Retry.BudgetRatio,
+		RetryFloor:   cfg.Retry.BudgetFloor,
+		OnRelease:    b.onRelease,
+		MaxJSONDepth: cfg.MaxJSONDepth,
 	})
 	if err != nil {
 		return gateway.Config{}, err
 	}
 
-	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes}
+	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth}
 	for _, l := range cfg.Lanes {
 		gc.Lanes = append(gc.Lanes, gateway.Lane{Name: l.Name, MaxWait: l.MaxWait.Std()})
 	}

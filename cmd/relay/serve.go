@@ -93,7 +93,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
-	svc, err := openJobs(ctx, js, cfg, &workers.JobRunner{Router: b.Router, Lanes: set}, log, reg)
+	svc, err := openJobs(ctx, js, cfg, &workers.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
 	if err != nil {
 		return err
 	}
@@ -199,6 +199,7 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 		ShutdownGrace:       cfg.ShutdownGrace.Std(),
 		Logger:              log,
 		Registry:            reg,
+		MaxJSONDepth:        cfg.MaxJSONDepth,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open jobs: %w", err)

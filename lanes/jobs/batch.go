@@ -234,7 +234,10 @@ func (s *Service) ValidateBatch(items []BatchItem) error {
 				ErrInvalid, i, it.CustomID)
 		}
 		seen[it.CustomID] = struct{}{}
-		f, err := wire.Peek(it.Params)
+		f, err := wire.Peek(it.Params, s.opts.MaxJSONDepth)
+		if errors.Is(err, wire.ErrTooDeep) {
+			return fmt.Errorf("%w: requests.%d.params: %w", ErrInvalid, i, err)
+		}
 		if err != nil || firstNonSpace(it.Params) != '{' {
 			return fmt.Errorf("%w: requests.%d.params: must be a JSON object", ErrInvalid, i)
 		}

@@ -122,6 +122,9 @@ type Options struct {
 	// MaxBatchRequests bounds the requests of one message batch (default
 	// DefaultMaxBatchRequests, 100,000).
 	MaxBatchRequests int
+	// MaxJSONDepth bounds the nesting of batch items' params
+	// (max_json_depth; 0 means wire.FallbackMaxDepth).
+	MaxJSONDepth int
 }
 
 // Service stores, runs and reports asynchronous jobs. It is safe for

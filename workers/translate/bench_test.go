@@ -35,21 +35,21 @@ func BenchmarkAnthropicToOpenAIRequest(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := AnthropicToOpenAIRequest(body, "gpt-4o"); err != nil {
+		if _, err := AnthropicToOpenAIRequest(body, "gpt-4o", testDepth); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkOpenAIToAnthropicRequest(b *testing.B) {
-	body, err := AnthropicToOpenAIRequest(benchAnthropicRequest(), "gpt-4o")
+	body, err := AnthropicToOpenAIRequest(benchAnthropicRequest(), "gpt-4o", testDepth)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := OpenAIToAnthropicRequest(body, "claude-sonnet-4-5"); err != nil {
+		if _, err := OpenAIToAnthropicRequest(body, "claude-sonnet-4-5", testDepth); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func BenchmarkOpenAIToAnthropicStream(b *testing.B) {
 	chunk := Event{Data: []byte(chunkHead + `"choices":[{"index":0,"delta":{"content":"Hello there, how are you?"},"logprobs":null,"finish_reason":null}],"usage":null}`)}
 	b.ReportAllocs()
 	for b.Loop() {
-		c := NewOpenAIToAnthropicStream()
+		c := NewOpenAIToAnthropicStream(testDepth)
 		for range 100 {
 			if _, err := c.Convert(chunk); err != nil {
 				b.Fatal(err)

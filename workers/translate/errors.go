@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/relaygw/relay/workers/wire"
 )
 
 // OpenAIToAnthropicError converts a non-2xx OpenAI error body into an Anthropic
@@ -12,9 +14,10 @@ import (
 // is kept; the type follows the HTTP status as Anthropic's does (429 →
 // rate_limit_error, 529 or 503 → overloaded_error, …), except that an
 // insufficient_quota code becomes billing_error. A body that is not a
-// recognisable error gets a generic message naming the status.
-func OpenAIToAnthropicError(status int, body []byte) []byte {
-	msg, typ, code := readError(body)
+// recognisable error, or nests deeper than maxDepth, gets a generic message
+// naming the status.
+func OpenAIToAnthropicError(status int, body []byte, maxDepth int) []byte {
+	msg, typ, code := readError(body, maxDepth)
 	t := anthropicErrorType(status)
 	if code == "insufficient_quota" || typ == "insufficient_quota" {
 		t = "billing_error"
@@ -27,10 +30,10 @@ func OpenAIToAnthropicError(status int, body []byte) []byte {
 // message is kept and the Anthropic error type is mapped to an OpenAI type and
 // code (rate_limit_error → rate_limit_exceeded, overloaded_error →
 // service_unavailable, …); without a recognisable type they follow the status.
-// A body that is not a recognisable error gets a generic message naming the
-// status.
-func AnthropicToOpenAIError(status int, body []byte) []byte {
-	msg, typ, _ := readError(body)
+// A body that is not a recognisable error, or nests deeper than maxDepth,
+// gets a generic message naming the status.
+func AnthropicToOpenAIError(status int, body []byte, maxDepth int) []byte {
+	msg, typ, _ := readError(body, maxDepth)
 	if typ == "" {
 		typ = anthropicErrorType(status)
 	}
@@ -40,9 +43,10 @@ func AnthropicToOpenAIError(status int, body []byte) []byte {
 
 // readError reads the message, type and code of an error body in either
 // format, or the common {"error":"..."}, {"message":"..."} and {"detail":"..."}
-// shapes of OpenAI-compatible servers. msg does not exist when none is found.
-func readError(body []byte) (msg gjson.Result, typ, code string) {
-	if !gjson.ValidBytes(body) {
+// shapes of OpenAI-compatible servers. msg does not exist when none is found,
+// or when body nests deeper than maxDepth.
+func readError(body []byte, maxDepth int) (msg gjson.Result, typ, code string) {
+	if wire.CheckDepth(body, maxDepth) != nil || !gjson.ValidBytes(body) {
 		return gjson.Result{}, "", ""
 	}
 	root := gjson.Parse(string(body))

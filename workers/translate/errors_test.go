@@ -39,7 +39,7 @@ func TestOpenAIToAnthropicError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := OpenAIToAnthropicError(tt.status, []byte(tt.in))
+			got := OpenAIToAnthropicError(tt.status, []byte(tt.in), testDepth)
 			assertJSONEqual(t, "OpenAIToAnthropicError", got, tt.want)
 		})
 	}
@@ -81,7 +81,7 @@ func TestAnthropicToOpenAIError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := AnthropicToOpenAIError(tt.status, []byte(tt.in))
+			got := AnthropicToOpenAIError(tt.status, []byte(tt.in), testDepth)
 			assertJSONEqual(t, "AnthropicToOpenAIError", got, tt.want)
 		})
 	}

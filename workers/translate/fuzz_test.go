@@ -3,6 +3,7 @@ package translate
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
@@ -16,6 +17,10 @@ var anthropicSeeds = []string{
 	`{"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","data":"d"}}]}],"system":7,"max_tokens":"x"}`,
 	`{"messages":{}}`,
 	`[]`,
+	// Nested past the limit, and just within it.
+	`{"messages":[{"role":"user","content":` + strings.Repeat(`[`, 300) + `]}]}`,
+	`{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":` +
+		strings.Repeat(`{"a":`, testDepth-6) + `1` + strings.Repeat(`}`, testDepth-6) + `}]}]}`,
 }
 
 var openAISeeds = []string{
@@ -25,6 +30,10 @@ var openAISeeds = []string{
 	`{"messages":[{"role":"assistant","content":[{"type":"refusal","refusal":"no"}]},{"role":"user","content":""}],"stop":["",1]}`,
 	`{"messages":"x"}`,
 	`"x"`,
+	// Nested past the limit, in the body and in tool call arguments.
+	`{"messages":[{"role":"user","content":` + strings.Repeat(`{"a":`, 300) + `}]}`,
+	`{"messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"` +
+		strings.Repeat(`{\"a\":`, 300) + `1` + strings.Repeat(`}`, 300) + `"}}]}]}`,
 }
 
 func FuzzAnthropicToOpenAIRequest(f *testing.F) {
@@ -32,14 +41,14 @@ func FuzzAnthropicToOpenAIRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		out, err := AnthropicToOpenAIRequest(body, "gpt-4o")
+		out, err := AnthropicToOpenAIRequest(body, "gpt-4o", testDepth)
 		if err != nil {
 			return
 		}
 		if !json.Valid(out) {
 			t.Fatalf("AnthropicToOpenAIRequest(%q) = invalid JSON %q", body, out)
 		}
-		if _, err := OpenAIToAnthropicRequest(out, ""); err != nil {
+		if _, err := OpenAIToAnthropicRequest(out, "", testDepth+8); err != nil {
 			t.Fatalf("OpenAIToAnthropicRequest(%q) = %v", out, err)
 		}
 	})
@@ -50,14 +59,14 @@ func FuzzOpenAIToAnthropicRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		out, err := OpenAIToAnthropicRequest(body, "claude")
+		out, err := OpenAIToAnthropicRequest(body, "claude", testDepth)
 		if err != nil {
 			return
 		}
 		if !json.Valid(out) {
 			t.Fatalf("OpenAIToAnthropicRequest(%q) = invalid JSON %q", body, out)
 		}
-		if _, err := AnthropicToOpenAIRequest(out, ""); err != nil {
+		if _, err := AnthropicToOpenAIRequest(out, "", testDepth+8); err != nil {
 			t.Fatalf("AnthropicToOpenAIRequest(%q) = %v", out, err)
 		}
 	})
@@ -81,10 +90,12 @@ func FuzzStreams(f *testing.F) {
 		`{"type":"message_stop"}`))
 	f.Add([]byte(`{"type":"error","error":{"type":"api_error","message":"x"}}`))
 	f.Add([]byte("not json\n{}\n[1]"))
+	f.Add([]byte(chunkHead + `"choices":[{"index":0,"delta":{"content":` + strings.Repeat("[", 300) + "\n" +
+		chunkHead + `"choices":[{"index":0,"delta":{"content":"Hi"}}]}`))
 	f.Fuzz(func(t *testing.T, input []byte) {
 		lines := bytes.Split(input, []byte("\n"))
-		checkAnthropic(t, NewOpenAIToAnthropicStream(), lines)
-		checkOpenAI(t, newAnthropicToOpenAIStream(true, 1), lines)
+		checkAnthropic(t, NewOpenAIToAnthropicStream(testDepth), lines)
+		checkOpenAI(t, newAnthropicToOpenAIStream(true, 1, testDepth), lines)
 	})
 }
 

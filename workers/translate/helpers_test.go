@@ -41,3 +41,7 @@ func indent(b []byte) string {
 	}
 	return buf.String()
 }
+
+// testDepth is the nesting limit the conversions get in tests: the
+// configured default.
+const testDepth = 128

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -18,8 +19,13 @@ var ErrInvalidBody = errors.New("invalid JSON body")
 
 // parseObject validates body and parses it as a JSON object. The body is copied
 // into one string so that every value read afterwards is a substring of it
-// rather than a fresh allocation.
-func parseObject(body []byte) (gjson.Result, error) {
+// rather than a fresh allocation. Nesting deeper than maxDepth is refused
+// (wrapping both ErrInvalidBody and the *wire.DepthError) before the
+// validator, which recurses once per level, sees the body.
+func parseObject(body []byte, maxDepth int) (gjson.Result, error) {
+	if err := wire.CheckDepth(body, maxDepth); err != nil {
+		return gjson.Result{}, fmt.Errorf("%w: %w", ErrInvalidBody, err)
+	}
 	s := string(body)
 	if !gjson.Valid(s) {
 		return gjson.Result{}, ErrInvalidBody
@@ -124,7 +130,9 @@ func appendInt(b []byte, key string, v int64) []byte {
 // appendToolInput appends a tool call's arguments string as a JSON object: the
 // arguments themselves when they are a JSON object, {} when empty, and
 // {"raw": arguments} otherwise (Anthropic tool input must be an object).
-func appendToolInput(b []byte, args gjson.Result) []byte {
+// Arguments nested deeper than maxDepth count as not JSON: they were a
+// string, so no depth check of the enclosing body has seen their nesting.
+func appendToolInput(b []byte, args gjson.Result, maxDepth int) []byte {
 	s := args.String()
 	if args.IsObject() {
 		return append(b, args.Raw...)
@@ -132,7 +140,7 @@ func appendToolInput(b []byte, args gjson.Result) []byte {
 	if isBlank(s) {
 		return append(b, '{', '}')
 	}
-	if gjson.Valid(s) {
+	if wire.CheckDepth([]byte(s), maxDepth) == nil && gjson.Valid(s) {
 		if p := gjson.Parse(s); p.IsObject() {
 			return append(b, p.Raw...)
 		}

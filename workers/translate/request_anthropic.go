@@ -16,9 +16,10 @@ import (
 // tool_choice, max_tokens, temperature, top_p, stop_sequences, stream and
 // metadata.user_id are mapped. thinking, top_k, cache_control, server tools and
 // other fields without an equivalent are dropped. It returns an error wrapping
-// ErrInvalidBody when body is not a JSON object or messages is not an array.
-func AnthropicToOpenAIRequest(body []byte, upstreamModel string) ([]byte, error) {
-	root, err := parseObject(body)
+// ErrInvalidBody when body is not a JSON object or messages is not an array,
+// and also wrapping a *wire.DepthError when it nests deeper than maxDepth.
+func AnthropicToOpenAIRequest(body []byte, upstreamModel string, maxDepth int) ([]byte, error) {
+	root, err := parseObject(body, maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert anthropic request: %w", err)
 	}

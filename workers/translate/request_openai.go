@@ -22,9 +22,11 @@ const defaultMaxTokens = "4096"
 // temperature (capped at 1), top_p and user are mapped. n, seed, penalties,
 // response_format and other fields without an equivalent are dropped. It
 // returns an error wrapping ErrInvalidBody when body is not a JSON object or
-// messages is not an array.
-func OpenAIToAnthropicRequest(body []byte, upstreamModel string) ([]byte, error) {
-	root, err := parseObject(body)
+// messages is not an array, and also wrapping a *wire.DepthError when it
+// nests deeper than maxDepth (tool call arguments nested deeper are passed
+// on as {"raw": arguments}).
+func OpenAIToAnthropicRequest(body []byte, upstreamModel string, maxDepth int) ([]byte, error) {
+	root, err := parseObject(body, maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert openai request: %w", err)
 	}
@@ -33,7 +35,7 @@ func OpenAIToAnthropicRequest(body []byte, upstreamModel string) ([]byte, error)
 		return nil, fmt.Errorf("convert openai request: messages is not an array: %w", ErrInvalidBody)
 	}
 
-	w := o2aRequest{b: make([]byte, 0, len(body)+len(body)/4+256)}
+	w := o2aRequest{maxDepth: maxDepth, b: make([]byte, 0, len(body)+len(body)/4+256)}
 	w.b = append(w.b, `{"model":`...)
 	w.b = appendModel(w.b, upstreamModel, root.Get("model"))
 	w.b = append(w.b, `,"max_tokens":`...)
@@ -89,10 +91,11 @@ func OpenAIToAnthropicRequest(body []byte, upstreamModel string) ([]byte, error)
 // tool results (and any same-role messages) merge into one turn and messages
 // that end up with no blocks are never written.
 type o2aRequest struct {
-	b    []byte
-	role string
-	open bool
-	msgs int
+	maxDepth int
+	b        []byte
+	role     string
+	open     bool
+	msgs     int
 }
 
 // block prepares w.b for the next content block of a message in role.
@@ -264,7 +267,7 @@ func (w *o2aRequest) assistant(m gjson.Result) {
 		w.b = append(w.b, `,"name":`...)
 		w.b = appendStr(w.b, fn.Get("name"))
 		w.b = append(w.b, `,"input":`...)
-		w.b = appendToolInput(w.b, fn.Get("arguments"))
+		w.b = appendToolInput(w.b, fn.Get("arguments"), w.maxDepth)
 		w.b = append(w.b, '}')
 		return true
 	})

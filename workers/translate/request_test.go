@@ -2,7 +2,10 @@ package translate
 
 import (
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/relaygw/relay/workers/wire"
 )
 
 func TestAnthropicToOpenAIRequest(t *testing.T) {
@@ -128,7 +131,7 @@ func TestAnthropicToOpenAIRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := AnthropicToOpenAIRequest([]byte(tt.in), tt.model)
+			got, err := AnthropicToOpenAIRequest([]byte(tt.in), tt.model, testDepth)
 			if err != nil {
 				t.Fatalf("AnthropicToOpenAIRequest(%s) error: %v", tt.name, err)
 			}
@@ -249,7 +252,7 @@ func TestOpenAIToAnthropicRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OpenAIToAnthropicRequest([]byte(tt.in), tt.model)
+			got, err := OpenAIToAnthropicRequest([]byte(tt.in), tt.model, testDepth)
 			if err != nil {
 				t.Fatalf("OpenAIToAnthropicRequest(%s) error: %v", tt.name, err)
 			}
@@ -261,7 +264,7 @@ func TestOpenAIToAnthropicRequest(t *testing.T) {
 func TestRequestErrors(t *testing.T) {
 	convs := []struct {
 		name string
-		fn   func([]byte, string) ([]byte, error)
+		fn   func([]byte, string, int) ([]byte, error)
 	}{
 		{name: "AnthropicToOpenAIRequest", fn: AnthropicToOpenAIRequest},
 		{name: "OpenAIToAnthropicRequest", fn: OpenAIToAnthropicRequest},
@@ -275,13 +278,18 @@ func TestRequestErrors(t *testing.T) {
 		{name: "string", in: `"x"`},
 		{name: "empty", in: ``},
 		{name: "messages not array", in: `{"messages":{"role":"user"}}`},
+		{name: "too deep", in: `{"model":"m","messages":[{"role":"user","content":` + strings.Repeat("[", 1<<20)},
+		{name: "too deep closed", in: `{"x":` + strings.Repeat(`{"a":`, testDepth) + "1" + strings.Repeat("}", testDepth+1)},
 	}
 	for _, c := range convs {
 		for _, in := range inputs {
 			t.Run(c.name+"/"+in.name, func(t *testing.T) {
-				got, err := c.fn([]byte(in.in), "m")
+				got, err := c.fn([]byte(in.in), "m", testDepth)
 				if !errors.Is(err, ErrInvalidBody) {
-					t.Errorf("%s(%q) = %s, %v; want error wrapping ErrInvalidBody", c.name, in.in, got, err)
+					t.Errorf("%s(%.40q) = %s, %v; want error wrapping ErrInvalidBody", c.name, in.in, got, err)
+				}
+				if deep := strings.HasPrefix(in.name, "too deep"); deep != errors.Is(err, wire.ErrTooDeep) {
+					t.Errorf("%s(%.40q) = %v; want wire.ErrTooDeep: %v", c.name, in.in, err, deep)
 				}
 			})
 		}
@@ -315,11 +323,11 @@ func TestRequestRoundTrip(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				mid, err := AnthropicToOpenAIRequest([]byte(tt.in), "")
+				mid, err := AnthropicToOpenAIRequest([]byte(tt.in), "", testDepth)
 				if err != nil {
 					t.Fatalf("AnthropicToOpenAIRequest: %v", err)
 				}
-				got, err := OpenAIToAnthropicRequest(mid, "")
+				got, err := OpenAIToAnthropicRequest(mid, "", testDepth)
 				if err != nil {
 					t.Fatalf("OpenAIToAnthropicRequest(%s): %v", mid, err)
 				}
@@ -349,11 +357,11 @@ func TestRequestRoundTrip(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				mid, err := OpenAIToAnthropicRequest([]byte(tt.in), "")
+				mid, err := OpenAIToAnthropicRequest([]byte(tt.in), "", testDepth)
 				if err != nil {
 					t.Fatalf("OpenAIToAnthropicRequest: %v", err)
 				}
-				got, err := AnthropicToOpenAIRequest(mid, "")
+				got, err := AnthropicToOpenAIRequest(mid, "", testDepth)
 				if err != nil {
 					t.Fatalf("AnthropicToOpenAIRequest(%s): %v", mid, err)
 				}

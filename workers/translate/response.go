@@ -16,8 +16,12 @@ import (
 // convention that input_tokens excludes cached tokens: cached prompt tokens
 // become cache_read_input_tokens (and cache writes
 // cache_creation_input_tokens), and the rest of prompt_tokens input_tokens.
-func OpenAIToAnthropicResponse(body []byte) ([]byte, error) {
-	root, err := parseObject(body)
+//
+// A body nested deeper than maxDepth is refused with an error wrapping
+// ErrInvalidBody and a *wire.DepthError; tool call arguments nested deeper
+// are passed on as {"raw": arguments}.
+func OpenAIToAnthropicResponse(body []byte, maxDepth int) ([]byte, error) {
+	root, err := parseObject(body, maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert openai response: %w", err)
 	}
@@ -58,7 +62,7 @@ func OpenAIToAnthropicResponse(body []byte) ([]byte, error) {
 		b = append(b, `,"name":`...)
 		b = appendStr(b, fn.Get("name"))
 		b = append(b, `,"input":`...)
-		b = appendToolInput(b, fn.Get("arguments"))
+		b = appendToolInput(b, fn.Get("arguments"), maxDepth)
 		b = append(b, '}')
 		n++
 		return true
@@ -76,12 +80,14 @@ func OpenAIToAnthropicResponse(body []byte) ([]byte, error) {
 // and server tool blocks are dropped), stop_reason maps to finish_reason, and
 // usage becomes prompt_tokens (input plus cache tokens), completion_tokens,
 // total_tokens and prompt_tokens_details.cached_tokens.
-func AnthropicToOpenAIResponse(body []byte) ([]byte, error) {
-	return anthropicToOpenAIResponse(body, time.Now().Unix())
+// A body nested deeper than maxDepth is refused with an error wrapping
+// ErrInvalidBody and a *wire.DepthError.
+func AnthropicToOpenAIResponse(body []byte, maxDepth int) ([]byte, error) {
+	return anthropicToOpenAIResponse(body, time.Now().Unix(), maxDepth)
 }
 
-func anthropicToOpenAIResponse(body []byte, created int64) ([]byte, error) {
-	root, err := parseObject(body)
+func anthropicToOpenAIResponse(body []byte, created int64, maxDepth int) ([]byte, error) {
+	root, err := parseObject(body, maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert anthropic response: %w", err)
 	}

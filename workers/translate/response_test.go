@@ -57,7 +57,7 @@ func TestOpenAIToAnthropicResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OpenAIToAnthropicResponse([]byte(tt.in))
+			got, err := OpenAIToAnthropicResponse([]byte(tt.in), testDepth)
 			if err != nil {
 				t.Fatalf("OpenAIToAnthropicResponse(%s) error: %v", tt.name, err)
 			}
@@ -112,7 +112,7 @@ func TestAnthropicToOpenAIResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := anthropicToOpenAIResponse([]byte(tt.in), 1700000000)
+			got, err := anthropicToOpenAIResponse([]byte(tt.in), 1700000000, testDepth)
 			if err != nil {
 				t.Fatalf("AnthropicToOpenAIResponse(%s) error: %v", tt.name, err)
 			}
@@ -124,7 +124,7 @@ func TestAnthropicToOpenAIResponse(t *testing.T) {
 func TestResponseErrors(t *testing.T) {
 	convs := []struct {
 		name string
-		fn   func([]byte) ([]byte, error)
+		fn   func([]byte, int) ([]byte, error)
 	}{
 		{name: "OpenAIToAnthropicResponse", fn: OpenAIToAnthropicResponse},
 		{name: "AnthropicToOpenAIResponse", fn: AnthropicToOpenAIResponse},
@@ -139,7 +139,7 @@ func TestResponseErrors(t *testing.T) {
 	for _, c := range convs {
 		for _, in := range inputs {
 			t.Run(c.name+"/"+in.name, func(t *testing.T) {
-				got, err := c.fn([]byte(in.in))
+				got, err := c.fn([]byte(in.in), testDepth)
 				if !errors.Is(err, ErrInvalidBody) {
 					t.Errorf("%s(%q) = %s, %v; want error wrapping ErrInvalidBody", c.name, in.in, got, err)
 				}
@@ -169,11 +169,11 @@ func TestResponseRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mid, err := AnthropicToOpenAIResponse([]byte(tt.in))
+			mid, err := AnthropicToOpenAIResponse([]byte(tt.in), testDepth)
 			if err != nil {
 				t.Fatalf("AnthropicToOpenAIResponse: %v", err)
 			}
-			got, err := OpenAIToAnthropicResponse(mid)
+			got, err := OpenAIToAnthropicResponse(mid, testDepth)
 			if err != nil {
 				t.Fatalf("OpenAIToAnthropicResponse(%s): %v", mid, err)
 			}

@@ -2,8 +2,11 @@ package translate
 
 import (
 	"bytes"
+	"fmt"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/relaygw/relay/workers/wire"
 )
 
 // Event is one server-sent event: Name is the "event:" field ("" if none);
@@ -20,7 +23,8 @@ type Event struct {
 type StreamConverter interface {
 	// Convert returns the client-format events for one upstream event (zero
 	// or more). It returns an error wrapping ErrInvalidBody when the event's
-	// data is not JSON; the stream may continue afterwards.
+	// data is not JSON, or nests deeper than the converter's limit; the
+	// stream may continue afterwards.
 	Convert(ev Event) ([]Event, error)
 	// Finish returns the events still owed once the upstream has ended
 	// cleanly, such as the closing events the upstream omitted; it returns
@@ -32,14 +36,19 @@ type StreamConverter interface {
 const doneData = "[DONE]"
 
 // parseEvent trims an event's data and parses it. skip reports an empty or
-// keep-alive payload; done reports OpenAI's [DONE].
-func parseEvent(ev Event) (root gjson.Result, skip, done bool, err error) {
+// keep-alive payload; done reports OpenAI's [DONE]. Data nested deeper than
+// maxDepth is refused (wrapping ErrInvalidBody and a *wire.DepthError)
+// before the validator, which recurses once per level, sees it.
+func parseEvent(ev Event, maxDepth int) (root gjson.Result, skip, done bool, err error) {
 	data := bytes.TrimSpace(ev.Data)
 	if len(data) == 0 {
 		return gjson.Result{}, true, false, nil
 	}
 	if string(data) == doneData {
 		return gjson.Result{}, false, true, nil
+	}
+	if err := wire.CheckDepth(data, maxDepth); err != nil {
+		return gjson.Result{}, false, false, fmt.Errorf("%w: %w", ErrInvalidBody, err)
 	}
 	s := string(data)
 	if !gjson.Valid(s) {

@@ -16,13 +16,15 @@ import (
 // message_delta, carrying the stop_reason and the usage of the upstream's
 // include_usage chunk when there is one, and message_stop when the upstream
 // sends [DONE] or, failing that, on Finish. An upstream chunk with a top-level
-// "error" becomes an Anthropic error event and ends the stream.
-func NewOpenAIToAnthropicStream() StreamConverter {
-	return &openAIToAnthropic{open: -1}
+// "error" becomes an Anthropic error event and ends the stream. Events
+// nested deeper than maxDepth are refused (see Convert).
+func NewOpenAIToAnthropicStream(maxDepth int) StreamConverter {
+	return &openAIToAnthropic{open: -1, maxDepth: maxDepth}
 }
 
 // openAIToAnthropic is the state of one OpenAI→Anthropic stream.
 type openAIToAnthropic struct {
+	maxDepth  int
 	id, model string
 	started   bool // message_start sent
 	done      bool // message_stop or error sent
@@ -48,7 +50,7 @@ func (s *openAIToAnthropic) Convert(ev Event) ([]Event, error) {
 	if s.done {
 		return nil, nil
 	}
-	root, skip, done, err := parseEvent(ev)
+	root, skip, done, err := parseEvent(ev, s.maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert openai stream event: %w", err)
 	}

@@ -12,7 +12,7 @@ func TestStreamGolden(t *testing.T) {
 	}{
 		{
 			name: "openai to anthropic",
-			c:    NewOpenAIToAnthropicStream(),
+			c:    NewOpenAIToAnthropicStream(testDepth),
 			in: dataEvents(
 				`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}`,
 				`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
@@ -30,7 +30,7 @@ func TestStreamGolden(t *testing.T) {
 		},
 		{
 			name: "anthropic to openai",
-			c:    newAnthropicToOpenAIStream(true, 1700000000),
+			c:    newAnthropicToOpenAIStream(true, 1700000000, testDepth),
 			in: namedEvents(
 				"message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"usage":{"input_tokens":9,"output_tokens":1}}}`,
 				"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}`,

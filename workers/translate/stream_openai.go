@@ -18,17 +18,19 @@ import (
 // becomes a chunk with finish_reason. On message_stop it emits, when
 // includeUsage is set, a usage chunk with "choices": [], and then the final
 // "[DONE]" event. ping and thinking events are dropped; an error event becomes
-// data {"error":{...}} and ends the stream.
-func NewAnthropicToOpenAIStream(includeUsage bool) StreamConverter {
-	return newAnthropicToOpenAIStream(includeUsage, time.Now().Unix())
+// data {"error":{...}} and ends the stream. Events nested deeper than
+// maxDepth are refused (see Convert).
+func NewAnthropicToOpenAIStream(includeUsage bool, maxDepth int) StreamConverter {
+	return newAnthropicToOpenAIStream(includeUsage, time.Now().Unix(), maxDepth)
 }
 
-func newAnthropicToOpenAIStream(includeUsage bool, created int64) *anthropicToOpenAI {
-	return &anthropicToOpenAI{includeUsage: includeUsage, created: created}
+func newAnthropicToOpenAIStream(includeUsage bool, created int64, maxDepth int) *anthropicToOpenAI {
+	return &anthropicToOpenAI{includeUsage: includeUsage, created: created, maxDepth: maxDepth}
 }
 
 // anthropicToOpenAI is the state of one Anthropic→OpenAI stream.
 type anthropicToOpenAI struct {
+	maxDepth     int
 	includeUsage bool
 	created      int64
 	id, model    string
@@ -47,7 +49,7 @@ func (s *anthropicToOpenAI) Convert(ev Event) ([]Event, error) {
 	if s.done {
 		return nil, nil
 	}
-	root, skip, _, err := parseEvent(ev)
+	root, skip, _, err := parseEvent(ev, s.maxDepth)
 	if err != nil {
 		return nil, fmt.Errorf("convert anthropic stream event: %w", err)
 	}

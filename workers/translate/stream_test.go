@@ -147,7 +147,7 @@ func TestOpenAIToAnthropicStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := runStream(t, NewOpenAIToAnthropicStream(), tt.in)
+			out := runStream(t, NewOpenAIToAnthropicStream(testDepth), tt.in)
 			if got := eventNames(out); got != tt.wantNames {
 				t.Errorf("event names = %s; want %s", got, tt.wantNames)
 			}
@@ -224,7 +224,7 @@ func TestOpenAIToAnthropicStreamError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := runStream(t, NewOpenAIToAnthropicStream(), tt.in)
+			out := runStream(t, NewOpenAIToAnthropicStream(testDepth), tt.in)
 			last := out[len(out)-1]
 			if last.Name != "error" {
 				t.Fatalf("last event = %q %s; want error", last.Name, last.Data)
@@ -318,7 +318,7 @@ func TestAnthropicToOpenAIStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := runStream(t, newAnthropicToOpenAIStream(tt.includeUsage, 1700000000), tt.in)
+			out := runStream(t, newAnthropicToOpenAIStream(tt.includeUsage, 1700000000, testDepth), tt.in)
 			last := out[len(out)-1]
 			if string(last.Data) != "[DONE]" || last.Name != "" {
 				t.Fatalf("last event = %q %s; want [DONE]", last.Name, last.Data)
@@ -375,7 +375,7 @@ func TestAnthropicToOpenAIStream(t *testing.T) {
 }
 
 func TestAnthropicToOpenAIStreamError(t *testing.T) {
-	c := newAnthropicToOpenAIStream(true, 1)
+	c := newAnthropicToOpenAIStream(true, 1, testDepth)
 	in := namedEvents(
 		"message_start", `{"type":"message_start","message":{"id":"msg_1","model":"c","usage":{"input_tokens":1,"output_tokens":1}}}`,
 		"error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`,
@@ -394,8 +394,8 @@ func TestStreamInvalidData(t *testing.T) {
 		name string
 		c    StreamConverter
 	}{
-		{name: "openai to anthropic", c: NewOpenAIToAnthropicStream()},
-		{name: "anthropic to openai", c: NewAnthropicToOpenAIStream(true)},
+		{name: "openai to anthropic", c: NewOpenAIToAnthropicStream(testDepth)},
+		{name: "anthropic to openai", c: NewAnthropicToOpenAIStream(true, testDepth)},
 	}
 	for _, tt := range convs {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,9 @@
 // decoding whole bodies: it peeks at the few top-level fields the relay routes
 // on, splices a new model name into a body, splits server-sent event streams
 // into events, and extracts token usage from responses and stream events.
+// CheckDepth bounds JSON nesting with a linear, non-recursive scan, to run
+// before anything that recurses once per level (gjson's validator,
+// encoding/json) sees untrusted JSON; Peek runs it itself.
 //
 // Everything here is pure and safe for concurrent use; functions never keep
 // references to the byte slices they are given unless they say so.
@@ -18,7 +21,8 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// Errors returned by Peek. They are safe to show to clients.
+// Errors returned by Peek, besides a *DepthError. They are safe to show
+// to clients.
 var (
 	// ErrInvalidJSON means the body is not valid JSON.
 	ErrInvalidJSON = errors.New("request body is not valid JSON")
@@ -49,8 +53,15 @@ type Fields struct {
 // pass over the top level, without decoding nested values. A body whose
 // "model" appears twice is refused, so the relay and the upstream can never
 // disagree on which model was asked for.
-func Peek(body []byte) (Fields, error) {
+//
+// Arrays and objects nested deeper than maxDepth levels (0 or less:
+// FallbackMaxDepth) are refused with a *DepthError before anything
+// recursive reads the body.
+func Peek(body []byte, maxDepth int) (Fields, error) {
 	var f Fields
+	if err := CheckDepth(body, maxDepth); err != nil {
+		return f, err
+	}
 	s := bytesToString(body)
 	if !gjson.Valid(s) {
 		return f, ErrInvalidJSON

@@ -38,7 +38,7 @@ func TestPeek(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Peek([]byte(tc.body))
+			got, err := Peek([]byte(tc.body), 0)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Peek(%q) error = %v; want %q", tc.body, err, tc.wantErr)
@@ -54,7 +54,7 @@ func TestPeek(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Peek([]byte(`{}`)); !errors.Is(err, ErrNoModel) {
+	if _, err := Peek([]byte(`{}`), 0); !errors.Is(err, ErrNoModel) {
 		t.Errorf("Peek({}) = %v; want ErrNoModel", err)
 	}
 }
@@ -70,7 +70,7 @@ func TestRewriteModel(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := Peek([]byte(tc.body))
+			f, err := Peek([]byte(tc.body), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +82,7 @@ func TestRewriteModel(t *testing.T) {
 	}
 	t.Run("same model is no copy", func(t *testing.T) {
 		body := []byte(`{"model":"a"}`)
-		f, _ := Peek(body)
+		f, _ := Peek(body, 0)
 		if got := RewriteModel(nil, body, f, "a"); &got[0] != &body[0] {
 			t.Errorf("RewriteModel with the same model copied the body")
 		}
@@ -97,7 +97,7 @@ func TestAskUsage(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := Peek([]byte(tc.body))
+			f, err := Peek([]byte(tc.body), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +105,7 @@ func TestAskUsage(t *testing.T) {
 			if string(got) != tc.want {
 				t.Errorf("AskUsage(%s) = %s; want %s", tc.body, got, tc.want)
 			}
-			if g, err := Peek(got); err != nil || (f.Stream && !f.HasStreamOptions && !g.IncludeUsage) {
+			if g, err := Peek(got, 0); err != nil || (f.Stream && !f.HasStreamOptions && !g.IncludeUsage) {
 				t.Errorf("Peek(AskUsage) = %+v, %v", g, err)
 			}
 		})
@@ -117,11 +117,16 @@ func FuzzPeek(f *testing.F) {
 		`{"model":"claude-sonnet","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 		`{"model":"gpt-4o","stream_options":{"include_usage":true}}`,
 		`{"model":"a\"b","model2":"x"}`, `{"model":1}`, `[]`, `{`, `{"model":"m","x":"\ud800"}`,
+		`{"model":"m","x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`,
+		`{"model":"m","x":"` + strings.Repeat(`\"[`, 200) + `"}`, strings.Repeat(`{"a":`, 300),
 	} {
 		f.Add([]byte(s), "renamed-model")
 	}
 	f.Fuzz(func(t *testing.T, body []byte, model string) {
-		fields, err := Peek(body)
+		fields, err := Peek(body, 0)
+		if errors.Is(err, ErrTooDeep) != (refDepth(body) > FallbackMaxDepth) {
+			t.Fatalf("Peek error %v; reference depth %d", err, refDepth(body))
+		}
 		if err != nil {
 			return
 		}
@@ -136,7 +141,7 @@ func FuzzPeek(f *testing.F) {
 		if !bytes.Equal(body, orig) {
 			t.Fatalf("RewriteModel modified its input")
 		}
-		again, err := Peek(out)
+		again, err := Peek(out, 0)
 		if err != nil {
 			t.Fatalf("rewritten body %q does not peek: %v", out, err)
 		}
@@ -162,14 +167,14 @@ func BenchmarkPeek(b *testing.B) {
 	b.SetBytes(int64(len(benchBody)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Peek(benchBody); err != nil {
+		if _, err := Peek(benchBody, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkRewriteModel(b *testing.B) {
-	f, err := Peek(benchBody)
+	f, err := Peek(benchBody, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

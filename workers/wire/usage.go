@@ -90,7 +90,8 @@ func (u *Usage) ObserveOpenAI(data []byte) {
 
 // EstimateInputTokens estimates the input tokens of a Messages or Chat
 // Completions body: the characters of every string under messages, system
-// and tools, divided by four, at least 1.
+// and tools, divided by four, at least 1. It recurses once per level of
+// nesting: body must have passed Peek, which bounds it.
 func EstimateInputTokens(body []byte) int {
 	chars := 0
 	var walk func(r gjson.Result)
