@@ -141,7 +141,7 @@ func TestFirstByteTimeout(t *testing.T) {
 			req := request(t, "m")
 			if tc.stream {
 				req.Body = []byte(`{"model":"m","max_tokens":5,"stream":true,"messages":[]}`)
-				if req.Fields, err = wire.Peek(req.Body); err != nil {
+				if req.Fields, err = wire.Peek(req.Body, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
