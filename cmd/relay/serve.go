@@ -70,11 +70,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		cleanups = append(cleanups, func(context.Context) { _ = sim.Close() })
 	}
 
-	nc, natsReady, closeNATS, err := startNATS(ctx, cfg.NATS, log)
+	nconn, err := startNATS(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, closeNATS)
+	nc, natsReady := nconn.nc, nconn.ready
+	cleanups = append(cleanups, nconn.close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -148,7 +149,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, nats: nconn.srv, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
@@ -217,21 +218,40 @@ func laneSpecs(cfg *configs.Config) []lanes.Spec {
 	return specs
 }
 
-// startNATS starts the embedded server, or connects to nats.url. It
-// returns the connection, a readiness check and a closer.
-func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, func() bool, func(context.Context), error) {
+// natsConn is the relay's NATS connection, with a readiness check, a
+// closer, and the embedded server (nil with nats.url).
+type natsConn struct {
+	nc    *nats.Conn
+	ready func() bool
+	close func(context.Context)
+	srv   *embeddednats.Server
+}
+
+// startNATS starts the embedded server, or connects to nats.url.
+func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (natsConn, error) {
+	c := cfg.NATS
 	if c.URL != "" {
-		nc, err := embeddednats.Connect(ctx, c.URL)
+		opts, err := natsClientOptions(c)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect nats: %w", err)
+			return natsConn{}, err
+		}
+		nc, err := embeddednats.Connect(ctx, c.URL, opts...)
+		if err != nil {
+			return natsConn{}, fmt.Errorf("connect nats: %w", err)
 		}
 		log.Info("connected to external NATS", "servers", nc.Servers())
-		return nc, nc.IsConnected, func(context.Context) { _ = nc.Drain(); nc.Close() }, nil
+		return natsConn{nc: nc, ready: nc.IsConnected, close: func(context.Context) { _ = nc.Drain(); nc.Close() }}, nil
+	}
+	tenants, users, err := natsAccess(cfg)
+	if err != nil {
+		return natsConn{}, err
 	}
 	opts := embeddednats.Options{
 		Listen:   c.Listen,
 		StoreDir: c.StoreDir,
 		Logger:   log,
+		Tenants:  tenants,
+		Users:    users,
 	}
 	switch c.Sync {
 	case "":
@@ -240,23 +260,22 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 	default:
 		d, err := time.ParseDuration(c.Sync)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("nats.sync: %w", err)
+			return natsConn{}, fmt.Errorf("nats.sync: %w", err)
 		}
 		opts.SyncInterval = d
 	}
 	ns, err := embeddednats.Start(ctx, opts)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("start embedded nats: %w", err)
+		return natsConn{}, fmt.Errorf("start embedded nats: %w", err)
 	}
 	nc, err := ns.Connect(nats.Name("relay"))
 	if err != nil {
 		_ = ns.Shutdown(context.Background())
-		return nil, nil, nil, fmt.Errorf("connect embedded nats: %w", err)
+		return natsConn{}, fmt.Errorf("connect embedded nats: %w", err)
 	}
 	if url := ns.ClientURL(); url != "" {
-		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir)
+		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir, "tenants", len(tenants), "users", len(users))
 	}
-	ready := func() bool { return ns.Ready() && nc.IsConnected() }
 	closer := func(ctx context.Context) {
 		_ = nc.Drain()
 		nc.Close()
@@ -264,7 +283,7 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 			log.Warn("embedded NATS shutdown", "error", err)
 		}
 	}
-	return nc, ready, closer, nil
+	return natsConn{nc: nc, ready: func() bool { return ns.Ready() && nc.IsConnected() }, close: closer, srv: ns}, nil
 }
 
 // newLogger returns the JSON logger on w at level.

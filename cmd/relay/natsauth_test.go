@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/embeddednats"
+	"github.com/relaygw/relay/embeddednats/natstest"
+)
+
+// writeFile writes data to name in dir and returns its path.
+func writeFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestNATSClientOptions connects to a separate NATS server (an embedded
+// one started by the test, requiring authentication) with each way the
+// relay can authenticate to nats.url.
+func TestNATSClientOptions(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	all := []string{">"}
+	srv := natstest.StartWith(t, embeddednats.Options{
+		Listen:  "127.0.0.1:0",
+		Tenants: []embeddednats.Tenant{{Name: "relay-a", SHA256: sha256.Sum256([]byte("tok-123"))}},
+		Users: []embeddednats.User{
+			{Name: "relay", Password: "pw-456", Publish: all, Subscribe: all},
+			{Name: "seeded", Nkey: pub, Publish: all, Subscribe: all},
+		},
+	})
+	tests := []struct {
+		name string
+		c    configs.NATS
+		ok   bool
+	}{
+		{name: "none", c: configs.NATS{}},
+		{name: "user and password", c: configs.NATS{User: "relay", Password: "pw-456"}, ok: true},
+		{name: "wrong password", c: configs.NATS{User: "relay", Password: "nope"}},
+		{name: "token", c: configs.NATS{Token: "tok-123"}, ok: true},
+		{name: "wrong token", c: configs.NATS{Token: "tok-999"}},
+		{name: "nkey seed file", c: configs.NATS{NkeySeedFile: writeFile(t, dir, "seed.nk", seed)}, ok: true},
+		{name: "unknown nkey", c: configs.NATS{NkeySeedFile: writeFile(t, dir, "other.nk", otherSeed)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts, err := natsClientOptions(tt.c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			nc, err := embeddednats.Connect(ctx, srv.ClientURL(), opts...)
+			if !tt.ok {
+				if err == nil {
+					nc.Close()
+					t.Fatal("connected; want refused")
+				}
+				if !errors.Is(err, nats.ErrAuthorization) {
+					t.Fatalf("connect: %v; want an authorization error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer nc.Close()
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// testPKI is a CA with a server and a client certificate, as PEM files.
+type testPKI struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	pool                                             *x509.CertPool
+}
+
+func newTestPKI(t *testing.T, dir string) testPKI {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		return writeFile(t, dir, name+".pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+			writeFile(t, dir, name+"-key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	}
+	p := testPKI{pool: x509.NewCertPool()}
+	p.pool.AddCert(caCert)
+	p.ca = writeFile(t, dir, "ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	p.serverCert, p.serverKey = issue("server", 2, x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = issue("client", 3, x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+// startTLSServer starts a NATS server that requires TLS with a client
+// certificate signed by pki's CA.
+func startTLSServer(t *testing.T, pki testPKI) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(pki.serverCert, pki.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		TLS: true, TLSVerify: true, TLSTimeout: 5,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.pool,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("TLS server not ready")
+	}
+	return "tls://" + ns.Addr().String()
+}
+
+func TestNATSClientTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pki := newTestPKI(t, dir)
+	url := startTLSServer(t, pki)
+	other := newTestPKI(t, t.TempDir())
+	tests := []struct {
+		name string
+		tls  configs.NATSTLS
+		want string // error substring; "" = connects
+	}{
+		{name: "CA and client certificate", tls: configs.NATSTLS{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
+		{name: "no client certificate", tls: configs.NATSTLS{CAFile: pki.ca}, want: "certificate"},
+		{name: "server not signed by the CA", tls: configs.NATSTLS{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, want: "certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts, err := natsClientOptions(configs.NATS{TLS: tt.tls})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			nc, err := embeddednats.Connect(ctx, url, opts...)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("connect: %v", err)
+				}
+				defer nc.Close()
+				if !nc.TLSRequired() {
+					t.Error("connection is not TLS")
+				}
+				return
+			}
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected; want refused")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("connect: %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
