@@ -216,3 +216,52 @@ func TestNATSClientTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadNATSKeyRemoved: a key removed from the configuration can no
+// longer log in on the embedded server's client port once the relay has
+// reloaded, and its open connection is closed; the kept key still logs in.
+func TestReloadNATSKeyRemoved(t *testing.T) {
+	t.Parallel()
+	const other = "relay-other-key-3c41"
+	natsAddr := freePort(t)
+	withNATS := func(p *relayProc, keys []string) string {
+		cfg := p.reloadConfig(keys, providerSim+"routes:\n"+routeSonnet)
+		return strings.Replace(cfg, "  listen: \"\"\n", "  listen: "+natsAddr+"\n", 1)
+	}
+	dir := t.TempDir()
+	p := startServe(t, relayOpts{grace: "2s", tokenInterval: "1ms"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
+		p.writeConfig(withNATS(p, []string{canaryKey, other}))
+	})
+	dial := func(key string) error {
+		nc, err := nats.Connect("nats://" + key + "@" + natsAddr)
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	closed := make(chan struct{})
+	open, err := nats.Connect("nats://"+other+"@"+natsAddr, nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatalf("key1 before reload: %v", err)
+	}
+	defer open.Close()
+	if err := dial("not-a-key"); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("unknown key: %v; want an authorization error", err)
+	}
+
+	p.writeConfig(withNATS(p, []string{canaryKey}))
+	poll(t, 15*time.Second, "config reloaded", func() bool { return p.metric(reloadOK) >= 1 })
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Error("the removed key's open connection was not closed")
+	}
+	if err := dial(other); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("removed key after reload: %v; want an authorization error", err)
+	}
+	if err := dial(canaryKey); err != nil {
+		t.Errorf("kept key after reload: %v", err)
+	}
+	p.stop()
+}
