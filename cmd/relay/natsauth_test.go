@@ -9,10 +9,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/relaygw/relay/configs"
@@ -264,4 +268,84 @@ func TestReloadNATSKeyRemoved(t *testing.T) {
 		t.Errorf("kept key after reload: %v", err)
 	}
 	p.stop()
+}
+
+// TestDemoNATSAccess runs configs/demo.yaml (on free ports) and does what
+// its comments tell a user to: the demo key watches its own results with
+// its key as token, and demo-ops looks at a stream but writes nothing.
+func TestDemoNATSAccess(t *testing.T) {
+	t.Parallel()
+	demo, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := freePort(t)
+	dir := t.TempDir()
+	p := startServe(t, relayOpts{grace: "2s"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
+		p.writeConfig(strings.NewReplacer("127.0.0.1:8080", p.addr, "127.0.0.1:18790", p.sim,
+			"127.0.0.1:4222", natsAddr, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
+	})
+	tenant, err := nats.Connect("nats://relay-demo-key@" + natsAddr)
+	if err != nil {
+		t.Fatalf("demo key as token: %v", err)
+	}
+	defer tenant.Close()
+	sub, err := tenant.SubscribeSync("relay.results.demo.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tenant.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	errs := make(chan error, 8)
+	ops, err := nats.Connect("nats://demo-ops:demo-ops-password@"+natsAddr, nats.CustomInboxPrefix("_INBOX.demo-ops"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatalf("demo-ops: %v", err)
+	}
+	defer ops.Close()
+	js, _ := jetstream.New(ops)
+	if _, err := js.Stream(t.Context(), "RELAY_LANES"); err != nil {
+		t.Errorf("demo-ops stream info RELAY_LANES: %v", err)
+	}
+	if err := ops.Publish("relay.results.demo.job_forged", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Errorf("demo-ops publish: %v; want a permissions violation", err)
+	}
+
+	code, _, j := p.submitJob(`{"endpoint":"/v1/messages","body":{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}}`)
+	if code != 202 {
+		t.Fatalf("POST /v1/jobs = %d %v", code, j)
+	}
+	msg, err := sub.NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatalf("demo result on NATS: %v", err)
+	}
+	if want := "relay.results.demo." + j["id"].(string); msg.Subject != want {
+		t.Errorf("result subject %s; want %s", msg.Subject, want)
+	}
+	p.stop()
+}
+
+// submitJob POSTs body to /v1/jobs with the demo key.
+func (p *relayProc) submitJob(body string) (int, string, map[string]any) {
+	p.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/v1/jobs", strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("x-api-key", "relay-demo-key")
+	req.Header.Set("content-type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return resp.StatusCode, string(b), m
 }
