@@ -145,7 +145,21 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		c.RegisterUser(&server.User{Username: internalUser}) // nil permissions: everything
 		return true
 	}
-	t := a.table.Load()
+	// A reload that swaps the table while this check runs could miss this
+	// connection when it closes revoked ones: check again against the new
+	// table until it held still for a whole check.
+	for {
+		t := a.table.Load()
+		ok := t.check(c, o)
+		if a.table.Load() == t {
+			return ok
+		}
+	}
+}
+
+// check authenticates an outside client against t and registers its
+// permissions.
+func (t *access) check(c server.ClientAuthentication, o *server.ClientOpts) bool {
 	switch {
 	case o.Nkey != "":
 		u, ok := t.nkeys[o.Nkey]
