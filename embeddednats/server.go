@@ -11,6 +11,13 @@
 // nats.InProcessServer and so works without a TCP listener. [Connect] is the
 // counterpart for an external NATS cluster given by URL.
 //
+// Every connection authenticates. Server.Connect presents a secret made at
+// Start and accepted only in-process, and gets every right. On the client
+// port (Options.Listen), tenants log in with their relay key and may only
+// read their own results and usage (see [TenantPermissions]); static users
+// get exactly their listed permissions; anyone else is refused.
+// [Server.SetAccess] changes tenants and users at run time.
+//
 // A [Server] is safe for concurrent use. Whoever calls [Start] owns the
 // returned Server and must call [Server.Shutdown] once it is no longer needed,
 // after closing or draining the connections made with [Server.Connect].
