@@ -188,8 +188,8 @@ func TestNATSClientTLS(t *testing.T) {
 		want string // error substring; "" = connects
 	}{
 		{name: "CA and client certificate", tls: configs.NATSTLS{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
-		{name: "no client certificate", tls: configs.NATSTLS{CAFile: pki.ca}, want: "certificate"},
-		{name: "server not signed by the CA", tls: configs.NATSTLS{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, want: "certificate"},
+		{name: "no client certificate", tls: configs.NATSTLS{CAFile: pki.ca}, want: "tls"},
+		{name: "server not signed by the CA", tls: configs.NATSTLS{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, want: "certificate signed by unknown authority"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
