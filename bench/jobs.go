@@ -161,6 +161,12 @@ func jobBody(callbackURL string) []byte {
 		`","body":{"model":"` + benchModel + `","max_tokens":16,"messages":[{"role":"user","content":"hello"}]}}`)
 }
 
+// The bench's user of the relay's NATS client port (loopback only).
+const (
+	benchNATSUser     = "bench-reader"
+	benchNATSPassword = "bench-nats-password"
+)
+
 // jobsRelayConfig is the relay configuration of the jobs scenario: one
 // provider limited to maxConcurrency, the default lanes, the embedded NATS
 // server's client port on natsListen, signed callbacks allowed to loopback,
@@ -170,6 +176,10 @@ func jobsRelayConfig(listen, admin, natsListen, storeDir, upstream string, maxCo
 	cfg.AdminListen = admin
 	cfg.ShutdownGrace = "2s"
 	cfg.NATS.Listen = natsListen
+	// The results reader reads every key's results with an ordered
+	// consumer: JetStream API calls, and replies on any inbox.
+	cfg.NATS.Users = []relayNATSUser{{User: benchNATSUser, Password: benchNATSPassword,
+		Publish: []string{"$JS.API.>"}, Subscribe: []string{"relay.results.>", "_INBOX.>"}}}
 	cfg.Callbacks = &relayCallbacks{SigningSecret: benchSigningSecret, AllowPrivateNetworks: true}
 	cfg.Providers[0].MaxConcurrency = maxConcurrency
 	if workers > 0 {
@@ -391,7 +401,7 @@ func runJobsThroughput(ctx context.Context, l *lab, o jobsOptions, log io.Writer
 	}
 	defer stopSink()
 	natsSeen := newArrivals(epoch)
-	stopNATS, err := subscribeResults(ctx, "nats://"+natsAddr, natsSeen)
+	stopNATS, err := subscribeResults(ctx, "nats://"+benchNATSUser+":"+benchNATSPassword+"@"+natsAddr, natsSeen)
 	if err != nil {
 		return nil, err
 	}

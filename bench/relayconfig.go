@@ -27,8 +27,17 @@ type relayConfig struct {
 }
 
 type relayNATS struct {
-	Listen   string `yaml:"listen"` // "" keeps the embedded server in-process
-	StoreDir string `yaml:"store_dir"`
+	Listen   string          `yaml:"listen"` // "" keeps the embedded server in-process
+	StoreDir string          `yaml:"store_dir"`
+	Users    []relayNATSUser `yaml:"users,omitempty"`
+}
+
+// relayNATSUser is a user of the embedded server's client port.
+type relayNATSUser struct {
+	User      string   `yaml:"user"`
+	Password  string   `yaml:"password"`
+	Publish   []string `yaml:"publish"`
+	Subscribe []string `yaml:"subscribe"`
 }
 
 // relayCallbacks configures job callbacks: the bench's receiver listens on

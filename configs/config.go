@@ -73,7 +73,55 @@ type NATS struct {
 	// Sync is how often JetStream file storage is fsynced ("always" for
 	// every write); empty keeps the server's default.
 	Sync string `yaml:"sync"`
+	// Users may log in on the embedded server's client port besides
+	// tenants (who log in with their relay key), with exactly the
+	// permissions listed (plus subscribe on _INBOX.<user>.>).
+	Users []NATSUser `yaml:"users"`
+	// Credentials is a .creds file (user JWT and nkey seed) for nats.url.
+	Credentials string `yaml:"credentials"`
+	// NkeySeedFile is a file holding a user nkey seed (SU...) for nats.url.
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User is the user name for nats.url; Password goes with it.
+	User string `yaml:"user"`
+	// Password is the password for nats.url; User goes with it.
+	Password string `yaml:"password"`
+	// Token is the authentication token for nats.url.
+	Token string `yaml:"token"`
+	// TLS configures TLS to nats.url.
+	TLS NATSTLS `yaml:"tls"`
 }
+
+// NATSUser is a static user of the embedded server's client port.
+type NATSUser struct {
+	// User is the name the client logs in with: letters, digits, _ and -.
+	User string `yaml:"user"`
+	// Password is the password, in clear (usually "${ENV}") or as a bcrypt
+	// hash ($2a$...). Exactly one of Password and Nkey is set.
+	Password string `yaml:"password"`
+	// Nkey is the user's public nkey (U...); the client signs in with the
+	// matching seed.
+	Nkey string `yaml:"nkey"`
+	// Publish lists the subjects the user may publish to; empty: none.
+	Publish []string `yaml:"publish"`
+	// Subscribe lists the subjects the user may subscribe to; empty:
+	// none besides its inbox _INBOX.<user>.>.
+	Subscribe []string `yaml:"subscribe"`
+}
+
+// NATSTLS configures TLS to an external NATS server.
+type NATSTLS struct {
+	// CAFile is a PEM file of the CAs that sign the server's certificate;
+	// empty trusts the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile is the client certificate (PEM), for servers that verify
+	// clients; KeyFile goes with it.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the client certificate's private key (PEM).
+	KeyFile string `yaml:"key_file"`
+}
+
+// Enabled reports whether any TLS setting is given.
+func (t NATSTLS) Enabled() bool { return t != NATSTLS{} }
 
 // Lane is one priority lane.
 type Lane struct {

@@ -43,6 +43,8 @@ const (
 //	nats.url: ""                       # embedded server
 //	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
 //	nats.store_dir: ./data/nats
+//	nats.users: []                     # tenants log in with their relay key
+//	nats.credentials, nkey_seed_file, user, password, token, tls: "" (nats.url only)
 //	lanes:                             # only when the whole list is absent
 //	  interactive (max_depth 10000,  max_wait 30s)
 //	  standard    (max_depth 10000,  max_wait 60s)

@@ -24,6 +24,7 @@ func (c *Config) Validate() error {
 	var ps problems
 	c.validateServer(&ps)
 	c.validateNATS(&ps)
+	c.validateNATSAuth(&ps)
 	c.validateLanes(&ps)
 	c.validateProviders(&ps)
 	c.validateRoutes(&ps)

@@ -49,7 +49,7 @@ func TestConnect(t *testing.T) {
 				defer cancel()
 				ctx = c
 			}
-			nc, err := embeddednats.Connect(ctx, tt.url)
+			nc, err := embeddednats.Connect(ctx, tt.url, natstest.Auth())
 			if tt.wantErr {
 				if err == nil {
 					nc.Close()

@@ -11,6 +11,13 @@
 // nats.InProcessServer and so works without a TCP listener. [Connect] is the
 // counterpart for an external NATS cluster given by URL.
 //
+// Every connection authenticates. Server.Connect presents a secret made at
+// Start and accepted only in-process, and gets every right. On the client
+// port (Options.Listen), tenants log in with their relay key and may only
+// read their own results and usage (see [TenantPermissions]); static users
+// get exactly their listed permissions; anyone else is refused.
+// [Server.SetAccess] changes tenants and users at run time.
+//
 // A [Server] is safe for concurrent use. Whoever calls [Start] owns the
 // returned Server and must call [Server.Shutdown] once it is no longer needed,
 // after closing or draining the connections made with [Server.Connect].
@@ -79,6 +86,14 @@ type Options struct {
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections. Zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// Tenants are the relay keys that may log in on the client port (key
+	// as token, or as password with any user name) to read their own
+	// results and usage: see TenantPermissions. Change them with
+	// Server.SetAccess.
+	Tenants []Tenant
+	// Users are static users of the client port with exactly their listed
+	// permissions (plus their inbox). Change them with Server.SetAccess.
+	Users []User
 }
 
 // withDefaults returns a copy of o with zero fields set to their defaults.
@@ -116,6 +131,9 @@ func (o Options) validate() error {
 			errs = append(errs, fmt.Errorf("%w: listen %q: %w", ErrInvalidOptions, o.Listen, err))
 		}
 	}
+	if _, err := newAccess(o.Tenants, o.Users); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -140,16 +158,21 @@ func splitListen(addr string) (string, int, error) {
 // MaxPayload is the largest message the embedded server accepts.
 const MaxPayload = 64 << 20
 
-func (o Options) serverOptions() *server.Options {
+func (o Options) serverOptions(auth server.Authentication) *server.Options {
 	so := &server.Options{
-		ServerName:   o.ServerName,
-		JetStream:    true,
-		StoreDir:     o.StoreDir,
-		SyncInterval: o.SyncInterval,
-		SyncAlways:   o.SyncAlways,
-		NoSigs:       true,
-		NoLog:        true,
-		DontListen:   o.Listen == "",
+		// Every client authenticates, in-process ones included: the
+		// relay's own connections with the per-process secret, outside
+		// ones as tenants or users. The nonce lets nkey users sign in.
+		CustomClientAuthentication: auth,
+		AlwaysEnableNonce:          true,
+		ServerName:                 o.ServerName,
+		JetStream:                  true,
+		StoreDir:                   o.StoreDir,
+		SyncInterval:               o.SyncInterval,
+		SyncAlways:                 o.SyncAlways,
+		NoSigs:                     true,
+		NoLog:                      true,
+		DontListen:                 o.Listen == "",
 		// Jobs carry whole request bodies (up to max_body_bytes, 32 MiB by
 		// default); 64 MB is the largest payload NATS allows.
 		MaxPayload: MaxPayload,
@@ -166,6 +189,7 @@ func (o Options) serverOptions() *server.Options {
 type Server struct {
 	ns        *server.Server
 	log       *slogLogger
+	auth      *authenticator
 	clientURL string
 	storeDir  string // Options.StoreDir, for RecoverJetStream
 
@@ -188,14 +212,20 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.StoreDir, 0o750); err != nil {
 		return nil, fmt.Errorf("embeddednats: create store dir: %w", err)
 	}
-	ns, err := server.NewServer(opts.serverOptions())
+	auth, err := newAuthenticator()
+	if err != nil {
+		return nil, err
+	}
+	table, _ := newAccess(opts.Tenants, opts.Users) // validated above
+	auth.table.Store(table)
+	ns, err := server.NewServer(opts.serverOptions(auth))
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: new server: %w", err)
 	}
 	sl := newSlogLogger(opts.Logger)
 	ns.SetLoggerV2(sl, sl.debug, sl.trace, false)
 
-	s := &Server{ns: ns, log: sl, done: make(chan struct{}), storeDir: opts.StoreDir}
+	s := &Server{ns: ns, log: sl, auth: auth, done: make(chan struct{}), storeDir: opts.StoreDir}
 	ns.Start()
 	if err := s.waitReady(ctx, opts.ReadyTimeout); err != nil {
 		ns.Shutdown()
@@ -252,13 +282,16 @@ func clientURL(addr net.Addr) string {
 }
 
 // Connect opens a client connection to the server through the in-process
-// transport, so it works without a TCP listener. The connection is named
-// ClientName unless opts say otherwise; opts are applied after the defaults.
+// transport, so it works without a TCP listener. The connection has every
+// right: it authenticates with a secret made at Start, held only in
+// memory and accepted only in-process. Its inbox prefix is one no outside
+// client may subscribe to. The connection is named ClientName unless opts
+// say otherwise; opts are applied after the defaults.
 // The caller must close or drain the connection, before calling
 // [Server.Shutdown].
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.Name(ClientName)}, opts...)
-	all = append(all, nats.InProcessServer(s.ns))
+	all := append([]nats.Option{nats.Name(ClientName), nats.CustomInboxPrefix(internalInbox)}, opts...)
+	all = append(all, nats.Token(string(s.auth.secret)), nats.InProcessServer(s.ns))
 	nc, err := nats.Connect("", all...)
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: connect in-process: %w", err)
@@ -311,4 +344,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("embeddednats: wait for shutdown: %w", ctx.Err())
 	}
+}
+
+// SetAccess replaces the tenants and users allowed on the client port. New
+// connections are checked against them at once; open connections of a
+// tenant or user that is gone, or whose secret or permissions changed,
+// are closed (their clients reconnect and are checked again). On an error
+// nothing changes.
+func (s *Server) SetAccess(tenants []Tenant, users []User) error {
+	next, err := newAccess(tenants, users)
+	if err != nil {
+		return err
+	}
+	prev := s.auth.table.Swap(next)
+	stale := prev.principals()
+	for id, fp := range next.principals() {
+		if stale[id] == fp {
+			delete(stale, id)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, Limit: s.ns.NumClients() + 64})
+	if err != nil {
+		return fmt.Errorf("embeddednats: list connections: %w", err)
+	}
+	for _, ci := range cz.Conns {
+		if _, ok := stale[ci.AuthorizedUser]; ok {
+			_ = s.ns.DisconnectClientByID(ci.Cid) // already gone is fine
+		}
+	}
+	return nil
 }

@@ -78,7 +78,7 @@ func TestStart(t *testing.T) {
 			if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":0") {
 				t.Fatalf("ClientURL() = %q; want nats://127.0.0.1:<port>", url)
 			}
-			ext, err := nats.Connect(url)
+			ext, err := nats.Connect(url, natstest.Auth())
 			if err != nil {
 				t.Fatalf("nats.Connect(%q): %v", url, err)
 			}

@@ -172,7 +172,7 @@ func TestJobEndToEnd(t *testing.T) {
 
 	// An outside subscriber over the TCP client port, with a durable
 	// consumer, as a NATS user would.
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(ns.ClientURL(), natstest.Auth())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,6 +41,10 @@ type jobsRelay struct {
 	natsYAML string // the nats section, as written by writeConfig
 }
 
+// observerPassword is the password of the nats.users entry "observer",
+// which may publish and subscribe to everything.
+const observerPassword = "observer-password-1b9d"
+
 // newJobsRelay writes the configuration of a job test relay; start runs it.
 func newJobsRelay(t *testing.T, upstream simupstream.Options, maxConc int) *jobsRelay {
 	t.Helper()
@@ -54,7 +59,8 @@ func newJobsRelay(t *testing.T, upstream simupstream.Options, maxConc int) *jobs
 	t.Cleanup(func() { _ = sim.Close() })
 	r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t),
 		secret: "whsec_" + base64.StdEncoding.EncodeToString(key), upstream: sim, maxConc: maxConc}
-	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(r.dir, "nats")))
+	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s, users: [{user: observer, password: %s, publish: [\">\"], subscribe: [\">\"]}]}",
+		r.natsAddr, filepath.Join(r.dir, "nats"), observerPassword))
 	return r
 }
 
@@ -362,7 +368,10 @@ func TestJobsCrashRestart(t *testing.T) {
 
 	// NATS: exactly one result message per job on RELAY_RESULTS, read by a
 	// separate client over the embedded server's client port.
-	nc, err := nats.Connect("nats://" + r.natsAddr)
+	if _, err := nats.Connect("nats://" + r.natsAddr); !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("NATS client port without credentials: %v; want an authorization error", err)
+	}
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +427,7 @@ func TestJobsCrashRestart(t *testing.T) {
 			t.Errorf("job %s: %d result messages; want 1", id, seen[id])
 		}
 	}
+	tenantReadsResults(t, "nats://"+canaryKey+"@"+r.natsAddr, "key0", n)
 	// Idle pulls are routine, not worth a warning (they were logged by
 	// every worker every few seconds).
 	if m := p.findLog(map[string]string{"msg": "pull job message"}); m != nil {
@@ -568,4 +578,45 @@ func generatedSecret(t *testing.T, logs string) string {
 		}
 	}
 	return ""
+}
+
+// tenantReadsResults logs in on url as the tenant called key (its relay key
+// in the URL) and reads want results through a durable consumer named
+// after the key, as the README shows.
+func tenantReadsResults(t *testing.T, url, key string, want int) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.CustomInboxPrefix("_INBOX."+key))
+	if err != nil {
+		t.Fatalf("tenant connect: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "RELAY_RESULTS", jetstream.ConsumerConfig{
+		Durable: key, FilterSubject: "relay.results." + key + ".>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("tenant durable consumer: %v", err)
+	}
+	got := 0
+	for got < want {
+		batch, err := cons.Fetch(want-got, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatalf("tenant fetch: %v", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if err := m.Ack(); err != nil {
+				t.Errorf("tenant ack: %v", err)
+			}
+		}
+		if n == 0 {
+			t.Fatalf("tenant read %d results; want %d (%v)", got, want, batch.Error())
+		}
+		got += n
+	}
 }

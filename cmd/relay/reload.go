@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 )
@@ -30,6 +31,7 @@ type reloader struct {
 	builder *builder
 	gateway *gateway.Server
 	lanes   *lanes.Set
+	nats    *embeddednats.Server // nil with nats.url
 	counter *prometheus.CounterVec
 }
 
@@ -83,6 +85,7 @@ func (r *reloader) reload(why string) {
 			if err := r.lanes.Update(laneSpecs(cfg)); err != nil {
 				r.log.Warn("lanes update", "error", err)
 			}
+			r.updateNATSAccess(cfg)
 			r.counter.WithLabelValues("success").Inc()
 			r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
 			return
@@ -90,4 +93,20 @@ func (r *reloader) reload(why string) {
 	}
 	r.counter.WithLabelValues("failure").Inc()
 	r.log.Error("configuration reload refused; the running configuration stays", "trigger", why, "path", r.path, "error", err)
+}
+
+// updateNATSAccess gives the embedded server's client port the reloaded
+// keys and nats.users: removed or changed ones can no longer connect, and
+// their open connections are closed. nats.listen itself needs a restart.
+func (r *reloader) updateNATSAccess(cfg *configs.Config) {
+	if r.nats == nil {
+		return
+	}
+	tenants, users, err := natsAccess(cfg)
+	if err == nil {
+		err = r.nats.SetAccess(tenants, users)
+	}
+	if err != nil {
+		r.log.Error("NATS client access not updated", "error", err)
+	}
 }

@@ -70,11 +70,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		cleanups = append(cleanups, func(context.Context) { _ = sim.Close() })
 	}
 
-	nc, natsChecks, closeNATS, err := startNATS(ctx, cfg.NATS, log)
+	nconn, err := startNATS(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, closeNATS)
+	nc, natsChecks := nconn.nc, nconn.checks
+	cleanups = append(cleanups, nconn.close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -150,7 +151,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, nats: nconn.srv, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
@@ -245,24 +246,44 @@ func laneSpecs(cfg *configs.Config) []lanes.Spec {
 	return specs
 }
 
-// startNATS starts the embedded server, or connects to nats.url. It
-// returns the connection, the health checks of NATS itself (cheap; the
-// embedded server's repairs itself after a write error) and a closer.
-func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Conn, []jobs.HealthCheck, func(context.Context), error) {
+// natsConn is the relay's NATS connection, with the health checks of NATS
+// itself (cheap; the embedded server's repairs itself after a write
+// error), a closer, and the embedded server (nil with nats.url).
+type natsConn struct {
+	nc     *nats.Conn
+	checks []jobs.HealthCheck
+	close  func(context.Context)
+	srv    *embeddednats.Server
+}
+
+// startNATS starts the embedded server, or connects to nats.url.
+func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (natsConn, error) {
+	c := cfg.NATS
 	if c.URL != "" {
+		opts, err := natsClientOptions(c)
+		if err != nil {
+			return natsConn{}, err
+		}
 		// No reconnect buffer: while disconnected, a job publish fails at
 		// once (503) instead of being sent after the client gave up on it.
-		nc, err := embeddednats.Connect(ctx, c.URL, nats.ReconnectBufSize(-1))
+		opts = append(opts, nats.ReconnectBufSize(-1))
+		nc, err := embeddednats.Connect(ctx, c.URL, opts...)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect nats: %w", err)
+			return natsConn{}, fmt.Errorf("connect nats: %w", err)
 		}
 		log.Info("connected to external NATS", "servers", nc.Servers())
-		return nc, []jobs.HealthCheck{connCheck(nc)}, func(context.Context) { _ = nc.Drain(); nc.Close() }, nil
+		return natsConn{nc: nc, checks: []jobs.HealthCheck{connCheck(nc)}, close: func(context.Context) { _ = nc.Drain(); nc.Close() }}, nil
+	}
+	tenants, users, err := natsAccess(cfg)
+	if err != nil {
+		return natsConn{}, err
 	}
 	opts := embeddednats.Options{
 		Listen:   c.Listen,
 		StoreDir: c.StoreDir,
 		Logger:   log,
+		Tenants:  tenants,
+		Users:    users,
 	}
 	switch c.Sync {
 	case "":
@@ -271,21 +292,21 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 	default:
 		d, err := time.ParseDuration(c.Sync)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("nats.sync: %w", err)
+			return natsConn{}, fmt.Errorf("nats.sync: %w", err)
 		}
 		opts.SyncInterval = d
 	}
 	ns, err := embeddednats.Start(ctx, opts)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("start embedded nats: %w", err)
+		return natsConn{}, fmt.Errorf("start embedded nats: %w", err)
 	}
 	nc, err := ns.Connect(nats.Name("relay"))
 	if err != nil {
 		_ = ns.Shutdown(context.Background())
-		return nil, nil, nil, fmt.Errorf("connect embedded nats: %w", err)
+		return natsConn{}, fmt.Errorf("connect embedded nats: %w", err)
 	}
 	if url := ns.ClientURL(); url != "" {
-		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir)
+		log.Info("embedded NATS listening", "url", url, "store_dir", c.StoreDir, "tenants", len(tenants), "users", len(users))
 	}
 	checks := []jobs.HealthCheck{
 		{Name: "jetstream", Check: func(context.Context) error { return ns.StoreError() },
@@ -299,7 +320,7 @@ func startNATS(ctx context.Context, c configs.NATS, log *slog.Logger) (*nats.Con
 			log.Warn("embedded NATS shutdown", "error", err)
 		}
 	}
-	return nc, checks, closer, nil
+	return natsConn{nc: nc, checks: checks, close: closer, srv: ns}, nil
 }
 
 // connCheck fails while nc is not connected (it reconnects by itself).

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/embeddednats"
@@ -18,6 +19,18 @@ import (
 
 // shutdownTimeout bounds the shutdown registered with t.Cleanup.
 const shutdownTimeout = 10 * time.Second
+
+// The user StartTCP configures with every right on the client port, since
+// the port always requires authentication. Connect with [Auth].
+const (
+	// User is the name of StartTCP's user.
+	User = "natstest"
+	// Password is the password of StartTCP's user.
+	Password = "natstest-password"
+)
+
+// Auth returns the nats.go option that logs in as StartTCP's user.
+func Auth() nats.Option { return nats.UserInfo(User, Password) }
 
 // Start starts an in-process-only server (no TCP listener) and shuts it
 // down when the test ends. Connect to it with Server.Connect.
@@ -28,18 +41,29 @@ func Start(t testing.TB) *embeddednats.Server {
 
 // StartTCP starts a server that also listens on a random 127.0.0.1 port,
 // reported by Server.ClientURL, and shuts it down when the test ends.
+// Outside clients log in as User with every right (see Auth).
 func StartTCP(t testing.TB) *embeddednats.Server {
 	t.Helper()
-	return start(t, "127.0.0.1:0")
+	return StartWith(t, embeddednats.Options{
+		Listen: "127.0.0.1:0",
+		Users:  []embeddednats.User{{Name: User, Password: Password, Publish: []string{">"}, Subscribe: []string{">"}}},
+	})
 }
 
 // start runs embeddednats.Start with test defaults and registers shutdown.
 func start(t testing.TB, listen string) *embeddednats.Server {
 	t.Helper()
-	s, err := embeddednats.Start(t.Context(), embeddednats.Options{
-		StoreDir: t.TempDir(),
-		Listen:   listen,
-	})
+	return StartWith(t, embeddednats.Options{Listen: listen})
+}
+
+// StartWith starts a server with opts, a fresh temporary StoreDir when
+// opts has none, and shuts it down when the test ends.
+func StartWith(t testing.TB, opts embeddednats.Options) *embeddednats.Server {
+	t.Helper()
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	s, err := embeddednats.Start(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("natstest: start: %v", err)
 	}
