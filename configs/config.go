@@ -32,6 +32,11 @@ type Config struct {
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyMemoryBytes bounds the bytes of request bodies the relay holds
+	// at once, counted as they arrive (never as Content-Length promises);
+	// past it a request waits up to 1s for room, then gets 503 with
+	// retry-after. It must exceed MaxBodyBytes.
+	BodyMemoryBytes int64 `yaml:"body_memory_bytes"`
 	// NATS configures the embedded or external NATS server.
 	NATS NATS `yaml:"nats"`
 	// Lanes are the priority lanes, highest priority first.

@@ -10,7 +10,8 @@ import (
 const (
 	defaultListen         = "127.0.0.1:8080"
 	defaultShutdownGrace  = 30 * time.Second
-	defaultMaxBodyBytes   = 32 << 20 // 32 MiB
+	defaultMaxBodyBytes   = 32 << 20  // 32 MiB
+	defaultBodyMemory     = 512 << 20 // 512 MiB
 	defaultNATSListen     = "127.0.0.1:4222"
 	defaultNATSStoreDir   = "./data/nats"
 	defaultLaneMaxDepth   = 10000
@@ -37,6 +38,7 @@ const (
 //	admin_listen: ""                   # off
 //	shutdown_grace: 30s
 //	max_body_bytes: 33554432           # 32 MiB
+//	body_memory_bytes: 536870912       # 512 MiB
 //	nats.url: ""                       # embedded server
 //	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
 //	nats.store_dir: ./data/nats
@@ -67,9 +69,10 @@ const (
 //	jobs.workers           -> 128
 func Default() *Config {
 	return &Config{
-		Listen:        defaultListen,
-		ShutdownGrace: Duration(defaultShutdownGrace),
-		MaxBodyBytes:  defaultMaxBodyBytes,
+		Listen:          defaultListen,
+		ShutdownGrace:   Duration(defaultShutdownGrace),
+		MaxBodyBytes:    defaultMaxBodyBytes,
+		BodyMemoryBytes: defaultBodyMemory,
 		NATS: NATS{
 			Listen:   defaultNATSListen,
 			StoreDir: defaultNATSStoreDir,

@@ -47,6 +47,9 @@ func (c *Config) validateServer(ps *problems) {
 	if c.MaxBodyBytes <= 0 {
 		ps.add("max_body_bytes", "must be > 0")
 	}
+	if c.BodyMemoryBytes <= c.MaxBodyBytes {
+		ps.add("body_memory_bytes", "must be more than max_body_bytes (%d)", c.MaxBodyBytes)
+	}
 }
 
 // validateNATS checks the nats block.

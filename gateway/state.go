@@ -72,6 +72,10 @@ type Config struct {
 	Dispatcher Dispatcher
 	// MaxBodyBytes bounds request bodies (default 32 MiB).
 	MaxBodyBytes int64
+	// BodyMemoryBytes bounds the bytes of request bodies held at once,
+	// charged as they arrive (default 512 MiB); past it a request waits
+	// briefly for room, then gets 503 with retry-after.
+	BodyMemoryBytes int64
 }
 
 // state is a Config prepared for fast lookups.
@@ -80,6 +84,8 @@ type state struct {
 	lanes        map[string]Lane
 	dispatcher   Dispatcher
 	maxBodyBytes int64
+	// bodyMemoryBytes is the body memory budget's size.
+	bodyMemoryBytes int64
 }
 
 type key struct {
@@ -99,6 +105,10 @@ func newState(c Config) *state {
 	}
 	if st.maxBodyBytes <= 0 {
 		st.maxBodyBytes = defaultMaxBodyBytes
+	}
+	st.bodyMemoryBytes = c.BodyMemoryBytes
+	if st.bodyMemoryBytes <= 0 {
+		st.bodyMemoryBytes = defaultBodyMemoryBytes
 	}
 	for _, l := range c.Lanes {
 		st.lanes[l.Name] = l

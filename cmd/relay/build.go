@@ -115,7 +115,7 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		return gateway.Config{}, err
 	}
 
-	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes}
+	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, BodyMemoryBytes: cfg.BodyMemoryBytes}
 	for _, l := range cfg.Lanes {
 		gc.Lanes = append(gc.Lanes, gateway.Lane{Name: l.Name, MaxWait: l.MaxWait.Std()})
 	}
