@@ -236,6 +236,11 @@ func (br *bodyReader) Read(p []byte) (int, error) {
 // at least bodyChunk, no further than one byte past limit (enough to tell
 // a body over it).
 func (br *bodyReader) charge() *apiError {
+	return br.chargeWith(br.c.Request().Context())
+}
+
+// chargeWith is charge, waiting for budget until ctx ends at the latest.
+func (br *bodyReader) chargeWith(ctx context.Context) *apiError {
 	step := max(int64(bodyChunk), br.held/8)
 	step = min(step, br.limit+1-br.held)
 	b := br.s.budget
@@ -245,7 +250,6 @@ func (br *bodyReader) charge() *apiError {
 		}
 		step = total - br.held
 	}
-	ctx := br.c.Request().Context()
 	start := time.Now()
 	err := b.reserve(ctx, step, start.Add(br.wait))
 	br.wait -= time.Since(start)
