@@ -74,7 +74,8 @@ func (b *bodyBudget) inUse() int64 {
 	return b.used
 }
 
-// fits reports whether n bytes could ever be held at once.
+// fits reports whether n bytes could ever be held at once, and the
+// limit.
 func (b *bodyBudget) fits(n int64) (bool, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
