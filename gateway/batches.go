@@ -115,7 +115,7 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 	// batch is stored: its items hold about as much.
 	br := s.newBodyReader(c, MaxBatchBytes)
 	defer br.done()
-	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(br, 64<<10))
+	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(&br, 64<<10))
 	if aerr != nil {
 		return 0, nil, aerr
 	}

@@ -205,11 +205,12 @@ type bodyReader struct {
 }
 
 // newBodyReader starts reading c's body: it sets the body read deadline.
-// The caller must call done.
-func (s *Server) newBodyReader(c echo.Context, limit int64) *bodyReader {
+// The caller must call done. (A value, so that readBody's stays on the
+// stack.)
+func (s *Server) newBodyReader(c echo.Context, limit int64) bodyReader {
 	rc := http.NewResponseController(c.Response().Writer)
 	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
-	return &bodyReader{s: s, c: c, limit: limit, wait: s.opts.BodyBudgetWait,
+	return bodyReader{s: s, c: c, limit: limit, wait: s.opts.BodyBudgetWait,
 		r: http.MaxBytesReader(c.Response().Writer, c.Request().Body, limit)}
 }
 
