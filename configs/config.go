@@ -37,6 +37,11 @@ type Config struct {
 	// included) and upstream answers and stream events. Deeper client
 	// JSON gets 400; a deeper upstream answer counts as garbage (502).
 	MaxJSONDepth int `yaml:"max_json_depth"`
+	// BodyMemoryBytes bounds the bytes of request bodies the relay holds
+	// at once, counted as they arrive (never as Content-Length promises);
+	// past it a request waits up to 1s for room, then gets 503 with
+	// retry-after. It must exceed MaxBodyBytes.
+	BodyMemoryBytes int64 `yaml:"body_memory_bytes"`
 	// NATS configures the embedded or external NATS server.
 	NATS NATS `yaml:"nats"`
 	// Lanes are the priority lanes, highest priority first.

@@ -12,6 +12,7 @@ const (
 	defaultShutdownGrace  = 30 * time.Second
 	defaultMaxBodyBytes   = 32 << 20 // 32 MiB
 	defaultMaxJSONDepth   = 128
+	defaultBodyMemory     = 512 << 20 // 512 MiB
 	defaultNATSListen     = "127.0.0.1:4222"
 	defaultNATSStoreDir   = "./data/nats"
 	defaultLaneMaxDepth   = 10000
@@ -40,6 +41,7 @@ const (
 //	shutdown_grace: 30s
 //	max_body_bytes: 33554432           # 32 MiB
 //	max_json_depth: 128
+//	body_memory_bytes: 536870912       # 512 MiB
 //	nats.url: ""                       # embedded server
 //	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
 //	nats.store_dir: ./data/nats
@@ -73,10 +75,11 @@ const (
 //	jobs.workers           -> 128
 func Default() *Config {
 	return &Config{
-		Listen:        defaultListen,
-		ShutdownGrace: Duration(defaultShutdownGrace),
-		MaxBodyBytes:  defaultMaxBodyBytes,
-		MaxJSONDepth:  defaultMaxJSONDepth,
+		Listen:          defaultListen,
+		ShutdownGrace:   Duration(defaultShutdownGrace),
+		MaxBodyBytes:    defaultMaxBodyBytes,
+		MaxJSONDepth:    defaultMaxJSONDepth,
+		BodyMemoryBytes: defaultBodyMemory,
 		NATS: NATS{
 			Listen:   defaultNATSListen,
 			StoreDir: defaultNATSStoreDir,

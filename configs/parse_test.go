@@ -191,6 +191,7 @@ func TestDefaults(t *testing.T) {
 		{"shutdown_grace", c.ShutdownGrace.Std(), 30 * time.Second},
 		{"max_body_bytes", c.MaxBodyBytes, int64(33554432)},
 		{"max_json_depth", c.MaxJSONDepth, 128},
+		{"body_memory_bytes", c.BodyMemoryBytes, int64(536870912)},
 		{"nats.url", c.NATS.URL, ""},
 		{"nats.listen", c.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.store_dir", c.NATS.StoreDir, "./data/nats"},
@@ -263,6 +264,11 @@ func TestPartialDefaults(t *testing.T) {
 		yaml  string
 		check func(c *Config) (got, want any)
 	}{
+		{
+			name:  "body_memory_bytes set is kept",
+			yaml:  "max_body_bytes: 1024\nbody_memory_bytes: 4096\n",
+			check: func(c *Config) (any, any) { return [2]int64{c.MaxBodyBytes, c.BodyMemoryBytes}, [2]int64{1024, 4096} },
+		},
 		{
 			name:  "nats listen absent keeps the default",
 			yaml:  "nats: {store_dir: /d}\n",

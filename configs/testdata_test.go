@@ -63,6 +63,9 @@ func TestParseBadFiles(t *testing.T) {
 			"simulator.latency: must be >= 0",
 			"simulator.token_interval: must be >= 0",
 		}},
+		"body-memory.yaml": {want: []string{
+			"body_memory_bytes: must be more than max_body_bytes (1048576) (line 2)",
+		}},
 		"bare-duration.yaml": {want: []string{
 			"line 1: duration `30` has no unit",
 			"line 3: invalid duration `ten hours`",

@@ -59,6 +59,9 @@ func (c *Config) validateServer(ps *problems) {
 	if c.MaxJSONDepth < MinMaxJSONDepth || c.MaxJSONDepth > MaxMaxJSONDepth {
 		ps.add("max_json_depth", "must be from %d to %d", MinMaxJSONDepth, MaxMaxJSONDepth)
 	}
+	if c.BodyMemoryBytes <= c.MaxBodyBytes {
+		ps.add("body_memory_bytes", "must be more than max_body_bytes (%d)", c.MaxBodyBytes)
+	}
 }
 
 // validateNATS checks the nats block.

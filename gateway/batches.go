@@ -88,7 +88,8 @@ type batchItemJSON struct {
 
 // handleBatchCreate serves POST /v1/messages/batches: body
 // {"requests":[{"custom_id","params"}...], "callback_url"?}. The body is
-// decoded as a stream (up to MaxBatchBytes), so only the items are held.
+// decoded as a stream (up to MaxBatchBytes, charged to the body memory
+// budget as it arrives), so only the items are held.
 // Lane: x-relay-lane, else "batch" when the key may use it, else the key's
 // default. 200 with the batch, as Anthropic answers.
 func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k *key) (int, any, *apiError) {
@@ -110,12 +111,12 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 		return 0, nil, errPermission("this key may not use lane " + strconv.Quote(lane))
 	}
 
-	rc := http.NewResponseController(c.Response().Writer)
-	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	body := http.MaxBytesReader(c.Response().Writer, r.Body, MaxBatchBytes)
+	// The bytes read stay charged to the body memory budget until the
+	// batch is stored: its items hold about as much.
+	br := s.newBodyReader(c, MaxBatchBytes)
+	defer br.done()
 	// Each item's params sit three levels down: {"requests":[{"params":
-	deep := &depthReader{r: body, s: wire.DepthScanner{Max: st.maxJSONDepth + 3}}
+	deep := &depthReader{r: &br, s: wire.DepthScanner{Max: st.maxJSONDepth + 3}}
 	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(deep, 64<<10), st.maxJSONDepth)
 	if aerr != nil {
 		return 0, nil, aerr
@@ -176,7 +177,11 @@ func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError
 	dec := json.NewDecoder(r)
 	bad := func(err error) *apiError {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ae *apiError
+		switch {
+		case errors.As(err, &ae):
+			return ae // the body memory budget refused
+		case errors.As(err, &mbe):
 			return errTooLarge(MaxBatchBytes)
 		}
 		if errors.Is(err, wire.ErrTooDeep) {

@@ -67,6 +67,7 @@ type batchRelay struct {
 	svc    *jobs.Service
 	js     jetstream.JetStream
 	runner *holdRunner
+	gw     *gateway.Server
 }
 
 type batchRelayOptions struct {
@@ -77,6 +78,7 @@ type batchRelayOptions struct {
 	// maxJSONDepth is the gateway's, router's, runner's and job service's
 	// max_json_depth (0: wire.FallbackMaxDepth).
 	maxJSONDepth int
+	bodyMemory   int64 // Config.BodyMemoryBytes (0: the default)
 }
 
 func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
@@ -161,9 +163,10 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 		}
 	})
 	cfg := gateway.Config{
-		Dispatcher:   router,
-		MaxJSONDepth: o.maxJSONDepth,
-		Lanes:        []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
+		Dispatcher:      router,
+		MaxJSONDepth:    o.maxJSONDepth,
+		BodyMemoryBytes: o.bodyMemory,
+		Lanes:           []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
 		Keys: []gateway.Key{
 			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
 				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
@@ -174,7 +177,7 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 	gw := gateway.New(cfg, gateway.Options{}, gateway.Deps{Registry: reg, Lanes: set, Jobs: svc})
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)
-	return &batchRelay{URL: srv.URL, svc: svc, js: js, runner: hr}
+	return &batchRelay{URL: srv.URL, svc: svc, js: js, runner: hr, gw: gw}
 }
 
 func (br *batchRelay) client(key string, opts ...aoption.RequestOption) anthropic.Client {
@@ -624,5 +627,46 @@ func TestBatchValidation(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 413 || !strings.Contains(string(b), "request_too_large") {
 		t.Errorf("oversized batch = %d %s; want 413 request_too_large", resp.StatusCode, b)
+	}
+}
+
+// TestBatchBodyBudget: a batch creation body is charged to the body
+// memory budget as it is decoded: one that fits is stored, one larger
+// than the whole budget gets 413, and the budget is back to zero after
+// each.
+func TestBatchBodyBudget(t *testing.T) {
+	const budget = 64 << 10
+	br := newBatchRelay(t, batchRelayOptions{bodyMemory: budget})
+	params := func(pad int) string {
+		return `{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("x", pad) + `"}]}`
+	}
+	batch := func(items, pad int) string {
+		var b strings.Builder
+		b.WriteString(`{"requests":[`)
+		for i := range items {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"custom_id":"r%d","params":%s}`, i, params(pad))
+		}
+		b.WriteString("]}")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name    string
+		body    string
+		code    int
+		errType string
+	}{
+		{"fits", batch(4, 4<<10), 200, ""},
+		{"larger than the budget", batch(8, 16<<10), 413, "request_too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, body := br.do(t, "POST", "/v1/messages/batches", canaryKey, tc.body)
+			if code != tc.code || (tc.errType != "" && errorType(body) != tc.errType) {
+				t.Errorf("POST %d bytes = %d %s; want %d %s", len(tc.body), code, body, tc.code, tc.errType)
+			}
+			pollFor(t, "budget back to zero", func() bool { return br.gw.BodyBytesInUse() == 0 })
+		})
 	}
 }

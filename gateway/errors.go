@@ -81,6 +81,17 @@ func errOverloaded(msg string, retryAfter time.Duration, noRetry bool) *apiError
 		msg: msg, retryAfter: retryAfter, noRetry: noRetry}
 }
 
+// errBodyBudget is the answer when the body memory budget stayed full:
+// 503 in both formats (the relay itself, not an upstream, is short), which
+// both SDKs retry, honouring retry-after. Anthropic's error type is
+// overloaded_error, OpenAI's code service_unavailable, as for the
+// relay's other overload answers (SPEC §3).
+func errBodyBudget() *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, anthropic: "overloaded_error", openaiType: "server_error",
+		openaiCode: "service_unavailable", retryAfter: retryAfterBudget,
+		msg: "the relay is holding too many request bodies at once; retry after the time given"}
+}
+
 // errUpstreamBroken is the answer when upstreams answered nonsense or
 // refused the relay's own provider keys: an operator must act.
 func errUpstreamBroken(msg string) *apiError {

@@ -56,6 +56,10 @@ type relayOptions struct {
 	actors map[string]actor.Options
 	// backoff is the router's retry backoff base (0: the default).
 	backoff time.Duration
+	// bodyMemory is Config.BodyMemoryBytes (0: the default).
+	bodyMemory int64
+	// bodyReadTimeout is Options.BodyReadTimeout (0: the default).
+	bodyReadTimeout time.Duration
 }
 
 // newRelayB is newRelay for benchmarks, with logging off.
@@ -115,8 +119,9 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 		t.Fatalf("NewRouter: %v", err)
 	}
 	cfg := gateway.Config{
-		Dispatcher:   router,
-		MaxBodyBytes: o.maxBody,
+		Dispatcher:      router,
+		MaxBodyBytes:    o.maxBody,
+		BodyMemoryBytes: o.bodyMemory,
 		Lanes: []gateway.Lane{
 			{Name: "interactive", MaxWait: 30 * time.Second},
 			{Name: "batch", MaxWait: time.Hour},
@@ -128,7 +133,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 				Lanes: []string{"batch"}, Routes: []string{"gpt-4o"}},
 		},
 	}
-	gw := gateway.New(cfg, gateway.Options{WriteTimeout: o.writeTimeout}, gateway.Deps{Logger: log, Registry: reg})
+	gw := gateway.New(cfg, gateway.Options{WriteTimeout: o.writeTimeout, BodyReadTimeout: o.bodyReadTimeout}, gateway.Deps{Logger: log, Registry: reg})
 	srv := httptest.NewUnstartedServer(gw.Handler())
 	srv.Config.ReadHeaderTimeout = 5 * time.Second
 	srv.Start()

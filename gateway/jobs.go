@@ -122,9 +122,9 @@ func (s *Server) jobsHandler(h func(c echo.Context, st *state, k *key) (int, any
 // handleJobSubmit serves POST /v1/jobs: 202 with the new job, or 200 with
 // the earlier job when the Idempotency-Key was used before by this key.
 func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *apiError) {
-	bufp := getBody()
-	defer putBody(bufp)
-	raw, aerr := s.readBody(c, st.maxBodyBytes, bufp)
+	bb := getBody()
+	defer putBody(bb)
+	raw, aerr := s.readBody(c, st.maxBodyBytes, bb)
 	if aerr != nil {
 		return 0, nil, aerr
 	}

@@ -124,9 +124,9 @@ func (s *Server) handleCountTokens(c echo.Context) error {
 		s.writeError(c, f, rid, aerr)
 		return nil
 	}
-	bufp := getBody()
-	defer putBody(bufp)
-	body, aerr := s.readBody(c, st.maxBodyBytes, bufp)
+	bb := getBody()
+	defer putBody(bb)
+	body, aerr := s.readBody(c, st.maxBodyBytes, bb)
 	if aerr != nil {
 		s.writeError(c, f, rid, aerr)
 		return nil

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,7 +38,7 @@ type exchange struct {
 	queued    time.Duration
 	reparks   int
 	mode      string
-	bodyBuf   *[]byte // pooled body buffer, nil once given back
+	bodyBuf   *bodyBuf // pooled body buffer, nil once given back
 	provider  string
 	stream    bool
 	status    int
@@ -48,23 +47,8 @@ type exchange struct {
 	err       error
 }
 
-// bodyPool recycles request body buffers.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-// getBody returns a pooled body buffer; give it back with putBody.
-func getBody() *[]byte { return bodyPool.Get().(*[]byte) }
-
-// putBody returns a body buffer to the pool, unless it grew too large to
-// keep.
-func putBody(b *[]byte) {
-	if cap(*b) <= 1<<20 {
-		*b = (*b)[:0]
-		bodyPool.Put(b)
-	}
-}
-
-// releaseBody returns the pooled body buffer, unless it grew too large to
-// keep.
+// releaseBody gives back the pooled body buffer and its charge to the
+// body memory budget.
 func (x *exchange) releaseBody() {
 	if x.bodyBuf != nil {
 		putBody(x.bodyBuf)
@@ -199,7 +183,9 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 	// never stall the others on their connection.
 	if x.bodyBuf != nil {
 		// A parked request may wait long: keep an exact-size copy of its
-		// body and give the pooled buffer back.
+		// body and give the pooled buffer, and its charge to the body
+		// memory budget, back. Parked bodies are bounded by the lanes'
+		// depth times max_body_bytes instead.
 		x.req.Body = bytes.Clone(x.req.Body)
 		x.releaseBody()
 	}
@@ -313,47 +299,6 @@ func (s *Server) laneError(x *exchange, err error) *apiError {
 	e := errOverloaded("the relay is shutting down", time.Second, false)
 	e.cause = err
 	return e
-}
-
-// readBody reads the request body into *bufp, bounded by limit and by the
-// body read timeout.
-func (s *Server) readBody(c echo.Context, limit int64, bufp *[]byte) ([]byte, *apiError) {
-	r := c.Request()
-	if r.ContentLength > limit {
-		return nil, errTooLarge(limit)
-	}
-	rc := http.NewResponseController(c.Response().Writer)
-	_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	buf := (*bufp)[:0]
-	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
-		buf = make([]byte, 0, r.ContentLength)
-	}
-	body := http.MaxBytesReader(c.Response().Writer, r.Body, limit)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, errTooLarge(limit)
-			}
-			e := errBadRequest("could not read request body")
-			e.cause = err
-			return nil, e
-		}
-	}
-	*bufp = buf
-	if len(buf) == 0 {
-		return nil, errBadRequest("request body is empty")
-	}
-	return buf, nil
 }
 
 // chooseLane returns the lane named by x-relay-lane, or the key's default,

@@ -33,8 +33,14 @@ type Options struct {
 	// answer, or one event of a stream (default 60s). There is no global
 	// write timeout, so long streams are never cut.
 	WriteTimeout time.Duration
-	// BodyReadTimeout bounds reading a request body (default 60s).
+	// BodyReadTimeout bounds reading a request body, from the handler's
+	// first read to its end (default 60s), so a client that trickles its
+	// body holds its share of the body memory budget no longer.
 	BodyReadTimeout time.Duration
+	// BodyBudgetWait is the longest one request's body reads wait, in
+	// all, for room in the body memory budget before it is answered 503
+	// (default 1s).
+	BodyBudgetWait time.Duration
 	// ReadHeaderTimeout bounds reading request headers (default 10s).
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections (default 120s).
@@ -70,6 +76,10 @@ type Server struct {
 	ready   func() error
 	lanes   Parker
 	jobs    JobService
+	// budget bounds the bytes of request bodies held at once
+	// (Config.BodyMemoryBytes); it outlives configuration reloads.
+	budget       *bodyBudget
+	bodyRejected prometheus.Counter
 }
 
 // New returns a Server serving cfg.
@@ -79,6 +89,9 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	}
 	if opts.BodyReadTimeout <= 0 {
 		opts.BodyReadTimeout = 60 * time.Second
+	}
+	if opts.BodyBudgetWait <= 0 {
+		opts.BodyBudgetWait = defaultBodyBudgetWait
 	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
@@ -102,7 +115,9 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		ready:   deps.Ready,
 		lanes:   deps.Lanes,
 		jobs:    deps.Jobs,
+		budget:  newBodyBudget(defaultBodyMemoryBytes),
 	}
+	s.bodyRejected = registerBodyMetrics(deps.Registry, s.budget)
 	s.SetConfig(cfg)
 	e := echo.New()
 	e.HideBanner = true
@@ -143,7 +158,16 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 
 // SetConfig atomically replaces what the gateway serves. Requests already
 // in flight finish on the configuration they started with.
-func (s *Server) SetConfig(cfg Config) { s.state.Store(newState(cfg)) }
+// A new BodyMemoryBytes applies to bytes reserved from then on.
+func (s *Server) SetConfig(cfg Config) {
+	st := newState(cfg)
+	s.budget.setLimit(st.bodyMemoryBytes)
+	s.state.Store(st)
+}
+
+// BodyBytesInUse returns the bytes of request bodies charged to the body
+// memory budget now (the relay_body_bytes_in_use gauge).
+func (s *Server) BodyBytesInUse() int64 { return s.budget.inUse() }
 
 // Handler returns the gateway's HTTP handler, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.echo }

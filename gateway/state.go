@@ -77,6 +77,10 @@ type Config struct {
 	// deeper bodies get 400 before any parser sees them (max_json_depth;
 	// 0 means wire.FallbackMaxDepth).
 	MaxJSONDepth int
+	// BodyMemoryBytes bounds the bytes of request bodies held at once,
+	// charged as they arrive (default 512 MiB); past it a request waits
+	// briefly for room, then gets 503 with retry-after.
+	BodyMemoryBytes int64
 }
 
 // state is a Config prepared for fast lookups.
@@ -86,6 +90,8 @@ type state struct {
 	dispatcher   Dispatcher
 	maxBodyBytes int64
 	maxJSONDepth int // > 0
+	// bodyMemoryBytes is the body memory budget's size.
+	bodyMemoryBytes int64
 }
 
 type key struct {
@@ -109,6 +115,10 @@ func newState(c Config) *state {
 	st.maxJSONDepth = c.MaxJSONDepth
 	if st.maxJSONDepth <= 0 {
 		st.maxJSONDepth = wire.FallbackMaxDepth
+	}
+	st.bodyMemoryBytes = c.BodyMemoryBytes
+	if st.bodyMemoryBytes <= 0 {
+		st.bodyMemoryBytes = defaultBodyMemoryBytes
 	}
 	for _, l := range c.Lanes {
 		st.lanes[l.Name] = l

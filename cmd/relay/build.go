@@ -117,7 +117,8 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		return gateway.Config{}, err
 	}
 
-	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONDepth: cfg.MaxJSONDepth}
+	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, BodyMemoryBytes: cfg.BodyMemoryBytes,
+		MaxJSONDepth: cfg.MaxJSONDepth}
 	for _, l := range cfg.Lanes {
 		gc.Lanes = append(gc.Lanes, gateway.Lane{Name: l.Name, MaxWait: l.MaxWait.Std()})
 	}
