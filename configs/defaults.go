@@ -13,7 +13,6 @@ const (
 	defaultMaxBodyBytes   = 32 << 20 // 32 MiB
 	defaultMaxJSONDepth   = 128
 	defaultBodyMemory     = 512 << 20 // 512 MiB
-	defaultNATSListen     = "127.0.0.1:4222"
 	defaultNATSStoreDir   = "./data/nats"
 	defaultLaneMaxDepth   = 10000
 	defaultLaneMaxWait    = 60 * time.Second
@@ -43,7 +42,7 @@ const (
 //	max_json_depth: 128
 //	body_memory_bytes: 536870912       # 512 MiB
 //	nats.url: ""                       # embedded server
-//	nats.listen: 127.0.0.1:4222        # only when the key is absent; "" = in-process only
+//	nats.listen: ""                    # in-process only: no client port
 //	nats.store_dir: ./data/nats
 //	nats.users: []                     # tenants log in with their relay key
 //	nats.credentials, nkey_seed_file, user, password, token, tls: "" (nats.url only)
@@ -81,7 +80,6 @@ func Default() *Config {
 		MaxJSONDepth:    defaultMaxJSONDepth,
 		BodyMemoryBytes: defaultBodyMemory,
 		NATS: NATS{
-			Listen:   defaultNATSListen,
 			StoreDir: defaultNATSStoreDir,
 		},
 		Lanes: []Lane{

@@ -193,7 +193,7 @@ func TestDefaults(t *testing.T) {
 		{"max_json_depth", c.MaxJSONDepth, 128},
 		{"body_memory_bytes", c.BodyMemoryBytes, int64(536870912)},
 		{"nats.url", c.NATS.URL, ""},
-		{"nats.listen", c.NATS.Listen, "127.0.0.1:4222"},
+		{"nats.listen", c.NATS.Listen, ""},
 		{"nats.store_dir", c.NATS.StoreDir, "./data/nats"},
 		{"lanes", c.Lanes, []Lane{
 			{Name: "interactive", MaxDepth: 10000, MaxWait: Duration(30 * time.Second)},
@@ -270,9 +270,9 @@ func TestPartialDefaults(t *testing.T) {
 			check: func(c *Config) (any, any) { return [2]int64{c.MaxBodyBytes, c.BodyMemoryBytes}, [2]int64{1024, 4096} },
 		},
 		{
-			name:  "nats listen absent keeps the default",
+			name:  "nats listen absent means in-process only",
 			yaml:  "nats: {store_dir: /d}\n",
-			check: func(c *Config) (any, any) { return c.NATS.Listen, "127.0.0.1:4222" },
+			check: func(c *Config) (any, any) { return c.NATS.Listen, "" },
 		},
 		{
 			name:  "nats listen empty means in-process only",
