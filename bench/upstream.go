@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // runUpstream is the hidden subcommand "_upstream -listen ADDR [-latency D]

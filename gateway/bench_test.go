@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // benchmarkProxy measures one request through the relay to a simulated

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // apiFormat describes how one API is called and how its errors look.

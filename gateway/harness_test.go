@@ -15,10 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // Keys used by the tests. canaryKey must never appear in logs or metrics.

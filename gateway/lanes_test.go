@@ -20,12 +20,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // End-to-end tests of the priority lanes: real HTTP, a real lanes.Set on

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // End-to-end tests of the provider actors (workers/actor) as the router and

@@ -21,13 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // serve runs the gateway until ctx is cancelled, then shuts down in the

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // discardWriter is a minimal http.ResponseWriter and http.Flusher, so the

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/workers/simupstream"
 	"go.uber.org/goleak"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/workers/simupstream"
 	"github.com/tidwall/gjson"
 )
 
