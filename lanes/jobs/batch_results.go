@@ -10,6 +10,9 @@ import (
 	"github.com/relaygw/relay/workers/wire"
 )
 
+// BatchResults: an ended batch's results as JSONL lines, in Anthropic's
+// shape.
+
 // BatchResults returns key's ended batch id's results: one JSONL line
 // (without the newline) per item, in submission order, in Anthropic's
 // shape. The batch must have ended (ErrBatchNotEnded otherwise). Item

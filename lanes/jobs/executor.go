@@ -5,112 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"math/rand/v2"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
-// pullWait bounds one pull request; a pull also ends at once when Run's
-// ctx ends.
-const pullWait = 5 * time.Second
-
-// Run executes queued jobs with Options.Workers workers and delivers
-// callbacks with Options.CallbackWorkers, until ctx ends. It then stops
-// pulling, lets running jobs go on for Options.ShutdownGrace, cancels
-// what is left (those jobs go back to queued, for the next start) and
-// returns once every worker has exited. Run may be called once.
-func (s *Service) Run(ctx context.Context) error {
-	s.runMu.Lock()
-	if s.running {
-		s.runMu.Unlock()
-		return errors.New("jobs: Run called twice")
-	}
-	s.running = true
-	s.runMu.Unlock()
-
-	jobs, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)
-	if err != nil {
-		return fmt.Errorf("jobs: executor consumer: %w", err)
-	}
-	cbs, err := s.js.Consumer(ctx, CallbacksStream, CallbackConsumer)
-	if err != nil {
-		return fmt.Errorf("jobs: callback consumer: %w", err)
-	}
-	// Running work outlives ctx by the grace period.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopGrace := context.AfterFunc(ctx, func() {
-		if s.opts.ShutdownGrace <= 0 {
-			cancelWork()
-			return
-		}
-		t := time.AfterFunc(s.opts.ShutdownGrace, cancelWork)
-		context.AfterFunc(workCtx, func() { t.Stop() })
-	})
-	defer stopGrace()
-
-	var wg sync.WaitGroup
-	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.execute) })
-	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, s.deliverOne) })
-	wg.Wait()
-	s.deliver.CloseIdleConnections()
-	return nil
-}
-
-// pullLoop pulls messages from c, one at a time and only when one of its
-// workers is free (so no message waits unacknowledged in a buffer), and
-// handles each with work in a goroutine of its own, at most workers at
-// once, until ctx ends; then it waits for them. One long-poll pull per
-// consumer keeps an idle relay idle.
-func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg)) {
-	free := make(chan struct{}, workers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		select {
-		case free <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		msg, err := s.pull(ctx, c)
-		if err != nil {
-			<-free
-			if ctx.Err() != nil {
-				return
-			}
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-free }()
-			handle(workCtx, msg)
-		})
-	}
-}
-
-// pull waits up to pullWait for one message.
-func (s *Service) pull(ctx context.Context, c jetstream.Consumer) (jetstream.Msg, error) {
-	pctx, cancel := context.WithTimeout(ctx, pullWait)
-	msg, err := c.Next(jetstream.FetchContext(pctx))
-	cancel()
-	if err == nil || ctx.Err() != nil {
-		return msg, err
-	}
-	// An idle pull ends with nats.ErrTimeout (the server expires the
-	// request just before pctx's deadline): not a problem.
-	if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
-		s.log.Warn("pull job message", "error", err)
-		s.storeTrouble()
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil, err
-}
+// The executor: what a worker does with one delivery of a job message, from
+// claiming the job to recording its end (see the package doc, Lifecycle).
 
 // execute handles one delivery of a job message.
 func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
@@ -289,14 +191,6 @@ func result(out Outcome) *Result {
 	return r
 }
 
-// laneMaxWait returns how long a job on lane keeps being retried.
-func (s *Service) laneMaxWait(lane string) time.Duration {
-	if d, ok := s.opts.Lanes[lane]; ok && d > 0 {
-		return d
-	}
-	return DefaultLaneMaxWait
-}
-
 // requeue puts a running job back to queued and redelivers its message
 // after delay.
 func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause error) {
@@ -415,55 +309,16 @@ func (s *Service) complete(ctx context.Context, msg jetstream.Msg, j *Job) {
 	}
 }
 
-// deliverOne makes one callback delivery attempt.
-func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
-	var cb callbackMsg
-	if err := json.Unmarshal(msg.Data(), &cb); err != nil || cb.ID == "" {
-		s.log.Error("undecodable callback message; dropped", "error", err)
-		_ = msg.Term()
-		return
+// jitter returns a full-jitter delay in [0, min(max, base*2^(n-1))].
+func jitter(base, maxD time.Duration, n int) time.Duration {
+	ceiling := maxD
+	if n < 1 {
+		n = 1
 	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	attempt := int(meta.NumDelivered)
-	res := s.deliver.Attempt(ctx, callbacks.Callback{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
-	if ctx.Err() != nil && res.Outcome != callbacks.OutcomeDelivered {
-		// Shutting down mid-attempt: try again after the restart.
-		_ = msg.Nak()
-		return
-	}
-	s.metrics.callbacks.WithLabelValues(res.Outcome).Inc()
-	now := s.now().UTC()
-	if _, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
-		st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
-		if res.Outcome == callbacks.OutcomeRetry {
-			st.Outcome = "pending"
-		}
-		if res.Err != nil {
-			st.LastError = res.Err.Error()
-		}
-		if res.Outcome == callbacks.OutcomeDelivered {
-			st.DeliveredAt = &now
-		}
-		j.Callback = &st
-		return true
-	}); err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
-	}
-	switch res.Outcome {
-	case callbacks.OutcomeRetry:
-		if err := msg.NakWithDelay(max(res.NextAttemptAt.Sub(s.now()), 0)); err != nil {
-			s.log.Warn("nak callback", "job", cb.ID, "error", err)
-		}
-	default:
-		if res.Outcome != callbacks.OutcomeDelivered {
-			s.log.Warn("callback not delivered", "job", cb.ID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
-		}
-		if err := msg.DoubleAck(ctx); err != nil {
-			s.log.Warn("ack callback", "job", cb.ID, "error", err)
+	if shift := n - 1; shift < 40 {
+		if b := base << shift; b > 0 && b < ceiling {
+			ceiling = b
 		}
 	}
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
 }
