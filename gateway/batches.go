@@ -230,7 +230,7 @@ func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError
 				if err != nil {
 					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: " + err.Error())
 				}
-				items = append(items, jobs.BatchItem{CustomID: it.CustomID, Model: f.Model, Params: it.Params})
+				items = append(items, jobs.BatchItem{CustomID: it.CustomID, Model: f.Model, Stream: f.Stream, Params: it.Params})
 			}
 			if _, err := dec.Token(); err != nil {
 				return nil, "", bad(err)

@@ -134,14 +134,14 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
-	hr := &holdRunner{inner: &workers.JobRunner{Router: func() workers.JobDispatcher { return router }, Lanes: set,
+	hr := &holdRunner{inner: &gateway.JobRunner{Router: func() gateway.JobDispatcher { return router }, Lanes: set,
 		MaxJSONDepth: o.maxJSONDepth},
 		started: make(chan string, 16), release: make(chan struct{})}
 	hr.held.Store(o.held)
-	svc, err := jobs.Open(t.Context(), js, hr, jobs.Options{Registry: reg, Workers: o.workers, CallbackWorkers: 2, Signer: testSigner(t),
-		AllowPrivate: true, CallbackBaseBackoff: 10 * time.Millisecond, BatchWindow: o.window, MaxBatchRequests: o.maxRequests,
-		MaxJSONDepth: o.maxJSONDepth,
-		Lanes:        map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}})
+	jo := jobsOptions(reg, testSigner(t), true)
+	jo.Workers, jo.CallbackWorkers, jo.BatchWindow, jo.MaxBatchRequests = o.workers, 2, o.window, o.maxRequests
+	jo.Lanes = map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}
+	svc, err := jobs.Open(t.Context(), js, hr, jo)
 	if err != nil {
 		t.Fatalf("jobs.Open: %v", err)
 	}

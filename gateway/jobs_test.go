@@ -69,11 +69,32 @@ type jobsRelay struct {
 	stop func()
 }
 
+// jobsOptions are the jobs service options of the gateway's tests, with
+// explicit values as cmd/relay passes them: callbacks signed by signer,
+// retried after 10 ms, sent by a callbacks.Deliverer as cmd/relay sends
+// them.
+func jobsOptions(reg prometheus.Registerer, signer *callbacks.Signer, allowPrivate bool) jobs.Options {
+	d := callbacks.NewDeliverer(callbacks.DelivererOptions{Signer: signer, BaseBackoff: 10 * time.Millisecond,
+		Client: callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: allowPrivate})})
+	return jobs.Options{Registry: reg, ResultTTL: 72 * time.Hour, Workers: 2,
+		Callbacks: callbackSender{d}, CallbackTimeout: callbacks.DefaultTimeout,
+		CallbackURLs: callbacks.Checker{AllowPrivate: allowPrivate},
+		Lanes:        map[string]time.Duration{"interactive": 30 * time.Second, "batch": time.Hour}}
+}
+
+// callbackSender is cmd/relay's adapter of a callbacks.Deliverer.
+type callbackSender struct{ *callbacks.Deliverer }
+
+func (c callbackSender) Attempt(ctx context.Context, a jobs.CallbackAttempt) jobs.CallbackResult {
+	return jobs.CallbackResult(c.Deliverer.Attempt(ctx, callbacks.Callback(a)))
+}
+
 func newJobsRelay(t *testing.T, js jetstream.JetStream, r jobs.Runner, signer *callbacks.Signer, allowPrivate bool) *jobsRelay {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	svc, err := jobs.Open(t.Context(), js, r, jobs.Options{Registry: reg, Signer: signer, AllowPrivate: allowPrivate,
-		Workers: 2, CallbackWorkers: 1, CallbackBaseBackoff: 10 * time.Millisecond})
+	o := jobsOptions(reg, signer, allowPrivate)
+	o.CallbackWorkers = 1
+	svc, err := jobs.Open(t.Context(), js, r, o)
 	if err != nil {
 		t.Fatalf("jobs.Open: %v", err)
 	}

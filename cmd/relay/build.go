@@ -27,7 +27,7 @@ type builder struct {
 }
 
 // Router returns the router of the latest configuration built.
-func (b *builder) Router() workers.JobDispatcher { return b.router.Load() }
+func (b *builder) Router() gateway.JobDispatcher { return b.router.Load() }
 
 type builtProvider struct {
 	opts workers.ProviderOptions

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/jobs"
 )
 
 // reloadDebounce gathers the several events an editor or a Kubernetes
@@ -31,6 +33,7 @@ type reloader struct {
 	builder *builder
 	gateway *gateway.Server
 	lanes   *lanes.Set
+	jobs    *jobs.Service
 	nats    *embeddednats.Server // nil with nats.url
 	counter *prometheus.CounterVec
 }
@@ -82,7 +85,7 @@ func (r *reloader) reload(why string) {
 		var gc gateway.Config
 		if gc, err = r.builder.build(cfg); err == nil {
 			r.gateway.SetConfig(gc)
-			if err := r.lanes.Update(laneSpecs(cfg)); err != nil {
+			if err := errors.Join(r.lanes.Update(laneSpecs(cfg)), r.jobs.SetLaneWaits(laneWaits(cfg))); err != nil {
 				r.log.Warn("lanes update", "error", err)
 			}
 			r.updateNATSAccess(cfg)

@@ -27,6 +27,7 @@ import (
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/callbacks"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
@@ -94,7 +95,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
-	svc, err := openJobs(ctx, js, cfg, &workers.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
+	svc, err := openJobs(ctx, js, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, nats: nconn.srv, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, nats: nconn.srv, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
@@ -180,32 +181,52 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	return runErr
 }
 
-// openJobs opens the asynchronous jobs service over JetStream.
+// openJobs opens the asynchronous jobs service over JetStream, with
+// callbacks signed and sent by workers/callbacks.
 func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, r jobs.Runner, log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
 	signer, err := callbackSigner(ctx, js, cfg.Callbacks, log)
 	if err != nil {
 		return nil, err
 	}
-	waits := make(map[string]time.Duration, len(cfg.Lanes))
-	for _, l := range cfg.Lanes {
-		waits[l.Name] = l.MaxWait.Std()
-	}
+	allowPrivate := cfg.Callbacks.AllowPrivateNetworks
+	deliverer := callbacks.NewDeliverer(callbacks.DelivererOptions{
+		Client:      callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: allowPrivate}),
+		Signer:      signer,
+		MaxAttempts: cfg.Callbacks.MaxAttempts,
+	})
 	svc, err := jobs.Open(ctx, js, r, jobs.Options{
-		ResultTTL:           cfg.Jobs.ResultTTL.Std(),
-		Workers:             cfg.Jobs.Workers,
-		Lanes:               waits,
-		CallbackMaxAttempts: cfg.Callbacks.MaxAttempts,
-		Signer:              signer,
-		AllowPrivate:        cfg.Callbacks.AllowPrivateNetworks,
-		ShutdownGrace:       cfg.ShutdownGrace.Std(),
-		Logger:              log,
-		Registry:            reg,
-		MaxJSONDepth:        cfg.MaxJSONDepth,
+		ResultTTL:       cfg.Jobs.ResultTTL.Std(),
+		Workers:         cfg.Jobs.Workers,
+		Lanes:           laneWaits(cfg),
+		Callbacks:       callbackSender{deliverer},
+		CallbackTimeout: callbacks.DefaultTimeout,
+		CallbackURLs:    callbacks.Checker{AllowPrivate: allowPrivate},
+		ShutdownGrace:   cfg.ShutdownGrace.Std(),
+		Logger:          log,
+		Registry:        reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open jobs: %w", err)
 	}
 	return svc, nil
+}
+
+// callbackSender adapts a callbacks.Deliverer to jobs.CallbackSender (the
+// two packages' callback types have the same fields).
+type callbackSender struct{ *callbacks.Deliverer }
+
+// Attempt makes one delivery attempt of a.
+func (c callbackSender) Attempt(ctx context.Context, a jobs.CallbackAttempt) jobs.CallbackResult {
+	return jobs.CallbackResult(c.Deliverer.Attempt(ctx, callbacks.Callback(a)))
+}
+
+// laneWaits maps the configured lanes to their max_wait, for jobs.
+func laneWaits(cfg *configs.Config) map[string]time.Duration {
+	waits := make(map[string]time.Duration, len(cfg.Lanes))
+	for _, l := range cfg.Lanes {
+		waits[l.Name] = l.MaxWait.Std()
+	}
+	return waits
 }
 
 // watchStore runs the job store's health loop (checks natsChecks, then

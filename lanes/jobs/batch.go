@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/relaygw/relay/workers/wire"
 )
 
 // Message batches (Anthropic's Message Batches API) on top of jobs: their
@@ -79,8 +77,11 @@ type BatchItem struct {
 	// CustomID is the client's id of the request, unique in the batch,
 	// matching ^[a-zA-Z0-9_-]{1,64}$.
 	CustomID string
-	// Model is the route Params names; empty means read it from Params.
+	// Model is the route Params names (params.model), as the caller
+	// parsed it; required.
 	Model string
+	// Stream is params.stream, as the caller parsed it: true is refused.
+	Stream bool
 	// Params is an Anthropic Messages request body, without
 	// "stream": true.
 	Params json.RawMessage
@@ -189,8 +190,9 @@ func validCustomID(id string) bool {
 
 // ValidateBatch checks what SubmitBatch checks of items on its own: count
 // (1 to Options.MaxBatchRequests), custom_id syntax and uniqueness, and
-// that each params is a JSON object naming a model without
-// "stream": true. It fills in empty Models. Errors wrap ErrInvalid.
+// that each params is a JSON object with a Model and without Stream (the
+// caller parsed both from params, bounding its nesting). Errors wrap
+// ErrInvalid.
 func (s *Service) ValidateBatch(items []BatchItem) error {
 	switch {
 	case len(items) == 0:
@@ -209,18 +211,11 @@ func (s *Service) ValidateBatch(items []BatchItem) error {
 				ErrInvalid, i, it.CustomID)
 		}
 		seen[it.CustomID] = struct{}{}
-		f, err := wire.Peek(it.Params, s.opts.MaxJSONDepth)
-		if errors.Is(err, wire.ErrTooDeep) {
-			return fmt.Errorf("%w: requests.%d.params: %w", ErrInvalid, i, err)
-		}
-		if err != nil || firstNonSpace(it.Params) != '{' {
+		if firstNonSpace(it.Params) != '{' || !json.Valid(it.Params) {
 			return fmt.Errorf("%w: requests.%d.params: must be a JSON object", ErrInvalid, i)
 		}
-		if f.Stream {
+		if it.Stream {
 			return fmt.Errorf("%w: requests.%d.params.stream: streaming is not supported in message batches", ErrInvalid, i)
-		}
-		if it.Model == "" {
-			it.Model = f.Model
 		}
 		if it.Model == "" {
 			return fmt.Errorf("%w: requests.%d.params.model: Field required", ErrInvalid, i)

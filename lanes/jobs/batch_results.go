@@ -1,13 +1,12 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"iter"
 	"strconv"
 	"time"
-
-	"github.com/relaygw/relay/workers/wire"
 )
 
 // BatchResults: an ended batch's results as JSONL lines, in Anthropic's
@@ -60,7 +59,7 @@ func (s *Service) BatchResults(ctx context.Context, key, id string) (Batch, iter
 // resultLine renders one item's result line.
 func resultLine(ref batchRef, j *Job, exp time.Time) []byte {
 	b := append(make([]byte, 0, 256), `{"custom_id":`...)
-	b = wire.AppendString(b, ref.CustomID)
+	b = appendJSONString(b, ref.CustomID)
 	b = append(b, `,"result":`...)
 	if j == nil {
 		// The batch ended, but this item's record is gone: deleted, or
@@ -147,10 +146,21 @@ func errorTypeOf(status int) string {
 // with the job id as request id.
 func appendErrorEnvelope(b []byte, typ, msg, requestID string) []byte {
 	b = append(b, `{"type":"error","error":{"type":`...)
-	b = wire.AppendString(b, typ)
+	b = appendJSONString(b, typ)
 	b = append(b, `,"message":`...)
-	b = wire.AppendString(b, msg)
+	b = appendJSONString(b, msg)
 	b = append(b, `},"request_id":`...)
-	b = wire.AppendString(b, requestID)
+	b = appendJSONString(b, requestID)
 	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string (HTML characters are not
+// escaped, as nothing here is embedded in HTML).
+func appendJSONString(b []byte, s string) []byte {
+	buf := bytes.NewBuffer(b)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	out := buf.Bytes()
+	return out[:len(out)-1] // Encode ends with a newline
 }

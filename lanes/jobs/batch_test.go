@@ -13,7 +13,7 @@ import (
 func batchItems(n int) []jobs.BatchItem {
 	items := make([]jobs.BatchItem, n)
 	for i := range items {
-		items[i] = jobs.BatchItem{CustomID: fmt.Sprintf("req-%05d", i),
+		items[i] = jobs.BatchItem{CustomID: fmt.Sprintf("req-%05d", i), Model: "claude-sonnet",
 			Params: json.RawMessage(`{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)}
 	}
 	return items
@@ -137,12 +137,13 @@ func TestBatchValidate(t *testing.T) {
 	for name, items := range map[string][]jobs.BatchItem{
 		"none":      nil,
 		"too many":  batchItems(4),
-		"dup":       {{CustomID: "a", Params: ok}, {CustomID: "a", Params: ok}},
-		"bad id":    {{CustomID: "a.b", Params: ok}},
-		"long id":   {{CustomID: string(make([]byte, 65)), Params: ok}},
-		"array":     {{CustomID: "a", Params: json.RawMessage(`[]`)}},
+		"dup":       {{CustomID: "a", Model: "m", Params: ok}, {CustomID: "a", Model: "m", Params: ok}},
+		"bad id":    {{CustomID: "a.b", Model: "m", Params: ok}},
+		"long id":   {{CustomID: string(make([]byte, 65)), Model: "m", Params: ok}},
+		"array":     {{CustomID: "a", Model: "m", Params: json.RawMessage(`[]`)}},
+		"not JSON":  {{CustomID: "a", Model: "m", Params: json.RawMessage(`{"model":`)}},
 		"no model":  {{CustomID: "a", Params: json.RawMessage(`{"max_tokens":1}`)}},
-		"streaming": {{CustomID: "a", Params: json.RawMessage(`{"model":"m","stream":true}`)}},
+		"streaming": {{CustomID: "a", Model: "m", Stream: true, Params: json.RawMessage(`{"model":"m","stream":true}`)}},
 	} {
 		if _, err := s.SubmitBatch(t.Context(), "k", items, "batch", ""); !errors.Is(err, jobs.ErrInvalid) {
 			t.Errorf("%s: %v; want ErrInvalid", name, err)

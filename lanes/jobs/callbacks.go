@@ -9,18 +9,76 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // Callback delivery: the RELAY_CALLBACKS queue (enqueueCallback) and its
 // workers (deliverOne), which make one attempt per delivery of a queued
 // message and record the outcome in the job's "callback" field.
 
-// CheckCallbackURL applies the callback URL policy (SSRF protection unless
-// AllowPrivate). Its errors wrap callbacks.ErrBadURL or
-// callbacks.ErrForbiddenAddress and are safe to show clients.
+// Outcomes of one delivery attempt, as CallbackResult.Outcome; also the
+// values of relay_callbacks_total{outcome}.
+const (
+	// CallbackDelivered: the receiver accepted it; stop.
+	CallbackDelivered = "delivered"
+	// CallbackRetry: try again at CallbackResult.NextAttemptAt.
+	CallbackRetry = "retry"
+	// CallbackGone: the receiver answered 410 Gone; stop.
+	CallbackGone = "gone"
+	// CallbackFailed: the last allowed attempt failed, or the callback
+	// can never be delivered; stop.
+	CallbackFailed = "failed"
+)
+
+// CallbackAttempt is one attempt to deliver a finished job's callback.
+// (Its fields are those of workers/callbacks.Callback, so the one
+// converts to the other.)
+type CallbackAttempt struct {
+	// URL is the job's callback_url, accepted by CallbackURLs on
+	// submission.
+	URL string
+	// MsgID is the webhook-id: the job id, on every attempt.
+	MsgID string
+	// Body is the job's final JSON, identical on every attempt.
+	Body []byte
+	// Attempt numbers the attempts from 1.
+	Attempt int
+}
+
+// CallbackResult is the outcome of one attempt. (Its fields are those of
+// workers/callbacks.Result.)
+type CallbackResult struct {
+	// Outcome is one of the Callback* outcomes.
+	Outcome string
+	// Status is the receiver's HTTP status, 0 without a response.
+	Status int
+	// Err says why the attempt did not deliver; safe to record.
+	Err error
+	// NextAttemptAt is when to try again, with CallbackRetry.
+	NextAttemptAt time.Time
+}
+
+// CallbackSender delivers callbacks, signed, one attempt per call, and
+// says what to do next. It must be safe for concurrent use. cmd/relay
+// supplies one built on workers/callbacks. If it also has a
+// CloseIdleConnections method, Run calls it before returning.
+type CallbackSender interface {
+	Attempt(ctx context.Context, a CallbackAttempt) CallbackResult
+}
+
+// idleCloser is a CallbackSender that keeps idle connections.
+type idleCloser interface{ CloseIdleConnections() }
+
+// URLChecker applies the callback URL policy (workers/callbacks.Checker
+// is one). Its errors are safe to show clients.
+type URLChecker interface {
+	Check(ctx context.Context, raw string) error
+}
+
+// CheckCallbackURL applies Options.CallbackURLs' policy to raw (SSRF
+// protection, unless private networks are allowed). Its errors are safe
+// to show clients.
 func (s *Service) CheckCallbackURL(ctx context.Context, raw string) error {
-	return s.checker.Check(ctx, raw)
+	return s.opts.CallbackURLs.Check(ctx, raw)
 }
 
 // callbackMsg is a pending delivery in RELAY_CALLBACKS.
@@ -71,8 +129,8 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	attempt := int(meta.NumDelivered)
-	res := s.deliver.Attempt(ctx, callbacks.Callback{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
-	if ctx.Err() != nil && res.Outcome != callbacks.OutcomeDelivered {
+	res := s.opts.Callbacks.Attempt(ctx, CallbackAttempt{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
+	if ctx.Err() != nil && res.Outcome != CallbackDelivered {
 		// Shutting down mid-attempt: try again after the restart.
 		_ = msg.Nak()
 		return
@@ -81,13 +139,13 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 	now := s.now().UTC()
 	if _, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
 		st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
-		if res.Outcome == callbacks.OutcomeRetry {
+		if res.Outcome == CallbackRetry {
 			st.Outcome = "pending"
 		}
 		if res.Err != nil {
 			st.LastError = res.Err.Error()
 		}
-		if res.Outcome == callbacks.OutcomeDelivered {
+		if res.Outcome == CallbackDelivered {
 			st.DeliveredAt = &now
 		}
 		j.Callback = &st
@@ -96,12 +154,12 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
 	}
 	switch res.Outcome {
-	case callbacks.OutcomeRetry:
+	case CallbackRetry:
 		if err := msg.NakWithDelay(max(res.NextAttemptAt.Sub(s.now()), 0)); err != nil {
 			s.log.Warn("nak callback", "job", cb.ID, "error", err)
 		}
 	default:
-		if res.Outcome != callbacks.OutcomeDelivered {
+		if res.Outcome != CallbackDelivered {
 			s.log.Warn("callback not delivered", "job", cb.ID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
 		}
 		if err := msg.DoubleAck(ctx); err != nil {

@@ -84,18 +84,20 @@ type svc struct {
 	stop func()
 }
 
-func defaultOpts(o jobs.Options) jobs.Options {
+// defaultOpts fills in what o leaves zero with the explicit values of the
+// tests (short backoffs, a few workers, every lane patient).
+func defaultOpts(t *testing.T, o jobs.Options) jobs.Options {
+	if o.ResultTTL == 0 {
+		o.ResultTTL = 72 * time.Hour
+	}
+	if o.Lanes == nil {
+		o.Lanes = map[string]time.Duration{"batch": 24 * time.Hour}
+	}
 	if o.RetryBase == 0 {
 		o.RetryBase = 10 * time.Millisecond
 	}
 	if o.RetryMax == 0 {
 		o.RetryMax = 50 * time.Millisecond
-	}
-	if o.CallbackBaseBackoff == 0 {
-		o.CallbackBaseBackoff = 20 * time.Millisecond
-	}
-	if o.CallbackMaxBackoff == 0 {
-		o.CallbackMaxBackoff = 100 * time.Millisecond
 	}
 	if o.Workers == 0 {
 		o.Workers = 4
@@ -103,17 +105,44 @@ func defaultOpts(o jobs.Options) jobs.Options {
 	if o.CallbackWorkers == 0 {
 		o.CallbackWorkers = 2
 	}
-	if o.Signer == nil {
-		o.Signer = testSigner
+	if o.Callbacks == nil {
+		o.Callbacks = sender(t, callbacks.DelivererOptions{})
 	}
-	o.AllowPrivate = true
+	o.CallbackTimeout = callbacks.DefaultTimeout
+	o.CallbackURLs = callbacks.Checker{AllowPrivate: true}
 	return o
+}
+
+// sender is a callback sender with d's settings, as cmd/relay builds it;
+// zero fields take the tests' values: testSigner, short backoffs, private
+// receivers allowed.
+func sender(t *testing.T, d callbacks.DelivererOptions) jobs.CallbackSender {
+	if d.Signer == nil {
+		d.Signer = testSigner
+	}
+	if d.BaseBackoff == 0 {
+		d.BaseBackoff = 20 * time.Millisecond
+	}
+	if d.MaxBackoff == 0 {
+		d.MaxBackoff = 100 * time.Millisecond
+	}
+	d.Client = callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: true})
+	s := callbackSender{callbacks.NewDeliverer(d)}
+	t.Cleanup(s.CloseIdleConnections)
+	return s
+}
+
+// callbackSender is cmd/relay's adapter of a callbacks.Deliverer.
+type callbackSender struct{ *callbacks.Deliverer }
+
+func (c callbackSender) Attempt(ctx context.Context, a jobs.CallbackAttempt) jobs.CallbackResult {
+	return jobs.CallbackResult(c.Deliverer.Attempt(ctx, callbacks.Callback(a)))
 }
 
 // open opens a Service without running it.
 func open(t *testing.T, js jetstream.JetStream, r jobs.Runner, o jobs.Options) *jobs.Service {
 	t.Helper()
-	s, err := jobs.Open(t.Context(), js, r, defaultOpts(o))
+	s, err := jobs.Open(t.Context(), js, r, defaultOpts(t, o))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

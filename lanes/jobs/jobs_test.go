@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers/callbacks"
 )
 
 func TestIDs(t *testing.T) {
@@ -286,7 +287,7 @@ func TestCallbackRetriedThenDelivered(t *testing.T) {
 	st := newStore(t)
 	secret := newSecret(t)
 	rcv := newReceiver(t, 503, 503, 200)
-	s := start(t, st.js, okRunner, jobs.Options{Signer: signer(t, secret)})
+	s := start(t, st.js, okRunner, jobs.Options{Callbacks: sender(t, callbacks.DelivererOptions{Signer: signer(t, secret)})})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL + "/cb?x=1"
 	j, _, _ := s.Submit(t.Context(), x)
@@ -327,7 +328,7 @@ func TestCallbackGone(t *testing.T) {
 func TestCallbackResumesAfterRestart(t *testing.T) {
 	st := newStore(t)
 	rcv := newReceiver(t, 500, 200)
-	s := start(t, st.js, okRunner, jobs.Options{CallbackBaseBackoff: 700 * time.Millisecond, CallbackMaxBackoff: 700 * time.Millisecond})
+	s := start(t, st.js, okRunner, jobs.Options{Callbacks: sender(t, callbacks.DelivererOptions{BaseBackoff: 700 * time.Millisecond, MaxBackoff: 700 * time.Millisecond})})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL
 	j, _, _ := s.Submit(t.Context(), x)

@@ -1,30 +1,29 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // Service ties the parts of the package together: its Options, Open (which
 // checks them and declares the store) and Run (which starts the executor's
 // and the callback deliveries' worker pools).
 
-// Defaults for Options.
+// Defaults of the Options that are not settings of the relay's
+// configuration (those, such as Workers and ResultTTL, have no default
+// here: configs owns their defaults and the caller passes them).
 const (
-	// DefaultResultTTL is jobs.result_ttl's default.
-	DefaultResultTTL = 72 * time.Hour
-	// DefaultWorkers bounds the jobs run at once.
-	DefaultWorkers = 64
 	// DefaultCallbackWorkers bounds the callback deliveries at once.
 	DefaultCallbackWorkers = 16
 	// DefaultAckWait is the executor's ack wait: how long a job whose
@@ -33,56 +32,48 @@ const (
 	DefaultAckWait = 10 * time.Second
 	// DefaultMaxInterrupted is the lost runs before a dead letter.
 	DefaultMaxInterrupted = 5
-	// DefaultLaneMaxWait is the retry patience of a lane not in Options.Lanes.
-	DefaultLaneMaxWait = 24 * time.Hour
 	// DefaultRetryBase is the first retry backoff ceiling.
 	DefaultRetryBase = time.Second
 	// DefaultRetryMax caps the retry backoff.
 	DefaultRetryMax = 5 * time.Minute
 )
 
-// Options configure a Service. Zero fields take the defaults.
+// Options configure a Service. The fields marked required have no
+// default (Open refuses zero); the other zero fields take the defaults.
 type Options struct {
 	// ResultTTL is how long job records, idempotency keys and results are
-	// kept (jobs.result_ttl); default DefaultResultTTL.
+	// kept (jobs.result_ttl). Required.
 	ResultTTL time.Duration
 	// Lanes maps lane names to their max_wait: how long after creation a
-	// job keeps being retried when no provider can serve it. Lanes not
-	// named get DefaultLaneMaxWait.
+	// job keeps being retried when no provider can serve it. A job on a
+	// lane not named is not retried. SetLaneWaits replaces it.
 	Lanes map[string]time.Duration
-	// Workers bounds the jobs run at once (default 64).
+	// Workers bounds the jobs run at once (jobs.workers). Required.
 	Workers int
-	// CallbackWorkers bounds the callback deliveries at once (default 16).
+	// CallbackWorkers bounds the callback deliveries at once (default
+	// DefaultCallbackWorkers).
 	CallbackWorkers int
-	// CallbackMaxAttempts is callbacks.max_attempts (default 10).
-	CallbackMaxAttempts int
-	// CallbackBaseBackoff is the callback backoff base (default 1s).
-	CallbackBaseBackoff time.Duration
-	// CallbackMaxBackoff caps the callback backoff (default 10m).
-	CallbackMaxBackoff time.Duration
-	// Signer signs callbacks. It is required: callbacks are always signed.
-	Signer *callbacks.Signer
-	// AllowPrivate is callbacks.allow_private_networks: callback URLs may
-	// reach loopback and private addresses.
-	AllowPrivate bool
-	// CallbackClient, if set, replaces the callback HTTP client (tests
-	// with a TLS receiver); nil is callbacks.NewClient with AllowPrivate.
-	CallbackClient *http.Client
-	// Resolver resolves callback hosts for CheckCallbackURL; nil is the
-	// system resolver.
-	Resolver callbacks.Resolver
+	// Callbacks delivers (and signs) callbacks. Required.
+	Callbacks CallbackSender
+	// CallbackTimeout bounds one delivery attempt by Callbacks; the
+	// callback consumer's ack wait is 20 s more. Required.
+	CallbackTimeout time.Duration
+	// CallbackURLs checks callback URLs for CheckCallbackURL. Required.
+	CallbackURLs URLChecker
 	// AckWait is the executor's ack wait; in-progress heartbeats go every
-	// third of it while a job runs (default 10s).
+	// third of it while a job runs (default DefaultAckWait).
 	AckWait time.Duration
 	// MaxInterrupted is how many runs of a job may be lost to crashes or
-	// hangs before it is dead-lettered as failed (default 5).
+	// hangs before it is dead-lettered as failed (default
+	// DefaultMaxInterrupted).
 	MaxInterrupted int
 	// RetryBase and RetryMax shape the full-jitter backoff between tries
-	// of a job no provider could serve (defaults 1s and 5m).
+	// of a job no provider could serve (defaults DefaultRetryBase and
+	// DefaultRetryMax).
 	RetryBase, RetryMax time.Duration
 	// ShutdownGrace is how long running jobs may go on after Run's ctx
 	// ends before their upstream calls are cancelled (and the jobs left
-	// queued for the next start). Default 0: cancel at once.
+	// queued for the next start). 0: cancel at once.
 	ShutdownGrace time.Duration
 	// Logger logs problems; nil discards.
 	Logger *slog.Logger
@@ -96,9 +87,51 @@ type Options struct {
 	// MaxBatchRequests bounds the requests of one message batch (default
 	// DefaultMaxBatchRequests, 100,000).
 	MaxBatchRequests int
-	// MaxJSONDepth bounds the nesting of batch items' params
-	// (max_json_depth; 0 means wire.FallbackMaxDepth).
-	MaxJSONDepth int
+}
+
+// check refuses Options missing a required field or holding a negative
+// one, and fills in the defaults of the others.
+func (o *Options) check() error {
+	switch {
+	case o.ResultTTL <= 0:
+		return errors.New("jobs: ResultTTL must be positive")
+	case o.Workers <= 0:
+		return errors.New("jobs: Workers must be positive")
+	case o.Callbacks == nil || o.CallbackURLs == nil:
+		return errors.New("jobs: Callbacks and CallbackURLs are required")
+	case o.CallbackTimeout <= 0:
+		return errors.New("jobs: CallbackTimeout must be positive")
+	case o.CallbackWorkers < 0 || o.AckWait < 0 || o.MaxInterrupted < 0 || o.RetryBase < 0 || o.RetryMax < 0 ||
+		o.ShutdownGrace < 0 || o.BatchWindow < 0 || o.MaxBatchRequests < 0:
+		return errors.New("jobs: negative option")
+	}
+	if err := checkLaneWaits(o.Lanes); err != nil {
+		return err
+	}
+	o.CallbackWorkers = cmp.Or(o.CallbackWorkers, DefaultCallbackWorkers)
+	o.AckWait = cmp.Or(o.AckWait, DefaultAckWait)
+	o.MaxInterrupted = cmp.Or(o.MaxInterrupted, DefaultMaxInterrupted)
+	o.RetryBase = cmp.Or(o.RetryBase, DefaultRetryBase)
+	o.RetryMax = cmp.Or(o.RetryMax, DefaultRetryMax)
+	o.BatchWindow = cmp.Or(o.BatchWindow, DefaultBatchWindow)
+	o.MaxBatchRequests = cmp.Or(o.MaxBatchRequests, DefaultMaxBatchRequests)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// checkLaneWaits refuses a lane max_wait that is not positive.
+func checkLaneWaits(waits map[string]time.Duration) error {
+	for name, d := range waits {
+		if d <= 0 {
+			return fmt.Errorf("jobs: lane %q: max_wait must be positive", name)
+		}
+	}
+	return nil
 }
 
 // Service stores, runs and reports asynchronous jobs. It is safe for
@@ -112,10 +145,9 @@ type Service struct {
 	bcache  *batchCache
 	runner  Runner
 	opts    Options
+	waits   atomic.Pointer[map[string]time.Duration] // lanes' max_wait (SetLaneWaits)
 	log     *slog.Logger
 	now     func() time.Time
-	checker callbacks.Checker
-	deliver *callbacks.Deliverer
 	metrics *metrics
 
 	runMu   sync.Mutex
@@ -125,54 +157,14 @@ type Service struct {
 	active  sync.Map      // ids of the jobs the executor handles now
 }
 
-// Open creates the streams and buckets idempotently and returns a Service
-// that runs jobs with r.
+// Open checks o, creates the streams and buckets idempotently and returns
+// a Service that runs jobs with r.
 func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Service, error) {
 	if js == nil || r == nil {
 		return nil, errors.New("jobs: JetStream and Runner are required")
 	}
-	if o.Signer == nil {
-		return nil, fmt.Errorf("jobs: %w", callbacks.ErrUnsigned)
-	}
-	if o.ResultTTL <= 0 {
-		o.ResultTTL = DefaultResultTTL
-	}
-	if o.Workers <= 0 {
-		o.Workers = DefaultWorkers
-	}
-	if o.CallbackWorkers <= 0 {
-		o.CallbackWorkers = DefaultCallbackWorkers
-	}
-	if o.CallbackMaxAttempts <= 0 {
-		o.CallbackMaxAttempts = callbacks.DefaultMaxAttempts
-	}
-	if o.AckWait <= 0 {
-		o.AckWait = DefaultAckWait
-	}
-	if o.MaxInterrupted <= 0 {
-		o.MaxInterrupted = DefaultMaxInterrupted
-	}
-	if o.RetryBase <= 0 {
-		o.RetryBase = DefaultRetryBase
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = DefaultRetryMax
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.BatchWindow <= 0 {
-		o.BatchWindow = DefaultBatchWindow
-	}
-	if o.MaxBatchRequests <= 0 {
-		o.MaxBatchRequests = DefaultMaxBatchRequests
-	}
-	client := o.CallbackClient
-	if client == nil {
-		client = callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: o.AllowPrivate})
+	if err := o.check(); err != nil {
+		return nil, err
 	}
 	s := &Service{
 		js:      js,
@@ -180,17 +172,10 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		opts:    o,
 		log:     o.Logger,
 		now:     o.Now,
-		checker: callbacks.Checker{Resolver: o.Resolver, AllowPrivate: o.AllowPrivate},
 		trouble: make(chan struct{}, 1),
-		deliver: callbacks.NewDeliverer(callbacks.DelivererOptions{
-			Client:      client,
-			Signer:      o.Signer,
-			MaxAttempts: o.CallbackMaxAttempts,
-			BaseBackoff: o.CallbackBaseBackoff,
-			MaxBackoff:  o.CallbackMaxBackoff,
-			Now:         o.Now,
-		}),
+		bcache:  &batchCache{entries: map[string]*cacheEntry{}},
 	}
+	s.waits.Store(&o.Lanes)
 	var err error
 	if s.state, s.idem, err = s.declare(ctx); err != nil {
 		return nil, err
@@ -198,13 +183,21 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 	if s.batches, err = s.declareBatches(ctx); err != nil {
 		return nil, err
 	}
-	s.bcache = &batchCache{entries: map[string]*cacheEntry{}}
-	if o.Registry != nil {
-		s.metrics = newMetrics(o.Registry, s)
-	} else {
-		s.metrics = newMetrics(nil, s)
-	}
+	s.metrics = newMetrics(o.Registry, s)
 	return s, nil
+}
+
+// SetLaneWaits replaces the lanes' max_wait (Options.Lanes), as after a
+// configuration reload: a queued job's next retry decision follows the
+// new value. A max_wait that is not positive is refused, and nothing
+// changes. It is safe for concurrent use.
+func (s *Service) SetLaneWaits(waits map[string]time.Duration) error {
+	if err := checkLaneWaits(waits); err != nil {
+		return err
+	}
+	waits = maps.Clone(waits)
+	s.waits.Store(&waits)
+	return nil
 }
 
 // Run executes queued jobs with Options.Workers workers and delivers
@@ -246,7 +239,9 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.execute) })
 	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, s.deliverOne) })
 	wg.Wait()
-	s.deliver.CloseIdleConnections()
+	if c, ok := s.opts.Callbacks.(idleCloser); ok {
+		c.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -305,10 +300,8 @@ func (s *Service) pull(ctx context.Context, c jetstream.Consumer) (jetstream.Msg
 	return nil, err
 }
 
-// laneMaxWait returns how long a job on lane keeps being retried.
+// laneMaxWait returns how long a job on lane keeps being retried: the
+// lane's max_wait, 0 for a lane not known (any more).
 func (s *Service) laneMaxWait(lane string) time.Duration {
-	if d, ok := s.opts.Lanes[lane]; ok && d > 0 {
-		return d
-	}
-	return DefaultLaneMaxWait
+	return (*s.waits.Load())[lane]
 }

@@ -12,7 +12,7 @@ import (
 
 // The record store: reading, creating and updating job and batch records in
 // their KV buckets. Every change goes through the one compare-and-set loop
-// (update), so Cancel, the executor and batch operations never both win.
+// (casUpdate), so Cancel, the executor and batch operations never both win.
 
 // ensure returns the record of m, creating it (queued) when missing.
 func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
@@ -47,25 +47,36 @@ func (s *Service) load(ctx context.Context, id string) (Job, uint64, error) {
 // update applies f to the record of id with optimistic concurrency,
 // re-reading on a conflict. f returns false to leave the record alone.
 func (s *Service) update(ctx context.Context, id string, f func(j *Job) bool) (Job, bool, error) {
+	return casUpdate(ctx, s.state, id, "job", func(ctx context.Context) (Job, uint64, error) { return s.load(ctx, id) }, f)
+}
+
+// casUpdate is the one compare-and-set loop of the package: it loads a
+// record with load, applies f (false leaves it alone) and writes it back
+// to kv under key only if its revision is still the one read, loading
+// again on a conflict. It reports whether it wrote. what names the record
+// in errors.
+func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key, what string,
+	load func(context.Context) (T, uint64, error), f func(*T) bool) (T, bool, error) {
+	var zero T
 	for {
-		j, rev, err := s.load(ctx, id)
+		v, rev, err := load(ctx)
 		if err != nil {
-			return Job{}, false, err
+			return zero, false, err
 		}
-		if !f(&j) {
-			return j, false, nil
+		if !f(&v) {
+			return v, false, nil
 		}
-		data, err := json.Marshal(&j)
+		data, err := json.Marshal(&v)
 		if err != nil {
-			return Job{}, false, fmt.Errorf("jobs: encode: %w", err)
+			return zero, false, fmt.Errorf("jobs: encode: %w", err)
 		}
-		if _, err := s.state.Update(ctx, id, data, rev); err != nil {
+		if _, err := kv.Update(ctx, key, data, rev); err != nil {
 			if isConflict(err) {
 				continue
 			}
-			return Job{}, false, fmt.Errorf("jobs: write job: %w", err)
+			return zero, false, fmt.Errorf("jobs: write %s: %w", what, err)
 		}
-		return j, true, nil
+		return v, true, nil
 	}
 }
 
@@ -124,24 +135,6 @@ func (s *Service) loadBatch(ctx context.Context, key, id string) (batchRecord, u
 
 // updateBatch applies f to a batch record with optimistic concurrency.
 func (s *Service) updateBatch(ctx context.Context, key, id string, f func(r *batchRecord) bool) (batchRecord, bool, error) {
-	for {
-		r, rev, err := s.loadBatch(ctx, key, id)
-		if err != nil {
-			return batchRecord{}, false, err
-		}
-		if !f(&r) {
-			return r, false, nil
-		}
-		data, err := json.Marshal(&r)
-		if err != nil {
-			return batchRecord{}, false, fmt.Errorf("jobs: encode: %w", err)
-		}
-		if _, err := s.batches.Update(ctx, headerKey(key, id), data, rev); err != nil {
-			if isConflict(err) {
-				continue
-			}
-			return batchRecord{}, false, fmt.Errorf("jobs: write batch: %w", err)
-		}
-		return r, true, nil
-	}
+	return casUpdate(ctx, s.batches, headerKey(key, id), "batch",
+		func(ctx context.Context) (batchRecord, uint64, error) { return s.loadBatch(ctx, key, id) }, f)
 }

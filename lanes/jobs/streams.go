@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // The JetStream streams, buckets and consumers the package uses, and how
@@ -69,7 +68,7 @@ func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, 
 		{JobsStream, jetstream.ConsumerConfig{Durable: ExecutorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: s.opts.AckWait, MaxDeliver: -1, MaxAckPending: -1, Description: "relay: job executor"}},
 		{CallbacksStream, jetstream.ConsumerConfig{Durable: CallbackConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: callbacks.DefaultTimeout + 20*time.Second, MaxDeliver: -1, MaxAckPending: -1, Description: "relay: callback deliveries"}},
+			AckWait: s.opts.CallbackTimeout + 20*time.Second, MaxDeliver: -1, MaxAckPending: -1, Description: "relay: callback deliveries"}},
 	}
 	for _, c := range consumers {
 		if _, err := s.js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {

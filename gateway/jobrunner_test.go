@@ -1,32 +1,35 @@
-package workers_test
+package gateway_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/simupstream"
 )
 
 func TestJobRunner(t *testing.T) {
-	ok := newUpstream(t, 200)
-	bad := newUpstream(t, 400)
-	down := newUpstream(t, 503)
-	full := target(t, "full", ok)
-	full.Actor = actor.New(actor.Options{Name: "full", MaxConcurrency: 1})
-	hold, err := full.Actor.Admit(0, 0) // the one slot stays taken
+	ok := newUpstream(t, "ok", simupstream.Options{})
+	bad := newUpstream(t, "bad", simupstream.Options{})
+	bad.sim.SetFault(simupstream.Fault400)
+	down := newUpstream(t, "down", simupstream.Options{})
+	down.sim.SetFault(simupstream.Fault503)
+	fullActor := actor.New(actor.Options{Name: "full", MaxConcurrency: 1})
+	hold, err := fullActor.Admit(0, 0) // the one slot stays taken
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Done(actor.Outcome{Kind: actor.Canceled})
 	r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
-		{Model: "ok", Targets: []workers.Target{target(t, "ok", ok)}},
-		{Model: "bad", Targets: []workers.Target{target(t, "bad", bad)}},
-		{Model: "down", Targets: []workers.Target{target(t, "down", down)}},
-		{Model: "full", Targets: []workers.Target{full}},
+		{Model: "ok", Targets: []workers.Target{ok.target(nil)}},
+		{Model: "bad", Targets: []workers.Target{bad.target(nil)}},
+		{Model: "down", Targets: []workers.Target{down.target(nil)}},
+		{Model: "full", Targets: []workers.Target{newUpstream(t, "full", simupstream.Options{}).target(fullActor)}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +41,7 @@ func TestJobRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	jr := &workers.JobRunner{Router: func() workers.JobDispatcher { return r }, Lanes: set}
+	jr := &gateway.JobRunner{Router: func() gateway.JobDispatcher { return r }, Lanes: set}
 	cases := []struct {
 		name      string
 		model     string

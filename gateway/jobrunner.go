@@ -1,4 +1,8 @@
-package workers
+package gateway
+
+// JobRunner: asynchronous jobs (lanes/jobs) run through the gateway's own
+// path to providers: a wait on the job's lane, then the router. The jobs
+// package knows neither; cmd/relay plugs a JobRunner into it.
 
 import (
 	"context"
@@ -8,14 +12,15 @@ import (
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
 )
 
 // JobDispatcher is what a JobRunner needs of a Router.
 type JobDispatcher interface {
-	Admitter
+	workers.Admitter
 	Has(model string) bool
-	Do(ctx context.Context, req *Request, g *Grant) (*Response, error)
+	Do(ctx context.Context, req *workers.Request, g *workers.Grant) (*workers.Response, error)
 }
 
 // JobRunner runs asynchronous jobs on the same lanes and provider actors as
@@ -48,15 +53,15 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outc
 // RunStarting is Run that calls start once capacity is granted, just
 // before the upstream call, so the job shows running only while it runs.
 func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, start func() bool) jobs.Outcome {
-	format := FormatAnthropic
+	format := workers.FormatAnthropic
 	if j.Endpoint == jobs.EndpointChatCompletions {
-		format = FormatOpenAI
+		format = workers.FormatOpenAI
 	}
 	fields, err := wire.Peek(body, jr.MaxJSONDepth)
 	if err != nil {
 		return jobs.Outcome{Err: fmt.Errorf("job body: %w", err)}
 	}
-	req := &Request{Format: format, Body: body, Fields: fields, Header: http.Header{}}
+	req := &workers.Request{Format: format, Body: body, Fields: fields, Header: http.Header{}}
 	router := jr.Router()
 	if !router.Has(fields.Model) {
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
@@ -65,8 +70,8 @@ func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, s
 		Lane:    j.Lane,
 		Key:     j.KeyName,
 		Route:   fields.Model,
-		Admit:   AdmitFunc(router, req),
-		Release: ReleaseGrant,
+		Admit:   workers.AdmitFunc(router, req),
+		Release: workers.ReleaseGrant,
 	})
 	switch {
 	case err == nil:
@@ -77,18 +82,18 @@ func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, s
 	default: // expired, closed, or shutting down: the job runs later
 		return jobs.Outcome{Err: err, Retryable: true}
 	}
-	grant := g.(*Grant)
+	grant := g.(*workers.Grant)
 	if !start() {
 		grant.Release()
 		return jobs.Outcome{Err: jobs.ErrNotStarted}
 	}
 	resp, err := router.Do(ctx, req, grant)
 	if err != nil {
-		var we *Error
+		var we *workers.Error
 		switch {
 		case errors.As(err, &we):
 			return jobs.Outcome{Err: err, Retryable: true, RetryAfter: we.RetryAfter()}
-		case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrUnknownModel):
+		case errors.Is(err, workers.ErrInvalidRequest), errors.Is(err, workers.ErrUnknownModel):
 			return jobs.Outcome{Err: err}
 		}
 		return jobs.Outcome{Err: err, Retryable: true}
