@@ -251,48 +251,65 @@ func (s *Service) SubmitBatch(ctx context.Context, key string, items []BatchItem
 	for i := range items {
 		refs[i] = batchRef{CustomID: items[i].CustomID, JobID: NewID(now)}
 	}
+	rec := batchRecord{ID: id, Key: key, Lane: lane, CallbackURL: callbackURL, Count: len(items),
+		CreatedAt: created, ExpiresAt: created.Add(s.opts.BatchWindow)}
+	if err := s.storeBatch(ctx, &rec, refs); err != nil {
+		return Batch{}, err
+	}
+	if err := s.storeItems(ctx, &rec, items, refs, now); err != nil {
+		return Batch{}, err
+	}
+	s.bcache.put(id, refs)
+	return rec.batch(RequestCounts{Processing: int64(len(items))}), nil
+}
+
+// storeBatch writes a new batch's item list, then its record.
+func (s *Service) storeBatch(ctx context.Context, rec *batchRecord, refs []batchRef) error {
 	for c := 0; c*batchChunkSize < len(refs); c++ {
 		data, err := json.Marshal(refs[c*batchChunkSize : min(len(refs), (c+1)*batchChunkSize)])
 		if err != nil {
-			return Batch{}, fmt.Errorf("jobs: encode: %w", err)
+			return fmt.Errorf("jobs: encode: %w", err)
 		}
-		if _, err := s.batches.Put(ctx, chunkKey(id, c), data); err != nil {
-			return Batch{}, fmt.Errorf("jobs: store batch: %w", err)
+		if _, err := s.batches.Put(ctx, chunkKey(rec.ID, c), data); err != nil {
+			return fmt.Errorf("jobs: store batch: %w", err)
 		}
 	}
-	rec := batchRecord{ID: id, Key: key, Lane: lane, CallbackURL: callbackURL, Count: len(items),
-		CreatedAt: created, ExpiresAt: created.Add(s.opts.BatchWindow)}
-	data, err := json.Marshal(&rec)
+	data, err := json.Marshal(rec)
 	if err != nil {
-		return Batch{}, fmt.Errorf("jobs: encode: %w", err)
+		return fmt.Errorf("jobs: encode: %w", err)
 	}
-	if _, err := s.batches.Create(ctx, headerKey(key, id), data); err != nil {
-		return Batch{}, fmt.Errorf("jobs: store batch: %w", err)
+	if _, err := s.batches.Create(ctx, headerKey(rec.Key, rec.ID), data); err != nil {
+		return fmt.Errorf("jobs: store batch: %w", err)
 	}
-	err = parallel(ctx, len(items), func(ctx context.Context, i int) error {
-		sub := Submission{Key: key, Endpoint: EndpointMessages, Model: items[i].Model, Body: items[i].Params,
-			Lane: lane, CallbackURL: callbackURL, BatchID: id, CustomID: items[i].CustomID}
+	return nil
+}
+
+// storeItems stores the job of every item of the batch rec, as Submit
+// stores one. On an error it cancels the batch, so that the items already
+// stored do not run (the executor ends items of a canceled batch without
+// running them), and returns the error.
+func (s *Service) storeItems(ctx context.Context, rec *batchRecord, items []BatchItem, refs []batchRef, now time.Time) error {
+	err := parallel(ctx, len(items), func(ctx context.Context, i int) error {
+		sub := Submission{Key: rec.Key, Endpoint: EndpointMessages, Model: items[i].Model, Body: items[i].Params,
+			Lane: rec.Lane, CallbackURL: rec.CallbackURL, BatchID: rec.ID, CustomID: items[i].CustomID}
 		if err := validate(&sub); err != nil {
 			return err
 		}
 		_, err := s.store(ctx, refs[i].JobID, now, &sub, true)
 		return err
 	})
-	if err != nil {
-		// Items already stored must not run: the executor ends items of
-		// a canceled batch without running them.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, _, uerr := s.updateBatch(cctx, key, id, func(r *batchRecord) bool {
-			r.CancelInitiatedAt = &now
-			return true
-		}); uerr != nil {
-			s.log.Warn("cancel partly stored batch", "batch", id, "error", uerr)
-		}
-		return Batch{}, err
+	if err == nil {
+		return nil
 	}
-	s.bcache.put(id, refs)
-	return rec.batch(RequestCounts{Processing: int64(len(items))}), nil
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, _, uerr := s.updateBatch(cctx, rec.Key, rec.ID, func(r *batchRecord) bool {
+		r.CancelInitiatedAt = &now
+		return true
+	}); uerr != nil {
+		s.log.Warn("cancel partly stored batch", "batch", rec.ID, "error", uerr)
+	}
+	return err
 }
 
 // parallel calls f(ctx, i) for i in [0, n) on up to batchParallelism

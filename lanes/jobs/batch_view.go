@@ -103,6 +103,37 @@ func (s *Service) view(ctx context.Context, r *batchRecord) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	c, ended, err := s.count(ctx, r, e)
+	if err != nil {
+		return Batch{}, err
+	}
+	if c.Processing > 0 {
+		return r.batch(c), nil
+	}
+	if ended.IsZero() {
+		ended = s.now()
+	}
+	ended = ended.UTC()
+	nr, _, err := s.updateBatch(ctx, r.Key, r.ID, func(x *batchRecord) bool {
+		if x.Counts != nil {
+			return false
+		}
+		x.Counts, x.EndedAt = &c, &ended
+		return true
+	})
+	if err != nil {
+		s.log.Warn("record batch end", "batch", r.ID, "error", err)
+		r.Counts, r.EndedAt = &c, &ended
+		return r.batch(c), nil
+	}
+	*r = nr
+	return r.batch(*r.Counts), nil
+}
+
+// count reads the records of e's items whose outcome is not final yet,
+// caches the outcomes that became final, and returns the counts now and
+// when the last final item finished.
+func (s *Service) count(ctx context.Context, r *batchRecord, e *cacheEntry) (RequestCounts, time.Time, error) {
 	e.mu.Lock()
 	var pending []int
 	for i, o := range e.outcomes {
@@ -117,11 +148,12 @@ func (s *Service) view(ctx context.Context, r *batchRecord) (Batch, error) {
 	}
 	js, err := s.loadJobs(ctx, ids)
 	if err != nil {
-		return Batch{}, err
+		return RequestCounts{}, time.Time{}, err
 	}
 	now := s.now()
 	var c RequestCounts
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	for k, i := range pending {
 		o, fin := outcomeOf(js[k], r.ExpiresAt, now)
 		if o != outcomeProcessing {
@@ -145,29 +177,7 @@ func (s *Service) view(ctx context.Context, r *batchRecord) (Batch, error) {
 			c.Expired++
 		}
 	}
-	ended := e.lastFinish
-	e.mu.Unlock()
-	if c.Processing > 0 {
-		return r.batch(c), nil
-	}
-	if ended.IsZero() {
-		ended = now.UTC()
-	}
-	ended = ended.UTC()
-	nr, _, err := s.updateBatch(ctx, r.Key, r.ID, func(x *batchRecord) bool {
-		if x.Counts != nil {
-			return false
-		}
-		x.Counts, x.EndedAt = &c, &ended
-		return true
-	})
-	if err != nil {
-		s.log.Warn("record batch end", "batch", r.ID, "error", err)
-		r.Counts, r.EndedAt = &c, &ended
-		return r.batch(c), nil
-	}
-	*r = nr
-	return r.batch(*r.Counts), nil
+	return c, e.lastFinish, nil
 }
 
 // GetBatch returns key's batch id with its current counts. Another key's

@@ -123,7 +123,7 @@ func TestDeadLetter(t *testing.T) {
 	st := newStore(t)
 	const ackWait = 600 * time.Millisecond
 	s := open(t, st.js, okRunner, jobs.Options{AckWait: ackWait, MaxInterrupted: 2})
-	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	j := mustSubmit(t, s, sub("team-a"))
 	for range 2 {
 		if _, err := s.SimulateCrash(t.Context(), jobs.CrashWhileRunning, jobs.Outcome{}); err != nil {
 			t.Fatal(err)

@@ -50,9 +50,33 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		s.complete(ctx, msg, &j)
 		return
 	}
+	out, started := s.run(ctx, msg, &j, m.Body)
+	if !started && errors.Is(out.Err, ErrNotStarted) {
+		// Canceled while it waited for capacity (its record is terminal:
+		// publish and acknowledge), or the start could not be recorded
+		// (try again later).
+		cur, _, err := s.update(ctx, j.ID, func(*Job) bool { return false })
+		if err != nil || !cur.Terminal() {
+			s.retryLater(msg, j.ID, fmt.Errorf("start job: %w", err))
+			return
+		}
+		s.complete(ctx, msg, &cur)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutting down: the job goes back to the queue for the next
+		// start, without counting as interrupted.
+		s.requeue(msg, &j, 0, nil)
+		return
+	}
+	s.settle(ctx, msg, &j, out)
+}
 
-	// Run, telling JetStream we are alive so a long generation is never
-	// redelivered mid-flight.
+// run calls the Runner for j (whose record it updates to running when
+// the runner starts it), telling JetStream meanwhile that the message is
+// in progress, so a long wait or generation is never redelivered
+// mid-flight. It reports whether the job started.
+func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byte) (Outcome, bool) {
 	runCtx, cancel := context.WithCancel(ctx)
 	hbDone := make(chan struct{})
 	go func() {
@@ -68,59 +92,46 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}()
+	defer func() { cancel(); <-hbDone }()
 	started := false
 	start := func() bool {
-		sj, ok, err := s.start(ctx, m.ID)
+		sj, ok, err := s.start(ctx, j.ID)
 		if err != nil {
-			s.log.Warn("start job", "job", m.ID, "error", err)
+			s.log.Warn("start job", "job", j.ID, "error", err)
 			return false
 		}
 		if ok {
-			j, started = sj, true
+			*j, started = sj, true
 		}
 		return ok
 	}
 	var out Outcome
 	if sr, ok := s.runner.(StartingRunner); ok {
-		out = sr.RunStarting(runCtx, j.clone(), m.Body, start)
+		out = sr.RunStarting(runCtx, j.clone(), body, start)
 	} else if start() {
-		out = s.runner.Run(runCtx, j.clone(), m.Body)
+		out = s.runner.Run(runCtx, j.clone(), body)
 	} else {
 		out = Outcome{Err: ErrNotStarted}
 	}
-	cancel()
-	<-hbDone
-	if !started && errors.Is(out.Err, ErrNotStarted) {
-		// Canceled while it waited for capacity (its record is terminal:
-		// publish and acknowledge), or the start could not be recorded
-		// (try again later).
-		cur, _, err := s.update(ctx, j.ID, func(*Job) bool { return false })
-		if err != nil || !cur.Terminal() {
-			s.retryLater(msg, j.ID, fmt.Errorf("start job: %w", err))
-			return
-		}
-		s.complete(ctx, msg, &cur)
-		return
-	}
+	return out, started
+}
 
-	if ctx.Err() != nil {
-		// Shutting down: the job goes back to the queue for the next
-		// start, without counting as interrupted.
-		s.requeue(msg, &j, 0, nil)
-		return
-	}
+// settle ends a run of j that returned out: back to the queue for a retry
+// while its lane's max_wait allows, else terminal.
+func (s *Service) settle(ctx context.Context, msg jetstream.Msg, j *Job, out Outcome) {
 	now := s.now().UTC()
 	switch {
 	case out.Err != nil && out.Retryable:
-		deadline := j.CreatedAt.Add(s.laneMaxWait(j.Lane))
+		wait := s.laneMaxWait(j.Lane)
+		deadline := j.CreatedAt.Add(wait)
 		if now.Before(deadline) {
 			delay := max(jitter(s.opts.RetryBase, s.opts.RetryMax, j.Attempts), out.RetryAfter)
 			delay = min(delay, deadline.Sub(now))
-			s.requeue(msg, &j, delay, out.Err)
+			s.requeue(msg, j, delay, out.Err)
 			return
 		}
 		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorOverloaded, Message: fmt.Sprintf(
-			"no provider could serve the job within its lane's max_wait (%s); last error: %v", s.laneMaxWait(j.Lane), out.Err)})
+			"no provider could serve the job within its lane's max_wait (%s); last error: %v", wait, out.Err)})
 	case out.Err != nil:
 		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorInternal, Message: out.Err.Error()})
 	case out.StatusCode >= 200 && out.StatusCode < 300:

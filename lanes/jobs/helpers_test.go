@@ -217,6 +217,21 @@ func sub(key string) jobs.Submission {
 		Body: []byte(`{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)}
 }
 
+// submitter is a *jobs.Service or a running svc.
+type submitter interface {
+	Submit(ctx context.Context, sub jobs.Submission) (jobs.Job, bool, error)
+}
+
+// mustSubmit submits x, failing the test on an error.
+func mustSubmit(t *testing.T, s submitter, x jobs.Submission) jobs.Job {
+	t.Helper()
+	j, _, err := s.Submit(t.Context(), x)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return j
+}
+
 // waitJob polls until the job satisfies ok.
 func waitJob(t *testing.T, s *jobs.Service, key, id string, ok func(jobs.Job) bool) jobs.Job {
 	t.Helper()

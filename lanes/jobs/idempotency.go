@@ -1,13 +1,61 @@
 package jobs
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Idempotency keys: claiming a key for a job id in RELAY_JOB_IDEM, and the
 // fingerprint that refuses a reused key with another request.
+
+// claim claims sub's idempotency key for id with kv.Create (the first
+// wins). When an earlier submission holds it, claim returns its id and
+// held, after checking that it asked for the same (else
+// ErrIdempotencyMismatch).
+func (s *Service) claim(ctx context.Context, sub *Submission, id string) (prev string, held bool, err error) {
+	ik := idemKey(sub.Key, sub.IdempotencyKey)
+	fp := fingerprint(sub)
+	_, err = s.idem.Create(ctx, ik, []byte(id+" "+fp))
+	if err == nil {
+		return "", false, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return "", false, fmt.Errorf("jobs: idempotency key: %w", err)
+	}
+	e, err := s.idem.Get(ctx, ik)
+	if err != nil {
+		return "", false, fmt.Errorf("jobs: idempotency key: %w", err)
+	}
+	prev, prevFP, hasFP := strings.Cut(string(e.Value()), " ")
+	if hasFP && prevFP != fp {
+		return "", false, fmt.Errorf("%w: %q", ErrIdempotencyMismatch, sub.IdempotencyKey)
+	}
+	return prev, true, nil
+}
+
+// resumeClaim returns the job of prev, the earlier submission holding
+// sub's idempotency key. One claimed but never recorded (a crash between
+// the claim and the job message) is finished now, under the claimed id
+// and its time (now if the id tells none).
+func (s *Service) resumeClaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, error) {
+	if j, _, err := s.load(ctx, prev); err == nil {
+		return j, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return Job{}, err
+	}
+	if t, err := TimeOf(prev); err == nil {
+		now = t.UTC()
+	}
+	return s.store(ctx, prev, now, sub, false)
+}
 
 // fingerprint is the hex SHA-256 of what a submission asks for: its
 // endpoint, lane, callback URL, metadata and body, byte for byte. It is

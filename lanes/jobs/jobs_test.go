@@ -137,8 +137,8 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 	waitJob(t, s.Service, "team-a", j1.ID, status(jobs.StatusSucceeded))
 	waitJob(t, s.Service, "team-b", j3.ID, status(jobs.StatusSucceeded))
-	if j4, c4, _ := s.Submit(t.Context(), x); c4 || j4.ID != j1.ID || j4.Status != jobs.StatusSucceeded {
-		t.Fatalf("Submit after the end = %s %s, %v; want the finished job", j4.ID, j4.Status, c4)
+	if j4, c4, err := s.Submit(t.Context(), x); err != nil || c4 || j4.ID != j1.ID || j4.Status != jobs.StatusSucceeded {
+		t.Fatalf("Submit after the end = %s %s, %v, %v; want the finished job", j4.ID, j4.Status, c4, err)
 	}
 	if n := calls.Load(); n != 2 {
 		t.Errorf("runner calls = %d; want 2", n)
@@ -150,11 +150,11 @@ func TestCancel(t *testing.T) {
 	g := newGate()
 	rcv := newReceiver(t, 200)
 	s := start(t, st.js, g, jobs.Options{Workers: 1})
-	first, _, _ := s.Submit(t.Context(), sub("team-a"))
+	first := mustSubmit(t, s, sub("team-a"))
 	<-g.started // the only worker is busy with first
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL + "/hook"
-	second, _, _ := s.Submit(t.Context(), x)
+	second := mustSubmit(t, s, x)
 
 	if _, err := s.Cancel(t.Context(), "team-b", second.ID); !isNotFound(err) {
 		t.Errorf("Cancel by another key = %v; want ErrNotFound", err)
@@ -245,7 +245,7 @@ func TestUpstreamClientError(t *testing.T) {
 	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
 		return jobs.Outcome{StatusCode: 400, Body: []byte(body), Provider: "p1"}
 	}), jobs.Options{})
-	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	j := mustSubmit(t, s, sub("team-a"))
 	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
 	if got.Result == nil || got.Result.StatusCode != 400 || string(got.Result.Body) != body || got.Error == nil || got.Error.Type != jobs.ErrorUpstream {
 		t.Fatalf("failed job = %+v; want the upstream 400 and its body", got)
@@ -259,13 +259,42 @@ func TestRetryableThenFailedAfterMaxWait(t *testing.T) {
 		calls.Add(1)
 		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
 	}), jobs.Options{Lanes: map[string]time.Duration{"batch": 400 * time.Millisecond}})
-	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	j := mustSubmit(t, s, sub("team-a"))
 	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
 	if got.Error == nil || got.Error.Type != jobs.ErrorOverloaded || got.Attempts < 3 || int(calls.Load()) != got.Attempts {
 		t.Fatalf("job = %+v after %d calls; want overloaded after several attempts", got, calls.Load())
 	}
 	if d := got.FinishedAt.Sub(got.CreatedAt); d < 400*time.Millisecond {
 		t.Errorf("failed after %v; want at least the lane's max_wait", d)
+	}
+}
+
+// TestLaneWaitsFollowReload checks that a job waiting between retries
+// follows its lane's max_wait as SetLaneWaits changes it (a reload), and
+// that a max_wait that is not positive is refused.
+func TestLaneWaitsFollowReload(t *testing.T) {
+	st := newStore(t)
+	var calls atomic.Int32
+	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
+		calls.Add(1)
+		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
+	}), jobs.Options{Lanes: map[string]time.Duration{"batch": 24 * time.Hour}})
+	for _, bad := range []map[string]time.Duration{{"batch": 0}, {"batch": -time.Second}} {
+		if err := s.SetLaneWaits(bad); err == nil {
+			t.Errorf("SetLaneWaits(%v) = nil; want an error", bad)
+		}
+	}
+	j, _, err := s.Submit(t.Context(), sub("team-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Attempts >= 2 && j.Status == jobs.StatusQueued })
+	if err := s.SetLaneWaits(map[string]time.Duration{"batch": time.Millisecond, "interactive": time.Minute}); err != nil {
+		t.Fatalf("SetLaneWaits: %v", err)
+	}
+	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
+	if got.Error == nil || got.Error.Type != jobs.ErrorOverloaded || !strings.Contains(got.Error.Message, "max_wait (1ms)") {
+		t.Fatalf("job = %+v; want overloaded after the new max_wait of 1ms", got)
 	}
 }
 
@@ -276,7 +305,7 @@ func TestRetryWaitsCanBeCanceled(t *testing.T) {
 	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
 		return jobs.Outcome{Err: errors.New("no capacity"), Retryable: true, RetryAfter: time.Hour}
 	}), jobs.Options{RetryMax: time.Hour})
-	j, _, _ := s.Submit(t.Context(), sub("team-a"))
+	j := mustSubmit(t, s, sub("team-a"))
 	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Attempts == 1 && j.Status == jobs.StatusQueued })
 	if c, err := s.Cancel(t.Context(), "team-a", j.ID); err != nil || c.Status != jobs.StatusCanceled {
 		t.Fatalf("Cancel = %+v, %v", c, err)
@@ -290,7 +319,7 @@ func TestCallbackRetriedThenDelivered(t *testing.T) {
 	s := start(t, st.js, okRunner, jobs.Options{Callbacks: sender(t, callbacks.DelivererOptions{Signer: signer(t, secret)})})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL + "/cb?x=1"
-	j, _, _ := s.Submit(t.Context(), x)
+	j := mustSubmit(t, s, x)
 	got := waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "delivered" })
 	if got.Callback.Attempts != 3 || got.Callback.LastStatus != 200 || got.Callback.DeliveredAt == nil {
 		t.Fatalf("callback = %+v; want delivered on attempt 3", got.Callback)
@@ -316,7 +345,7 @@ func TestCallbackGone(t *testing.T) {
 	s := start(t, st.js, okRunner, jobs.Options{})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL
-	j, _, _ := s.Submit(t.Context(), x)
+	j := mustSubmit(t, s, x)
 	got := waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "gone" })
 	waitEmpty(t, st.js, jobs.CallbacksStream)
 	time.Sleep(200 * time.Millisecond)
@@ -331,7 +360,7 @@ func TestCallbackResumesAfterRestart(t *testing.T) {
 	s := start(t, st.js, okRunner, jobs.Options{Callbacks: sender(t, callbacks.DelivererOptions{BaseBackoff: 700 * time.Millisecond, MaxBackoff: 700 * time.Millisecond})})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL
-	j, _, _ := s.Submit(t.Context(), x)
+	j := mustSubmit(t, s, x)
 	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Attempts == 1 })
 	s.stop()
 	st.restart() // the whole store restarts too, as after a process crash

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,32 +96,12 @@ func (s *Service) submit(ctx context.Context, sub Submission) (Job, bool, error)
 	now := s.now().UTC()
 	id := NewID(now)
 	if sub.IdempotencyKey != "" {
-		ik := idemKey(sub.Key, sub.IdempotencyKey)
-		fp := fingerprint(&sub)
-		if _, err := s.idem.Create(ctx, ik, []byte(id+" "+fp)); err != nil {
-			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
-			}
-			e, err := s.idem.Get(ctx, ik)
-			if err != nil {
-				return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
-			}
-			prev, prevFP, hasFP := strings.Cut(string(e.Value()), " ")
-			if hasFP && prevFP != fp {
-				return Job{}, false, fmt.Errorf("%w: %q", ErrIdempotencyMismatch, sub.IdempotencyKey)
-			}
-			if j, _, err := s.load(ctx, prev); err == nil {
-				return j, false, nil
-			} else if !errors.Is(err, ErrNotFound) {
-				return Job{}, false, err
-			}
-			// Claimed but never recorded: finish that submission now,
-			// under the claimed id.
-			id = prev
-			if t, err := TimeOf(id); err == nil {
-				now = t.UTC()
-			}
-			j, err := s.store(ctx, id, now, &sub, false)
+		prev, held, err := s.claim(ctx, &sub, id)
+		if err != nil {
+			return Job{}, false, err
+		}
+		if held {
+			j, err := s.resumeClaim(ctx, &sub, prev, now)
 			return j, false, err
 		}
 	}
