@@ -54,7 +54,10 @@
 //   - a retryable error (no capacity, every target failed) → back to
 //     queued and NakWithDelay with full-jitter backoff (RetryBase doubling
 //     to RetryMax, at least the Outcome's RetryAfter), until the lane's
-//     max_wait since creation has passed; then failed (overloaded_error);
+//     max_wait since creation has passed; then failed (overloaded_error).
+//     The max_wait is read at each decision, so one changed by
+//     SetLaneWaits (a reload) applies to queued jobs; a job on a lane no
+//     longer configured is not retried;
 //   - shutdown while running → back to queued, Nak, run again on the next
 //     start.
 //
@@ -78,8 +81,9 @@
 // NATS and the callback sent, as Anthropic's batches report canceled
 // requests as results. Running and finished jobs cannot be canceled.
 //
-// Callback workers deliver with callbacks.Deliverer: attempt n is the
-// message's JetStream delivery count, webhook-id is the job id, the body
+// Callback workers deliver with Options.Callbacks (cmd/relay plugs in
+// workers/callbacks' Deliverer, which signs; this package knows neither
+// HTTP nor providers): attempt n is the message's JetStream delivery count, webhook-id is the job id, the body
 // is identical on every attempt. "retry" NakWithDelay's the message until
 // the due time; delivered, gone and failed acknowledge it. Every attempt
 // is recorded in the job's "callback" field and counted in
@@ -176,8 +180,28 @@
 // Limits, as Anthropic's: 1 to Options.MaxBatchRequests (default 100,000)
 // requests, custom_id matching ^[a-zA-Z0-9_-]{1,64}$ and unique in the
 // batch, params a JSON object with a model and without "stream": true
-// (the HTTP layer also bounds the body at 256 MB and checks the models'
-// routes).
+// (the HTTP layer parses each params' model and stream, bounding its
+// nesting, and passes them in BatchItem; it also bounds the body at
+// 256 MB and checks the models' routes).
+//
+// # Files
+//
+// Each part has one job: service.go (Options, Open, Run, SetLaneWaits),
+// streams.go (declaring and naming streams, buckets, consumers), store.go
+// (reading and writing records: the one compare-and-set loop, casUpdate,
+// used by jobs and batches), submit.go and idempotency.go (Submit and its
+// idempotency claim), lookup.go (Get, Cancel), executor.go (running a
+// delivered job to its end), results.go (publishing finished jobs),
+// callbacks.go (the callback queue and its delivery workers; the
+// CallbackSender and URLChecker seams), health.go (the store's health
+// loop), and for batches batch.go (types, submission), batch_view.go
+// (counts, GetBatch, ListBatches), batch_cancel.go (CancelBatch, the
+// executor's gate, DeleteBatch), batch_results.go and batch_cache.go.
+// job.go holds the Job record and the Runner seam.
+//
+// Options take no defaults for what the relay's configuration sets
+// (ResultTTL, Workers, the lanes' max_wait): configs owns those and
+// cmd/relay passes them; Open refuses zero.
 //
 // # Concurrency
 //

@@ -255,10 +255,7 @@ func TestUpstreamClientError(t *testing.T) {
 func TestRetryableThenFailedAfterMaxWait(t *testing.T) {
 	st := newStore(t)
 	var calls atomic.Int32
-	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
-		calls.Add(1)
-		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
-	}), jobs.Options{Lanes: map[string]time.Duration{"batch": 400 * time.Millisecond}})
+	s := start(t, st.js, busyRunner(&calls), jobs.Options{Lanes: map[string]time.Duration{"batch": 400 * time.Millisecond}})
 	j := mustSubmit(t, s, sub("team-a"))
 	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusFailed))
 	if got.Error == nil || got.Error.Type != jobs.ErrorOverloaded || got.Attempts < 3 || int(calls.Load()) != got.Attempts {
@@ -269,16 +266,22 @@ func TestRetryableThenFailedAfterMaxWait(t *testing.T) {
 	}
 }
 
+// busyRunner answers every run that no provider could serve it
+// (retryable), counting the runs.
+func busyRunner(calls *atomic.Int32) jobs.Runner {
+	return jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
+		calls.Add(1)
+		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
+	})
+}
+
 // TestLaneWaitsFollowReload checks that a job waiting between retries
 // follows its lane's max_wait as SetLaneWaits changes it (a reload), and
 // that a max_wait that is not positive is refused.
 func TestLaneWaitsFollowReload(t *testing.T) {
 	st := newStore(t)
 	var calls atomic.Int32
-	s := start(t, st.js, jobs.RunnerFunc(func(context.Context, jobs.Job, []byte) jobs.Outcome {
-		calls.Add(1)
-		return jobs.Outcome{Err: errors.New("every provider is at its limit"), Retryable: true}
-	}), jobs.Options{Lanes: map[string]time.Duration{"batch": 24 * time.Hour}})
+	s := start(t, st.js, busyRunner(&calls), jobs.Options{Lanes: map[string]time.Duration{"batch": 24 * time.Hour}})
 	for _, bad := range []map[string]time.Duration{{"batch": 0}, {"batch": -time.Second}} {
 		if err := s.SetLaneWaits(bad); err == nil {
 			t.Errorf("SetLaneWaits(%v) = nil; want an error", bad)

@@ -30,18 +30,25 @@ func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
 
 // load returns a job's record and its revision, or ErrNotFound.
 func (s *Service) load(ctx context.Context, id string) (Job, uint64, error) {
-	e, err := s.state.Get(ctx, id)
+	return getRecord[Job](ctx, s.state, id, "job")
+}
+
+// getRecord reads the record under key in kv, with its revision; a
+// missing key is ErrNotFound. what names the record in errors.
+func getRecord[T any](ctx context.Context, kv jetstream.KeyValue, key, what string) (T, uint64, error) {
+	var v T
+	e, err := kv.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Job{}, 0, ErrNotFound
+			return v, 0, ErrNotFound
 		}
-		return Job{}, 0, fmt.Errorf("jobs: read job: %w", err)
+		return v, 0, fmt.Errorf("jobs: read %s: %w", what, err)
 	}
-	var j Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		return Job{}, 0, fmt.Errorf("jobs: decode job %s: %w", id, err)
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		var zero T
+		return zero, 0, fmt.Errorf("jobs: decode %s %s: %w", what, key, err)
 	}
-	return j, e.Revision(), nil
+	return v, e.Revision(), nil
 }
 
 // update applies f to the record of id with optimistic concurrency,
@@ -116,21 +123,14 @@ func (s *Service) loadBatch(ctx context.Context, key, id string) (batchRecord, u
 	if !ValidBatchID(id) {
 		return batchRecord{}, 0, ErrNotFound
 	}
-	e, err := s.batches.Get(ctx, headerKey(key, id))
+	r, rev, err := getRecord[batchRecord](ctx, s.batches, headerKey(key, id), "batch")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return batchRecord{}, 0, ErrNotFound
-		}
-		return batchRecord{}, 0, fmt.Errorf("jobs: read batch: %w", err)
-	}
-	var r batchRecord
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return batchRecord{}, 0, fmt.Errorf("jobs: decode batch %s: %w", id, err)
+		return batchRecord{}, 0, err
 	}
 	if r.Key != key { // two key names with the same subject token
 		return batchRecord{}, 0, ErrNotFound
 	}
-	return r, e.Revision(), nil
+	return r, rev, nil
 }
 
 // updateBatch applies f to a batch record with optimistic concurrency.
