@@ -5,6 +5,8 @@ import (
 	"time"
 )
 
+// The in-memory cache of batches' item lists and final outcomes.
+
 // batchCache keeps, per batch, its item list (immutable) and the items'
 // final outcomes (final outcomes never change), so repeated GETs of a
 // batch read only the records of unfinished items. It holds at most

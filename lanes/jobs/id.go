@@ -8,6 +8,8 @@ import (
 	"time"
 )
 
+// Job ids: "job_" and a ULID, so an id tells when its job was created.
+
 // IDPrefix starts every job id.
 const IDPrefix = "job_"
 

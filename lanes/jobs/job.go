@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// The job record (Job) and what a client submits (Submission), their
+// statuses and errors, and the Runner seam through which jobs reach
+// providers (cmd/relay plugs in gateway.JobRunner).
+
 // Job statuses. Succeeded, failed and canceled are terminal.
 const (
 	// StatusQueued: stored, waiting to run (or to be retried).

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// The jobs service's Prometheus metrics.
+
 // metrics are the jobs service's Prometheus metrics.
 type metrics struct {
 	jobs      *prometheus.CounterVec
