@@ -373,3 +373,30 @@ func TestCallbackResumesAfterRestart(t *testing.T) {
 		t.Fatalf("callback %+v, deliveries %d; want delivered on attempt 2", got.Callback, len(rcv.deliveries()))
 	}
 }
+
+// TestOpenRefusesMissingSettings checks that the settings the relay's
+// configuration owns have no default here: zero (or negative) is refused.
+func TestOpenRefusesMissingSettings(t *testing.T) {
+	st := newStore(t)
+	cases := []struct {
+		name  string
+		spoil func(o *jobs.Options)
+	}{
+		{"no result TTL", func(o *jobs.Options) { o.ResultTTL = 0 }},
+		{"no workers", func(o *jobs.Options) { o.Workers = 0 }},
+		{"no callback sender", func(o *jobs.Options) { o.Callbacks = nil }},
+		{"no callback URL check", func(o *jobs.Options) { o.CallbackURLs = nil }},
+		{"no callback timeout", func(o *jobs.Options) { o.CallbackTimeout = 0 }},
+		{"a lane without max_wait", func(o *jobs.Options) { o.Lanes = map[string]time.Duration{"batch": 0} }},
+		{"negative ack wait", func(o *jobs.Options) { o.AckWait = -time.Second }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := defaultOpts(t, jobs.Options{})
+			tc.spoil(&o)
+			if s, err := jobs.Open(t.Context(), st.js, okRunner, o); err == nil || s != nil {
+				t.Errorf("Open = %v, %v; want an error", s, err)
+			}
+		})
+	}
+}
