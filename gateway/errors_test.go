@@ -70,7 +70,7 @@ func body(model string, extra string) string {
 
 // TestErrorTable covers every row of SPEC §3's error table for both formats.
 func TestErrorTable(t *testing.T) {
-	r := newRelay(t, relayOptions{maxBody: 4096})
+	r := newRelay(t, withMaxBody(4096))
 	type want struct {
 		status    int    // Anthropic status
 		oaStatus  int    // OpenAI status, when different
@@ -191,7 +191,7 @@ func TestErrorTable(t *testing.T) {
 // TestUpstreamPassThroughVerbatim checks that an upstream 4xx body reaches
 // the client byte for byte, as Claude Code's recovery relies on its wording.
 func TestUpstreamPassThroughVerbatim(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	sim := simupstream.New(simupstream.Options{})
 	up := httptest.NewServer(sim.Handler())
 	defer func() { _ = sim.Close(); up.Close() }()
@@ -217,10 +217,10 @@ func TestUpstreamPassThroughVerbatim(t *testing.T) {
 func TestUpstreamUnreachableAndTimeout(t *testing.T) {
 	dead := mustProvider(t, workers.ProviderOptions{Name: "dead", Format: workers.FormatAnthropic,
 		BaseURL: "http://" + deadAddr(t), APIKey: "k", Timeout: time.Second})
-	r := newRelay(t, relayOptions{timeout: 300 * time.Millisecond, extraRoutes: []workers.RouteSpec{
-		{Model: "dead", Targets: []workers.Target{{Provider: dead, ProviderName: "dead", Format: workers.FormatAnthropic,
+	r := newRelay(t, withTimeout(300*time.Millisecond), withRoutes(
+		workers.RouteSpec{Model: "dead", Targets: []workers.Target{{Provider: dead, ProviderName: "dead", Format: workers.FormatAnthropic,
 			Model: "dead", Weight: 1, Timeout: time.Second}}},
-	}})
+	))
 	cases := []struct {
 		name  string
 		model string
