@@ -16,12 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/embeddednats/natstest"
 )
 
 // waitSucceeded polls until every job in ids has succeeded.
 func (r *jobsRelay) waitSucceeded(d time.Duration, ids ...string) {
 	r.t.Helper()
-	poll(r.t, d, fmt.Sprintf("%d jobs succeeded", len(ids)), func() bool {
+	natstest.Eventually(r.t, d, fmt.Sprintf("%d jobs succeeded", len(ids)), func() bool {
 		for _, id := range ids {
 			if j, ok := r.job(id); !ok || j.Status != "succeeded" {
 				return false
@@ -38,7 +39,7 @@ func (p *relayProc) readyz() (int, string) { return p.get(p.addr, "/readyz") }
 func (p *relayProc) waitUnready(d time.Duration, want string) string {
 	p.t.Helper()
 	var body string
-	poll(p.t, d, fmt.Sprintf("/readyz 503 with %q", want), func() bool {
+	natstest.Eventually(p.t, d, fmt.Sprintf("/readyz 503 with %q", want), func() bool {
 		var code int
 		code, body = p.readyz()
 		return code == http.StatusServiceUnavailable && strings.Contains(body, want)
@@ -71,12 +72,10 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	if err := js.DeleteStream(t.Context(), "RELAY_JOBS"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "RELAY_JOBS repaired", func() bool {
+	natstest.Eventually(t, 10*time.Second, "RELAY_JOBS repaired", func() bool {
 		return p.metric(`relay_job_store_repairs_total{what="jobs"}`) >= 1
 	})
-	if p.waitLog(map[string]string{"msg": "job store unavailable", "reason": "stream RELAY_JOBS missing"}) == nil {
-		t.Error("no log line said the job store was unavailable because RELAY_JOBS was missing")
-	}
+	p.waitLog("a log line saying the job store was unavailable because RELAY_JOBS was missing", map[string]string{"msg": "job store unavailable", "reason": "stream RELAY_JOBS missing"})
 	p.waitReady()
 	r.waitSucceeded(20*time.Second, r.submit(""))
 	p.stopClean()
@@ -132,7 +131,7 @@ func TestJobStoreHealsAfterDiskFull(t *testing.T) {
 	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(mnt, "nats")))
 	p := r.start()
 	accepted := []string{r.submit("")}
-	poll(t, 10*time.Second, "the first job upstream", func() bool { return r.upstream.Stats().InFlight > 0 })
+	natstest.Eventually(t, 10*time.Second, "the first job upstream", func() bool { return r.upstream.Stats().InFlight > 0 })
 
 	filler := filepath.Join(mnt, "filler")
 	fill(t, filler)
