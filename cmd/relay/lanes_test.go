@@ -38,11 +38,12 @@ func laneConfig(addr, sim, natsYAML string) string {
 }
 
 // launch starts `relay serve` in dir with the configuration in dir/relay.yaml
-// (written by the caller) and waits until it is ready.
+// (written by the caller), listening on addr with its simulator on sim,
+// and waits until it is ready.
 func launch(t *testing.T, dir, addr, sim string) *relayProc {
 	t.Helper()
-	p := &relayProc{t: t, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"), addr: addr, sim: sim,
-		stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := newProc(t, relayOpts{}, dir)
+	p.addr, p.sim = addr, sim
 	p.run()
 	p.waitReady()
 	return p

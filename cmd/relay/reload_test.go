@@ -48,16 +48,8 @@ func (p *relayProc) reloadConfig(keys []string, body string) string {
 // the relay is ready.
 func startServe(t *testing.T, opts relayOpts, dir, cfgPath string, write func(p *relayProc)) *relayProc {
 	t.Helper()
-	p := &relayProc{
-		t:       t,
-		opts:    opts,
-		dir:     dir,
-		cfgPath: cfgPath,
-		addr:    freePort(t),
-		sim:     freePort(t),
-		stderr:  &syncBuffer{},
-		done:    make(chan struct{}),
-	}
+	p := newProc(t, opts, dir)
+	p.cfgPath = cfgPath
 	write(p)
 	p.run()
 	p.waitReady()

@@ -127,26 +127,30 @@ func (p *relayProc) writeConfig(body string) {
 	}
 }
 
+// newProc describes a `relay serve` process on fresh loopback ports (and
+// an admin port when opts.admin) working in dir, a new temporary
+// directory when "", on the configuration dir/relay.yaml. It is the one
+// constructor of relayProc; run starts the process.
+func newProc(t *testing.T, opts relayOpts, dir string) *relayProc {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	p := &relayProc{t: t, opts: opts, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"),
+		addr: freePort(t), sim: freePort(t), stderr: &syncBuffer{}, done: make(chan struct{})}
+	if opts.admin {
+		p.admin = freePort(t)
+	}
+	return p
+}
+
 // startRelay starts `relay serve` with one client key, canaryKey, and does
 // not wait for it to be ready. The process is killed at test end if it
 // is still running.
 func startRelay(t *testing.T, opts relayOpts) *relayProc {
 	t.Helper()
-	p := &relayProc{
-		t:      t,
-		opts:   opts,
-		dir:    t.TempDir(),
-		addr:   freePort(t),
-		sim:    freePort(t),
-		stderr: &syncBuffer{},
-		done:   make(chan struct{}),
-	}
-	if opts.admin {
-		p.admin = freePort(t)
-	}
-	p.cfgPath = filepath.Join(p.dir, "relay.yaml")
+	p := newProc(t, opts, "")
 	p.writeConfig(p.config([]string{canaryKey}, false))
-
 	p.run()
 	return p
 }
