@@ -59,7 +59,7 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	}
 	r.waitSucceeded(20*time.Second, r.submit(""))
 
-	nc, err := nats.Connect("nats://" + r.natsAddr)
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
