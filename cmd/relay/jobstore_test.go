@@ -1,14 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +57,7 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	}
 	r.waitSucceeded(20*time.Second, r.submit(""))
 
-	nc, err := nats.Connect("nats://" + r.natsAddr)
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,51 +78,13 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	p.stopClean()
 }
 
-// mountTmpfs mounts a tmpfs of size on a new directory until the test
-// ends, or skips the test when it cannot (not root, no mount).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs for a full filesystem")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes path until its filesystem is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
-}
-
 // TestJobStoreHealsAfterDiskFull runs the embedded NATS store on a small
 // tmpfs and fills it while a job runs upstream: submits answer 503 and
 // /readyz says why; once the filler is deleted the relay restarts
 // JetStream by itself, is ready again, takes jobs, and every accepted job
 // (the one running at the time included) runs exactly once.
 func TestJobStoreHealsAfterDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := natstest.SmallFS(t, "8m")
 	t.Parallel()
 	r := newJobsRelay(t, simupstream.Options{Latency: 2 * time.Second}, 0)
 	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(mnt, "nats")))
@@ -134,7 +93,7 @@ func TestJobStoreHealsAfterDiskFull(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "the first job upstream", func() bool { return r.upstream.Stats().InFlight > 0 })
 
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler)
+	natstest.Fill(t, filler)
 	pad := strings.Repeat("a", 32<<10)
 	for i := 0; ; i++ {
 		code, id, body := r.trySubmit("", pad)
