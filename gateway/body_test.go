@@ -323,8 +323,12 @@ func TestBodyReadTimeoutFreesBudget(t *testing.T) {
 						ch <- err.Error()
 						return
 					}
-					b, _ := io.ReadAll(resp.Body)
+					b, err := io.ReadAll(resp.Body)
 					resp.Body.Close()
+					if err != nil {
+						ch <- "read body: " + err.Error()
+						return
+					}
 					ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
 				}()
 			} else {
@@ -371,7 +375,11 @@ func trickle(stop <-chan struct{}, write func() error) {
 // tr; the status and body, or the error, arrive on the channel.
 func roundTripAsync(tr *http.Transport, base string, body io.ReadCloser) <-chan string {
 	ch := make(chan string, 1)
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", body)
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/messages", body)
+	if err != nil {
+		ch <- err.Error()
+		return ch
+	}
 	req.ContentLength = 1 << 20
 	for k, v := range anthropicHeaders(canaryKey) {
 		req.Header.Set(k, v)
@@ -382,8 +390,12 @@ func roundTripAsync(tr *http.Transport, base string, body io.ReadCloser) <-chan 
 			ch <- err.Error()
 			return
 		}
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if err != nil {
+			ch <- "read body: " + err.Error()
+			return
+		}
 		ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
 	}()
 	return ch

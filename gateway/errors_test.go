@@ -195,14 +195,20 @@ func TestUpstreamPassThroughVerbatim(t *testing.T) {
 	sim := simupstream.New(simupstream.Options{})
 	up := httptest.NewServer(sim.Handler())
 	defer func() { _ = sim.Close(); up.Close() }()
-	req, _ := http.NewRequest(http.MethodPost, up.URL+"/v1/messages", strings.NewReader(body("claude-sonnet-4-5", "")))
+	req, err := http.NewRequest(http.MethodPost, up.URL+"/v1/messages", strings.NewReader(body("claude-sonnet-4-5", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("x-sim-fault", "400")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := io.ReadAll(resp.Body)
+	want, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("upstream body: %v", err)
+	}
 
 	hdr := anthropicHeaders(canaryKey)
 	hdr["x-sim-fault"] = "400"
