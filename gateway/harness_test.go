@@ -70,9 +70,7 @@ type relayConfig struct {
 	maxBody         int64
 	timeout         time.Duration // the providers' and default routes' timeout
 	extraRoutes     []workers.RouteSpec
-	anthropicOpts   simupstream.Options
-	openaiOpts      simupstream.Options
-	writeTimeout    time.Duration
+	upstreams       simupstream.Options // of both simulated upstreams
 	claudeFallbacks []string
 	quiet           bool                     // log at warn only
 	actors          map[string]actor.Options // admission control of "anthropic-a", "openai-b"
@@ -116,15 +114,9 @@ func withClaudeFallbacks(models ...string) relayOption {
 	return func(c *relayConfig) { c.claudeFallbacks = models }
 }
 
-// withAnthropic and withOpenAI configure the simulated upstreams.
-func withAnthropic(o simupstream.Options) relayOption {
-	return func(c *relayConfig) { c.anthropicOpts = o }
-}
-func withOpenAI(o simupstream.Options) relayOption { return func(c *relayConfig) { c.openaiOpts = o } }
-
-// withUpstreams configures both simulated upstreams alike.
+// withUpstreams configures both simulated upstreams.
 func withUpstreams(o simupstream.Options) relayOption {
-	return func(c *relayConfig) { c.anthropicOpts, c.openaiOpts = o, o }
+	return func(c *relayConfig) { c.upstreams = o }
 }
 
 // withActors gives the default routes' providers ("anthropic-a",
@@ -177,9 +169,9 @@ var (
 )
 
 // key is a client key of the gateway's configuration.
-func key(name, secret, defaultLane string, lanes []string, routes ...string) gateway.Key {
+func key(name, secret, defaultLane string, laneNames []string, routes ...string) gateway.Key {
 	return gateway.Key{Name: name, SHA256: sha256.Sum256([]byte(secret)), DefaultLane: defaultLane,
-		Lanes: lanes, Routes: routes}
+		Lanes: laneNames, Routes: routes}
 }
 
 // newRelayB is newRelay for benchmarks, with logging off.
@@ -219,7 +211,7 @@ func newRelay(t testing.TB, opts ...relayOption) *relay {
 	if r.Jobs != nil {
 		deps.Jobs = r.Jobs
 	}
-	r.Gateway = gateway.New(cfg, gateway.Options{WriteTimeout: c.writeTimeout, BodyReadTimeout: c.bodyReadTimeout}, deps)
+	r.Gateway = gateway.New(cfg, gateway.Options{BodyReadTimeout: c.bodyReadTimeout}, deps)
 	if c.frontDoor {
 		r.URL = serveFrontDoor(t, r.Gateway)
 		return r
@@ -265,8 +257,8 @@ func (r *relay) openLanes(t testing.TB, c *relayConfig) {
 func (r *relay) newRouter(t testing.TB, c *relayConfig, log *slog.Logger) *workers.Router {
 	t.Helper()
 	var urlA, urlO string
-	r.Anthropic, urlA = startSim(t, c.anthropicOpts)
-	r.OpenAI, urlO = startSim(t, c.openaiOpts)
+	r.Anthropic, urlA = startSim(t, c.upstreams)
+	r.OpenAI, urlO = startSim(t, c.upstreams)
 	provA := mustProvider(t, workers.ProviderOptions{Name: "anthropic-a", Format: workers.FormatAnthropic,
 		BaseURL: urlA, APIKey: providerKeyA, Timeout: c.timeout})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
