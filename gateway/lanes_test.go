@@ -15,7 +15,6 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/bench/simupstream"
 	"github.com/relaygw/relay/embeddednats/natstest"
@@ -189,7 +188,7 @@ func TestLanePriorityOrder(t *testing.T) {
 	if got := r.metric(t, `relay_lane_depth{lane="batch"}`); got != 5 {
 		t.Errorf(`relay_lane_depth{lane="batch"} = %v while 5 are parked`, got)
 	}
-	natstest.Eventually(t, waitLimit, "5 batch mirrored", func() bool { return laneStreamMsgs(t, r.JS) == 5 })
+	natstest.Eventually(t, waitLimit, "5 batch mirrored", func() bool { return natstest.StreamMsgs(t, r.JS, lanes.StreamName, "") == 5 })
 	for i := range 3 {
 		send(fmt.Sprintf("i%d", i), "interactive")
 	}
@@ -230,20 +229,7 @@ func TestLanePriorityOrder(t *testing.T) {
 	if got := r.metric(t, `relay_lane_depth{lane="batch"}`); got != 0 {
 		t.Errorf(`relay_lane_depth{lane="batch"} = %v after the run`, got)
 	}
-	natstest.Eventually(t, waitLimit, "mirror empty", func() bool { return laneStreamMsgs(t, r.JS) == 0 })
-}
-
-func laneStreamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	st, err := js.Stream(t.Context(), lanes.StreamName)
-	if err != nil {
-		t.Fatalf("stream %s: %v", lanes.StreamName, err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	natstest.Eventually(t, waitLimit, "mirror empty", func() bool { return natstest.StreamMsgs(t, r.JS, lanes.StreamName, "") == 0 })
 }
 
 func TestLaneFullAnswers429(t *testing.T) {

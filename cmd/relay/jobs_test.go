@@ -107,20 +107,6 @@ func (r *jobsRelay) observe() jetstream.JetStream {
 	return js
 }
 
-// streamMsgs returns the number of messages in stream.
-func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
-	t.Helper()
-	st, err := js.Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatalf("stream %s info: %v", stream, err)
-	}
-	return info.State.Msgs
-}
-
 // start runs the relay on the configuration and store and waits until it
 // is ready.
 func (r *jobsRelay) start() *relayProc {
@@ -357,7 +343,7 @@ func TestJobsCrashRestart(t *testing.T) {
 	// then check the caller's view again.
 	js := r.observe()
 	natstest.Eventually(t, 30*time.Second, jobs.JobsStream+" and "+jobs.CallbacksStream+" empty", func() bool {
-		return streamMsgs(t, js, jobs.JobsStream) == 0 && streamMsgs(t, js, jobs.CallbacksStream) == 0
+		return natstest.StreamMsgs(t, js, jobs.JobsStream, "") == 0 && natstest.StreamMsgs(t, js, jobs.CallbacksStream, "") == 0
 	})
 	for _, id := range ids {
 		if j, ok := r.job(id); !ok || j.Status != "succeeded" {

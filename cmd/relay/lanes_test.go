@@ -224,17 +224,7 @@ func TestServeExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := func() uint64 {
-		st, err := js.Stream(context.Background(), lanes.StreamName)
-		if err != nil {
-			t.Fatalf("stream %s on the external server: %v", lanes.StreamName, err)
-		}
-		info, err := st.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	msgs := func() uint64 { return natstest.StreamMsgs(t, js, lanes.StreamName, "") }
 	p.parkSome(4, func() {
 		natstest.Eventually(t, 10*time.Second, "parked requests in "+lanes.StreamName, func() bool { return msgs() > 0 })
 	})

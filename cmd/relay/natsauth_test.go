@@ -52,16 +52,10 @@ func TestNATSClientOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := nkeys.CreateUser()
-	if err != nil {
+	seed, errSeed := kp.Seed()
+	pub, errPub := kp.PublicKey()
+	other, errOther := nkeys.CreateUser()
+	if err := errors.Join(errSeed, errPub, errOther); err != nil {
 		t.Fatal(err)
 	}
 	otherSeed, err := other.Seed()
