@@ -65,7 +65,8 @@ type relay struct {
 	logs      *syncBuffer
 }
 
-// relayConfig is what the relayOptions set; newRelay fills the defaults.
+// relayConfig is what the relayOption functions set; newRelay fills the
+// defaults.
 type relayConfig struct {
 	maxBody         int64
 	timeout         time.Duration // the providers' and default routes' timeout
