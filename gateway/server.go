@@ -218,7 +218,7 @@ func (s *Server) handleEchoError(err error, c echo.Context) {
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &he) && he.Code == http.StatusNotFound:
-		ae = errNotFound("no such endpoint: "+c.Request().Method+" "+c.Request().URL.Path, "")
+		ae = errNotFound("no such endpoint: " + c.Request().Method + " " + c.Request().URL.Path)
 	case errors.As(err, &he) && he.Code == http.StatusMethodNotAllowed:
 		ae = errMethod()
 	default:
