@@ -17,10 +17,11 @@ import (
 	"github.com/relaygw/relay/workers/wire"
 )
 
-// Anthropic's Message Batches API, served on the jobs service: each
-// request of a batch runs as a /v1/messages job on the lanes, whatever
-// the route's provider (the router translates), and its result is also
-// published on NATS like any job's, with batch_id and custom_id set.
+// This file owns Anthropic's Message Batches API, served on the jobs
+// service: each request of a batch runs as a /v1/messages job on the
+// lanes, whatever the route's provider (the router translates), and its
+// result is also published on NATS like any job's, with batch_id and
+// custom_id set.
 
 // BatchService stores and runs message batches. *jobs.Service implements
 // it. When Deps.Jobs also implements BatchService, the gateway serves
@@ -52,10 +53,6 @@ const MaxBatchBytes = 256 << 20
 
 // resultsFlushLines is how many result lines go out between flushes.
 const resultsFlushLines = 64
-
-// written is the value a batch handler returns after writing the answer
-// itself.
-type written struct{}
 
 // registerBatches adds the Message Batches routes when the job service
 // serves batches.
@@ -120,12 +117,8 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 			return 0, nil, within(itemParams(i)+".model", aerr)
 		}
 	}
-	if callbackURL != "" {
-		if err := s.jobs.CheckCallbackURL(r.Context(), callbackURL); err != nil {
-			e := errBadRequest("callback_url: " + err.Error())
-			e.cause = err
-			return 0, nil, e
-		}
+	if aerr := s.checkCallbackURL(r.Context(), callbackURL); aerr != nil {
+		return 0, nil, aerr
 	}
 	b, err := bs.SubmitBatch(r.Context(), k.Name, items, lane.Name, callbackURL)
 	if err != nil {

@@ -1,5 +1,9 @@
 package gateway
 
+// This file owns the relay's own APIs' frame (ownHandler: authentication,
+// JSON answers, errors in Anthropic's format, the log line) and the
+// /v1/jobs endpoints.
+
 import (
 	"bytes"
 	"context"
@@ -41,6 +45,10 @@ type jobRequest struct {
 	CallbackURL string          `json:"callback_url"`
 	Metadata    json.RawMessage `json:"metadata"`
 }
+
+// written is the value an own API's handler returns after writing the
+// answer itself.
+type written struct{}
 
 // ownHandler wraps a handler of the relay's own APIs (/v1/jobs and the
 // Message Batches API, api names which in the log): it authenticates,
@@ -106,24 +114,9 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if aerr != nil {
 		return 0, nil, aerr
 	}
-	// The job's own body sits one level down in the envelope.
-	if wire.CheckDepth(raw, st.maxJSONDepth+1) != nil {
-		return 0, nil, errTooDeep("", st.maxJSONDepth)
-	}
-	var req jobRequest
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return 0, nil, errBadRequest("malformed job: " + err.Error())
-	}
-	if dec.More() {
-		return 0, nil, errBadRequest("malformed job: trailing data after the JSON object")
-	}
-	if req.Endpoint != jobs.EndpointMessages && req.Endpoint != jobs.EndpointChatCompletions {
-		return 0, nil, errBadRequest("endpoint must be " + jobs.EndpointMessages + " or " + jobs.EndpointChatCompletions)
-	}
-	if len(req.Body) == 0 || string(req.Body) == "null" {
-		return 0, nil, errBadRequest("body: the request to run is required")
+	req, aerr := decodeJob(raw, st.maxJSONDepth)
+	if aerr != nil {
+		return 0, nil, aerr
 	}
 	d, aerr := st.admit(&jobPolicy, k, req.Body, req.Lane, "")
 	if aerr != nil {
@@ -135,12 +128,8 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if string(req.Metadata) == "null" {
 		req.Metadata = nil
 	}
-	if req.CallbackURL != "" {
-		if err := s.jobs.CheckCallbackURL(c.Request().Context(), req.CallbackURL); err != nil {
-			e := errBadRequest("callback_url: " + err.Error())
-			e.cause = err
-			return 0, nil, e
-		}
+	if aerr := s.checkCallbackURL(c.Request().Context(), req.CallbackURL); aerr != nil {
+		return 0, nil, aerr
 	}
 	idem := c.Request().Header.Get("Idempotency-Key")
 	if len(idem) > 255 {
@@ -158,6 +147,45 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 		return http.StatusOK, j, nil
 	}
 	return http.StatusAccepted, j, nil
+}
+
+// decodeJob reads the envelope of a job: within maxDepth for the job's
+// own body, with no unknown fields, a known endpoint and a body.
+func decodeJob(raw []byte, maxDepth int) (jobRequest, *apiError) {
+	var req jobRequest
+	// The job's own body sits one level down in the envelope.
+	if wire.CheckDepth(raw, maxDepth+1) != nil {
+		return req, errTooDeep("", maxDepth)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, errBadRequest("malformed job: " + err.Error())
+	}
+	if dec.More() {
+		return req, errBadRequest("malformed job: trailing data after the JSON object")
+	}
+	if req.Endpoint != jobs.EndpointMessages && req.Endpoint != jobs.EndpointChatCompletions {
+		return req, errBadRequest("endpoint must be " + jobs.EndpointMessages + " or " + jobs.EndpointChatCompletions)
+	}
+	if len(req.Body) == 0 || string(req.Body) == "null" {
+		return req, errBadRequest("body: the request to run is required")
+	}
+	return req, nil
+}
+
+// checkCallbackURL answers 400 for a callback URL the relay may not call
+// ("" is none, and fine).
+func (s *Server) checkCallbackURL(ctx context.Context, raw string) *apiError {
+	if raw == "" {
+		return nil
+	}
+	if err := s.jobs.CheckCallbackURL(ctx, raw); err != nil {
+		e := errBadRequest("callback_url: " + err.Error())
+		e.cause = err
+		return e
+	}
+	return nil
 }
 
 // handleJobGet serves GET /v1/jobs/{id}.

@@ -1,5 +1,8 @@
 package gateway
 
+// This file owns the endpoints that answer without an upstream call:
+// /v1/models and /v1/messages/count_tokens.
+
 import (
 	"net/http"
 	"strconv"

@@ -1,5 +1,10 @@
 package gateway
 
+// This file owns the proxied request's path: POST /v1/messages and
+// /v1/chat/completions from arrival, through admission or parking on a
+// lane and the upstream call, to the answer (streams event by event), its
+// log line and metrics.
+
 import (
 	"bytes"
 	"context"
@@ -23,7 +28,6 @@ import (
 type exchange struct {
 	c      echo.Context
 	d      Dispatcher
-	k      *key
 	lane   Lane // lane.MaxWait is what is left of the wait
 	req    workers.Request
 	answer *apiError // the error to answer with, set by a step
@@ -32,7 +36,7 @@ type exchange struct {
 	deadline  time.Time // the end of the lane's wait
 	requestID string
 	format    workers.Format
-	key       string
+	keyName   string
 	route     string
 	queued    time.Duration
 	reparks   int
@@ -112,8 +116,8 @@ func (s *Server) proxy(x *exchange) *lanes.Ticket {
 	return s.acquire(x)
 }
 
-// prepare authenticates and reads the request and chooses its route and
-// lane.
+// prepare authenticates and reads the request, and admits it per the
+// request policy (policy.go): its route, lane and wait.
 func (s *Server) prepare(x *exchange) *apiError {
 	st := s.state.Load()
 	c := x.c
@@ -122,7 +126,7 @@ func (s *Server) prepare(x *exchange) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	x.key, x.k = k.Name, k
+	x.keyName = k.Name
 	body, aerr := s.readBody(c, st.maxBodyBytes, x.bodyBuf)
 	if aerr != nil {
 		return aerr
@@ -175,7 +179,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 	}
 	t, err := s.lanes.Park(x.c.Request().Context(), lanes.Waiter{
 		Lane:    x.lane.Name,
-		Key:     x.key,
+		Key:     x.keyName,
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
 		Admit:   workers.AdmitFunc(x.d, &x.req),
@@ -370,7 +374,7 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
 	s.metrics.observe(x.route, x.provider, x.lane.Name, x.mode, strconv.Itoa(x.status), d)
 	s.logRequest(ctx, &requestLine{
-		requestID: x.requestID, api: x.format.String(), key: x.key,
+		requestID: x.requestID, api: x.format.String(), key: x.keyName,
 		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,
 		attempts: x.attempts, mode: x.mode, queued: x.queued,
 		status: x.status, duration: d, reparks: x.reparks, usage: x.usage, err: x.err,

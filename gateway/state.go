@@ -1,5 +1,9 @@
 package gateway
 
+// This file owns what the gateway serves (Config, swapped in whole on
+// reload), its prepared form (state), authentication, and the
+// interfaces of its collaborators (Dispatcher, Parker).
+
 import (
 	"context"
 	"crypto/sha256"
@@ -143,7 +147,7 @@ func newState(c Config) *state {
 }
 
 // positiveOr returns v, or def when v is not positive (unset).
-func positiveOr[T int | int64](v, def T) T {
+func positiveOr[T int | int64 | time.Duration](v, def T) T {
 	if v <= 0 {
 		return def
 	}
