@@ -254,7 +254,7 @@ var errorRules = []errorRule{
 		msg: func(_ error, a *about) string {
 			return "no upstream capacity for this model within " + a.lane.MaxWait.String() + "; retry after the time given"
 		}},
-	{name: "lanes.ErrClosed", from: fromLane, kind: kindOverloaded, msg: fixed("the relay is shutting down"),
+	{name: "lanes: closed, or other", from: fromLane, kind: kindOverloaded, msg: fixed("the relay is shutting down"),
 		tune: func(e *apiError, _ error, _ *about) { e.retryAfter = time.Second }},
 
 	{name: "workers.Error: no capacity", from: fromDispatcher, match: workersError((*workers.Error).NoCapacity),
