@@ -126,6 +126,7 @@ func errModelNotFound(model string) *apiError {
 	return newError(kindModelNotFound, "model "+strconv.Quote(model)+" is not served by this relay")
 }
 
+// errTooLarge answers a body larger than limit bytes.
 func errTooLarge(limit int64) *apiError {
 	return newError(kindTooLarge, "request body is larger than "+strconv.FormatInt(limit, 10)+" bytes")
 }
