@@ -110,11 +110,9 @@ func DefaultBreaker() Breaker {
 func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
 	type laneYAML Lane
 	p := laneYAML{MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(defaultLaneMaxWait)}
-	if err := n.Decode(&p); err != nil {
-		return err
-	}
+	err := n.Decode(&p) // a type error still decodes the other fields
 	*l = Lane(p)
-	return nil
+	return err
 }
 
 // UnmarshalYAML decodes a provider, defaulting timeout to 10m,
@@ -127,9 +125,7 @@ func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 		MaxIdleConns: defaultMaxIdleConns,
 		Breaker:      DefaultBreaker(),
 	}
-	if err := n.Decode(&v); err != nil {
-		return err
-	}
+	err := n.Decode(&v) // a type error still decodes the other fields
 	if !hasKey(n, "first_byte_timeout") {
 		v.FirstByteTimeout = Duration(defaultFirstByteTime)
 		if v.Timeout > 0 && v.Timeout < v.FirstByteTimeout {
@@ -137,7 +133,7 @@ func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	*p = Provider(v)
-	return nil
+	return err
 }
 
 // hasKey reports whether the mapping node n holds key, directly or through
@@ -172,11 +168,9 @@ func hasKey(n *yaml.Node, key string) bool {
 func (s *Simulator) UnmarshalYAML(n *yaml.Node) error {
 	type simulatorYAML Simulator
 	v := simulatorYAML{Latency: Duration(defaultSimLatency), TokenInterval: Duration(defaultSimTokenGap)}
-	if err := n.Decode(&v); err != nil {
-		return err
-	}
+	err := n.Decode(&v) // a type error still decodes the other fields
 	*s = Simulator(v)
-	return nil
+	return err
 }
 
 // applyDerived fills the defaults that depend on other parts of the file:

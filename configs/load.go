@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -54,8 +55,14 @@ func Parse(data []byte) (*Config, error) {
 //     their defaults, and derived defaults are filled in (see Default);
 //   - Validate runs.
 //
-// Problems found by one step are all reported together, as Problem values
-// joined with errors.Join (see Problems); later steps do not run.
+// Every step runs, however many problems the earlier ones found, so one
+// pass reports every problem of the file: the decoder is lenient (a value
+// of the wrong type is a problem, and the rest is still decoded), and
+// Validate's problems about a path that an earlier step already reported
+// (or about one of its parents or children) are left out, as they would
+// only repeat it. Each problem names its YAML path and line, type and
+// duration errors included (their path is found from their line). They are
+// joined with errors.Join (see Problems), in file order.
 func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	root, err := decodeDocument(data)
 	if err != nil {
@@ -64,21 +71,99 @@ func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, err
 	var probs []Problem
 	substituted := make(map[int]bool)
 	expandEnv(root, "", lookup, &probs, substituted)
-	lines := make(map[string]int)
-	checkFields(root, reflect.TypeFor[Config](), "", &probs, lines, make(map[fieldVisit]bool))
-	if len(probs) > 0 {
-		return nil, joinProblems(probs)
-	}
+	fc := &fieldChecker{lines: make(map[string]int), seen: make(map[fieldVisit]bool), substituted: substituted}
+	fc.check(root, reflect.TypeFor[Config](), "")
+	probs = append(probs, fc.probs...)
+	lines := fc.lines
 
 	c := Default()
 	if err := root.Decode(c); err != nil {
-		return nil, decodeError(err, substituted)
+		typeProbs, fatal := decodeProblems(err, substituted)
+		if fatal != nil {
+			return nil, fatal
+		}
+		probs = append(probs, withPaths(typeProbs, lines)...)
+		if skippedMapping(typeProbs) {
+			// The decoder left a whole mapping out: Validate would
+			// report its fields as missing.
+			sortProblems(probs)
+			return nil, joinProblems(probs)
+		}
 	}
 	c.applyDerived()
 	if err := c.Validate(); err != nil {
-		return nil, withLines(err, lines)
+		probs = append(probs, unreported(Problems(withLines(err, lines)), probs)...)
+	}
+	if len(probs) > 0 {
+		sortProblems(probs)
+		return nil, joinProblems(probs)
 	}
 	return c, nil
+}
+
+// unreported returns the problems of later whose path is not already
+// named, nor a parent or child of one named, by a problem in earlier: a
+// value that did not decode or came from a missing variable is then also
+// invalid, and saying so twice helps nobody.
+func unreported(later, earlier []Problem) []Problem {
+	var out []Problem
+	for _, p := range later {
+		dup := false
+		for _, e := range earlier {
+			if e.Path != "" && p.Path != "" && (within(p.Path, e.Path) || within(e.Path, p.Path)) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// skippedMapping reports whether a decode problem made yaml.v3 skip a
+// whole mapping (a key defined twice).
+func skippedMapping(probs []Problem) bool {
+	return slices.ContainsFunc(probs, func(p Problem) bool { return strings.Contains(p.Msg, "already defined at line") })
+}
+
+// within reports whether path is p itself or lies below it.
+func within(path, p string) bool {
+	return path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(path, p+"[")
+}
+
+// withPaths gives each problem that has a line but no path the deepest
+// YAML path recorded on that line.
+func withPaths(probs []Problem, lines map[string]int) []Problem {
+	byLine := make(map[int]string, len(lines))
+	for p, l := range lines {
+		if q, ok := byLine[l]; !ok || len(p) > len(q) || (len(p) == len(q) && p < q) {
+			byLine[l] = p
+		}
+	}
+	for i := range probs {
+		if probs[i].Path == "" && probs[i].Line > 0 {
+			probs[i].Path = byLine[probs[i].Line]
+		}
+	}
+	return probs
+}
+
+// sortProblems orders problems by line, keeping the order of those on the
+// same line (or without one, which go last).
+func sortProblems(probs []Problem) {
+	slices.SortStableFunc(probs, func(a, b Problem) int {
+		switch {
+		case a.Line == b.Line:
+			return 0
+		case a.Line == 0:
+			return 1
+		case b.Line == 0:
+			return -1
+		}
+		return a.Line - b.Line
+	})
 }
 
 // decodeDocument parses data into the root mapping node of its only document.
@@ -119,10 +204,21 @@ type fieldVisit struct {
 	t reflect.Type
 }
 
-// checkFields reports every mapping key that is not a field of the struct
-// type it is decoded into, and records the line of every path it sees.
-// Type mismatches are left to the decoder.
-func checkFields(n *yaml.Node, t reflect.Type, path string, probs *[]Problem, lines map[string]int, seen map[fieldVisit]bool) {
+// fieldChecker walks the node tree against the schema before decoding:
+// it reports every mapping key that is not a field of its struct type and
+// every value that does not fit its field's type, and records the line of
+// every path it sees. A value that does not fit is replaced by null, so
+// that decoding, which then cannot fail on it, goes on with the rest of
+// the file and every problem is reported in one pass.
+type fieldChecker struct {
+	probs       []Problem
+	lines       map[string]int
+	seen        map[fieldVisit]bool
+	substituted map[int]bool // lines whose values came from the environment
+}
+
+// check checks n against type t at path.
+func (fc *fieldChecker) check(n *yaml.Node, t reflect.Type, path string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -130,39 +226,77 @@ func checkFields(n *yaml.Node, t reflect.Type, path string, probs *[]Problem, li
 		t = t.Elem()
 	}
 	v := fieldVisit{n, t}
-	if seen[v] {
+	if fc.seen[v] {
 		return
 	}
-	seen[v] = true
+	fc.seen[v] = true
+	if !fc.fits(n, t, path) {
+		return
+	}
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			if isMerge(k) {
-				checkMerge(val, t, path, probs, lines, seen)
+				fc.checkMerge(val, t, path)
 				continue
 			}
 			p := joinPath(path, k.Value)
 			ft, ok := fields[k.Value]
 			if !ok || k.Kind != yaml.ScalarNode {
-				*probs = append(*probs, Problem{Path: p, Msg: "unknown field", Line: k.Line})
+				fc.probs = append(fc.probs, Problem{Path: p, Msg: "unknown field", Line: k.Line})
 				continue
 			}
-			if _, dup := lines[p]; !dup {
-				lines[p] = k.Line
+			if _, dup := fc.lines[p]; !dup {
+				fc.lines[p] = k.Line
 			}
-			checkFields(val, ft, p, probs, lines, seen)
+			fc.check(val, ft, p)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			if _, dup := lines[p]; !dup {
-				lines[p] = item.Line
+			if _, dup := fc.lines[p]; !dup {
+				fc.lines[p] = item.Line
 			}
-			checkFields(item, t.Elem(), p, probs, lines, seen)
+			fc.check(item, t.Elem(), p)
 		}
 	}
+}
+
+// fits reports whether n can be decoded into t. A struct or map needs a
+// mapping and a slice a sequence (null fits all three); any other type is
+// tried by decoding n alone. When n does not fit, the problem is recorded
+// and n becomes null.
+func (fc *fieldChecker) fits(n *yaml.Node, t reflect.Type, path string) bool {
+	var probs []Problem
+	null := n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		if n.Kind != yaml.MappingNode && !null {
+			probs = []Problem{{Msg: fmt.Sprintf("cannot unmarshal %s into %s", n.ShortTag(), t), Line: n.Line}}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode && !null {
+			probs = []Problem{{Msg: fmt.Sprintf("cannot unmarshal %s into %s", n.ShortTag(), t), Line: n.Line}}
+		}
+	default:
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			var fatal error
+			if probs, fatal = decodeProblems(err, fc.substituted); fatal != nil {
+				probs = []Problem{{Msg: fatal.Error(), Line: n.Line}}
+			}
+		}
+	}
+	if len(probs) == 0 {
+		return true
+	}
+	for _, p := range probs {
+		p.Path = path
+		fc.probs = append(fc.probs, p)
+	}
+	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
+	return false
 }
 
 // isMerge reports whether k is a "<<" merge key, as yaml.v3 decides it.
@@ -173,16 +307,16 @@ func isMerge(k *yaml.Node) bool {
 
 // checkMerge checks the value of a "<<" merge key: a mapping, an alias of
 // one, or a sequence of those.
-func checkMerge(n *yaml.Node, t reflect.Type, path string, probs *[]Problem, lines map[string]int, seen map[fieldVisit]bool) {
+func (fc *fieldChecker) checkMerge(n *yaml.Node, t reflect.Type, path string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
 	if n.Kind != yaml.SequenceNode {
-		checkFields(n, t, path, probs, lines, seen)
+		fc.check(n, t, path)
 		return
 	}
 	for _, item := range n.Content {
-		checkFields(item, t, path, probs, lines, seen)
+		fc.check(item, t, path)
 	}
 }
 
@@ -211,13 +345,14 @@ var typeErrLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 // quoted matches a value that yaml.v3 quotes in an error message.
 var quoted = regexp.MustCompile("`[^`]*`")
 
-// decodeError turns a yaml.v3 decoding error into problems, one per type
-// error. Values on lines that came from the environment are redacted, as
-// they may be secrets.
-func decodeError(err error, substituted map[int]bool) error {
+// decodeProblems turns a yaml.v3 decoding error into problems, one per
+// type error; an error that is not a type error is returned as fatal.
+// Values on lines that came from the environment are redacted, as they
+// may be secrets.
+func decodeProblems(err error, substituted map[int]bool) ([]Problem, error) {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return fmt.Errorf("decode config: %w", err)
+		return nil, fmt.Errorf("decode config: %w", err)
 	}
 	// The local types of the UnmarshalYAML methods read as the schema's.
 	names := strings.NewReplacer("configs.laneYAML", "configs.Lane",
@@ -235,7 +370,7 @@ func decodeError(err error, substituted map[int]bool) error {
 		}
 		probs = append(probs, p)
 	}
-	return joinProblems(probs)
+	return probs, nil
 }
 
 // withLines adds the line of each problem's path (or of its nearest

@@ -96,7 +96,7 @@ func TestEnvSubstitution(t *testing.T) {
 		{
 			name:    "quoted scalar stays a string",
 			yaml:    "max_body_bytes: \"${N}\"\n",
-			wantErr: []string{"line 13: cannot unmarshal !!str `[redacted]` into int64"},
+			wantErr: []string{"max_body_bytes: cannot unmarshal !!str `[redacted]` into int64 (line 13)"},
 		},
 		{
 			name:  "comments are not expanded",
@@ -692,7 +692,7 @@ func FuzzParse(f *testing.F) {
 
 func TestTypeErrorNamesSchemaType(t *testing.T) {
 	_, err := ParseWithEnv([]byte(minimalYAML+"lanes: [[x]]\n"), nil)
-	if err == nil || !strings.Contains(err.Error(), "line 13: cannot unmarshal !!seq into configs.Lane") {
+	if err == nil || !strings.Contains(err.Error(), "lanes[0]: cannot unmarshal !!seq into configs.Lane (line 13)") {
 		t.Errorf("ParseWithEnv(lanes: [[x]]) error = %v; want it to name configs.Lane", err)
 	}
 }

@@ -66,10 +66,24 @@ func TestParseBadFiles(t *testing.T) {
 		"body-memory.yaml": {want: []string{
 			"body_memory_bytes: must be more than max_body_bytes (1048576) (line 2)",
 		}},
+		// One pass reports the problems of every step: variables, unknown
+		// fields, types, durations and validation, each with path and line.
+		"all-stages.yaml": {want: []string{
+			`listen: must be host:port, such as 127.0.0.1:8080, not "localhost" (line 1)`,
+			"shutdown_grace: duration `30` has no unit; write it like \"30s\", \"10m\" or \"24h\" (line 2)",
+			"max_body_bytes: cannot unmarshal !!str `lots` into int64 (line 3)",
+			"nats.store_dri: unknown field (line 5)",
+			`providers[0].type: must be anthropic or openai, not "gemini" (line 8)`,
+			"providers[0].api_key: environment variable RELAY_TEST_UNSET is not set (line 10)",
+			"providers[0].rpm: must be >= 0 (line 11)",
+			"providers[0].timeout: invalid duration `ten minutes`; write it like \"30s\", \"10m\" or \"24h\" (line 12)",
+			`routes[0].targets[0].provider: unknown provider "nope" (line 15)`,
+			"keys[0].colour: unknown field (line 19)",
+		}},
 		"bare-duration.yaml": {want: []string{
-			"line 1: duration `30` has no unit",
-			"line 3: invalid duration `ten hours`",
-			"line 9: want a duration",
+			"shutdown_grace: duration `30` has no unit; write it like \"30s\", \"10m\" or \"24h\" (line 1)",
+			"jobs.result_ttl: invalid duration `ten hours`; write it like \"30s\", \"10m\" or \"24h\" (line 3)",
+			"providers[0].timeout: want a duration such as \"30s\", got a sequence (line 9)",
 		}},
 		"duplicate-key.yaml": {want: []string{`line 2: mapping key "listen" already defined at line 1`}},
 		"empty.yaml":         {want: []string{"empty document"}},
@@ -166,9 +180,9 @@ func TestParseBadFiles(t *testing.T) {
 		"syntax.yaml":          {want: []string{"parse config: yaml: line 1"}},
 		"type-error.yaml": {
 			want: []string{
-				"line 1: cannot unmarshal !!str `lots` into int64",
-				"line 7: cannot unmarshal !!str `[redacted]` into int",
-				"line 8: cannot unmarshal !!map into []configs.Route",
+				"max_body_bytes: cannot unmarshal !!str `lots` into int64 (line 1)",
+				"providers[0].rpm: cannot unmarshal !!str `[redacted]` into int (line 7)",
+				"routes: cannot unmarshal !!map into []configs.Route (line 8)",
 			},
 			notWant: []string{"topsecr"},
 		},
@@ -303,5 +317,24 @@ func TestRelayConfigNeedsEnv(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "load relay.yaml: ") {
 		t.Errorf("LoadWithEnv error = %q; want it to start with the file name", err)
+	}
+}
+
+// TestProblemsInFileOrder: one pass reports the problems of every step
+// sorted by line, so they read like the file.
+func TestProblemsInFileOrder(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "bad", "all-stages.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ParseWithEnv(data, testLookup())
+	probs := Problems(err)
+	if len(probs) != 10 {
+		t.Fatalf("ParseWithEnv(all-stages.yaml) = %d problems; want 10:\n%v", len(probs), err)
+	}
+	for i := 1; i < len(probs); i++ {
+		if probs[i].Line < probs[i-1].Line {
+			t.Errorf("problem %d (line %d) comes after line %d:\n%v", i, probs[i].Line, probs[i-1].Line, err)
+		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"iter"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,10 +17,11 @@ import (
 	"github.com/relaygw/relay/workers/wire"
 )
 
-// Anthropic's Message Batches API, served on the jobs service: each
-// request of a batch runs as a /v1/messages job on the lanes, whatever
-// the route's provider (the router translates), and its result is also
-// published on NATS like any job's, with batch_id and custom_id set.
+// This file owns Anthropic's Message Batches API, served on the jobs
+// service: each request of a batch runs as a /v1/messages job on the
+// lanes, whatever the route's provider (the router translates), and its
+// result is also published on NATS like any job's, with batch_id and
+// custom_id set.
 
 // BatchService stores and runs message batches. *jobs.Service implements
 // it. When Deps.Jobs also implements BatchService, the gateway serves
@@ -47,15 +47,12 @@ type BatchService interface {
 
 var _ BatchService = (*jobs.Service)(nil)
 
-// MaxBatchBytes bounds a batch creation body, as Anthropic's 256 MB.
+// MaxBatchBytes is the default bound of a batch creation body
+// (Config.MaxBatchBytes), as Anthropic's 256 MB.
 const MaxBatchBytes = 256 << 20
 
 // resultsFlushLines is how many result lines go out between flushes.
 const resultsFlushLines = 64
-
-// written is the value a batch handler returns after writing the answer
-// itself.
-type written struct{}
 
 // registerBatches adds the Message Batches routes when the job service
 // serves batches.
@@ -94,62 +91,40 @@ type batchItemJSON struct {
 // default. 200 with the batch, as Anthropic answers.
 func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k *key) (int, any, *apiError) {
 	r := c.Request()
-	if r.ContentLength > MaxBatchBytes {
-		return 0, nil, errTooLarge(MaxBatchBytes)
+	if r.ContentLength > st.maxBatchBytes {
+		return 0, nil, errTooLarge(st.maxBatchBytes)
 	}
-	lane := r.Header.Get("X-Relay-Lane")
-	if lane == "" {
-		lane = k.DefaultLane
-		if _, ok := st.lanes[defaultJobLane]; ok && k.lanes[defaultJobLane] {
-			lane = defaultJobLane
-		}
-	}
-	if _, ok := st.lanes[lane]; !ok {
-		return 0, nil, errBadRequest("x-relay-lane: unknown lane " + strconv.Quote(lane))
-	}
-	if !k.lanes[lane] {
-		return 0, nil, errPermission("this key may not use lane " + strconv.Quote(lane))
+	lane, aerr := st.chooseLane(&batchPolicy, k, r.Header.Get("X-Relay-Lane"), "")
+	if aerr != nil {
+		return 0, nil, aerr
 	}
 
 	// The bytes read stay charged to the body memory budget until the
 	// batch is stored: its items hold about as much.
-	br := s.newBodyReader(c, MaxBatchBytes)
+	br := s.newBodyReader(c, st.maxBatchBytes)
 	defer br.done()
 	// Each item's params sit three levels down: {"requests":[{"params":
 	deep := &depthReader{r: &br, s: wire.DepthScanner{Max: st.maxJSONDepth + 3}}
-	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(deep, 64<<10), st.maxJSONDepth)
+	items, callbackURL, aerr := decodeBatch(bufio.NewReaderSize(deep, 64<<10), st)
 	if aerr != nil {
 		return 0, nil, aerr
-	}
-	if len(items) > jobs.DefaultMaxBatchRequests {
-		return 0, nil, errBadRequest("requests: at most " + strconv.Itoa(jobs.DefaultMaxBatchRequests) + " requests are allowed in a message batch")
 	}
 	if err := bs.ValidateBatch(items); err != nil {
 		return 0, nil, batchError(err, "")
 	}
 	for i := range items {
-		model := items[i].Model
-		if st.dispatcher == nil || !st.dispatcher.Has(model) {
-			return 0, nil, errNotFound("requests."+strconv.Itoa(i)+".params.model: model "+strconv.Quote(model)+
-				" is not served by this relay", "model")
-		}
-		if !k.mayUseRoute(model) {
-			return 0, nil, errPermission("requests." + strconv.Itoa(i) + ".params.model: this key may not use model " +
-				strconv.Quote(model))
+		if _, aerr := st.route(k, items[i].Model); aerr != nil {
+			return 0, nil, within(itemParams(i)+".model", aerr)
 		}
 	}
-	if callbackURL != "" {
-		if err := s.jobs.CheckCallbackURL(r.Context(), callbackURL); err != nil {
-			e := errBadRequest("callback_url: " + err.Error())
-			e.cause = err
-			return 0, nil, e
-		}
+	if aerr := s.checkCallbackURL(r.Context(), callbackURL); aerr != nil {
+		return 0, nil, aerr
 	}
-	b, err := bs.SubmitBatch(r.Context(), k.Name, items, lane, callbackURL)
+	b, err := bs.SubmitBatch(r.Context(), k.Name, items, lane.Name, callbackURL)
 	if err != nil {
 		return 0, nil, batchError(err, "")
 	}
-	c.Response().Header()["X-Relay-Lane"] = []string{lane}
+	c.Response().Header()["X-Relay-Lane"] = []string{lane.Name}
 	return http.StatusOK, withResultsURL(r, b), nil
 }
 
@@ -169,30 +144,13 @@ func (d *depthReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// decodeBatch reads a batch creation body item by item; maxDepth bounds
-// each item's params (r must bound the whole body's nesting). Unknown
-// top-level fields are ignored, as new SDK fields should not break
-// creation.
-func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError) {
+// decodeBatch reads a batch creation body item by item, within st's
+// limits (r must bound the whole body's nesting). Each item's params are
+// peeked once, here. Unknown top-level fields are ignored, as new SDK
+// fields should not break creation.
+func decodeBatch(r io.Reader, st *state) ([]jobs.BatchItem, string, *apiError) {
 	dec := json.NewDecoder(r)
-	bad := func(err error) *apiError {
-		var mbe *http.MaxBytesError
-		var ae *apiError
-		switch {
-		case errors.As(err, &ae):
-			return ae // the body memory budget refused
-		case errors.As(err, &mbe):
-			return errTooLarge(MaxBatchBytes)
-		}
-		if errors.Is(err, wire.ErrTooDeep) {
-			e := errTooDeep("message batch", maxDepth)
-			e.cause = err
-			return e
-		}
-		e := errBadRequest("malformed message batch: " + err.Error())
-		e.cause = err
-		return e
-	}
+	bad := func(err error) *apiError { return malformedBatch(err, st) }
 	if t, err := dec.Token(); err != nil {
 		return nil, "", bad(err)
 	} else if d, ok := t.(json.Delim); !ok || d != '{' {
@@ -206,35 +164,11 @@ func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError
 		if err != nil {
 			return nil, "", bad(err)
 		}
+		var aerr *apiError
 		switch t {
 		case "requests":
 			sawRequests = true
-			if t, err := dec.Token(); err != nil {
-				return nil, "", bad(err)
-			} else if d, ok := t.(json.Delim); !ok || d != '[' {
-				return nil, "", errBadRequest("requests: must be an array")
-			}
-			for dec.More() {
-				if len(items) >= jobs.DefaultMaxBatchRequests {
-					return nil, "", errBadRequest("requests: at most " + strconv.Itoa(jobs.DefaultMaxBatchRequests) +
-						" requests are allowed in a message batch")
-				}
-				var it batchItemJSON
-				if err := dec.Decode(&it); err != nil {
-					return nil, "", bad(err)
-				}
-				if len(it.Params) == 0 || string(it.Params) == "null" {
-					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: Field required")
-				}
-				f, err := wire.Peek(it.Params, maxDepth)
-				if err != nil {
-					return nil, "", errBadRequest("requests." + strconv.Itoa(len(items)) + ".params: " + err.Error())
-				}
-				items = append(items, jobs.BatchItem{CustomID: it.CustomID, Model: f.Model, Stream: f.Stream, Params: it.Params})
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, "", bad(err)
-			}
+			items, aerr = decodeBatchItems(dec, st, items)
 		case "callback_url":
 			var u *string
 			if err := dec.Decode(&u); err != nil {
@@ -246,8 +180,11 @@ func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError
 		default:
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
-				return nil, "", bad(err)
+				aerr = bad(err)
 			}
+		}
+		if aerr != nil {
+			return nil, "", aerr
 		}
 	}
 	if _, err := dec.Token(); err != nil {
@@ -263,6 +200,62 @@ func decodeBatch(r io.Reader, maxDepth int) ([]jobs.BatchItem, string, *apiError
 		return nil, "", errBadRequest("requests: Field required")
 	}
 	return items, callbackURL, nil
+}
+
+// decodeBatchItems reads the "requests" array onto items, up to
+// st.maxBatchRequests in all, peeking each one's params.
+func decodeBatchItems(dec *json.Decoder, st *state, items []jobs.BatchItem) ([]jobs.BatchItem, *apiError) {
+	if t, err := dec.Token(); err != nil {
+		return nil, malformedBatch(err, st)
+	} else if d, ok := t.(json.Delim); !ok || d != '[' {
+		return nil, errBadRequest("requests: must be an array")
+	}
+	for dec.More() {
+		if len(items) >= st.maxBatchRequests {
+			return nil, errBadRequest("requests: at most " + strconv.Itoa(st.maxBatchRequests) +
+				" requests are allowed in a message batch")
+		}
+		var it batchItemJSON
+		if err := dec.Decode(&it); err != nil {
+			return nil, malformedBatch(err, st)
+		}
+		if len(it.Params) == 0 || string(it.Params) == "null" {
+			return nil, within(itemParams(len(items)), errBadRequest("Field required"))
+		}
+		f, aerr := st.peek(it.Params)
+		if aerr != nil {
+			return nil, within(itemParams(len(items)), aerr)
+		}
+		items = append(items, jobs.BatchItem{CustomID: it.CustomID, Model: f.Model, Stream: f.Stream, Params: it.Params})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, malformedBatch(err, st)
+	}
+	return items, nil
+}
+
+// itemParams names the params of a batch's item i, in errors.
+func itemParams(i int) string { return "requests." + strconv.Itoa(i) + ".params" }
+
+// malformedBatch answers a batch body that could not be read: too large,
+// too deep, refused by the body memory budget, or not JSON.
+func malformedBatch(err error, st *state) *apiError {
+	var mbe *http.MaxBytesError
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae // the body memory budget refused
+	case errors.As(err, &mbe):
+		return errTooLarge(st.maxBatchBytes)
+	}
+	if errors.Is(err, wire.ErrTooDeep) {
+		e := errTooDeep("message batch", st.maxJSONDepth)
+		e.cause = err
+		return e
+	}
+	e := errBadRequest("malformed message batch: " + err.Error())
+	e.cause = err
+	return e
 }
 
 // handleBatchList serves GET /v1/messages/batches?limit=&before_id=&after_id=.
@@ -387,23 +380,8 @@ func withResultsURL(r *http.Request, b jobs.Batch) jobs.Batch {
 	return b
 }
 
-// batchError maps a BatchService error to the client's answer.
+// batchError maps a BatchService error about batch id to the client's
+// answer.
 func batchError(err error, id string) *apiError {
-	var e *apiError
-	switch {
-	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrExpired):
-		e = errNotFound("message batch "+strconv.Quote(id)+" not found", "")
-	case errors.Is(err, jobs.ErrBatchNotEnded):
-		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
-			openaiCode: "conflict", msg: "message batch " + strconv.Quote(id) + " is still processing: " + err.Error()}
-	case errors.Is(err, jobs.ErrInvalid):
-		e = errBadRequest(strings.TrimPrefix(err.Error(), jobs.ErrInvalid.Error()+": "))
-	case errors.Is(err, jobs.ErrBatchEnded):
-		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
-			openaiCode: "conflict", msg: "message batch " + strconv.Quote(id) + " cannot be canceled: " + err.Error()}
-	default:
-		e = jobError(err, id)
-	}
-	e.cause = err
-	return e
+	return answerFor(err, &about{from: fromBatches, id: id})
 }

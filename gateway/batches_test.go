@@ -2,8 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,18 +11,15 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/gateway"
-	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
@@ -36,172 +31,45 @@ import (
 // jobs service on embedded NATS, in front of simulated upstreams (one of
 // them OpenAI-compatible, one answering 400 to everything).
 
-// holdRunner wraps the real JobRunner; while held, each run waits for
-// release before going upstream.
-type holdRunner struct {
-	inner   jobs.Runner
-	held    atomic.Bool
-	started chan string
-	release chan struct{}
-	runs    atomic.Int32
+// batchJobs are the jobs.Options of the batch tests, with workers job
+// workers.
+func batchJobs(workers int) jobs.Options {
+	return jobs.Options{Workers: workers, CallbackWorkers: 2,
+		Lanes: map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}}
 }
 
-func (h *holdRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outcome {
-	h.runs.Add(1)
-	if h.held.Load() {
-		select {
-		case h.started <- j.ID:
-		default:
-		}
-		select {
-		case <-h.release:
-		case <-ctx.Done():
-			return jobs.Outcome{Err: ctx.Err(), Retryable: true}
-		}
-	}
-	return h.inner.Run(ctx, j, body)
-}
-
-type batchRelay struct {
-	URL    string
-	svc    *jobs.Service
-	js     jetstream.JetStream
-	runner *holdRunner
-	gw     *gateway.Server
-}
-
-type batchRelayOptions struct {
-	workers     int
-	held        bool
-	window      time.Duration
-	maxRequests int
-	// maxJSONDepth is the gateway's, router's, runner's and job service's
-	// max_json_depth (0: wire.FallbackMaxDepth).
-	maxJSONDepth int
-	bodyMemory   int64 // Config.BodyMemoryBytes (0: the default)
-}
-
-func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
+// batchSetup is the relay of the batch tests: lanes, a jobs service
+// opened with jo on the real job runner, providers of four concurrency
+// slots, a third route, claude-bad, whose upstream answers 400 to
+// everything, and the keys team-a and limited (interactive only). Later
+// options override it.
+func batchSetup(t *testing.T, jo jobs.Options, more ...relayOption) []relayOption {
 	t.Helper()
-	if o.workers == 0 {
-		o.workers = 4
-	}
-	ns := natstest.Start(t)
-	js := natstest.JetStream(t, ns)
-	reg := prometheus.NewRegistry()
-	set, err := lanes.Open(t.Context(), lanes.Options{JetStream: js, Registry: reg, Lanes: []lanes.Spec{
-		{Name: "interactive", MaxDepth: 100, MaxWait: 30 * time.Second},
-		{Name: "batch", MaxDepth: 1000, MaxWait: time.Hour, MinShare: 0.1},
-	}})
-	if err != nil {
-		t.Fatalf("lanes.Open: %v", err)
-	}
-	t.Cleanup(func() { _ = set.Close() })
-	simA := simupstream.New(simupstream.Options{})
-	simO := simupstream.New(simupstream.Options{})
-	simBad := simupstream.New(simupstream.Options{})
-	simBad.SetFault(simupstream.Fault400)
-	var ups []*httptest.Server
-	for _, s := range []*simupstream.Server{simA, simO, simBad} {
-		ups = append(ups, httptest.NewServer(s.Handler()))
-	}
-	t.Cleanup(func() {
-		for i, s := range []*simupstream.Server{simA, simO, simBad} {
-			_ = s.Close()
-			ups[i].Close()
-		}
-	})
-	provA := mustProvider(t, workers.ProviderOptions{Name: "anthropic-a", Format: workers.FormatAnthropic,
-		BaseURL: ups[0].URL, APIKey: providerKeyA, Timeout: 10 * time.Second})
-	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
-		BaseURL: ups[1].URL + "/v1", APIKey: providerKeyOA, Timeout: 10 * time.Second})
-	provBad := mustProvider(t, workers.ProviderOptions{Name: "anthropic-bad", Format: workers.FormatAnthropic,
-		BaseURL: ups[2].URL, APIKey: providerKeyA, Timeout: 10 * time.Second})
-	target := func(p *workers.HTTPProvider, name string, f workers.Format, model string) []workers.Target {
-		return []workers.Target{{Provider: p, ProviderName: name, Format: f, Model: model, Weight: 1, Timeout: 10 * time.Second,
-			Actor: actor.New(actor.Options{Name: name, MaxConcurrency: 4})}}
-	}
-	router, err := workers.NewRouter(workers.RouterOptions{
-		Routes: []workers.RouteSpec{
-			{Model: "claude-sonnet", Targets: target(provA, "anthropic-a", workers.FormatAnthropic, "claude-sonnet-4-5")},
-			{Model: "gpt-4o", Targets: target(provO, "openai-b", workers.FormatOpenAI, "gpt-4o-2024")},
-			{Model: "claude-bad", Targets: target(provBad, "anthropic-bad", workers.FormatAnthropic, "claude-bad-1")},
-		},
-		Metrics:      workers.NewMetrics(reg),
-		OnRelease:    set.Kick,
-		MaxJSONDepth: o.maxJSONDepth,
-	})
-	if err != nil {
-		t.Fatalf("NewRouter: %v", err)
-	}
-	hr := &holdRunner{inner: &gateway.JobRunner{Router: func() gateway.JobDispatcher { return router }, Lanes: set,
-		MaxJSONDepth: o.maxJSONDepth},
-		started: make(chan string, 16), release: make(chan struct{})}
-	hr.held.Store(o.held)
-	jo := jobsOptions(reg, testSigner(t), true)
-	jo.Workers, jo.CallbackWorkers, jo.BatchWindow, jo.MaxBatchRequests = o.workers, 2, o.window, o.maxRequests
-	jo.Lanes = map[string]time.Duration{"batch": time.Hour, "interactive": time.Minute}
-	svc, err := jobs.Open(t.Context(), js, hr, jo)
-	if err != nil {
-		t.Fatalf("jobs.Open: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := svc.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		hr.held.Store(false)
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("jobs Run did not return")
-		}
-	})
-	cfg := gateway.Config{
-		Dispatcher:      router,
-		MaxJSONDepth:    o.maxJSONDepth,
-		BodyMemoryBytes: o.bodyMemory,
-		Lanes:           []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
-		Keys: []gateway.Key{
-			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
-				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
-			{Name: "limited", SHA256: sha256.Sum256([]byte(limitedKey)), DefaultLane: "interactive",
-				Lanes: []string{"interactive"}, Routes: []string{"gpt-4o"}},
-		},
-	}
-	gw := gateway.New(cfg, gateway.Options{}, gateway.Deps{Registry: reg, Lanes: set, Jobs: svc})
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
-	return &batchRelay{URL: srv.URL, svc: svc, js: js, runner: hr, gw: gw}
+	bad := newUpstream(t, "anthropic-bad", simupstream.Options{})
+	bad.sim.SetFault(simupstream.Fault400)
+	badTarget := bad.target(actor.New(actor.Options{Name: "anthropic-bad", MaxConcurrency: 4}))
+	badTarget.Model = "claude-bad-1"
+	return append([]relayOption{
+		withLanes(100),
+		withJobs(jo),
+		withActors(map[string]actor.Options{"anthropic-a": {MaxConcurrency: 4}, "openai-b": {MaxConcurrency: 4}}),
+		withRoutes(workers.RouteSpec{Model: "claude-bad", Targets: []workers.Target{badTarget}}),
+		withKeys(teamA, limitedInteractive),
+	}, more...)
 }
 
-func (br *batchRelay) client(key string, opts ...aoption.RequestOption) anthropic.Client {
+// client is an Anthropic SDK client of the relay with key.
+func (r *relay) client(key string, opts ...aoption.RequestOption) anthropic.Client {
 	return anthropic.NewClient(append([]aoption.RequestOption{
-		aoption.WithBaseURL(br.URL), aoption.WithAPIKey(key), aoption.WithMaxRetries(0),
+		aoption.WithBaseURL(r.URL), aoption.WithAPIKey(key), aoption.WithMaxRetries(0),
 	}, opts...)...)
 }
 
-// do sends a raw request and returns status, headers and body.
-func (br *batchRelay) do(t *testing.T, method, path, key, body string) (int, http.Header, []byte) {
+// doKey sends a raw request with key, in Anthropic's format, and returns
+// status, headers and body.
+func (r *relay) doKey(t *testing.T, method, path, key, body string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, br.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("x-api-key", key)
-	req.Header.Set("anthropic-version", "2023-06-01")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, b
+	return r.do(t, method, path, map[string]string{"x-api-key": key, "anthropic-version": "2023-06-01"}, body)
 }
 
 func batchRequest(customID, model string) anthropic.MessageBatchNewParamsRequest {
@@ -214,20 +82,20 @@ func batchRequest(customID, model string) anthropic.MessageBatchNewParamsRequest
 // waitBatch polls until the batch reaches status.
 func waitBatch(t *testing.T, c anthropic.Client, id string, status anthropic.MessageBatchProcessingStatus) *anthropic.MessageBatch {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		b, err := c.Messages.Batches.Get(t.Context(), id, anthropic.MessageBatchGetParams{})
-		if err != nil {
+	var b *anthropic.MessageBatch
+	defer func() {
+		if t.Failed() && b != nil {
+			t.Logf("batch %s is %s %+v; want %s", id, b.ProcessingStatus, b.RequestCounts, status)
+		}
+	}()
+	natstest.Eventually(t, waitLimit, "batch "+id+" "+string(status), func() bool {
+		var err error
+		if b, err = c.Messages.Batches.Get(t.Context(), id, anthropic.MessageBatchGetParams{}); err != nil {
 			t.Fatalf("Batches.Get: %v", err)
 		}
-		if b.ProcessingStatus == status {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batch %s is %s %+v; want %s", id, b.ProcessingStatus, b.RequestCounts, status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return b.ProcessingStatus == status
+	})
+	return b
 }
 
 // results reads a batch's results through the SDK.
@@ -254,7 +122,7 @@ func apiStatus(err error) int {
 }
 
 func TestBatchSDKLifecycle(t *testing.T) {
-	br := newBatchRelay(t, batchRelayOptions{})
+	br := newRelay(t, batchSetup(t, batchJobs(4))...)
 	c := br.client(canaryKey)
 
 	// Per-item callbacks.
@@ -262,7 +130,9 @@ func TestBatchSDKLifecycle(t *testing.T) {
 	hooks := map[string]map[string]any{}
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&m)
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			t.Errorf("callback body: %v", err)
+		}
 		mu.Lock()
 		hooks[fmt.Sprint(m["custom_id"])] = m
 		mu.Unlock()
@@ -329,17 +199,17 @@ func TestBatchSDKLifecycle(t *testing.T) {
 	}
 
 	// Raw: JSONL content type, query strings ignored.
-	code, h, body := br.do(t, "GET", "/v1/messages/batches/"+b.ID+"/results?beta=true", canaryKey, "")
+	code, h, body := br.doKey(t, "GET", "/v1/messages/batches/"+b.ID+"/results?beta=true", canaryKey, "")
 	if code != 200 || h.Get("Content-Type") != "application/x-jsonl" || strings.Count(string(body), "\n") != 4 {
 		t.Errorf("GET results = %d %q %q", code, h.Get("Content-Type"), body)
 	}
-	if code, _, _ := br.do(t, "GET", "/v1/messages/batches/"+b.ID+"?beta=true", canaryKey, ""); code != 200 {
+	if code, _, _ := br.doKey(t, "GET", "/v1/messages/batches/"+b.ID+"?beta=true", canaryKey, ""); code != 200 {
 		t.Errorf("GET with ?beta=true = %d", code)
 	}
 
 	// Each item is also a job: published on NATS with batch_id and
 	// custom_id, and called back.
-	cons, err := br.js.OrderedConsumer(t.Context(), jobs.ResultsStream, jetstream.OrderedConsumerConfig{
+	cons, err := br.JS.OrderedConsumer(t.Context(), jobs.ResultsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{"relay.results.team-a.>"}})
 	if err != nil {
 		t.Fatal(err)
@@ -359,20 +229,11 @@ func TestBatchSDKLifecycle(t *testing.T) {
 	if seen["r3_bad"] != "failed" || seen["r1"] != "succeeded" || seen["r2-openai"] != "succeeded" {
 		t.Errorf("NATS results %v", seen)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	natstest.Eventually(t, 10*time.Second, "4 callbacks with batch_id", func() bool {
 		mu.Lock()
-		n := len(hooks)
-		okBatch := n == 4 && hooks["r4"]["batch_id"] == b.ID
-		mu.Unlock()
-		if okBatch {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d callbacks; want 4 with batch_id", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(hooks) == 4 && hooks["r4"]["batch_id"] == b.ID
+	})
 
 	// List: newest first, pagination both ways.
 	b2, err := c.Messages.Batches.New(t.Context(), anthropic.MessageBatchNewParams{Requests: []anthropic.MessageBatchNewParamsRequest{
@@ -427,7 +288,7 @@ func TestBatchSDKLifecycle(t *testing.T) {
 }
 
 func TestBatchCancel(t *testing.T) {
-	br := newBatchRelay(t, batchRelayOptions{workers: 1, held: true})
+	br := newRelay(t, batchSetup(t, batchJobs(1), withHeldJobs())...)
 	c := br.client(canaryKey)
 	b, err := c.Messages.Batches.New(t.Context(), anthropic.MessageBatchNewParams{Requests: []anthropic.MessageBatchNewParamsRequest{
 		batchRequest("a", "claude-sonnet"), batchRequest("b", "gpt-4o"), batchRequest("c", "claude-sonnet")}})
@@ -435,7 +296,7 @@ func TestBatchCancel(t *testing.T) {
 		t.Fatalf("Batches.New: %v", err)
 	}
 	select {
-	case <-br.runner.started:
+	case <-br.Runner.started:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no item started")
 	}
@@ -457,7 +318,7 @@ func TestBatchCancel(t *testing.T) {
 		cb.RequestCounts.Processing != 1 || cb.RequestCounts.Canceled != 2 {
 		t.Fatalf("after cancel: %s; want canceling, 1 processing, 2 canceled", cb.RawJSON())
 	}
-	close(br.runner.release)
+	close(br.Runner.release)
 	ended := waitBatch(t, c, b.ID, anthropic.MessageBatchProcessingStatusEnded)
 	if rc := ended.RequestCounts; rc.Succeeded != 1 || rc.Canceled != 2 || rc.Processing != 0 {
 		t.Errorf("ended counts %+v; want 1 succeeded, 2 canceled", rc)
@@ -472,15 +333,20 @@ func TestBatchCancel(t *testing.T) {
 	if _, err := c.Messages.Batches.Cancel(t.Context(), b.ID, anthropic.MessageBatchCancelParams{}); apiStatus(err) != 409 {
 		t.Errorf("Cancel of an ended batch: %v; want 409", err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := br.runner.runs.Load(); n != 1 {
+	// Every job message dismissed or done: no canceled item can run later.
+	natstest.Eventually(t, waitLimit, "no job left queued or running", func() bool {
+		return strings.Contains(metricsOf(t, br.Registry), "relay_jobs_queued{} 0\n")
+	})
+	if n := br.Runner.runs.Load(); n != 1 {
 		t.Errorf("%d items ran; want 1 (the others were canceled)", n)
 	}
 }
 
 func TestBatchExpiry(t *testing.T) {
 	const window = 1500 * time.Millisecond
-	br := newBatchRelay(t, batchRelayOptions{workers: 1, held: true, window: window})
+	jo := batchJobs(1)
+	jo.BatchWindow = window
+	br := newRelay(t, batchSetup(t, jo, withHeldJobs())...)
 	c := br.client(canaryKey)
 	b, err := c.Messages.Batches.New(t.Context(), anthropic.MessageBatchNewParams{Requests: []anthropic.MessageBatchNewParamsRequest{
 		batchRequest("x", "claude-sonnet"), batchRequest("y", "claude-sonnet"), batchRequest("z", "gpt-4o")}})
@@ -490,8 +356,7 @@ func TestBatchExpiry(t *testing.T) {
 	if d := b.ExpiresAt.Sub(b.CreatedAt); d != window {
 		t.Errorf("window %v; want %v", d, window)
 	}
-	<-br.runner.started
-	time.Sleep(time.Until(b.ExpiresAt) + 50*time.Millisecond)
+	<-br.Runner.started
 	ended := waitBatch(t, c, b.ID, anthropic.MessageBatchProcessingStatusEnded)
 	if rc := ended.RequestCounts; rc.Expired != 3 || rc.Processing != 0 {
 		t.Errorf("counts %+v; want 3 expired", rc)
@@ -501,8 +366,8 @@ func TestBatchExpiry(t *testing.T) {
 	}
 	// The running item finishes late: still expired. The queued ones end
 	// without running.
-	close(br.runner.release)
-	cons, err := br.js.OrderedConsumer(t.Context(), jobs.ResultsStream, jetstream.OrderedConsumerConfig{})
+	close(br.Runner.release)
+	cons, err := br.JS.OrderedConsumer(t.Context(), jobs.ResultsStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,13 +378,15 @@ func TestBatchExpiry(t *testing.T) {
 			t.Fatalf("NATS results: %v", err)
 		}
 		var j jobs.Job
-		_ = json.Unmarshal(msg.Data(), &j)
+		if err := json.Unmarshal(msg.Data(), &j); err != nil {
+			t.Fatalf("NATS result %s: %v", msg.Data(), err)
+		}
 		if j.Status == jobs.StatusCanceled && j.Error != nil && j.Error.Type == jobs.ErrorExpired {
 			expired++
 		}
 	}
-	if expired != 2 || br.runner.runs.Load() != 1 {
-		t.Errorf("%d items ended expired, %d ran; want 2 and 1", expired, br.runner.runs.Load())
+	if expired != 2 || br.Runner.runs.Load() != 1 {
+		t.Errorf("%d items ended expired, %d ran; want 2 and 1", expired, br.Runner.runs.Load())
 	}
 	for _, r := range results(t, c, b.ID) {
 		if r.Result.Type != "expired" {
@@ -533,7 +400,9 @@ func TestBatchExpiry(t *testing.T) {
 }
 
 func TestBatchValidation(t *testing.T) {
-	br := newBatchRelay(t, batchRelayOptions{maxRequests: 5})
+	jo := batchJobs(4)
+	jo.MaxBatchRequests = 5
+	br := newRelay(t, batchSetup(t, jo)...)
 	item := func(id, params string) string { return `{"custom_id":"` + id + `","params":` + params + `}` }
 	ok := `{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
 	reqs := func(items ...string) string { return `{"requests":[` + strings.Join(items, ",") + `]}` }
@@ -565,14 +434,16 @@ func TestBatchValidation(t *testing.T) {
 		{"bad callback scheme", canaryKey, `{"callback_url":"ftp://hooks.example.com/","requests":[` + item("a", ok) + `]}`, 400, "invalid_request_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, h, body := br.do(t, "POST", "/v1/messages/batches", tc.key, tc.body)
+			code, h, body := br.doKey(t, "POST", "/v1/messages/batches", tc.key, tc.body)
 			var e struct {
 				Type  string `json:"type"`
 				Error struct {
 					Type, Message string
 				} `json:"error"`
 			}
-			_ = json.Unmarshal(body, &e)
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("POST = %d %s: not JSON: %v", code, body, err)
+			}
 			if code != tc.code || e.Type != "error" || e.Error.Type != tc.errType || h.Get("Request-Id") == "" {
 				t.Fatalf("POST = %d %s; want %d %s", code, body, tc.code, tc.errType)
 			}
@@ -594,21 +465,17 @@ func TestBatchValidation(t *testing.T) {
 			t.Errorf("Get %s: %v; want 404", id, err)
 		}
 	}
-	if code, _, _ := br.do(t, "GET", "/v1/messages/batches?limit=0", canaryKey, ""); code != 400 {
+	if code, _, _ := br.doKey(t, "GET", "/v1/messages/batches?limit=0", canaryKey, ""); code != 400 {
 		t.Errorf("list limit=0 = %d; want 400", code)
 	}
 	// The lane: x-relay-lane is honoured and checked.
-	code, h, _ := br.do(t, "POST", "/v1/messages/batches", canaryKey, reqs(item("a", ok)))
+	code, h, _ := br.doKey(t, "POST", "/v1/messages/batches", canaryKey, reqs(item("a", ok)))
 	if code != 200 || h.Get("X-Relay-Lane") != "batch" {
 		t.Errorf("create = %d lane %q; want 200 on batch", code, h.Get("X-Relay-Lane"))
 	}
-	req, _ := http.NewRequest("POST", br.URL+"/v1/messages/batches", strings.NewReader(reqs(item("a", `{"model":"gpt-4o"}`))))
-	req.Header.Set("x-api-key", limitedKey)
-	req.Header.Set("x-relay-lane", "batch")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 403 {
-		t.Errorf("create on a lane the key may not use = %v %v; want 403", resp.StatusCode, err)
-	} else {
-		resp.Body.Close()
+	if code, _, _ := br.do(t, "POST", "/v1/messages/batches", map[string]string{"x-api-key": limitedKey, "x-relay-lane": "batch"},
+		reqs(item("a", `{"model":"gpt-4o"}`))); code != 403 {
+		t.Errorf("create on a lane the key may not use = %d; want 403", code)
 	}
 
 	// Over 256 MB: 413 from the declared length, before reading a body.
@@ -617,14 +484,22 @@ func TestBatchValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, _ = fmt.Fprintf(conn, "POST /v1/messages/batches HTTP/1.1\r\nHost: relay\r\nx-api-key: %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"requests\":[", canaryKey, gateway.MaxBatchBytes+1)
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "POST /v1/messages/batches HTTP/1.1\r\nHost: relay\r\nx-api-key: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"requests\":[", canaryKey, gateway.MaxBatchBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("oversized batch: %v", err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("oversized batch: read body: %v", err)
+	}
 	if resp.StatusCode != 413 || !strings.Contains(string(b), "request_too_large") {
 		t.Errorf("oversized batch = %d %s; want 413 request_too_large", resp.StatusCode, b)
 	}
@@ -636,7 +511,7 @@ func TestBatchValidation(t *testing.T) {
 // each.
 func TestBatchBodyBudget(t *testing.T) {
 	const budget = 64 << 10
-	br := newBatchRelay(t, batchRelayOptions{bodyMemory: budget})
+	br := newRelay(t, batchSetup(t, batchJobs(4), withBodyMemory(budget))...)
 	params := func(pad int) string {
 		return `{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("x", pad) + `"}]}`
 	}
@@ -662,11 +537,11 @@ func TestBatchBodyBudget(t *testing.T) {
 		{"larger than the budget", batch(8, 16<<10), 413, "request_too_large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, body := br.do(t, "POST", "/v1/messages/batches", canaryKey, tc.body)
+			code, _, body := br.doKey(t, "POST", "/v1/messages/batches", canaryKey, tc.body)
 			if code != tc.code || (tc.errType != "" && errorType(body) != tc.errType) {
 				t.Errorf("POST %d bytes = %d %s; want %d %s", len(tc.body), code, body, tc.code, tc.errType)
 			}
-			pollFor(t, "budget back to zero", func() bool { return br.gw.BodyBytesInUse() == 0 })
+			natstest.Eventually(t, waitLimit, "budget back to zero", func() bool { return br.Gateway.BodyBytesInUse() == 0 })
 		})
 	}
 }

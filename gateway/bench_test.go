@@ -26,7 +26,11 @@ func benchmarkProxy(b *testing.B, stream bool) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/messages", strings.NewReader(body))
+			req, err := http.NewRequest(http.MethodPost, r.URL+"/v1/messages", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
 			req.Header.Set("x-api-key", canaryKey)
 			req.Header.Set("anthropic-version", "2023-06-01")
 			req.Header.Set("content-type", "application/json")
@@ -54,7 +58,10 @@ func BenchmarkBareProxy(b *testing.B) {
 	sim := simupstream.New(simupstream.Options{})
 	up := httptest.NewServer(sim.Handler())
 	defer func() { _ = sim.Close(); up.Close() }()
-	target, _ := url.Parse(up.URL)
+	target, err := url.Parse(up.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
 	front := httptest.NewServer(rp)
@@ -66,7 +73,11 @@ func BenchmarkBareProxy(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest(http.MethodPost, front.URL+"/v1/messages", strings.NewReader(body))
+			req, err := http.NewRequest(http.MethodPost, front.URL+"/v1/messages", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
 			req.Header.Set("content-type", "application/json")
 			resp, err := client.Do(req)
 			if err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// This file owns reading request bodies and the body memory budget.
+//
 // Request bodies are read by one helper, bodyReader, on every endpoint
 // that reads one (messages, count_tokens, chat/completions, jobs, message
 // batches). Memory follows the bytes that actually arrive, never the

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
 )
 
 // Tests of the memory request bodies may take: bodies grow with the bytes
@@ -155,7 +157,7 @@ func TestBodyMemoryPromisedNotReceived(t *testing.T) {
 		{"h2c", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRelay(t, relayOptions{quiet: true})
+			r := newRelay(t, withQuietLogs())
 			front := serveFrontDoor(t, r.Gateway)
 			client := http.DefaultClient
 			if tc.major == 2 {
@@ -189,7 +191,7 @@ func TestBodyMemoryPromisedNotReceived(t *testing.T) {
 					h2.promise(t, promised, "{")
 				}
 			}
-			pollFor(t, fmt.Sprintf("%d bodies being read", n), func() bool { return r.Gateway.BodyBytesInUse() == n*bodyChunk })
+			natstest.Eventually(t, waitLimit, fmt.Sprintf("%d bodies being read", n), func() bool { return r.Gateway.BodyBytesInUse() == n*bodyChunk })
 			during := heapInUse()
 			growth := int64(during) - int64(before)
 			t.Logf("%s: heap in use %d MiB before, %d MiB with %d bodies promised (%d MiB each) and one byte sent: growth %.1f MiB",
@@ -208,7 +210,7 @@ func TestBodyMemoryPromisedNotReceived(t *testing.T) {
 				c()
 			}
 			closers = nil
-			pollFor(t, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
+			natstest.Eventually(t, waitLimit, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
 			if v := seriesValue(t, r.metricsText(t), "relay_body_budget_rejections_total"); v != 0 {
 				t.Errorf("relay_body_budget_rejections_total = %v, want 0", v)
 			}
@@ -224,12 +226,12 @@ func TestBodyMemoryPromisedNotReceived(t *testing.T) {
 // than the whole budget gets 413.
 func TestBodyBudgetFull(t *testing.T) {
 	const budget = 64 << 10
-	r := newRelay(t, relayOptions{bodyMemory: budget})
+	r := newRelay(t, withBodyMemory(budget))
 	// 48 KiB sent: the relay has charged three chunks for them and a
 	// fourth to read into.
 	_, release := promiseH1(t, r.URL, "/v1/messages", 1<<20, strings.Repeat(" ", 48<<10))
 	defer release()
-	pollFor(t, "the slow body holding the budget", func() bool { return r.Gateway.BodyBytesInUse() == budget })
+	natstest.Eventually(t, waitLimit, "the slow body holding the budget", func() bool { return r.Gateway.BodyBytesInUse() == budget })
 
 	claude := `{"model":"claude-sonnet","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`
 	gpt := `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`
@@ -269,7 +271,7 @@ func TestBodyBudgetFull(t *testing.T) {
 		t.Errorf("relay_body_budget_rejections_total = %v, want %d", v, len(cases))
 	}
 	release()
-	pollFor(t, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
+	natstest.Eventually(t, waitLimit, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
 	if rep := r.send("/v1/messages", anthropicHeaders(canaryKey), claude); rep.status != http.StatusOK {
 		t.Errorf("after the slow body left: %d %s", rep.status, rep.body)
 	}
@@ -278,7 +280,7 @@ func TestBodyBudgetFull(t *testing.T) {
 	if rep.status != http.StatusRequestEntityTooLarge || errorType(rep.body) != "request_too_large" {
 		t.Errorf("body larger than the budget: %d %s, want 413 request_too_large", rep.status, rep.body)
 	}
-	pollFor(t, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
+	natstest.Eventually(t, waitLimit, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
 }
 
 // TestBodyReadTimeoutFreesBudget: a client that trickles its body a byte
@@ -295,7 +297,7 @@ func TestBodyReadTimeoutFreesBudget(t *testing.T) {
 		{"h2c", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRelay(t, relayOptions{bodyReadTimeout: timeout, quiet: true})
+			r := newRelay(t, withBodyReadTimeout(timeout), withQuietLogs())
 			front := serveFrontDoor(t, r.Gateway)
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
@@ -321,8 +323,12 @@ func TestBodyReadTimeoutFreesBudget(t *testing.T) {
 						ch <- err.Error()
 						return
 					}
-					b, _ := io.ReadAll(resp.Body)
+					b, err := io.ReadAll(resp.Body)
 					resp.Body.Close()
+					if err != nil {
+						ch <- "read body: " + err.Error()
+						return
+					}
 					ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
 				}()
 			} else {
@@ -335,8 +341,8 @@ func TestBodyReadTimeoutFreesBudget(t *testing.T) {
 				}()
 				answer = roundTripAsync(newH2CTransport(t), front, pr)
 			}
-			pollFor(t, "the trickled body charged", func() bool { return r.Gateway.BodyBytesInUse() > 0 })
-			pollFor(t, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
+			natstest.Eventually(t, waitLimit, "the trickled body charged", func() bool { return r.Gateway.BodyBytesInUse() > 0 })
+			natstest.Eventually(t, waitLimit, "budget back to zero", func() bool { return r.Gateway.BodyBytesInUse() == 0 })
 			if took := time.Since(start); took < timeout || took > timeout+5*time.Second {
 				t.Errorf("budget held for %v, want about %v", took, timeout)
 			}
@@ -369,7 +375,11 @@ func trickle(stop <-chan struct{}, write func() error) {
 // tr; the status and body, or the error, arrive on the channel.
 func roundTripAsync(tr *http.Transport, base string, body io.ReadCloser) <-chan string {
 	ch := make(chan string, 1)
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", body)
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/messages", body)
+	if err != nil {
+		ch <- err.Error()
+		return ch
+	}
 	req.ContentLength = 1 << 20
 	for k, v := range anthropicHeaders(canaryKey) {
 		req.Header.Set(k, v)
@@ -380,8 +390,12 @@ func roundTripAsync(tr *http.Transport, base string, body io.ReadCloser) <-chan 
 			ch <- err.Error()
 			return
 		}
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if err != nil {
+			ch <- "read body: " + err.Error()
+			return
+		}
 		ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
 	}()
 	return ch

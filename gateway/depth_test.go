@@ -14,7 +14,7 @@ import (
 // and the relay (this test process) lives on to answer a normal request.
 func TestDeepJSONRefused(t *testing.T) {
 	const limit = 64
-	br := newBatchRelay(t, batchRelayOptions{maxJSONDepth: limit})
+	br := newRelay(t, batchSetup(t, batchJobs(4), withMaxJSONDepth(limit))...)
 	const n = 1 << 20 // levels per shape: 1-6 MB bodies
 	rep := func(s string, k int) string { return strings.Repeat(s, k) }
 	shapes := []struct {
@@ -60,7 +60,7 @@ func TestDeepJSONRefused(t *testing.T) {
 					body = ep.wrap(body)
 				}
 				start := time.Now()
-				status, _, b := br.do(t, http.MethodPost, ep.path, canaryKey, body)
+				status, _, b := br.doKey(t, http.MethodPost, ep.path, canaryKey, body)
 				if status != http.StatusBadRequest {
 					t.Fatalf("status %d; want 400 (body %.300s)", status, b)
 				}
@@ -81,7 +81,7 @@ func TestDeepJSONRefused(t *testing.T) {
 			})
 		}
 	}
-	status, _, b := br.do(t, http.MethodPost, "/v1/messages", canaryKey,
+	status, _, b := br.doKey(t, http.MethodPost, "/v1/messages", canaryKey,
 		`{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"still alive?"}]}]}`)
 	if status != http.StatusOK || !bytes.Contains(b, []byte(`"type":"message"`)) {
 		t.Fatalf("normal request after the deep ones: %d %s", status, b)

@@ -70,7 +70,7 @@ func body(model string, extra string) string {
 
 // TestErrorTable covers every row of SPEC §3's error table for both formats.
 func TestErrorTable(t *testing.T) {
-	r := newRelay(t, relayOptions{maxBody: 4096})
+	r := newRelay(t, withMaxBody(4096))
 	type want struct {
 		status    int    // Anthropic status
 		oaStatus  int    // OpenAI status, when different
@@ -191,18 +191,24 @@ func TestErrorTable(t *testing.T) {
 // TestUpstreamPassThroughVerbatim checks that an upstream 4xx body reaches
 // the client byte for byte, as Claude Code's recovery relies on its wording.
 func TestUpstreamPassThroughVerbatim(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	sim := simupstream.New(simupstream.Options{})
 	up := httptest.NewServer(sim.Handler())
 	defer func() { _ = sim.Close(); up.Close() }()
-	req, _ := http.NewRequest(http.MethodPost, up.URL+"/v1/messages", strings.NewReader(body("claude-sonnet-4-5", "")))
+	req, err := http.NewRequest(http.MethodPost, up.URL+"/v1/messages", strings.NewReader(body("claude-sonnet-4-5", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("x-sim-fault", "400")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := io.ReadAll(resp.Body)
+	want, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("upstream body: %v", err)
+	}
 
 	hdr := anthropicHeaders(canaryKey)
 	hdr["x-sim-fault"] = "400"
@@ -217,10 +223,10 @@ func TestUpstreamPassThroughVerbatim(t *testing.T) {
 func TestUpstreamUnreachableAndTimeout(t *testing.T) {
 	dead := mustProvider(t, workers.ProviderOptions{Name: "dead", Format: workers.FormatAnthropic,
 		BaseURL: "http://" + deadAddr(t), APIKey: "k", Timeout: time.Second})
-	r := newRelay(t, relayOptions{timeout: 300 * time.Millisecond, extraRoutes: []workers.RouteSpec{
-		{Model: "dead", Targets: []workers.Target{{Provider: dead, ProviderName: "dead", Format: workers.FormatAnthropic,
+	r := newRelay(t, withTimeout(300*time.Millisecond), withRoutes(
+		workers.RouteSpec{Model: "dead", Targets: []workers.Target{{Provider: dead, ProviderName: "dead", Format: workers.FormatAnthropic,
 			Model: "dead", Weight: 1, Timeout: time.Second}}},
-	}})
+	))
 	cases := []struct {
 		name  string
 		model string

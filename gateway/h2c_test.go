@@ -10,14 +10,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
 	ooption "github.com/openai/openai-go/v3/option"
 
-	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/workers/actor"
 )
 
@@ -39,30 +38,6 @@ func simText(n int) string {
 		words[i] = fmt.Sprintf("tok%d", i)
 	}
 	return strings.Join(words, " ")
-}
-
-// serveFrontDoor serves gw on a new loopback listener with
-// gateway.Server.Serve, as cmd/relay does, and returns its base URL. The
-// server is shut down when the test ends.
-func serveFrontDoor(t *testing.T, gw *gateway.Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := gw.Shutdown(ctx); err != nil {
-			t.Errorf("front door shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("front door: %v", err)
-		}
-	})
-	return "http://" + ln.Addr().String()
 }
 
 // h2cClient is an HTTP client that speaks only HTTP/2 without TLS, with
@@ -190,11 +165,11 @@ func anthropicAsync(ctx context.Context, c anthropic.Client, p anthropic.Message
 	return ch
 }
 
-// recvSDK waits, as long as pollFor does, for the reply on ch.
+// recvSDK waits, as long as the other waits do, for the reply on ch.
 func recvSDK(t *testing.T, ch <-chan sdkReply) sdkReply {
 	t.Helper()
 	var rep sdkReply
-	pollFor(t, "SDK call to return", func() bool {
+	natstest.Eventually(t, waitLimit, "SDK call to return", func() bool {
 		select {
 		case rep = <-ch:
 			return true
@@ -209,9 +184,9 @@ func recvSDK(t *testing.T, ch <-chan sdkReply) sdkReply {
 // in flight would, so that every claude-sonnet request parks; release
 // gives it back and wakes the lanes. It is released when the test ends at
 // the latest.
-func (r *laneRelay) holdSlot(t *testing.T) (release func()) {
+func (r *relay) holdSlot(t *testing.T) (release func()) {
 	t.Helper()
-	p, err := r.ActorA.Admit(0, 0)
+	p, err := r.Actors["anthropic-a"].Admit(0, 0)
 	if err != nil {
 		t.Fatalf("taking the only slot: %v", err)
 	}
@@ -227,7 +202,7 @@ func (r *laneRelay) holdSlot(t *testing.T) (release func()) {
 // client that speaks only h2c, get complete answers, streamed and not,
 // over HTTP/2, all on one connection.
 func TestH2CSDKs(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	front := &relay{URL: serveFrontDoor(t, r.Gateway)}
 	h2 := newH2CClient(t)
 	ac := anthropicClient(front, canaryKey, aoption.WithHTTPClient(h2.Client))
@@ -311,7 +286,7 @@ func TestH2CManyParkedShareOneConnection(t *testing.T) {
 		{"bodies past the connection window", 24, 96 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newLaneRelay(t, laneRelayOptions{frontDoor: true})
+			r := newRelay(t, laneSetup(0, withFrontDoor())...)
 			h2 := newH2CClient(t)
 			h2.checkHTTP2(t, r.URL+"/healthz")
 			c := anthropicClient(&relay{URL: r.URL}, canaryKey, aoption.WithHTTPClient(h2.Client))
@@ -324,7 +299,7 @@ func TestH2CManyParkedShareOneConnection(t *testing.T) {
 			for i := range replies {
 				replies[i] = anthropicAsync(t.Context(), c, p, i%2 == 1)
 			}
-			pollFor(t, fmt.Sprintf("%d parked", tc.n), func() bool { return r.Lanes.Depth("interactive") == tc.n })
+			natstest.Eventually(t, waitLimit, fmt.Sprintf("%d parked", tc.n), func() bool { return r.Lanes.Depth("interactive") == tc.n })
 			if n := r.Anthropic.Stats().Requests; n != 0 {
 				t.Fatalf("upstream saw %d requests while its only slot was held", n)
 			}
@@ -365,7 +340,7 @@ func TestH2CCancelWhileParked(t *testing.T) {
 		{"stream", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newLaneRelay(t, laneRelayOptions{frontDoor: true})
+			r := newRelay(t, laneSetup(0, withFrontDoor())...)
 			h2 := newH2CClient(t)
 			h2.checkHTTP2(t, r.URL+"/healthz")
 			c := anthropicClient(&relay{URL: r.URL}, canaryKey, aoption.WithHTTPClient(h2.Client),
@@ -376,13 +351,13 @@ func TestH2CCancelWhileParked(t *testing.T) {
 			defer cancel()
 			gone := anthropicAsync(ctx, c, p, tc.stream)
 			stays := anthropicAsync(t.Context(), c, p, tc.stream)
-			pollFor(t, "2 parked", func() bool { return r.Lanes.Depth("batch") == 2 })
+			natstest.Eventually(t, waitLimit, "2 parked", func() bool { return r.Lanes.Depth("batch") == 2 })
 			cancel()
 			if rep := recvSDK(t, gone); !errors.Is(rep.err, context.Canceled) {
 				t.Errorf("canceled request: err %v, want context.Canceled", rep.err)
 			}
-			pollFor(t, "removed from the lane", func() bool { return r.Lanes.Depth("batch") == 1 })
-			pollFor(t, `relay_lane_rejected_total{reason="canceled"}`, func() bool {
+			natstest.Eventually(t, waitLimit, "removed from the lane", func() bool { return r.Lanes.Depth("batch") == 1 })
+			natstest.Eventually(t, waitLimit, `relay_lane_rejected_total{reason="canceled"}`, func() bool {
 				return r.metric(t, `relay_lane_rejected_total{lane="batch",reason="canceled"}`) == 1
 			})
 			// The connection still takes new streams while one request is
@@ -418,7 +393,7 @@ func TestH2CCancelWhileParked(t *testing.T) {
 // server ignores and whose hop-by-hop headers never reach the upstream.
 // An h2c client on the same front door, for contrast, gets HTTP/2.
 func TestH2CFrontDoorKeepsHTTP1(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	front := serveFrontDoor(t, r.Gateway)
 	var both http.Protocols
 	both.SetHTTP1(true)

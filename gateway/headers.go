@@ -1,5 +1,7 @@
 package gateway
 
+// This file owns which client headers go upstream, and request ids.
+
 import (
 	"crypto/rand"
 	"encoding/hex"

@@ -1,13 +1,14 @@
 package gateway
 
+// This file owns the relay's own APIs' frame (ownHandler: authentication,
+// JSON answers, errors in Anthropic's format, the log line) and the
+// /v1/jobs endpoints.
+
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,10 +37,6 @@ type JobService interface {
 
 var _ JobService = (*jobs.Service)(nil)
 
-// defaultJobLane is the lane jobs use when the request names none and the
-// key may use it.
-const defaultJobLane = "batch"
-
 // jobRequest is the body of POST /v1/jobs.
 type jobRequest struct {
 	Endpoint    string          `json:"endpoint"`
@@ -48,6 +45,10 @@ type jobRequest struct {
 	CallbackURL string          `json:"callback_url"`
 	Metadata    json.RawMessage `json:"metadata"`
 }
+
+// written is the value an own API's handler returns after writing the
+// answer itself.
+type written struct{}
 
 // ownHandler wraps a handler of the relay's own APIs (/v1/jobs and the
 // Message Batches API, api names which in the log): it authenticates,
@@ -82,34 +83,19 @@ func (s *Server) ownHandler(api string, h func(c echo.Context, st *state, k *key
 				}
 			}
 		}
-		var cause error
+		line := requestLine{requestID: requestID, api: api, method: c.Request().Method, path: c.Path(), key: keyName,
+			status: status}
 		if aerr != nil {
-			status = aerr.status
-			cause = aerr
+			line.status, line.err = aerr.status, aerr
 			if aerr.cause != nil {
-				cause = aerr.cause
+				line.err = aerr.cause
 			}
 			if !c.Response().Committed {
 				s.writeError(c, workers.FormatAnthropic, requestID, aerr)
 			}
 		}
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
-		attrs := []slog.Attr{
-			slog.String("request_id", requestID),
-			slog.String("api", api),
-			slog.String("method", c.Request().Method),
-			slog.String("path", c.Path()),
-			slog.String("key", keyName),
-			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
-		}
-		if cause != nil {
-			attrs = append(attrs, slog.String("error", cause.Error()))
-		}
-		s.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
+		line.duration = time.Since(start)
+		s.logRequest(c.Request().Context(), &line)
 		return nil
 	}
 }
@@ -128,50 +114,13 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if aerr != nil {
 		return 0, nil, aerr
 	}
-	// The job's own body sits one level down in the envelope.
-	if wire.CheckDepth(raw, st.maxJSONDepth+1) != nil {
-		return 0, nil, errTooDeep("", st.maxJSONDepth)
+	req, aerr := decodeJob(raw, st.maxJSONDepth)
+	if aerr != nil {
+		return 0, nil, aerr
 	}
-	var req jobRequest
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return 0, nil, errBadRequest("malformed job: " + err.Error())
-	}
-	if dec.More() {
-		return 0, nil, errBadRequest("malformed job: trailing data after the JSON object")
-	}
-	if req.Endpoint != jobs.EndpointMessages && req.Endpoint != jobs.EndpointChatCompletions {
-		return 0, nil, errBadRequest("endpoint must be " + jobs.EndpointMessages + " or " + jobs.EndpointChatCompletions)
-	}
-	if len(req.Body) == 0 || string(req.Body) == "null" {
-		return 0, nil, errBadRequest("body: the request to run is required")
-	}
-	fields, err := wire.Peek(req.Body, st.maxJSONDepth)
-	if err != nil {
-		return 0, nil, errBadRequest("body: " + err.Error())
-	}
-	if fields.Stream {
-		return 0, nil, errBadRequest("body: stream: true is not supported for jobs")
-	}
-	if st.dispatcher == nil || !st.dispatcher.Has(fields.Model) {
-		return 0, nil, errNotFound("model "+strconv.Quote(fields.Model)+" is not served by this relay", "model")
-	}
-	if !k.mayUseRoute(fields.Model) {
-		return 0, nil, errPermission("this key may not use model " + strconv.Quote(fields.Model))
-	}
-	lane := req.Lane
-	if lane == "" {
-		lane = k.DefaultLane
-		if _, ok := st.lanes[defaultJobLane]; ok && k.lanes[defaultJobLane] {
-			lane = defaultJobLane
-		}
-	}
-	if _, ok := st.lanes[lane]; !ok {
-		return 0, nil, errBadRequest("lane: unknown lane " + strconv.Quote(lane))
-	}
-	if !k.lanes[lane] {
-		return 0, nil, errPermission("this key may not use lane " + strconv.Quote(lane))
+	d, aerr := st.admit(&jobPolicy, k, req.Body, req.Lane, "")
+	if aerr != nil {
+		return 0, nil, aerr
 	}
 	if len(req.Metadata) > 0 && string(req.Metadata) != "null" && bytes.TrimSpace(req.Metadata)[0] != '{' {
 		return 0, nil, errBadRequest("metadata must be a JSON object")
@@ -179,19 +128,15 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if string(req.Metadata) == "null" {
 		req.Metadata = nil
 	}
-	if req.CallbackURL != "" {
-		if err := s.jobs.CheckCallbackURL(c.Request().Context(), req.CallbackURL); err != nil {
-			e := errBadRequest("callback_url: " + err.Error())
-			e.cause = err
-			return 0, nil, e
-		}
+	if aerr := s.checkCallbackURL(c.Request().Context(), req.CallbackURL); aerr != nil {
+		return 0, nil, aerr
 	}
 	idem := c.Request().Header.Get("Idempotency-Key")
 	if len(idem) > 255 {
 		return 0, nil, errBadRequest("Idempotency-Key: longer than 255 characters")
 	}
 	j, created, err := s.jobs.Submit(c.Request().Context(), jobs.Submission{
-		Key: k.Name, Endpoint: req.Endpoint, Model: fields.Model, Body: req.Body, Lane: lane,
+		Key: k.Name, Endpoint: req.Endpoint, Model: d.route, Body: req.Body, Lane: d.lane.Name,
 		CallbackURL: req.CallbackURL, Metadata: req.Metadata, IdempotencyKey: idem,
 	})
 	if err != nil {
@@ -202,6 +147,45 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 		return http.StatusOK, j, nil
 	}
 	return http.StatusAccepted, j, nil
+}
+
+// decodeJob reads the envelope of a job: within maxDepth for the job's
+// own body, with no unknown fields, a known endpoint and a body.
+func decodeJob(raw []byte, maxDepth int) (jobRequest, *apiError) {
+	var req jobRequest
+	// The job's own body sits one level down in the envelope.
+	if wire.CheckDepth(raw, maxDepth+1) != nil {
+		return req, errTooDeep("", maxDepth)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, errBadRequest("malformed job: " + err.Error())
+	}
+	if dec.More() {
+		return req, errBadRequest("malformed job: trailing data after the JSON object")
+	}
+	if req.Endpoint != jobs.EndpointMessages && req.Endpoint != jobs.EndpointChatCompletions {
+		return req, errBadRequest("endpoint must be " + jobs.EndpointMessages + " or " + jobs.EndpointChatCompletions)
+	}
+	if len(req.Body) == 0 || string(req.Body) == "null" {
+		return req, errBadRequest("body: the request to run is required")
+	}
+	return req, nil
+}
+
+// checkCallbackURL answers 400 for a callback URL the relay may not call
+// ("" is none, and fine).
+func (s *Server) checkCallbackURL(ctx context.Context, raw string) *apiError {
+	if raw == "" {
+		return nil
+	}
+	if err := s.jobs.CheckCallbackURL(ctx, raw); err != nil {
+		e := errBadRequest("callback_url: " + err.Error())
+		e.cause = err
+		return e
+	}
+	return nil
 }
 
 // handleJobGet serves GET /v1/jobs/{id}.
@@ -225,34 +209,7 @@ func (s *Server) handleJobCancel(c echo.Context, _ *state, k *key) (int, any, *a
 	return http.StatusOK, j, nil
 }
 
-// jobError maps a JobService error to the client's answer.
+// jobError maps a JobService error about job id to the client's answer.
 func jobError(err error, id string) *apiError {
-	var e *apiError
-	switch {
-	case errors.Is(err, jobs.ErrNotFound):
-		e = errNotFound("job "+strconv.Quote(id)+" not found", "")
-	case errors.Is(err, jobs.ErrExpired):
-		msg := "job " + strconv.Quote(id) + " has expired: finished jobs and their results are kept for a limited time"
-		if t, terr := jobs.TimeOf(id); terr == nil {
-			msg += " (it was created at " + t.UTC().Format(time.RFC3339) + ")"
-		}
-		e = errNotFound(msg, "")
-	case errors.Is(err, jobs.ErrNotCancelable):
-		e = &apiError{status: http.StatusConflict, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
-			openaiCode: "conflict", msg: err.Error()}
-	case errors.Is(err, jobs.ErrIdempotencyMismatch):
-		e = &apiError{status: http.StatusUnprocessableEntity, anthropic: "invalid_request_error", openaiType: "invalid_request_error",
-			openaiCode: "idempotency_key_reused", param: "Idempotency-Key",
-			msg: err.Error() + "; send a new Idempotency-Key for a different request"}
-	case errors.Is(err, jobs.ErrInvalid):
-		e = errBadRequest(err.Error())
-	case errors.Is(err, jobs.ErrTooLarge):
-		e = &apiError{status: http.StatusRequestEntityTooLarge, anthropic: "request_too_large", openaiType: "invalid_request_error",
-			openaiCode: "request_too_large", msg: "the job is larger than the job store accepts"}
-	default:
-		e = &apiError{status: http.StatusServiceUnavailable, anthropic: "api_error", openaiType: "server_error",
-			openaiCode: "service_unavailable", msg: "the job store is unavailable; try again", retryAfter: time.Second}
-	}
-	e.cause = err
-	return e
+	return answerFor(err, &about{from: fromJobs, id: id})
 }

@@ -7,13 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,26 +22,8 @@ import (
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes/jobs"
-	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/callbacks"
 )
-
-// routesOnly is a Dispatcher that knows routes; jobs never call it.
-type routesOnly []string
-
-func (r routesOnly) Admit(*workers.Request) (*workers.Grant, error) { return nil, errors.New("unused") }
-func (r routesOnly) Do(context.Context, *workers.Request, *workers.Grant) (*workers.Response, error) {
-	return nil, errors.New("unused")
-}
-func (r routesOnly) Has(m string) bool {
-	for _, x := range r {
-		if x == m {
-			return true
-		}
-	}
-	return false
-}
-func (r routesOnly) Models() []string { return r }
 
 // releaseRunner blocks each job until the test sends its outcome.
 type releaseRunner struct {
@@ -61,116 +41,43 @@ func (r *releaseRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.O
 	}
 }
 
-type jobsRelay struct {
-	url  string
-	svc  *jobs.Service
-	reg  *prometheus.Registry
-	run  func()
-	stop func()
+// jobsSetup is the relay of the job tests: a jobs service opened with
+// signer and allowPrivate that runs jobs with rr, idle until
+// relay.runJobs, and the keys team-a and limited (interactive only).
+func jobsSetup(rr jobs.Runner, signer *callbacks.Signer, allowPrivate bool, more ...relayOption) []relayOption {
+	return append([]relayOption{
+		withJobs(jobs.Options{Workers: 2, CallbackWorkers: 1,
+			Callbacks: newCallbackSender(signer, allowPrivate), CallbackURLs: callbacks.Checker{AllowPrivate: allowPrivate}}),
+		withJobRunner(rr),
+		withJobsIdle(),
+		withKeys(teamA, limitedInteractive),
+	}, more...)
 }
 
-// jobsOptions are the jobs service options of the gateway's tests, with
-// explicit values as cmd/relay passes them: callbacks signed by signer,
-// retried after 10 ms, sent by a callbacks.Deliverer as cmd/relay sends
-// them.
-func jobsOptions(reg prometheus.Registerer, signer *callbacks.Signer, allowPrivate bool) jobs.Options {
-	d := callbacks.NewDeliverer(callbacks.DelivererOptions{Signer: signer, BaseBackoff: 10 * time.Millisecond,
-		Client: callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: allowPrivate})})
-	return jobs.Options{Registry: reg, ResultTTL: 72 * time.Hour, Workers: 2,
-		Callbacks: callbackSender{d}, CallbackTimeout: callbacks.DefaultTimeout,
-		CallbackURLs: callbacks.Checker{AllowPrivate: allowPrivate},
-		Lanes:        map[string]time.Duration{"interactive": 30 * time.Second, "batch": time.Hour}}
-}
-
-// callbackSender is cmd/relay's adapter of a callbacks.Deliverer.
-type callbackSender struct{ *callbacks.Deliverer }
-
-func (c callbackSender) Attempt(ctx context.Context, a jobs.CallbackAttempt) jobs.CallbackResult {
-	return jobs.CallbackResult(c.Deliverer.Attempt(ctx, callbacks.Callback(a)))
-}
-
-func newJobsRelay(t *testing.T, js jetstream.JetStream, r jobs.Runner, signer *callbacks.Signer, allowPrivate bool) *jobsRelay {
+// doJSON sends a request with key as x-api-key and the headers hdr, and
+// returns status, headers and the JSON object answered.
+func (r *relay) doJSON(t *testing.T, method, path, key string, hdr map[string]string, body string) (int, http.Header, map[string]any) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	o := jobsOptions(reg, signer, allowPrivate)
-	o.CallbackWorkers = 1
-	svc, err := jobs.Open(t.Context(), js, r, o)
-	if err != nil {
-		t.Fatalf("jobs.Open: %v", err)
-	}
-	cfg := gateway.Config{
-		Dispatcher: routesOnly{"claude-sonnet", "gpt-4o"},
-		Lanes:      []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
-		Keys: []gateway.Key{
-			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
-				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
-			{Name: "limited", SHA256: sha256.Sum256([]byte(limitedKey)), DefaultLane: "interactive",
-				Lanes: []string{"interactive"}, Routes: []string{"gpt-4o"}},
-		},
-	}
-	gw := gateway.New(cfg, gateway.Options{}, gateway.Deps{Registry: reg, Jobs: svc})
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
-	jr := &jobsRelay{url: srv.URL, svc: svc, reg: reg}
-	var once sync.Once
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	started := false
-	jr.run = func() {
-		started = true
-		go func() {
-			defer close(done)
-			if err := svc.Run(ctx); err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}()
-	}
-	jr.stop = func() {
-		once.Do(func() {
-			cancel()
-			if !started {
-				return
-			}
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				t.Error("Run did not return")
-			}
-		})
-	}
-	return jr
-}
-
-func (jr *jobsRelay) do(t *testing.T, method, path, key string, hdr map[string]string, body string) (int, http.Header, map[string]any) {
-	t.Helper()
-	req, err := http.NewRequest(method, jr.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("x-api-key", key)
+	h := map[string]string{"x-api-key": key}
 	for k, v := range hdr {
-		req.Header.Set(k, v)
+		h[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	code, header, b := r.do(t, method, path, h, body)
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("%s %s: body %q is not JSON", method, path, b)
 	}
-	return resp.StatusCode, resp.Header, m
+	return code, header, m
 }
 
 const jobBody = `{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
 
 func TestJobEndToEnd(t *testing.T) {
 	ns := natstest.StartTCP(t)
-	js := natstest.JetStream(t, ns)
 	secretBytes := make([]byte, 32)
-	_, _ = rand.Read(secretBytes)
+	if _, err := rand.Read(secretBytes); err != nil {
+		t.Fatal(err)
+	}
 	secret := "whsec_" + base64.StdEncoding.EncodeToString(secretBytes)
 	sg, err := callbacks.NewSigner(secret)
 	if err != nil {
@@ -182,14 +89,16 @@ func TestJobEndToEnd(t *testing.T) {
 	}
 	hooks := make(chan hook, 4)
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("callback body: %v", err)
+		}
 		hooks <- hook{r.Header.Clone(), b}
 	}))
-	defer rcv.Close()
+	t.Cleanup(rcv.Close) // after the jobs service has stopped
 
 	rr := &releaseRunner{started: make(chan string, 1), release: make(chan jobs.Outcome)}
-	jr := newJobsRelay(t, js, rr, sg, true)
-	defer jr.stop()
+	jr := newRelay(t, jobsSetup(rr, sg, true, withNATS(ns))...)
 
 	// An outside subscriber over the TCP client port, with a durable
 	// consumer, as a NATS user would.
@@ -198,9 +107,12 @@ func TestJobEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	ojs, _ := jetstream.New(nc)
+	ojs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	code, _, j := jr.do(t, "POST", "/v1/jobs", canaryKey, nil,
+	code, _, j := jr.doJSON(t, "POST", "/v1/jobs", canaryKey, nil,
 		`{"endpoint":"/v1/messages","body":`+jobBody+`,"callback_url":"`+rcv.URL+`/hook","metadata":{"order":7}}`)
 	if code != 202 || j["status"] != "queued" || j["lane"] != "batch" || !strings.HasPrefix(j["id"].(string), "job_") {
 		t.Fatalf("POST /v1/jobs = %d %v; want 202 queued on lane batch", code, j)
@@ -211,12 +123,12 @@ func TestJobEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, _, g := jr.do(t, "GET", "/v1/jobs/"+id, canaryKey, nil, ""); code != 200 || g["status"] != "queued" {
+	if code, _, g := jr.doJSON(t, "GET", "/v1/jobs/"+id, canaryKey, nil, ""); code != 200 || g["status"] != "queued" {
 		t.Fatalf("GET = %d %v; want queued", code, g)
 	}
-	jr.run()
+	jr.runJobs()
 	<-rr.started
-	if code, _, g := jr.do(t, "GET", "/v1/jobs/"+id, canaryKey, nil, ""); code != 200 || g["status"] != "running" {
+	if code, _, g := jr.doJSON(t, "GET", "/v1/jobs/"+id, canaryKey, nil, ""); code != 200 || g["status"] != "running" {
 		t.Fatalf("GET = %d %v; want running", code, g)
 	}
 	rr.release <- jobs.Outcome{StatusCode: 200, Body: []byte(`{"id":"msg_1","type":"message","content":[]}`), Provider: "anthropic-a"}
@@ -231,7 +143,10 @@ func TestJobEndToEnd(t *testing.T) {
 		t.Errorf("webhook-id = %q; want %q", h.h.Get("Webhook-Id"), id)
 	}
 	ts := h.h.Get("Webhook-Timestamp")
-	sec, _ := strconv.ParseInt(ts, 10, 64)
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		t.Errorf("webhook-timestamp %q: %v", ts, err)
+	}
 	if d := time.Since(time.Unix(sec, 0)); d > time.Minute || d < -time.Minute {
 		t.Errorf("webhook-timestamp %q is %v off", ts, d)
 	}
@@ -258,32 +173,28 @@ func TestJobEndToEnd(t *testing.T) {
 	if string(msg.Data()) != string(h.body) {
 		t.Errorf("NATS payload %s; want the callback body %s", msg.Data(), h.body)
 	}
-	_ = msg.Ack()
+	if err := msg.Ack(); err != nil {
+		t.Errorf("ack the NATS result: %v", err)
+	}
 
-	code, _, g := jr.do(t, "GET", "/v1/jobs/"+id, canaryKey, nil, "")
+	code, _, g := jr.doJSON(t, "GET", "/v1/jobs/"+id, canaryKey, nil, "")
 	res, _ := g["result"].(map[string]any)
 	if code != 200 || g["status"] != "succeeded" || res == nil || res["status_code"].(float64) != 200 || g["attempts"].(float64) != 1 {
 		t.Fatalf("GET = %d %v; want succeeded with the result", code, g)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, _, g = jr.do(t, "GET", "/v1/jobs/"+id, canaryKey, nil, "")
-		if c, _ := g["callback"].(map[string]any); c != nil && c["outcome"] == "delivered" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("callback state %v; want delivered", g["callback"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	natstest.Eventually(t, 10*time.Second, "callback state delivered", func() bool {
+		_, _, g = jr.doJSON(t, "GET", "/v1/jobs/"+id, canaryKey, nil, "")
+		c, _ := g["callback"].(map[string]any)
+		return c != nil && c["outcome"] == "delivered"
+	})
 	// Another key cannot see it; cancel of a finished job is 409.
-	if code, _, e := jr.do(t, "GET", "/v1/jobs/"+id, limitedKey, nil, ""); code != 404 || e["type"] != "error" {
+	if code, _, e := jr.doJSON(t, "GET", "/v1/jobs/"+id, limitedKey, nil, ""); code != 404 || e["type"] != "error" {
 		t.Errorf("GET by another key = %d %v; want 404", code, e)
 	}
-	if code, _, _ := jr.do(t, "DELETE", "/v1/jobs/"+id, canaryKey, nil, ""); code != 409 {
+	if code, _, _ := jr.doJSON(t, "DELETE", "/v1/jobs/"+id, canaryKey, nil, ""); code != 409 {
 		t.Errorf("DELETE finished job = %d; want 409", code)
 	}
-	mt := metricsOf(t, jr.reg)
+	mt := metricsOf(t, jr.Registry)
 	for _, want := range []string{`relay_jobs_total{status="succeeded"} 1`, `relay_callbacks_total{outcome="delivered"} 1`} {
 		if !strings.Contains(mt, want) {
 			t.Errorf("metrics lack %s", want)
@@ -314,11 +225,8 @@ func metricsOf(t *testing.T, reg *prometheus.Registry) string {
 }
 
 func TestJobsHTTPErrorsIdempotencyCancel(t *testing.T) {
-	ns := natstest.Start(t)
-	js := natstest.JetStream(t, ns)
 	rr := &releaseRunner{started: make(chan string, 1), release: make(chan jobs.Outcome)}
-	jr := newJobsRelay(t, js, rr, testSigner(t), false)
-	defer jr.stop()
+	jr := newRelay(t, jobsSetup(rr, testSigner(t), false)...)
 
 	for _, tc := range []struct {
 		name, key, body string
@@ -341,7 +249,7 @@ func TestJobsHTTPErrorsIdempotencyCancel(t *testing.T) {
 		{"unknown lane", canaryKey, `{"endpoint":"/v1/messages","body":` + jobBody + `,"lane":"nope"}`, nil, 400, "invalid_request_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, e := jr.do(t, "POST", "/v1/jobs", tc.key, tc.hdr, tc.body)
+			code, _, e := jr.doJSON(t, "POST", "/v1/jobs", tc.key, tc.hdr, tc.body)
 			errObj, _ := e["error"].(map[string]any)
 			if code != tc.code || errObj == nil || errObj["type"] != tc.errType {
 				t.Fatalf("POST /v1/jobs %s = %d %v; want %d %s", tc.body, code, e, tc.code, tc.errType)
@@ -350,38 +258,38 @@ func TestJobsHTTPErrorsIdempotencyCancel(t *testing.T) {
 	}
 
 	// The limited key's default lane (it may not use batch).
-	code, _, j := jr.do(t, "POST", "/v1/jobs", limitedKey, nil, `{"endpoint":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[]}}`)
+	code, _, j := jr.doJSON(t, "POST", "/v1/jobs", limitedKey, nil, `{"endpoint":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[]}}`)
 	if code != 202 || j["lane"] != "interactive" {
 		t.Fatalf("POST = %d %v; want 202 on interactive", code, j)
 	}
 	// Idempotency-Key: the same job, 200 and Idempotent-Replayed.
 	idem := map[string]string{"Idempotency-Key": "abc-1"}
 	body := `{"endpoint":"/v1/messages","body":` + jobBody + `}`
-	code1, _, j1 := jr.do(t, "POST", "/v1/jobs", canaryKey, idem, body)
-	code2, h2, j2 := jr.do(t, "POST", "/v1/jobs", canaryKey, idem, body)
+	code1, _, j1 := jr.doJSON(t, "POST", "/v1/jobs", canaryKey, idem, body)
+	code2, h2, j2 := jr.doJSON(t, "POST", "/v1/jobs", canaryKey, idem, body)
 	if code1 != 202 || code2 != 200 || j1["id"] != j2["id"] || h2.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("idempotent POSTs = %d %v, %d %v; want 202 then 200 with the same id", code1, j1["id"], code2, j2["id"])
 	}
 	// The same key with another body: 422 naming the key, in both formats.
 	other := `{"endpoint":"/v1/messages","lane":"interactive","body":` + jobBody + `}`
-	code3, _, e3 := jr.do(t, "POST", "/v1/jobs", canaryKey, idem, other)
+	code3, _, e3 := jr.doJSON(t, "POST", "/v1/jobs", canaryKey, idem, other)
 	if e, _ := e3["error"].(map[string]any); code3 != 422 || e == nil || e["type"] != "invalid_request_error" ||
 		!strings.Contains(e["message"].(string), `"abc-1"`) {
 		t.Fatalf("POST with a reused Idempotency-Key and another body = %d %v; want 422 invalid_request_error naming the key", code3, e3)
 	}
 	id := j1["id"].(string)
-	if code, _, _ := jr.do(t, "DELETE", "/v1/jobs/"+id, limitedKey, nil, ""); code != 404 {
+	if code, _, _ := jr.doJSON(t, "DELETE", "/v1/jobs/"+id, limitedKey, nil, ""); code != 404 {
 		t.Errorf("DELETE by another key = %d; want 404", code)
 	}
-	code, _, c := jr.do(t, "DELETE", "/v1/jobs/"+id, canaryKey, nil, "")
+	code, _, c := jr.doJSON(t, "DELETE", "/v1/jobs/"+id, canaryKey, nil, "")
 	if code != 200 || c["status"] != "canceled" {
 		t.Fatalf("DELETE queued = %d %v; want 200 canceled", code, c)
 	}
-	if code, _, e := jr.do(t, "GET", "/v1/jobs/job_01000000000000000000000000", canaryKey, nil, ""); code != 404 ||
+	if code, _, e := jr.doJSON(t, "GET", "/v1/jobs/job_01000000000000000000000000", canaryKey, nil, ""); code != 404 ||
 		!strings.Contains(e["error"].(map[string]any)["message"].(string), "expired") {
 		t.Errorf("GET of an old id = %d %v; want 404 saying expired", code, e)
 	}
-	if code, _, _ := jr.do(t, "GET", "/v1/jobs/job_nope", canaryKey, nil, ""); code != 404 {
+	if code, _, _ := jr.doJSON(t, "GET", "/v1/jobs/job_nope", canaryKey, nil, ""); code != 404 {
 		t.Errorf("GET unknown = %d; want 404", code)
 	}
 }
@@ -398,15 +306,4 @@ func TestNoJobServiceNoRoutes(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Errorf("POST /v1/jobs without a job service = %d; want 404", resp.StatusCode)
 	}
-}
-
-// testSigner returns a signer with a fixed secret, for services whose test
-// does not check signatures (callbacks are always signed).
-func testSigner(t *testing.T) *callbacks.Signer {
-	t.Helper()
-	sg, err := callbacks.NewSigner("whsec_" + base64.StdEncoding.EncodeToString([]byte("relay-gateway-test-secret")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sg
 }

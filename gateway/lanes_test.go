@@ -2,13 +2,11 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,13 +15,9 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
-	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
-	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
 )
@@ -32,97 +26,18 @@ import (
 // a real embedded NATS server, simulated upstreams behind providers whose
 // actors allow one call at a time.
 
-// laneRelay is a gateway with lanes in front of two simulated upstreams,
-// each behind a provider with one concurrency slot.
-type laneRelay struct {
-	URL       string
-	Anthropic *simupstream.Server // route claude-sonnet, provider anthropic-a
-	OpenAI    *simupstream.Server // route gpt-4o, provider openai-b
-	Lanes     *lanes.Set
-	JS        jetstream.JetStream
-	Registry  *prometheus.Registry
-	ActorA    *actor.Actor // anthropic-a's actor
-}
-
-type laneRelayOptions struct {
-	latency          time.Duration // upstream latency
-	interactiveDepth int           // max_depth of interactive (0: 1000)
-	// frontDoor serves the gateway with its own http.Server (HTTP/1.1 and
-	// h2c) instead of httptest's (HTTP/1.1 only).
-	frontDoor bool
-}
-
-// The key that may only use the batch lane.
-const batchOnlyKey = "relay-batch-only-key-31d7"
-
-func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
-	t.Helper()
-	if o.interactiveDepth == 0 {
-		o.interactiveDepth = 1000
-	}
-	ns := natstest.Start(t)
-	js := natstest.JetStream(t, ns)
-	reg := prometheus.NewRegistry()
-	specs := []lanes.Spec{
-		{Name: "interactive", MaxDepth: o.interactiveDepth, MaxWait: 30 * time.Second},
-		{Name: "batch", MaxDepth: 1000, MaxWait: time.Hour, MinShare: 0.1},
-	}
-	set, err := lanes.Open(t.Context(), lanes.Options{Lanes: specs, JetStream: js, Registry: reg})
-	if err != nil {
-		t.Fatalf("lanes.Open: %v", err)
-	}
-	t.Cleanup(func() { _ = set.Close() })
-
-	simA := simupstream.New(simupstream.Options{Latency: o.latency, Record: 64})
-	simO := simupstream.New(simupstream.Options{Latency: o.latency, Record: 64})
-	upA := httptest.NewServer(simA.Handler())
-	upO := httptest.NewServer(simO.Handler())
-	t.Cleanup(func() {
-		_ = simA.Close()
-		_ = simO.Close()
-		upA.Close()
-		upO.Close()
-	})
-	provA := mustProvider(t, workers.ProviderOptions{Name: "anthropic-a", Format: workers.FormatAnthropic,
-		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: 20 * time.Second})
-	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
-		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: 20 * time.Second})
-	actA := actor.New(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
-	router, err := workers.NewRouter(workers.RouterOptions{
-		Routes: []workers.RouteSpec{
-			{Model: "claude-sonnet", Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
-				Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: 20 * time.Second,
-				Actor: actA}}},
-			{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
-				Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: 20 * time.Second,
-				Actor: actor.New(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
-		},
-		Metrics:   workers.NewMetrics(reg),
-		OnRelease: set.Kick,
-	})
-	if err != nil {
-		t.Fatalf("NewRouter: %v", err)
-	}
-	cfg := gateway.Config{
-		Dispatcher: router,
-		Lanes:      []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
-		Keys: []gateway.Key{
-			{Name: "team-a", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
-				Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
-			{Name: "nightly", SHA256: sha256.Sum256([]byte(batchOnlyKey)), DefaultLane: "batch",
-				Lanes: []string{"batch"}, Routes: []string{"*"}},
-		},
-	}
-	gw := gateway.New(cfg, gateway.Options{}, gateway.Deps{Registry: reg, Lanes: set})
-	r := &laneRelay{Anthropic: simA, OpenAI: simO, Lanes: set, JS: js, Registry: reg, ActorA: actA}
-	if o.frontDoor {
-		r.URL = serveFrontDoor(t, gw)
-	} else {
-		srv := httptest.NewServer(gw.Handler())
-		t.Cleanup(srv.Close)
-		r.URL = srv.URL
-	}
-	return r
+// laneSetup is the relay of the lane tests: lanes, upstreams answering
+// after latency behind providers with one concurrency slot each (so that
+// concurrent requests park), 20 s timeouts, and the keys team-a and
+// nightly (batch only). Later options override it.
+func laneSetup(latency time.Duration, more ...relayOption) []relayOption {
+	return append([]relayOption{
+		withLanes(1000),
+		withTimeout(20 * time.Second),
+		withUpstreams(simupstream.Options{Latency: latency, Record: 64}),
+		withActors(map[string]actor.Options{"anthropic-a": {MaxConcurrency: 1}, "openai-b": {MaxConcurrency: 1}}),
+		withKeys(teamA, nightly),
+	}, more...)
 }
 
 const (
@@ -141,7 +56,7 @@ type laneReply struct {
 }
 
 // post sends a request to the relay; it may run in any goroutine.
-func (r *laneRelay) post(ctx context.Context, name, path string, hdr map[string]string, body string) laneReply {
+func (r *relay) post(ctx context.Context, name, path string, hdr map[string]string, body string) laneReply {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL+path, strings.NewReader(body))
 	if err != nil {
 		return laneReply{name: name, err: err}
@@ -160,7 +75,7 @@ func (r *laneRelay) post(ctx context.Context, name, path string, hdr map[string]
 
 // postAsync sends a request in a goroutine; its reply arrives on the
 // channel returned.
-func (r *laneRelay) postAsync(ctx context.Context, name, path string, hdr map[string]string, body string) <-chan laneReply {
+func (r *relay) postAsync(ctx context.Context, name, path string, hdr map[string]string, body string) <-chan laneReply {
 	ch := make(chan laneReply, 1)
 	go func() { ch <- r.post(ctx, name, path, hdr, body) }()
 	return ch
@@ -180,24 +95,12 @@ func withLane(h map[string]string, lane string, kv ...string) map[string]string 
 
 // occupy takes the only slot of the upstream sim with one request that
 // takes hold, and waits until it is being served upstream.
-func (r *laneRelay) occupy(t *testing.T, sim *simupstream.Server, path, body string, hdr map[string]string, hold time.Duration) <-chan laneReply {
+func (r *relay) occupy(t *testing.T, sim *simupstream.Server, path, body string, hdr map[string]string, hold time.Duration) <-chan laneReply {
 	t.Helper()
 	before := sim.Stats().Requests
 	ch := r.postAsync(context.Background(), "occupant", path, withLane(hdr, "interactive", "x-sim-latency", hold.String()), body)
-	pollFor(t, "occupying request upstream", func() bool { return sim.Stats().Requests > before })
+	natstest.Eventually(t, waitLimit, "occupying request upstream", func() bool { return sim.Stats().Requests > before })
 	return ch
-}
-
-// pollFor waits, for at most 15 s, until cond holds.
-func pollFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func recvReply(t *testing.T, ch <-chan laneReply) laneReply {
@@ -213,14 +116,17 @@ func recvReply(t *testing.T, ch <-chan laneReply) laneReply {
 
 // metric returns the value of the series named exactly (name and labels
 // as exposed), or -1 when absent.
-func (r *laneRelay) metric(t *testing.T, series string) float64 {
+func (r *relay) metric(t *testing.T, series string) float64 {
 	t.Helper()
 	resp, err := http.Get(r.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -252,7 +158,7 @@ func errorType(body []byte) string {
 // then, once 5 of them are parked, 3 interactive ones: the interactive
 // ones are served before the parked batch ones.
 func TestLanePriorityOrder(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: 300 * time.Millisecond})
+	r := newRelay(t, laneSetup(300*time.Millisecond)...)
 	hdr := anthropicHeaders(canaryKey)
 	var (
 		mu    sync.Mutex
@@ -274,19 +180,19 @@ func TestLanePriorityOrder(t *testing.T) {
 		}()
 	}
 	send("b0", "batch")
-	pollFor(t, "b0 upstream", func() bool { return r.Anthropic.Stats().Requests == 1 })
+	natstest.Eventually(t, waitLimit, "b0 upstream", func() bool { return r.Anthropic.Stats().Requests == 1 })
 	for i := 1; i < 6; i++ {
 		send(fmt.Sprintf("b%d", i), "batch")
 	}
-	pollFor(t, "5 batch parked", func() bool { return r.Lanes.Depth("batch") == 5 })
+	natstest.Eventually(t, waitLimit, "5 batch parked", func() bool { return r.Lanes.Depth("batch") == 5 })
 	if got := r.metric(t, `relay_lane_depth{lane="batch"}`); got != 5 {
 		t.Errorf(`relay_lane_depth{lane="batch"} = %v while 5 are parked`, got)
 	}
-	pollFor(t, "5 batch mirrored", func() bool { return laneStreamMsgs(t, r.JS) == 5 })
+	natstest.Eventually(t, waitLimit, "5 batch mirrored", func() bool { return natstest.StreamMsgs(t, r.JS, lanes.StreamName, "") == 5 })
 	for i := range 3 {
 		send(fmt.Sprintf("i%d", i), "interactive")
 	}
-	pollFor(t, "3 interactive parked", func() bool { return r.Lanes.Depth("interactive") == 3 })
+	natstest.Eventually(t, waitLimit, "3 interactive parked", func() bool { return r.Lanes.Depth("interactive") == 3 })
 	if r.Anthropic.Stats().Requests != 1 {
 		t.Fatalf("b0 finished before the interactive requests were parked: raise the upstream latency")
 	}
@@ -323,30 +229,17 @@ func TestLanePriorityOrder(t *testing.T) {
 	if got := r.metric(t, `relay_lane_depth{lane="batch"}`); got != 0 {
 		t.Errorf(`relay_lane_depth{lane="batch"} = %v after the run`, got)
 	}
-	pollFor(t, "mirror empty", func() bool { return laneStreamMsgs(t, r.JS) == 0 })
-}
-
-func laneStreamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	st, err := js.Stream(t.Context(), lanes.StreamName)
-	if err != nil {
-		t.Fatalf("stream %s: %v", lanes.StreamName, err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	natstest.Eventually(t, waitLimit, "mirror empty", func() bool { return natstest.StreamMsgs(t, r.JS, lanes.StreamName, "") == 0 })
 }
 
 func TestLaneFullAnswers429(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: time.Millisecond, interactiveDepth: 2})
+	r := newRelay(t, laneSetup(time.Millisecond, withLanes(2))...)
 	a, o := anthropicHeaders(canaryKey), openaiHeaders(canaryKey)
 	occA := r.occupy(t, r.Anthropic, "/v1/messages", claudeBody, a, time.Second)
 	occO := r.occupy(t, r.OpenAI, "/v1/chat/completions", gptBody, o, time.Second)
 	p1 := r.postAsync(context.Background(), "p1", "/v1/messages", withLane(a, "interactive"), claudeBody)
 	p2 := r.postAsync(context.Background(), "p2", "/v1/messages", withLane(a, "interactive"), claudeBody)
-	pollFor(t, "2 parked", func() bool { return r.Lanes.Depth("interactive") == 2 })
+	natstest.Eventually(t, waitLimit, "2 parked", func() bool { return r.Lanes.Depth("interactive") == 2 })
 	for _, c := range []struct {
 		name, path, body string
 		hdr              map[string]string
@@ -378,7 +271,7 @@ func TestLaneFullAnswers429(t *testing.T) {
 }
 
 func TestLaneWaitExpired(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: time.Millisecond})
+	r := newRelay(t, laneSetup(time.Millisecond)...)
 	a, o := anthropicHeaders(canaryKey), openaiHeaders(canaryKey)
 	occA := r.occupy(t, r.Anthropic, "/v1/messages", claudeBody, a, time.Second)
 	occO := r.occupy(t, r.OpenAI, "/v1/chat/completions", gptBody, o, time.Second)
@@ -419,18 +312,18 @@ func TestLaneWaitExpired(t *testing.T) {
 }
 
 func TestLaneDisconnectWhileParked(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: time.Millisecond})
+	r := newRelay(t, laneSetup(time.Millisecond)...)
 	a := anthropicHeaders(canaryKey)
 	occ := r.occupy(t, r.Anthropic, "/v1/messages", claudeBody, a, 500*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := r.postAsync(ctx, "gone", "/v1/messages", withLane(a, "batch"), claudeBody)
-	pollFor(t, "parked", func() bool { return r.Lanes.Depth("batch") == 1 })
+	natstest.Eventually(t, waitLimit, "parked", func() bool { return r.Lanes.Depth("batch") == 1 })
 	cancel()
 	if rep := recvReply(t, gone); !errors.Is(rep.err, context.Canceled) {
 		t.Errorf("canceled request: %v %d", rep.err, rep.status)
 	}
-	pollFor(t, "removed from the lane", func() bool { return r.Lanes.Depth("batch") == 0 })
-	pollFor(t, `relay_lane_rejected_total{reason="canceled"}`, func() bool {
+	natstest.Eventually(t, waitLimit, "removed from the lane", func() bool { return r.Lanes.Depth("batch") == 0 })
+	natstest.Eventually(t, waitLimit, `relay_lane_rejected_total{reason="canceled"}`, func() bool {
 		return r.metric(t, `relay_lane_rejected_total{lane="batch",reason="canceled"}`) == 1
 	})
 	if rep := recvReply(t, occ); rep.status != http.StatusOK {
@@ -447,7 +340,7 @@ func TestLaneDisconnectWhileParked(t *testing.T) {
 }
 
 func TestLaneNotAllowedForKey(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: time.Millisecond})
+	r := newRelay(t, laneSetup(time.Millisecond)...)
 	for _, c := range []struct {
 		name, path, body string
 		hdr              map[string]string
@@ -475,7 +368,7 @@ func TestLaneNotAllowedForKey(t *testing.T) {
 // TestLaneStreamAfterParking: a streaming request that waited on a lane
 // streams every event, as a direct one does.
 func TestLaneStreamAfterParking(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: 50 * time.Millisecond})
+	r := newRelay(t, laneSetup(50*time.Millisecond)...)
 	occ := r.occupy(t, r.Anthropic, "/v1/messages", claudeBody, anthropicHeaders(canaryKey), 300*time.Millisecond)
 	c := anthropic.NewClient(aoption.WithBaseURL(r.URL), aoption.WithAPIKey(canaryKey), aoption.WithMaxRetries(0),
 		aoption.WithHeader("x-relay-lane", "batch"))
@@ -525,7 +418,7 @@ func TestLaneStreamAfterParking(t *testing.T) {
 // TestLaneTenThroughOneSlot: 10 requests at once through one 100 ms slot
 // are all served, none refused.
 func TestLaneTenThroughOneSlot(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{latency: 100 * time.Millisecond})
+	r := newRelay(t, laneSetup(100*time.Millisecond)...)
 	a := anthropicHeaders(canaryKey)
 	start := time.Now()
 	var chans []<-chan laneReply
@@ -559,10 +452,10 @@ func TestLaneTenThroughOneSlot(t *testing.T) {
 // answered 429 goes back to its lane (held by the cool-down the 429
 // started) and is served once the upstream has room, instead of failing.
 func TestLaneReparksAfterUpstream429(t *testing.T) {
-	r := newLaneRelay(t, laneRelayOptions{})
+	r := newRelay(t, laneSetup(0)...)
 	r.Anthropic.SetFault(simupstream.Fault429) // retry-after: 1
 	done := r.postAsync(t.Context(), "a", "/v1/messages", anthropicHeaders(canaryKey), body("claude-sonnet", ""))
-	pollFor(t, "the first 429", func() bool { return r.Anthropic.Stats().RateLimited > 0 })
+	natstest.Eventually(t, waitLimit, "the first 429", func() bool { return r.Anthropic.Stats().RateLimited > 0 })
 	r.Anthropic.SetFault(simupstream.FaultNone)
 	rep := recvReply(t, done)
 	if rep.status != 200 {

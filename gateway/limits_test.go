@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
@@ -121,18 +122,6 @@ func checkRateLimited(t *testing.T, f apiFormat, rep reply) {
 	}
 }
 
-// waitFor polls cond every 10ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestLimitsBurstNoUpstream429 fires a burst of twelve times an upstream's
 // hard rate limit (5/s, burst 5) at the relay, whose provider rpm is just
 // under that limit: the upstream never answers 429, as the relay refuses
@@ -151,14 +140,10 @@ func TestLimitsBurstNoUpstream429(t *testing.T) {
 	const rpm = 270
 	for _, f := range formats {
 		t.Run(f.name, func(t *testing.T) {
-			r := newRelay(t, relayOptions{
-				anthropicOpts: simupstream.Options{RPS: 5},
-				openaiOpts:    simupstream.Options{RPS: 5},
-				actors: map[string]actor.Options{
-					"anthropic-a": {RPM: rpm},
-					"openai-b":    {RPM: rpm},
-				},
-			})
+			r := newRelay(t, withUpstreams(simupstream.Options{RPS: 5}), withActors(map[string]actor.Options{
+				"anthropic-a": {RPM: rpm},
+				"openai-b":    {RPM: rpm},
+			}))
 			sim, a := r.Anthropic, r.Actors["anthropic-a"]
 			if f.name == "openai" {
 				sim, a = r.OpenAI, r.Actors["openai-b"]
@@ -171,7 +156,7 @@ func TestLimitsBurstNoUpstream429(t *testing.T) {
 			if rep := r.send(f.path, f.headers(canaryKey), body(f.model, "")); rep.err != nil || rep.status != http.StatusOK {
 				t.Fatalf("warm-up: %d %v %s", rep.status, rep.err, rep.body)
 			}
-			waitFor(t, 2*time.Second, "the request bucket to refill", func() bool {
+			natstest.Eventually(t, 2*time.Second, "the request bucket to refill", func() bool {
 				return a.State().Requests.Available >= 5
 			})
 			// The upstream's bucket lags the relay's by the call's transit.
@@ -233,9 +218,9 @@ func TestLimitsBreaker(t *testing.T) {
 	bad.sim.SetFault(simupstream.Fault500)
 	badActor := actor.New(actor.Options{Name: "flaky", Breaker: br})
 	goodActor := actor.New(actor.Options{Name: "steady", Breaker: br})
-	r := newRelay(t, relayOptions{backoff: time.Millisecond, extraRoutes: []workers.RouteSpec{
-		{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(goodActor)}},
-	}})
+	r := newRelay(t, withBackoff(time.Millisecond), withRoutes(
+		workers.RouteSpec{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(goodActor)}},
+	))
 
 	for range 40 {
 		rep := r.sendOK(t, "duo")
@@ -256,7 +241,7 @@ func TestLimitsBreaker(t *testing.T) {
 	}
 
 	bad.sim.SetFault(simupstream.FaultNone)
-	waitFor(t, 3*time.Second, "the breaker to go half-open", func() bool {
+	natstest.Eventually(t, 3*time.Second, "the breaker to go half-open", func() bool {
 		return badActor.State().Breaker == actor.BreakerHalfOpen
 	})
 	before := bad.requests()
@@ -275,7 +260,7 @@ func TestLimitsBreaker(t *testing.T) {
 // keeps every later request away from that upstream until it expires: the
 // relay answers 429 itself at once, then traffic flows again.
 func TestLimitsRetryAfterHonoured(t *testing.T) {
-	r := newRelay(t, relayOptions{actors: map[string]actor.Options{"anthropic-a": {}}})
+	r := newRelay(t, withActors(map[string]actor.Options{"anthropic-a": {}}))
 	f := formats[0]
 	hdr := anthropicHeaders(canaryKey)
 	hdr["x-sim-fault"] = "429" // this request only: 429 with retry-after: 1
@@ -339,12 +324,12 @@ func TestLimitsRetryBudgetOutage(t *testing.T) {
 	b := newUpstream(t, "down-b", simupstream.Options{})
 	a.sim.SetFault(simupstream.Fault503)
 	b.sim.SetFault(simupstream.Fault503)
-	r := newRelay(t, relayOptions{backoff: time.Millisecond, extraRoutes: []workers.RouteSpec{
-		{Model: "outage", Targets: []workers.Target{
+	r := newRelay(t, withBackoff(time.Millisecond), withRoutes(
+		workers.RouteSpec{Model: "outage", Targets: []workers.Target{
 			a.target(actor.New(actor.Options{Name: "down-a", Breaker: br})),
 			b.target(actor.New(actor.Options{Name: "down-b", Breaker: br})),
 		}},
-	}})
+	))
 	upstreamCalls := func() int64 { return a.requests() + b.requests() }
 	start := time.Now()
 	single, multi := 0, 0
@@ -405,10 +390,10 @@ func TestLimitsProviderKeyRefused(t *testing.T) {
 	good := newUpstream(t, "valid", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault401)
 	badActor := actor.New(actor.Options{Name: "revoked"})
-	r := newRelay(t, relayOptions{extraRoutes: []workers.RouteSpec{
-		{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(actor.New(actor.Options{Name: "valid"}))}},
-		{Model: "solo", Targets: []workers.Target{bad.target(badActor)}},
-	}})
+	r := newRelay(t, withRoutes(
+		workers.RouteSpec{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(actor.New(actor.Options{Name: "valid"}))}},
+		workers.RouteSpec{Model: "solo", Targets: []workers.Target{bad.target(badActor)}},
+	))
 	for i := range 10 {
 		rep := r.sendOK(t, "duo")
 		if p := rep.header.Get("X-Relay-Provider"); p != "valid" {
@@ -461,7 +446,7 @@ func grepLines(s, sub string) string {
 func TestLimitsOutputTokenRefund(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
-			r := newRelay(t, relayOptions{actors: map[string]actor.Options{"anthropic-a": {OutputTPM: 1000}}})
+			r := newRelay(t, withActors(map[string]actor.Options{"anthropic-a": {OutputTPM: 1000}}))
 			a := r.Actors["anthropic-a"]
 			extra := ""
 			if stream {

@@ -1,5 +1,7 @@
 package gateway
 
+// This file owns the proxied requests' Prometheus metrics.
+
 import (
 	"time"
 

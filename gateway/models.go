@@ -1,5 +1,8 @@
 package gateway
 
+// This file owns the endpoints that answer without an upstream call:
+// /v1/models and /v1/messages/count_tokens.
+
 import (
 	"net/http"
 	"strconv"
@@ -68,7 +71,7 @@ func (s *Server) handleModel(c echo.Context) error {
 	}
 	id := c.Param("id")
 	if st.dispatcher == nil || !st.dispatcher.Has(id) || !k.mayUseRoute(id) {
-		s.writeError(c, f, rid, errNotFound("model "+strconv.Quote(id)+" is not served by this relay", "model"))
+		s.writeError(c, f, rid, errModelNotFound(id))
 		return nil
 	}
 	c.Response().Header()["X-Request-Id"] = []string{rid}
@@ -131,17 +134,12 @@ func (s *Server) handleCountTokens(c echo.Context) error {
 		s.writeError(c, f, rid, aerr)
 		return nil
 	}
-	fields, err := wire.Peek(body, st.maxJSONDepth)
-	if err != nil {
-		s.writeError(c, f, rid, errBadRequest(err.Error()))
-		return nil
+	fields, aerr := st.peek(body)
+	if aerr == nil {
+		_, aerr = st.route(k, fields.Model)
 	}
-	if st.dispatcher == nil || !st.dispatcher.Has(fields.Model) {
-		s.writeError(c, f, rid, errNotFound("model "+strconv.Quote(fields.Model)+" is not served by this relay", "model"))
-		return nil
-	}
-	if !k.mayUseRoute(fields.Model) {
-		s.writeError(c, f, rid, errPermission("this key may not use model "+strconv.Quote(fields.Model)))
+	if aerr != nil {
+		s.writeError(c, f, rid, aerr)
 		return nil
 	}
 	n := wire.EstimateInputTokens(body)

@@ -1,11 +1,15 @@
 package gateway
 
+// This file owns the proxied request's path: POST /v1/messages and
+// /v1/chat/completions from arrival, through admission or parking on a
+// lane and the upstream call, to the answer (streams event by event), its
+// log line and metrics.
+
 import (
 	"bytes"
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,7 +28,6 @@ import (
 type exchange struct {
 	c      echo.Context
 	d      Dispatcher
-	k      *key
 	lane   Lane // lane.MaxWait is what is left of the wait
 	req    workers.Request
 	answer *apiError // the error to answer with, set by a step
@@ -33,7 +36,7 @@ type exchange struct {
 	deadline  time.Time // the end of the lane's wait
 	requestID string
 	format    workers.Format
-	key       string
+	keyName   string
 	route     string
 	queued    time.Duration
 	reparks   int
@@ -113,8 +116,8 @@ func (s *Server) proxy(x *exchange) *lanes.Ticket {
 	return s.acquire(x)
 }
 
-// prepare authenticates and reads the request and chooses its route and
-// lane.
+// prepare authenticates and reads the request, and admits it per the
+// request policy (policy.go): its route, lane and wait.
 func (s *Server) prepare(x *exchange) *apiError {
 	st := s.state.Load()
 	c := x.c
@@ -123,36 +126,21 @@ func (s *Server) prepare(x *exchange) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	x.key, x.k = k.Name, k
+	x.keyName = k.Name
 	body, aerr := s.readBody(c, st.maxBodyBytes, x.bodyBuf)
 	if aerr != nil {
 		return aerr
 	}
-	fields, err := wire.Peek(body, st.maxJSONDepth)
-	if err != nil {
-		e := errBadRequest(err.Error())
-		if errors.Is(err, wire.ErrNoModel) {
-			e.param = "model"
-		}
-		return e
-	}
-	x.stream = fields.Stream
-	if st.dispatcher == nil || !st.dispatcher.Has(fields.Model) {
-		return errNotFound("model "+strconv.Quote(fields.Model)+" is not served by this relay", "model")
-	}
-	x.route = fields.Model
-	if !k.mayUseRoute(fields.Model) {
-		return errPermission("this key may not use model " + strconv.Quote(fields.Model))
-	}
-	lane, aerr := chooseLane(st, k, r.Header)
+	d, aerr := st.admit(&syncPolicy, k, body, r.Header.Get("X-Relay-Lane"), r.Header.Get("X-Relay-Max-Wait"))
+	x.stream, x.route = d.fields.Stream, d.route
 	if aerr != nil {
 		return aerr
 	}
-	x.lane, x.d = lane, st.dispatcher
-	x.deadline = time.Now().Add(lane.MaxWait)
+	x.lane, x.d = d.lane, st.dispatcher
+	x.deadline = time.Now().Add(d.lane.MaxWait)
 	// Header is filled just before the first upstream call: a parked
 	// request does not keep a copy.
-	x.req = workers.Request{Format: x.format, Body: body, Fields: fields}
+	x.req = workers.Request{Format: x.format, Body: body, Fields: d.fields}
 	return nil
 }
 
@@ -191,7 +179,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 	}
 	t, err := s.lanes.Park(x.c.Request().Context(), lanes.Waiter{
 		Lane:    x.lane.Name,
-		Key:     x.key,
+		Key:     x.keyName,
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
 		Admit:   workers.AdmitFunc(x.d, &x.req),
@@ -274,110 +262,40 @@ func (s *Server) respond(x *exchange, resp *workers.Response) {
 	}
 }
 
-// laneError maps why a request got no capacity from its lane to its
-// answer; a client that left gets none, and is counted as 499.
+// laneError answers why a request got no capacity from its lane; a client
+// that left gets no answer.
 func (s *Server) laneError(x *exchange, err error) *apiError {
-	name := x.lane.Name
-	switch {
-	case x.c.Request().Context().Err() != nil:
-		x.status, x.err = 499, err
+	if x.clientGone(err) {
 		return nil
-	case errors.Is(err, lanes.ErrLaneFull):
-		e := errRateLimited("lane "+strconv.Quote(name)+" is full; retry after the time given", s.lanes.RetryAfter(name))
-		e.cause = err
-		return e
-	case errors.Is(err, lanes.ErrUnknownLane):
-		e := errBadRequest("x-relay-lane: lane " + strconv.Quote(name) + " is not configured")
-		e.cause = err
-		return e
-	case errors.Is(err, lanes.ErrWaitExpired):
-		e := errOverloaded("no upstream capacity for this model within "+x.lane.MaxWait.String()+"; retry after the time given",
-			s.lanes.RetryAfter(name), true)
-		e.cause = err
-		return e
 	}
-	e := errOverloaded("the relay is shutting down", time.Second, false)
-	e.cause = err
-	return e
+	return answerFor(err, &about{from: fromLane, lane: x.lane, lanes: s.lanes})
 }
 
-// chooseLane returns the lane named by x-relay-lane, or the key's default,
-// with its MaxWait shortened (never lengthened) by x-relay-max-wait.
-func chooseLane(st *state, k *key, h http.Header) (Lane, *apiError) {
-	name := h.Get("X-Relay-Lane")
-	if name == "" {
-		name = k.DefaultLane
-	}
-	lane, ok := st.lanes[name]
-	if !ok {
-		return Lane{}, errBadRequest("x-relay-lane: unknown lane " + strconv.Quote(name))
-	}
-	if !k.lanes[name] {
-		return Lane{}, errPermission("this key may not use lane " + strconv.Quote(name))
-	}
-	if v := h.Get("X-Relay-Max-Wait"); v != "" {
-		d, err := parseWait(v)
-		if err != nil {
-			return Lane{}, errBadRequest("x-relay-max-wait: " + err.Error())
-		}
-		lane.MaxWait = min(d, lane.MaxWait)
-	}
-	return lane, nil
-}
-
-// parseWait reads a Go duration ("1.5s") or a number of seconds.
-func parseWait(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		secs, ferr := strconv.ParseFloat(v, 64)
-		if ferr != nil {
-			return 0, errors.New("must be a duration such as 10s, or seconds")
-		}
-		d = time.Duration(secs * float64(time.Second))
-	}
-	if d < 0 {
-		return 0, errors.New("must not be negative")
-	}
-	return d, nil
-}
-
-// dispatchError maps a Dispatcher error to the client's answer.
+// dispatchError answers a Dispatcher error; a client that left gets no
+// answer.
 func (s *Server) dispatchError(x *exchange, err error) *apiError {
-	var we *workers.Error
-	switch {
-	case x.c.Request().Context().Err() != nil:
-		// The client went away: nothing can be written; log and count it.
-		x.status = 499
-		x.err = err
+	if x.clientGone(err) {
 		return nil
-	case errors.As(err, &we):
+	}
+	var we *workers.Error
+	if errors.As(err, &we) {
 		x.attempts = len(we.Failures)
 		if len(we.Failures) > 0 {
 			x.provider = we.Failures[len(we.Failures)-1].Provider
 		}
-		ra := we.RetryAfter()
-		if ra <= 0 {
-			ra = time.Second
-		}
-		var e *apiError
-		switch {
-		case we.NoCapacity():
-			e = errRateLimited("every provider for this model is at its limit; retry after the time given", ra)
-		case !we.Transient():
-			e = errUpstreamBroken("the upstream provider answered with an error the relay could not pass on")
-		default:
-			e = errOverloaded("all upstream providers for this model are failing or overloaded; try again later", ra, !we.ShouldRetry())
-		}
-		e.cause = err
-		return e
-	case errors.Is(err, workers.ErrInvalidRequest):
-		return errBadRequest(err.Error())
-	case errors.Is(err, workers.ErrUnknownModel):
-		return errNotFound("model is not served by this relay", "model")
 	}
-	e := errInternal("internal error")
-	e.cause = err
-	return e
+	return answerFor(err, &about{from: fromDispatcher})
+}
+
+// clientGone reports whether the client went away, and if so records err
+// as its end: nothing can be written, the request is logged and counted
+// as StatusClientClosedRequest.
+func (x *exchange) clientGone(err error) bool {
+	if x.c.Request().Context().Err() == nil {
+		return false
+	}
+	x.status, x.err = StatusClientClosedRequest, err
+	return true
 }
 
 // relayStream writes a streaming answer event by event. Every event is
@@ -407,19 +325,18 @@ func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
 			if errors.Is(err, io.EOF) {
 				return
 			}
-			if c.Request().Context().Err() != nil {
-				x.status, x.err = 499, err
+			if x.clientGone(err) {
 				return
 			}
 			x.err = err
-			ae := errOverloaded("upstream stream broke: "+streamErrMsg(err), 0, false)
+			ae := errStreamBroken(err)
 			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 			_, _ = w.Write(ae.streamBody(x.format))
 			_ = rc.Flush()
 			return
 		}
 		if _, err := w.Write(ev); err != nil {
-			x.status, x.err = 499, err
+			x.status, x.err = StatusClientClosedRequest, err
 			x.usage = st.Usage()
 			return
 		}
@@ -428,7 +345,7 @@ func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
 			continue
 		}
 		if err := rc.Flush(); err != nil {
-			x.status, x.err = 499, err
+			x.status, x.err = StatusClientClosedRequest, err
 			x.usage = st.Usage()
 			return
 		}
@@ -455,37 +372,11 @@ func streamErrMsg(err error) string {
 // finish logs the request line and records its metrics.
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
-	code := strconv.Itoa(x.status)
-	s.metrics.observe(x.route, x.provider, x.lane.Name, x.mode, code, d)
-	level := slog.LevelInfo
-	if x.status >= 500 {
-		level = slog.LevelWarn
-	}
-	if !s.log.Enabled(ctx, level) {
-		return
-	}
-	attrs := []slog.Attr{
-		slog.String("request_id", x.requestID),
-		slog.String("api", x.format.String()),
-		slog.String("key", x.key),
-		slog.String("route", x.route),
-		slog.String("provider", x.provider),
-		slog.String("lane", x.lane.Name),
-		slog.Bool("stream", x.stream),
-		slog.Int("status", x.status),
-		slog.Int("attempts", x.attempts),
-		slog.Duration("duration", d),
-		slog.String("mode", x.mode),
-		slog.Duration("queued", x.queued),
-	}
-	if x.reparks > 0 {
-		attrs = append(attrs, slog.Int("reparks", x.reparks))
-	}
-	if x.usage.Known {
-		attrs = append(attrs, slog.Int("input_tokens", x.usage.Input), slog.Int("output_tokens", x.usage.Output))
-	}
-	if x.err != nil {
-		attrs = append(attrs, slog.String("error", x.err.Error()))
-	}
-	s.log.LogAttrs(ctx, level, "request", attrs...)
+	s.metrics.observe(x.route, x.provider, x.lane.Name, x.mode, strconv.Itoa(x.status), d)
+	s.logRequest(ctx, &requestLine{
+		requestID: x.requestID, api: x.format.String(), key: x.keyName,
+		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,
+		attempts: x.attempts, mode: x.mode, queued: x.queued,
+		status: x.status, duration: d, reparks: x.reparks, usage: x.usage, err: x.err,
+	})
 }

@@ -42,7 +42,10 @@ func TestReadyzReason(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("/readyz body: %v", err)
+			}
 			if resp.StatusCode != tt.code || !strings.EqualFold(string(b), tt.body) {
 				t.Errorf("/readyz = %d %q; want %d %q", resp.StatusCode, b, tt.code, tt.body)
 			}

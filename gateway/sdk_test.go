@@ -40,7 +40,7 @@ func chatParams(model string) openai.ChatCompletionNewParams {
 }
 
 func TestAnthropicSDK(t *testing.T) {
-	r := newRelay(t, relayOptions{claudeFallbacks: []string{"gpt-4o"}})
+	r := newRelay(t, withClaudeFallbacks("gpt-4o"))
 	ctx := context.Background()
 	c := anthropicClient(r, canaryKey)
 
@@ -162,7 +162,7 @@ func TestAnthropicSDK(t *testing.T) {
 }
 
 func TestOpenAISDK(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	ctx := context.Background()
 	c := openaiClient(r, canaryKey)
 

@@ -5,7 +5,8 @@
 // the caller's own format.
 //
 // The gateway is the one place that maps errors to HTTP statuses and error
-// bodies (SPEC §3). It never calls a provider itself, never sees a
+// bodies (SPEC §3, errors.go), and decides what a request may use
+// (policy.go). It never calls a provider itself, never sees a
 // provider's key, and never writes a client's key to a log line, metric or
 // error.
 package gateway
@@ -82,32 +83,34 @@ type Server struct {
 	bodyRejected prometheus.Counter
 }
 
+// withDefaults fills o's unset fields with their defaults.
+func (o Options) withDefaults() Options {
+	o.WriteTimeout = positiveOr(o.WriteTimeout, 60*time.Second)
+	o.BodyReadTimeout = positiveOr(o.BodyReadTimeout, 60*time.Second)
+	o.BodyBudgetWait = positiveOr(o.BodyBudgetWait, defaultBodyBudgetWait)
+	o.ReadHeaderTimeout = positiveOr(o.ReadHeaderTimeout, 10*time.Second)
+	o.IdleTimeout = positiveOr(o.IdleTimeout, 120*time.Second)
+	return o
+}
+
+// withDefaults fills d's unset fields with their defaults.
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	if d.Ready == nil {
+		d.Ready = func() error { return nil }
+	}
+	return d
+}
+
 // New returns a Server serving cfg.
 func New(cfg Config, opts Options, deps Deps) *Server {
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 60 * time.Second
-	}
-	if opts.BodyReadTimeout <= 0 {
-		opts.BodyReadTimeout = 60 * time.Second
-	}
-	if opts.BodyBudgetWait <= 0 {
-		opts.BodyBudgetWait = defaultBodyBudgetWait
-	}
-	if opts.ReadHeaderTimeout <= 0 {
-		opts.ReadHeaderTimeout = 10 * time.Second
-	}
-	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 120 * time.Second
-	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registry == nil {
-		deps.Registry = prometheus.NewRegistry()
-	}
-	if deps.Ready == nil {
-		deps.Ready = func() error { return nil }
-	}
+	opts = opts.withDefaults()
+	deps = deps.withDefaults()
 	s := &Server{
 		opts:    opts,
 		log:     deps.Logger,
@@ -218,7 +221,7 @@ func (s *Server) handleEchoError(err error, c echo.Context) {
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &he) && he.Code == http.StatusNotFound:
-		ae = errNotFound("no such endpoint: "+c.Request().Method+" "+c.Request().URL.Path, "")
+		ae = errNotFound("no such endpoint: " + c.Request().Method + " " + c.Request().URL.Path)
 	case errors.As(err, &he) && he.Code == http.StatusMethodNotAllowed:
 		ae = errMethod()
 	default:

@@ -1,15 +1,19 @@
 package gateway
 
+// This file owns what the gateway serves (Config, swapped in whole on
+// reload), its prepared form (state), authentication, and the
+// interfaces of its collaborators (Dispatcher, Parker).
+
 import (
 	"context"
-
 	"crypto/sha256"
 	"crypto/subtle"
-	"github.com/relaygw/relay/lanes"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
 )
@@ -81,6 +85,13 @@ type Config struct {
 	// charged as they arrive (default 512 MiB); past it a request waits
 	// briefly for room, then gets 503 with retry-after.
 	BodyMemoryBytes int64
+	// MaxBatchRequests bounds the requests of one message batch (0:
+	// jobs.DefaultMaxBatchRequests, Anthropic's 100,000). It should match
+	// the job service's own jobs.Options.MaxBatchRequests.
+	MaxBatchRequests int
+	// MaxBatchBytes bounds a message batch creation body (0:
+	// MaxBatchBytes, Anthropic's 256 MB).
+	MaxBatchBytes int64
 }
 
 // state is a Config prepared for fast lookups.
@@ -92,6 +103,9 @@ type state struct {
 	maxJSONDepth int // > 0
 	// bodyMemoryBytes is the body memory budget's size.
 	bodyMemoryBytes int64
+	// maxBatchRequests and maxBatchBytes bound a message batch (> 0).
+	maxBatchRequests int
+	maxBatchBytes    int64
 }
 
 type key struct {
@@ -105,20 +119,13 @@ const defaultMaxBodyBytes = 32 << 20
 
 func newState(c Config) *state {
 	st := &state{
-		lanes:        make(map[string]Lane, len(c.Lanes)),
-		dispatcher:   c.Dispatcher,
-		maxBodyBytes: c.MaxBodyBytes,
-	}
-	if st.maxBodyBytes <= 0 {
-		st.maxBodyBytes = defaultMaxBodyBytes
-	}
-	st.maxJSONDepth = c.MaxJSONDepth
-	if st.maxJSONDepth <= 0 {
-		st.maxJSONDepth = wire.FallbackMaxDepth
-	}
-	st.bodyMemoryBytes = c.BodyMemoryBytes
-	if st.bodyMemoryBytes <= 0 {
-		st.bodyMemoryBytes = defaultBodyMemoryBytes
+		lanes:            make(map[string]Lane, len(c.Lanes)),
+		dispatcher:       c.Dispatcher,
+		maxBodyBytes:     positiveOr(c.MaxBodyBytes, defaultMaxBodyBytes),
+		maxJSONDepth:     positiveOr(c.MaxJSONDepth, wire.FallbackMaxDepth),
+		bodyMemoryBytes:  positiveOr(c.BodyMemoryBytes, defaultBodyMemoryBytes),
+		maxBatchRequests: positiveOr(c.MaxBatchRequests, jobs.DefaultMaxBatchRequests),
+		maxBatchBytes:    positiveOr(c.MaxBatchBytes, MaxBatchBytes),
 	}
 	for _, l := range c.Lanes {
 		st.lanes[l.Name] = l
@@ -137,6 +144,14 @@ func newState(c Config) *state {
 		st.keys = append(st.keys, kk)
 	}
 	return st
+}
+
+// positiveOr returns v, or def when v is not positive (unset).
+func positiveOr[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // authenticate returns the key whose secret the request presents, from

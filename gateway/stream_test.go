@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +15,6 @@ import (
 	"github.com/openai/openai-go/v3"
 	ooption "github.com/openai/openai-go/v3/option"
 
-	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
 )
 
@@ -52,25 +50,14 @@ func pacedUpstream(t *testing.T, gap time.Duration, deltas int, cancelled chan<-
 	return srv
 }
 
-// pacedRelay is a gateway with one route, "paced", on upstream.
-func pacedRelay(t *testing.T, upstream string) string {
+// pacedRoute adds route "paced" on upstream, whose calls may take a
+// minute.
+func pacedRoute(t *testing.T, upstream string) relayOption {
 	t.Helper()
 	p := mustProvider(t, workers.ProviderOptions{Name: "paced", Format: workers.FormatAnthropic, BaseURL: upstream,
 		APIKey: providerKeyA, Timeout: time.Minute})
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "paced",
-		Targets: []workers.Target{{Provider: p, ProviderName: "paced", Format: workers.FormatAnthropic, Weight: 1, Timeout: time.Minute}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := gateway.New(gateway.Config{
-		Dispatcher: router,
-		Lanes:      []gateway.Lane{{Name: "interactive", MaxWait: time.Second}},
-		Keys: []gateway.Key{{Name: "k", SHA256: sha256.Sum256([]byte(canaryKey)), DefaultLane: "interactive",
-			Lanes: []string{"interactive"}, Routes: []string{"*"}}},
-	}, gateway.Options{}, gateway.Deps{})
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return withRoutes(workers.RouteSpec{Model: "paced",
+		Targets: []workers.Target{{Provider: p, ProviderName: "paced", Format: workers.FormatAnthropic, Weight: 1, Timeout: time.Minute}}})
 }
 
 // TestStreamIsIncremental checks events are relayed as they arrive, not
@@ -78,8 +65,11 @@ func pacedRelay(t *testing.T, upstream string) string {
 func TestStreamIsIncremental(t *testing.T) {
 	const gap, deltas = 150 * time.Millisecond, 6
 	up := pacedUpstream(t, gap, deltas, nil)
-	url := pacedRelay(t, up.URL)
-	req, _ := http.NewRequest(http.MethodPost, url+"/v1/messages", strings.NewReader(`{"model":"paced","stream":true,"max_tokens":9,"messages":[]}`))
+	url := newRelay(t, pacedRoute(t, up.URL)).URL
+	req, err := http.NewRequest(http.MethodPost, url+"/v1/messages", strings.NewReader(`{"model":"paced","stream":true,"max_tokens":9,"messages":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("x-api-key", canaryKey)
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
@@ -116,9 +106,12 @@ func TestStreamIsIncremental(t *testing.T) {
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	cancelled := make(chan struct{})
 	up := pacedUpstream(t, time.Second, 30, cancelled)
-	url := pacedRelay(t, up.URL)
+	url := newRelay(t, pacedRoute(t, up.URL)).URL
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/messages", strings.NewReader(`{"model":"paced","stream":true,"max_tokens":99,"messages":[]}`))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/messages", strings.NewReader(`{"model":"paced","stream":true,"max_tokens":99,"messages":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("x-api-key", canaryKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -139,7 +132,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 // TestStreamBrokenMidway checks a stream the upstream cuts ends with an
 // error event the SDKs surface as an error.
 func TestStreamBrokenMidway(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	ctx := context.Background()
 	t.Run("anthropic", func(t *testing.T) {
 		c := anthropicClient(r, canaryKey)
@@ -167,7 +160,7 @@ func TestStreamBrokenMidway(t *testing.T) {
 // renamed model, never the relay key, and that no key reaches a log line,
 // a metric or an error.
 func TestKeysStayPrivate(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	ctx := context.Background()
 	ac := anthropicClient(r, canaryKey)
 	oc := openaiClient(r, canaryKey)
@@ -178,16 +171,26 @@ func TestKeysStayPrivate(t *testing.T) {
 	defer stream.Close()
 	for stream.Next() {
 	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
 	if _, err := oc.Chat.Completions.New(ctx, chatParams("gpt-4o")); err != nil {
 		t.Fatal(err)
 	}
 	// Failures and errors log their causes; none may hold a key.
-	_, _ = ac.Messages.New(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "401"))
-	_, _ = ac.Messages.New(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "500"))
+	mustFail := func(what string) func(any, error) {
+		return func(_ any, err error) {
+			if err == nil {
+				t.Errorf("%s: succeeded; want an error", what)
+			}
+		}
+	}
+	mustFail("upstream 401")(ac.Messages.New(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "401")))
+	mustFail("upstream 500")(ac.Messages.New(ctx, messageParams("claude-sonnet"), aoption.WithHeader("x-sim-fault", "500")))
 	bad := anthropicClient(r, canaryKey+"x")
-	_, _ = bad.Messages.New(ctx, messageParams("claude-sonnet"))
+	mustFail("unknown key")(bad.Messages.New(ctx, messageParams("claude-sonnet")))
 	oc2 := openai.NewClient(ooption.WithBaseURL(r.URL+"/v1"), ooption.WithAPIKey(canaryKey), ooption.WithMaxRetries(0))
-	_, _ = oc2.Chat.Completions.New(ctx, chatParams("nope"))
+	mustFail("unknown model")(oc2.Chat.Completions.New(ctx, chatParams("nope")))
 
 	for _, req := range r.Anthropic.Requests() {
 		if got := req.Header.Get("X-Api-Key"); got != providerKeyA {
@@ -233,7 +236,7 @@ func TestKeysStayPrivate(t *testing.T) {
 
 // TestHeaders checks what passes upstream and what the relay adds.
 func TestHeaders(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	hdr := anthropicHeaders(canaryKey)
 	hdr["anthropic-version"] = "2026-10-21"
 	hdr["anthropic-beta"] = "claude-code-20250219,context-management-2025-06-27"
@@ -277,7 +280,7 @@ func TestHeaders(t *testing.T) {
 }
 
 func TestModels(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	ctx := context.Background()
 	t.Run("anthropic", func(t *testing.T) {
 		c := anthropicClient(r, canaryKey)
@@ -332,7 +335,7 @@ func TestModels(t *testing.T) {
 // OpenAI upstream for the usage chunk it accounts tokens with, and hides
 // that chunk from a client that did not ask for it.
 func TestOpenAIStreamUsageAskedForTheClient(t *testing.T) {
-	r := newRelay(t, relayOptions{})
+	r := newRelay(t)
 	status, _, b := r.do(t, http.MethodPost, "/v1/chat/completions", openaiHeaders(canaryKey),
 		`{"model":"gpt-4o","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`)
 	if status != 200 {

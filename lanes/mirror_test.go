@@ -30,28 +30,6 @@ func openMirrored(t *testing.T, js jetstream.JetStream, specs ...Spec) *harness 
 	return h
 }
 
-// streamMsgs returns the messages RELAY_LANES holds, per subject when
-// subject is set.
-func streamMsgs(t *testing.T, js jetstream.JetStream, subject string) uint64 {
-	t.Helper()
-	st, err := js.Stream(t.Context(), StreamName)
-	if err != nil {
-		t.Fatalf("stream %s: %v", StreamName, err)
-	}
-	var opts []jetstream.StreamInfoOpt
-	if subject != "" {
-		opts = append(opts, jetstream.WithSubjectFilter(subject))
-	}
-	info, err := st.Info(t.Context(), opts...)
-	if err != nil {
-		t.Fatalf("stream info: %v", err)
-	}
-	if subject != "" {
-		return info.State.Subjects[subject]
-	}
-	return info.State.Msgs
-}
-
 func TestMirror(t *testing.T) {
 	ns := natstest.Start(t)
 	js := natstest.JetStream(t, ns)
@@ -69,8 +47,8 @@ func TestMirror(t *testing.T) {
 		chans = append(chans, h.start(t.Context(), id, h.waiter(id, "batch", "team-a", "claude")))
 	}
 	chans = append(chans, h.start(t.Context(), "i0", h.waiter("i0", "interactive", "team-a", "claude")))
-	h.poll("4 parked requests in "+StreamName, func() bool { return streamMsgs(t, js, "") == 4 })
-	if n := streamMsgs(t, js, SubjectPrefix+"batch"); n != 3 {
+	h.poll("4 parked requests in "+StreamName, func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 4 })
+	if n := natstest.StreamMsgs(t, js, StreamName, SubjectPrefix+"batch"); n != 3 {
 		t.Errorf("%sbatch holds %d, want 3", SubjectPrefix, n)
 	}
 	// The message says who waits for what.
@@ -92,7 +70,7 @@ func TestMirror(t *testing.T) {
 			t.Errorf("%s: %v", r.id, r.err)
 		}
 	}
-	h.poll("empty "+StreamName+" after dispatch", func() bool { return streamMsgs(t, js, "") == 0 })
+	h.poll("empty "+StreamName+" after dispatch", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 0 })
 
 	// Leaving by cancel or expiry also removes the message.
 	ctx, cancel := context.WithCancel(t.Context())
@@ -100,11 +78,11 @@ func TestMirror(t *testing.T) {
 	w := h.waiter("short", "batch", "team-a", "claude")
 	w.MaxWait = 30 * time.Millisecond
 	short := h.start(t.Context(), "short", w)
-	h.poll("2 parked", func() bool { return streamMsgs(t, js, "") >= 1 })
+	h.poll("2 parked", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") >= 1 })
 	cancel()
 	h.recv(gone)
 	h.recv(short)
-	h.poll("empty "+StreamName+" after cancel and expiry", func() bool { return streamMsgs(t, js, "") == 0 })
+	h.poll("empty "+StreamName+" after cancel and expiry", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 0 })
 }
 
 // TestMirrorCloseWhileParked closes a mirrored Set that holds requests:
@@ -118,7 +96,7 @@ func TestMirrorCloseWhileParked(t *testing.T) {
 		id := fmt.Sprintf("w%d", i)
 		chans = append(chans, h.start(t.Context(), id, h.waiter(id, "l", "k", "r")))
 	}
-	h.poll("20 mirrored", func() bool { return streamMsgs(t, js, "") == 20 })
+	h.poll("20 mirrored", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 20 })
 	if err := h.s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +105,7 @@ func TestMirrorCloseWhileParked(t *testing.T) {
 			t.Errorf("%s: %v, want ErrClosed", r.id, r.err)
 		}
 	}
-	if n := streamMsgs(t, js, ""); n != 0 {
+	if n := natstest.StreamMsgs(t, js, StreamName, ""); n != 0 {
 		t.Errorf("%s holds %d after Close, want 0", StreamName, n)
 	}
 }
@@ -164,7 +142,7 @@ func TestMirrorReopen(t *testing.T) {
 	ns, js := start()
 	h := openMirrored(t, js, Spec{Name: "a", MaxDepth: 10, MaxWait: time.Minute})
 	ch := h.start(t.Context(), "w", h.waiter("w", "a", "k", "r"))
-	h.poll("mirrored", func() bool { return streamMsgs(t, js, "") == 1 })
+	h.poll("mirrored", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 1 })
 	if err := h.s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +152,7 @@ func TestMirrorReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2 := openMirrored(t, js, Spec{Name: "a", MaxDepth: 20, MaxWait: 2 * time.Minute}, Spec{Name: "b", MaxWait: time.Minute})
-	if n := streamMsgs(t, js, ""); n != 0 {
+	if n := natstest.StreamMsgs(t, js, StreamName, ""); n != 0 {
 		t.Errorf("reopened stream holds %d stale messages, want 0", n)
 	}
 	st, err := js.Stream(t.Context(), StreamName)
@@ -185,7 +163,7 @@ func TestMirrorReopen(t *testing.T) {
 		t.Errorf("reopened stream MaxMsgs %d, want the new lanes' total depth %d", got, 20+10000)
 	}
 	ch = h2.start(t.Context(), "w2", h2.waiter("w2", "b", "k", "r"))
-	h2.poll("mirrored after reopen", func() bool { return streamMsgs(t, js, "") == 1 })
+	h2.poll("mirrored after reopen", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 1 })
 	h2.c.add(h2.s, "r", 1)
 	if r := h2.recv(ch); r.err != nil {
 		t.Fatal(r.err)
@@ -199,7 +177,7 @@ func TestMirrorReopen(t *testing.T) {
 	defer shutdown(ns)
 	h3 := openMirrored(t, js, Spec{Name: "a", MaxWait: time.Minute})
 	ch = h3.start(t.Context(), "w3", h3.waiter("w3", "a", "k", "r"))
-	h3.poll("mirrored after restart", func() bool { return streamMsgs(t, js, "") == 1 })
+	h3.poll("mirrored after restart", func() bool { return natstest.StreamMsgs(t, js, StreamName, "") == 1 })
 	h3.c.add(h3.s, "r", 1)
 	if r := h3.recv(ch); r.err != nil {
 		t.Fatal(r.err)
@@ -233,21 +211,14 @@ func TestMirrorBurst(t *testing.T) {
 		}
 	}
 	parked := time.Since(start)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		inStream, dropped := streamMsgs(t, js, ""), uint64(gathered(t, reg, "relay_lane_mirror_dropped_total"))
+	natstest.Eventually(t, 60*time.Second, fmt.Sprintf("all %d in RELAY_LANES", n), func() bool {
+		inStream, dropped := natstest.StreamMsgs(t, js, StreamName, ""), uint64(gathered(t, reg, "relay_lane_mirror_dropped_total"))
 		if dropped != 0 {
 			t.Fatalf("%d records dropped (%d in RELAY_LANES), want none", dropped, inStream)
 		}
-		if inStream == n {
-			t.Logf("%d parked in %v; all in RELAY_LANES %v later", n, parked, time.Since(start)-parked)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: %d of %d in RELAY_LANES", inStream, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return inStream == n
+	})
+	t.Logf("%d parked in %v; all in RELAY_LANES %v later", n, parked, time.Since(start)-parked)
 }
 
 // TestMirrorDropsCounted leaves the writers no room at all: every
@@ -277,7 +248,7 @@ func TestMirrorDropsCounted(t *testing.T) {
 	if dropped := gathered(t, reg, "relay_lane_mirror_dropped_total"); dropped != n {
 		t.Errorf("relay_lane_mirror_dropped_total = %v, want %d", dropped, n)
 	}
-	if got := streamMsgs(t, js, ""); got != 0 {
+	if got := natstest.StreamMsgs(t, js, StreamName, ""); got != 0 {
 		t.Errorf("RELAY_LANES holds %d, want 0", got)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
 )
 
 // capacity is a fake provider pool: free slots per route, taken by Admit
@@ -137,13 +139,7 @@ func (h *harness) parkedTotal() int64 { return h.s.parked.Load() }
 // poll waits, for at most 10 s, until cond holds.
 func (h *harness) poll(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
+	natstest.Eventually(h.t, 10*time.Second, what, cond)
 }
 
 // recv returns the result on ch within 10 s.

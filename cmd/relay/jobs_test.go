@@ -23,6 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
@@ -89,6 +91,22 @@ func (r *jobsRelay) writeConfig(natsYAML string) {
 	}
 }
 
+// observe connects to the relay's embedded NATS client port as the
+// observer until the test ends.
+func (r *jobsRelay) observe() jetstream.JetStream {
+	r.t.Helper()
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
+	if err != nil {
+		r.t.Fatalf("observer connect: %v", err)
+	}
+	r.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return js
+}
+
 // start runs the relay on the configuration and store and waits until it
 // is ready.
 func (r *jobsRelay) start() *relayProc {
@@ -128,7 +146,10 @@ func (r *jobsRelay) trySubmit(callbackURL, content string) (code int, id, body s
 		r.t.Fatalf("POST /v1/jobs: %v", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		r.t.Fatalf("POST /v1/jobs: read body: %v", err)
+	}
 	var j jobView
 	if resp.StatusCode == http.StatusAccepted && (json.Unmarshal(b, &j) != nil || j.Status != "queued") {
 		r.t.Fatalf("POST /v1/jobs: %d %s; want a queued job", resp.StatusCode, b)
@@ -168,8 +189,8 @@ func (r *jobsRelay) job(id string) (j jobView, ok bool) {
 		return j, false
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
 		return j, false
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
@@ -199,7 +220,10 @@ func newReceiver(t *testing.T, answer func(id string, n int) int) *receiver {
 	t.Helper()
 	rc := &receiver{answer: answer}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			t.Errorf("callback body: %v", err)
+		}
 		d := delivery{id: req.Header.Get("webhook-id"), ts: req.Header.Get("webhook-timestamp"),
 			sig: req.Header.Get("webhook-signature"), body: body, at: time.Now()}
 		rc.mu.Lock()
@@ -272,7 +296,7 @@ func TestJobsCrashRestart(t *testing.T) {
 		ids[i] = r.submit(rc.cbURL())
 	}
 	// Crash once some jobs finished and others are in flight upstream.
-	poll(t, 20*time.Second, "a job done and one in flight", func() bool {
+	natstest.Eventually(t, 20*time.Second, "a job done and one in flight", func() bool {
 		if r.upstream.Stats().InFlight == 0 {
 			return false
 		}
@@ -290,7 +314,7 @@ func TestJobsCrashRestart(t *testing.T) {
 
 	p = r.start()
 	views := make(map[string]jobView, n)
-	poll(t, 90*time.Second, "every job terminal with its callback delivered", func() bool {
+	natstest.Eventually(t, 90*time.Second, "every job terminal with its callback delivered", func() bool {
 		for _, id := range ids {
 			if v, ok := views[id]; ok && v.Callback != nil && v.Callback.Outcome == "delivered" {
 				continue
@@ -314,9 +338,13 @@ func TestJobsCrashRestart(t *testing.T) {
 		}
 	}
 
-	// Let any stray redelivery of a job or callback show, then check the
-	// caller's view again.
-	time.Sleep(time.Second)
+	// Wait until every job and callback message has been acknowledged
+	// (both work queues are empty), so that no stray redelivery can come,
+	// then check the caller's view again.
+	js := r.observe()
+	natstest.Eventually(t, 30*time.Second, jobs.JobsStream+" and "+jobs.CallbacksStream+" empty", func() bool {
+		return natstest.StreamMsgs(t, js, jobs.JobsStream, "") == 0 && natstest.StreamMsgs(t, js, jobs.CallbacksStream, "") == 0
+	})
 	for _, id := range ids {
 		if j, ok := r.job(id); !ok || j.Status != "succeeded" {
 			t.Errorf("job %s later: %+v", id, j)
@@ -367,18 +395,10 @@ func TestJobsCrashRestart(t *testing.T) {
 	}
 
 	// NATS: exactly one result message per job on RELAY_RESULTS, read by a
-	// separate client over the embedded server's client port.
+	// separate client (the observer, js) over the embedded server's client
+	// port.
 	if _, err := nats.Connect("nats://" + r.natsAddr); !errors.Is(err, nats.ErrAuthorization) {
 		t.Errorf("NATS client port without credentials: %v; want an authorization error", err)
-	}
-	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -451,7 +471,7 @@ func TestJobsCallbackRetried(t *testing.T) {
 	p := r.start()
 	id := r.submit(rc.cbURL())
 	var j jobView
-	poll(t, 30*time.Second, "callback delivered", func() bool {
+	natstest.Eventually(t, 30*time.Second, "callback delivered", func() bool {
 		j, _ = r.job(id)
 		return j.Callback != nil && j.Callback.Outcome == "delivered"
 	})
@@ -487,7 +507,7 @@ func TestJobsCallbackResumesAfterRestart(t *testing.T) {
 	})
 	p := r.start()
 	id := r.submit(rc.cbURL())
-	poll(t, 20*time.Second, "a failed delivery attempt recorded", func() bool {
+	natstest.Eventually(t, 20*time.Second, "a failed delivery attempt recorded", func() bool {
 		j, _ := r.job(id)
 		return j.Callback != nil && j.Callback.Attempts >= 1 && j.Callback.Outcome == "pending"
 	})
@@ -501,7 +521,7 @@ func TestJobsCallbackResumesAfterRestart(t *testing.T) {
 	p = r.start()
 	t.Logf("restarted relay ready after %v", time.Since(restarted).Round(time.Millisecond))
 	var j jobView
-	poll(t, 30*time.Second, "callback delivered after the restart", func() bool {
+	natstest.Eventually(t, 30*time.Second, "callback delivered after the restart", func() bool {
 		j, _ = r.job(id)
 		return j.Callback != nil && j.Callback.Outcome == "delivered"
 	})
@@ -543,7 +563,7 @@ func TestJobsCallbackGeneratedSecret(t *testing.T) {
 		t.Fatalf("first start logged no generated signing secret:\n%s", p.stderr.String())
 	}
 	id1 := r.submit(rc.cbURL())
-	poll(t, 30*time.Second, "first callback", func() bool { return len(rc.deliveries()) == 1 })
+	natstest.Eventually(t, 30*time.Second, "first callback", func() bool { return len(rc.deliveries()) == 1 })
 	p.stopClean()
 
 	p = r.start()
@@ -551,7 +571,7 @@ func TestJobsCallbackGeneratedSecret(t *testing.T) {
 		t.Errorf("restart logged a generated secret again")
 	}
 	id2 := r.submit(rc.cbURL())
-	poll(t, 30*time.Second, "second callback", func() bool { return len(rc.deliveries()) == 2 })
+	natstest.Eventually(t, 30*time.Second, "second callback", func() bool { return len(rc.deliveries()) == 2 })
 	p.stopClean()
 
 	for i, d := range rc.deliveries() {

@@ -1,27 +1,25 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // waitSucceeded polls until every job in ids has succeeded.
 func (r *jobsRelay) waitSucceeded(d time.Duration, ids ...string) {
 	r.t.Helper()
-	poll(r.t, d, fmt.Sprintf("%d jobs succeeded", len(ids)), func() bool {
+	natstest.Eventually(r.t, d, fmt.Sprintf("%d jobs succeeded", len(ids)), func() bool {
 		for _, id := range ids {
 			if j, ok := r.job(id); !ok || j.Status != "succeeded" {
 				return false
@@ -38,7 +36,7 @@ func (p *relayProc) readyz() (int, string) { return p.get(p.addr, "/readyz") }
 func (p *relayProc) waitUnready(d time.Duration, want string) string {
 	p.t.Helper()
 	var body string
-	poll(p.t, d, fmt.Sprintf("/readyz 503 with %q", want), func() bool {
+	natstest.Eventually(p.t, d, fmt.Sprintf("/readyz 503 with %q", want), func() bool {
 		var code int
 		code, body = p.readyz()
 		return code == http.StatusServiceUnavailable && strings.Contains(body, want)
@@ -59,7 +57,7 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	}
 	r.waitSucceeded(20*time.Second, r.submit(""))
 
-	nc, err := nats.Connect("nats://" + r.natsAddr)
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,53 +69,13 @@ func TestJobStoreHealsDeletedStream(t *testing.T) {
 	if err := js.DeleteStream(t.Context(), "RELAY_JOBS"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "RELAY_JOBS repaired", func() bool {
+	natstest.Eventually(t, 10*time.Second, "RELAY_JOBS repaired", func() bool {
 		return p.metric(`relay_job_store_repairs_total{what="jobs"}`) >= 1
 	})
-	if p.waitLog(map[string]string{"msg": "job store unavailable", "reason": "stream RELAY_JOBS missing"}) == nil {
-		t.Error("no log line said the job store was unavailable because RELAY_JOBS was missing")
-	}
+	p.waitLog("a log line saying the job store was unavailable because RELAY_JOBS was missing", map[string]string{"msg": "job store unavailable", "reason": "stream RELAY_JOBS missing"})
 	p.waitReady()
 	r.waitSucceeded(20*time.Second, r.submit(""))
 	p.stopClean()
-}
-
-// mountTmpfs mounts a tmpfs of size on a new directory until the test
-// ends, or skips the test when it cannot (not root, no mount).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs for a full filesystem")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes path until its filesystem is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
 }
 
 // TestJobStoreHealsAfterDiskFull runs the embedded NATS store on a small
@@ -126,16 +84,16 @@ func fill(t *testing.T, path string) {
 // JetStream by itself, is ready again, takes jobs, and every accepted job
 // (the one running at the time included) runs exactly once.
 func TestJobStoreHealsAfterDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := natstest.SmallFS(t, "8m")
 	t.Parallel()
 	r := newJobsRelay(t, simupstream.Options{Latency: 2 * time.Second}, 0)
 	r.writeConfig(fmt.Sprintf("{listen: %s, store_dir: %s}", r.natsAddr, filepath.Join(mnt, "nats")))
 	p := r.start()
 	accepted := []string{r.submit("")}
-	poll(t, 10*time.Second, "the first job upstream", func() bool { return r.upstream.Stats().InFlight > 0 })
+	natstest.Eventually(t, 10*time.Second, "the first job upstream", func() bool { return r.upstream.Stats().InFlight > 0 })
 
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler)
+	natstest.Fill(t, filler)
 	pad := strings.Repeat("a", 32<<10)
 	for i := 0; ; i++ {
 		code, id, body := r.trySubmit("", pad)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes"
 )
 
@@ -37,11 +38,12 @@ func laneConfig(addr, sim, natsYAML string) string {
 }
 
 // launch starts `relay serve` in dir with the configuration in dir/relay.yaml
-// (written by the caller) and waits until it is ready.
+// (written by the caller), listening on addr with its simulator on sim,
+// and waits until it is ready.
 func launch(t *testing.T, dir, addr, sim string) *relayProc {
 	t.Helper()
-	p := &relayProc{t: t, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"), addr: addr, sim: sim,
-		stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := newProc(t, relayOpts{}, dir)
+	p.addr, p.sim = addr, sim
 	p.run()
 	p.waitReady()
 	return p
@@ -56,7 +58,7 @@ func (p *relayProc) parkSome(n int, check func()) {
 	for range n {
 		go func() { codes <- p.messageAsync() }()
 	}
-	poll(p.t, 10*time.Second, "requests parked", func() bool {
+	natstest.Eventually(p.t, 10*time.Second, "requests parked", func() bool {
 		return p.metric(`relay_lane_depth{lane="interactive"}`) > 0
 	})
 	if check != nil {
@@ -161,7 +163,10 @@ func startNATSServer(t *testing.T) *natsServer {
 // start runs the server and waits until it accepts connections.
 func (n *natsServer) start() {
 	n.t.Helper()
-	_, port, _ := net.SplitHostPort(n.addr)
+	_, port, err := net.SplitHostPort(n.addr)
+	if err != nil {
+		n.t.Fatal(err)
+	}
 	n.cmd = exec.Command(n.bin, "-js", "-sd", n.storeDir, "-a", "127.0.0.1", "-p", port)
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	if err := n.cmd.Start(); err != nil {
@@ -172,7 +177,7 @@ func (n *natsServer) start() {
 		_ = cmd.Wait()
 		close(done)
 	}(n.cmd, n.done)
-	poll(n.t, 15*time.Second, "nats-server accepting", func() bool { return !refused(n.addr) })
+	natstest.Eventually(n.t, 15*time.Second, "nats-server accepting", func() bool { return !refused(n.addr) })
 }
 
 // stop ends the server (SIGTERM, then SIGKILL after 10 s) and waits; it
@@ -219,20 +224,10 @@ func TestServeExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := func() uint64 {
-		st, err := js.Stream(context.Background(), lanes.StreamName)
-		if err != nil {
-			t.Fatalf("stream %s on the external server: %v", lanes.StreamName, err)
-		}
-		info, err := st.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	msgs := func() uint64 { return natstest.StreamMsgs(t, js, lanes.StreamName, "") }
 	p.parkSome(4, func() {
-		poll(t, 10*time.Second, "parked requests in "+lanes.StreamName, func() bool { return msgs() > 0 })
+		natstest.Eventually(t, 10*time.Second, "parked requests in "+lanes.StreamName, func() bool { return msgs() > 0 })
 	})
-	poll(t, 10*time.Second, lanes.StreamName+" empty after dispatch", func() bool { return msgs() == 0 })
+	natstest.Eventually(t, 10*time.Second, lanes.StreamName+" empty after dispatch", func() bool { return msgs() == 0 })
 	p.stopClean()
 }

@@ -52,10 +52,16 @@ func TestNATSClientOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, _ := kp.Seed()
-	pub, _ := kp.PublicKey()
-	other, _ := nkeys.CreateUser()
-	otherSeed, _ := other.Seed()
+	seed, errSeed := kp.Seed()
+	pub, errPub := kp.PublicKey()
+	other, errOther := nkeys.CreateUser()
+	if err := errors.Join(errSeed, errPub, errOther); err != nil {
+		t.Fatal(err)
+	}
+	otherSeed, err := other.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
 	all := []string{">"}
 	srv := natstest.StartWith(t, embeddednats.Options{
 		Listen:  "127.0.0.1:0",
@@ -116,7 +122,10 @@ type testPKI struct {
 
 func newTestPKI(t *testing.T, dir string) testPKI {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -126,9 +135,15 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caCert, _ := x509.ParseCertificate(caDER)
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
 	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -139,7 +154,10 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kder, _ := x509.MarshalECPrivateKey(key)
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return writeFile(t, dir, name+".pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 			writeFile(t, dir, name+"-key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
 	}
@@ -255,7 +273,7 @@ func TestReloadNATSKeyRemoved(t *testing.T) {
 	}
 
 	p.writeConfig(withNATS(p, []string{canaryKey}))
-	poll(t, 15*time.Second, "config reloaded", func() bool { return p.metric(reloadOK) >= 1 })
+	natstest.Eventually(t, 15*time.Second, "config reloaded", func() bool { return p.metric(reloadOK) >= 1 })
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
@@ -305,7 +323,10 @@ func TestDemoNATSAccess(t *testing.T) {
 		t.Fatalf("demo-ops: %v", err)
 	}
 	defer ops.Close()
-	js, _ := jetstream.New(ops)
+	js, err := jetstream.New(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := js.Stream(t.Context(), "RELAY_LANES"); err != nil {
 		t.Errorf("demo-ops stream info RELAY_LANES: %v", err)
 	}
@@ -344,8 +365,13 @@ func (p *relayProc) submitJob(body string) (int, string, map[string]any) {
 		p.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		p.t.Fatalf("POST /v1/jobs: read body: %v", err)
+	}
 	var m map[string]any
-	_ = json.Unmarshal(b, &m)
+	if err := json.Unmarshal(b, &m); err != nil {
+		p.t.Fatalf("POST /v1/jobs: %d %s: not JSON: %v", resp.StatusCode, b, err)
+	}
 	return resp.StatusCode, string(b), m
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
 )
 
 // Hot reload tests: each runs a real `relay serve` with its simulator,
@@ -46,16 +48,8 @@ func (p *relayProc) reloadConfig(keys []string, body string) string {
 // the relay is ready.
 func startServe(t *testing.T, opts relayOpts, dir, cfgPath string, write func(p *relayProc)) *relayProc {
 	t.Helper()
-	p := &relayProc{
-		t:       t,
-		opts:    opts,
-		dir:     dir,
-		cfgPath: cfgPath,
-		addr:    freePort(t),
-		sim:     freePort(t),
-		stderr:  &syncBuffer{},
-		done:    make(chan struct{}),
-	}
+	p := newProc(t, opts, dir)
+	p.cfgPath = cfgPath
 	write(p)
 	p.run()
 	p.waitReady()
@@ -92,7 +86,10 @@ func (p *relayProc) ask(model string, header map[string]string) (int, string) {
 		p.t.Fatalf("POST /v1/messages: %v", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		p.t.Fatalf("POST /v1/messages: read body: %v", err)
+	}
 	return resp.StatusCode, string(b)
 }
 
@@ -133,17 +130,15 @@ func TestReloadAddRoute(t *testing.T) {
 	okBefore := p.metric(reloadOK)
 
 	p.writeConfig(p.reloadConfig(keys, providerSim+"routes:\n"+routeSonnet+routeHaiku))
-	poll(t, 10*time.Second, "route B served", func() bool {
+	natstest.Eventually(t, 10*time.Second, "route B served", func() bool {
 		code, _ := p.ask("claude-haiku", nil)
 		return code == http.StatusOK
 	})
 	if code, body := p.ask("claude-sonnet", nil); code != http.StatusOK {
 		t.Errorf("route A after reload: %d %s", code, body)
 	}
-	poll(t, 5*time.Second, reloadOK+" incremented", func() bool { return p.metric(reloadOK) >= okBefore+1 })
-	if p.waitLog(map[string]string{"msg": "configuration reloaded", "trigger": "file change", "path": p.cfgPath}) == nil {
-		t.Error("no reload log line naming the file")
-	}
+	natstest.Eventually(t, 5*time.Second, reloadOK+" incremented", func() bool { return p.metric(reloadOK) >= okBefore+1 })
+	p.waitLog("a reload log line naming the file", map[string]string{"msg": "configuration reloaded", "trigger": "file change", "path": p.cfgPath})
 	p.stop()
 }
 
@@ -186,7 +181,7 @@ func TestReloadChangeLimit(t *testing.T) {
 
 	p.writeConfig(p.reloadConfig(keys, withRPM(6000)))
 	// rpm 6000 holds 100 requests and refills 100 a second.
-	poll(t, 10*time.Second, capacity+" raised", func() bool { return p.metric(capacity) >= 50 })
+	natstest.Eventually(t, 10*time.Second, capacity+" raised", func() bool { return p.metric(capacity) >= 50 })
 	for i := range 20 {
 		if code, body := p.ask("claude-sonnet", nil); code != http.StatusOK {
 			t.Fatalf("request %d under rpm 6000: %d %s", i, code, body)
@@ -235,7 +230,7 @@ func TestReloadRemoveProviderInFlight(t *testing.T) {
 
 	okBefore := p.metric(reloadOK)
 	p.writeConfig(p.reloadConfig(keys, onlyNew+fmt.Sprintf(routeTo, "new")))
-	poll(t, 5*time.Second, "reload of the config without the old provider", func() bool {
+	natstest.Eventually(t, 5*time.Second, "reload of the config without the old provider", func() bool {
 		return p.metric(reloadOK) >= okBefore+1
 	})
 	reloaded := time.Now()
@@ -279,7 +274,7 @@ func TestReloadInvalidKeepsConfig(t *testing.T) {
 	// exist, and the file drops the key the client uses.
 	broken := providerSim + "routes:\n" + routeSonnet + strings.Replace(routeHaiku, "provider: sim", "provider: nowhere", 1)
 	p.writeConfig(p.reloadConfig([]string{canaryKey2}, broken))
-	poll(t, 10*time.Second, reloadErr+" incremented", func() bool { return p.metric(reloadErr) >= errBefore+1 })
+	natstest.Eventually(t, 10*time.Second, reloadErr+" incremented", func() bool { return p.metric(reloadErr) >= errBefore+1 })
 
 	if code, body := p.ask("claude-sonnet", nil); code != http.StatusOK {
 		t.Errorf("old config after refused reload: %d %s", code, body)
@@ -287,10 +282,7 @@ func TestReloadInvalidKeepsConfig(t *testing.T) {
 	if code, _ := p.ask("claude-haiku", nil); code != http.StatusNotFound {
 		t.Errorf("route of the refused file: %d, want 404", code)
 	}
-	line := p.waitLog(map[string]string{"level": "ERROR", "trigger": "file change"})
-	if line == nil {
-		t.Fatal("no error log line for the refused reload")
-	}
+	line := p.waitLog("a error log line for the refused reload", map[string]string{"level": "ERROR", "trigger": "file change"})
 	if e := fmt.Sprint(line["error"]); !strings.Contains(e, "routes[1].targets[0].provider") {
 		t.Errorf("error log lacks the YAML path routes[1].targets[0].provider: %s", e)
 	}
@@ -359,14 +351,14 @@ func TestReloadKubernetesSymlinkSwap(t *testing.T) {
 	// First update: add a key.
 	version("..2026_01_02", p.reloadConfig([]string{canaryKey, canaryKey2}, body))
 	swap("..2026_01_02", "..2026_01_01")
-	poll(t, 10*time.Second, "second key accepted after the ..data swap", func() bool {
+	natstest.Eventually(t, 10*time.Second, "second key accepted after the ..data swap", func() bool {
 		return p.message(canaryKey2) == http.StatusOK
 	})
 
 	// Second update: remove it again; swaps keep being noticed.
 	version("..2026_01_03", p.reloadConfig([]string{canaryKey}, body))
 	swap("..2026_01_03", "..2026_01_02")
-	poll(t, 10*time.Second, "second key refused after the second swap", func() bool {
+	natstest.Eventually(t, 10*time.Second, "second key refused after the second swap", func() bool {
 		return p.message(canaryKey2) == http.StatusUnauthorized
 	})
 	if code := p.message(canaryKey); code != http.StatusOK {
@@ -412,11 +404,9 @@ func TestReloadInPlaceWrite(t *testing.T) {
 		t.Fatal("the file was replaced, not written in place")
 	}
 
-	poll(t, 10*time.Second, "second key accepted after the in-place write", func() bool {
+	natstest.Eventually(t, 10*time.Second, "second key accepted after the in-place write", func() bool {
 		return p.message(canaryKey2) == http.StatusOK
 	})
-	if p.waitLog(map[string]string{"msg": "configuration reloaded", "trigger": "file change"}) == nil {
-		t.Error("no reload log line")
-	}
+	p.waitLog("a reload log line", map[string]string{"msg": "configuration reloaded", "trigger": "file change"})
 	p.stop()
 }

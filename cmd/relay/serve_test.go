@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
 )
 
 // Canary secrets: none may ever show in the relay's logs or metrics.
@@ -125,26 +127,30 @@ func (p *relayProc) writeConfig(body string) {
 	}
 }
 
+// newProc describes a `relay serve` process on fresh loopback ports (and
+// an admin port when opts.admin) working in dir, a new temporary
+// directory when "", on the configuration dir/relay.yaml. It is the one
+// constructor of relayProc; run starts the process.
+func newProc(t *testing.T, opts relayOpts, dir string) *relayProc {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	p := &relayProc{t: t, opts: opts, dir: dir, cfgPath: filepath.Join(dir, "relay.yaml"),
+		addr: freePort(t), sim: freePort(t), stderr: &syncBuffer{}, done: make(chan struct{})}
+	if opts.admin {
+		p.admin = freePort(t)
+	}
+	return p
+}
+
 // startRelay starts `relay serve` with one client key, canaryKey, and does
 // not wait for it to be ready. The process is killed at test end if it
 // is still running.
 func startRelay(t *testing.T, opts relayOpts) *relayProc {
 	t.Helper()
-	p := &relayProc{
-		t:      t,
-		opts:   opts,
-		dir:    t.TempDir(),
-		addr:   freePort(t),
-		sim:    freePort(t),
-		stderr: &syncBuffer{},
-		done:   make(chan struct{}),
-	}
-	if opts.admin {
-		p.admin = freePort(t)
-	}
-	p.cfgPath = filepath.Join(p.dir, "relay.yaml")
+	p := newProc(t, opts, "")
 	p.writeConfig(p.config([]string{canaryKey}, false))
-
 	p.run()
 	return p
 }
@@ -191,21 +197,15 @@ func startReady(t *testing.T, opts relayOpts) *relayProc {
 // waitReady polls /readyz until 200, for at most 20 s.
 func (p *relayProc) waitReady() {
 	p.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	natstest.Eventually(p.t, 20*time.Second, "relay ready", func() bool {
 		select {
 		case <-p.done:
 			p.t.Fatalf("relay exited before ready: %v", p.waitErr)
 		default:
 		}
-		if code, _ := p.get(p.addr, "/readyz"); code == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatal("relay not ready within 20s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		code, _ := p.get(p.addr, "/readyz")
+		return code == http.StatusOK
+	})
 }
 
 // signal sends sig to the relay.
@@ -246,7 +246,10 @@ func (p *relayProc) get(addr, path string) (int, string) {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err.Error()
+	}
 	return resp.StatusCode, string(b)
 }
 
@@ -299,8 +302,8 @@ func (p *relayProc) stream(maxTokens int) *sseStream {
 	}
 	p.t.Cleanup(func() { resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		p.t.Fatalf("stream status %d: %s", resp.StatusCode, b)
+		b, err := io.ReadAll(resp.Body)
+		p.t.Fatalf("stream status %d: %s (%v)", resp.StatusCode, b, err)
 	}
 	s := &sseStream{resp: resp, r: bufio.NewReader(resp.Body)}
 	if ev, err := s.next(); err != nil || ev != "message_start" {
@@ -376,17 +379,17 @@ func (p *relayProc) findLog(want map[string]string) map[string]any {
 	return nil
 }
 
-// waitLog polls for at most 5 s for a log line matching want (see
-// findLog): reload counts a result before it logs it.
-func (p *relayProc) waitLog(want map[string]string) map[string]any {
+// waitLog waits at most 5 s for a log line matching want (see findLog)
+// and returns it: reload counts a result before it logs it. It fails the
+// test, saying what, when none comes.
+func (p *relayProc) waitLog(what string, want map[string]string) map[string]any {
 	p.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if m := p.findLog(want); m != nil || time.Now().After(deadline) {
-			return m
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var m map[string]any
+	natstest.Eventually(p.t, 5*time.Second, what, func() bool {
+		m = p.findLog(want)
+		return m != nil
+	})
+	return m
 }
 
 // metric returns the value of the sample named exactly series (name plus
@@ -407,18 +410,6 @@ func (p *relayProc) metric(series string) float64 {
 		}
 	}
 	return 0
-}
-
-// poll calls cond every 50 ms until it is true or d passes.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // refused reports whether a new TCP connection to addr is refused.
@@ -487,7 +478,7 @@ func TestServeShutdown(t *testing.T) {
 
 			sent := time.Now()
 			p.signal(tt.sig)
-			poll(t, 5*time.Second, "new connections refused after "+tt.sig.String(), func() bool { return refused(p.addr) })
+			natstest.Eventually(t, 5*time.Second, "new connections refused after "+tt.sig.String(), func() bool { return refused(p.addr) })
 			if tt.hupDuring {
 				p.signal(syscall.SIGHUP)
 			}
@@ -634,11 +625,9 @@ func TestServeOperations(t *testing.T) {
 	t.Run("reload_on_file_replace", func(t *testing.T) {
 		before := p.metric(okSeries)
 		p.writeConfig(p.config([]string{canaryKey, canaryKey2}, false))
-		poll(t, 10*time.Second, "second key accepted", func() bool { return p.message(canaryKey2) == http.StatusOK })
-		poll(t, 5*time.Second, okSeries+" incremented", func() bool { return p.metric(okSeries) >= before+1 })
-		if p.waitLog(map[string]string{"msg": "configuration reloaded", "trigger": "file change"}) == nil {
-			t.Error("no reload log line")
-		}
+		natstest.Eventually(t, 10*time.Second, "second key accepted", func() bool { return p.message(canaryKey2) == http.StatusOK })
+		natstest.Eventually(t, 5*time.Second, okSeries+" incremented", func() bool { return p.metric(okSeries) >= before+1 })
+		p.waitLog("a reload log line", map[string]string{"msg": "configuration reloaded", "trigger": "file change"})
 		if got := p.message(canaryKey); got != http.StatusOK {
 			t.Errorf("first key after reload: %d", got)
 		}
@@ -647,17 +636,14 @@ func TestServeOperations(t *testing.T) {
 	t.Run("invalid_file_keeps_config", func(t *testing.T) {
 		before := p.metric(errSeries)
 		p.writeConfig(p.config([]string{canaryKey}, true))
-		poll(t, 10*time.Second, errSeries+" incremented", func() bool { return p.metric(errSeries) >= before+1 })
+		natstest.Eventually(t, 10*time.Second, errSeries+" incremented", func() bool { return p.metric(errSeries) >= before+1 })
 		// The refused file dropped the second key; it must still work.
 		for _, key := range []string{canaryKey, canaryKey2} {
 			if got := p.message(key); got != http.StatusOK {
 				t.Errorf("key after refused reload: %d, want 200", got)
 			}
 		}
-		line := p.waitLog(map[string]string{"level": "ERROR", "trigger": "file change"})
-		if line == nil {
-			t.Fatal("no error log line for the refused reload")
-		}
+		line := p.waitLog("a error log line for the refused reload", map[string]string{"level": "ERROR", "trigger": "file change"})
 		if e := fmt.Sprint(line["error"]); !strings.Contains(e, "providers[0].type") {
 			t.Errorf("error log lacks the problem path: %s", e)
 		}
@@ -666,22 +652,18 @@ func TestServeOperations(t *testing.T) {
 	t.Run("sighup", func(t *testing.T) {
 		errBefore := p.metric(errSeries)
 		p.signal(syscall.SIGHUP) // the file is still invalid
-		poll(t, 10*time.Second, "SIGHUP reload refused", func() bool { return p.metric(errSeries) >= errBefore+1 })
-		if p.waitLog(map[string]string{"level": "ERROR", "trigger": "sighup"}) == nil {
-			t.Error("no error log line for the SIGHUP reload")
-		}
+		natstest.Eventually(t, 10*time.Second, "SIGHUP reload refused", func() bool { return p.metric(errSeries) >= errBefore+1 })
+		p.waitLog("a error log line for the SIGHUP reload", map[string]string{"level": "ERROR", "trigger": "sighup"})
 
 		// Fix the file, then let its own reload land before SIGHUP.
 		okBefore := p.metric(okSeries)
 		p.writeConfig(p.config([]string{canaryKey}, false))
-		poll(t, 10*time.Second, "fixed file reloaded", func() bool { return p.message(canaryKey2) == http.StatusUnauthorized })
-		poll(t, 5*time.Second, okSeries+" after fix", func() bool { return p.metric(okSeries) >= okBefore+1 })
+		natstest.Eventually(t, 10*time.Second, "fixed file reloaded", func() bool { return p.message(canaryKey2) == http.StatusUnauthorized })
+		natstest.Eventually(t, 5*time.Second, okSeries+" after fix", func() bool { return p.metric(okSeries) >= okBefore+1 })
 		okBefore = p.metric(okSeries)
 		p.signal(syscall.SIGHUP)
-		poll(t, 10*time.Second, "SIGHUP reload", func() bool { return p.metric(okSeries) >= okBefore+1 })
-		if p.waitLog(map[string]string{"msg": "configuration reloaded", "trigger": "sighup"}) == nil {
-			t.Error("no reload log line for SIGHUP")
-		}
+		natstest.Eventually(t, 10*time.Second, "SIGHUP reload", func() bool { return p.metric(okSeries) >= okBefore+1 })
+		p.waitLog("a reload log line for SIGHUP", map[string]string{"msg": "configuration reloaded", "trigger": "sighup"})
 		if got := p.message(canaryKey); got != http.StatusOK {
 			t.Errorf("key after SIGHUP reload: %d", got)
 		}

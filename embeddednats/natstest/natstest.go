@@ -1,4 +1,6 @@
-// Package natstest starts embedded NATS servers with JetStream for tests.
+// Package natstest is the repository's shared test-helper package: it
+// starts embedded NATS servers with JetStream for tests, and owns the one
+// poller every test waits with (Eventually, in eventually.go).
 //
 // Every helper goes through embeddednats.Start, so tests also exercise the
 // production embedding code. Each call starts its own server with a fresh

@@ -45,6 +45,14 @@ func TestHelpers(t *testing.T) {
 			if ack.Sequence != 1 {
 				t.Errorf("Publish sequence = %d; want 1", ack.Sequence)
 			}
+			if _, err := js.Publish(t.Context(), "t.y", []byte("w")); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			for subject, want := range map[string]uint64{"": 2, "t.x": 1, "t.z": 0} {
+				if got := natstest.StreamMsgs(t, js, "T", subject); got != want {
+					t.Errorf("StreamMsgs(T, %q) = %d; want %d", subject, got, want)
+				}
+			}
 		})
 	}
 }

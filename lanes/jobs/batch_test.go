@@ -21,7 +21,7 @@ func batchItems(n int) []jobs.BatchItem {
 
 func waitBatchEnded(t *testing.T, s *jobs.Service, key, id string) jobs.Batch {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second) // generous: 1,200 jobs under -race on a loaded 2-core machine
 	for {
 		b, err := s.GetBatch(t.Context(), key, id)
 		if err != nil {

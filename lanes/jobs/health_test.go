@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
 )
 
@@ -153,51 +152,13 @@ func repairs(t *testing.T, reg *prometheus.Registry, what string) float64 {
 	return 0
 }
 
-// mountTmpfs mounts a tmpfs of size on a new directory until the test
-// ends, or skips the test when it cannot (not root, no mount).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs for a full filesystem")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes path until the filesystem is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
-}
-
 // TestStoreHealsAfterDiskFull runs the store on a small tmpfs and fills
 // it while a job runs: submits fail and the health loop says why; once
 // the filler is removed, JetStream is restarted, submits work again, and
 // every accepted job ends exactly once (the running one is not run
 // again).
 func TestStoreHealsAfterDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := natstest.SmallFS(t, "8m")
 	st := &store{t: t, dir: filepath.Join(mnt, "nats")}
 	st.start()
 	t.Cleanup(st.stop)
@@ -213,7 +174,7 @@ func TestStoreHealsAfterDiskFull(t *testing.T) {
 		t.Fatalf("started %s; want %s", id, running.ID)
 	}
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler)
+	natstest.Fill(t, filler)
 
 	big := sub("team-a")
 	big.Body = []byte(`{"model":"claude-sonnet","pad":"` + strings.Repeat("a", 32<<10) + `"}`)
