@@ -78,7 +78,7 @@ func BenchmarkDispatchLatency(b *testing.B) {
 // BenchmarkWaitDirect is the cost of one request going through a lane when
 // capacity is there: park, kick, dispatch pass, grant, return.
 func BenchmarkWaitDirect(b *testing.B) {
-	s, err := Open(context.Background(), Options{Lanes: []Spec{{Name: "interactive", MaxWait: time.Hour}}})
+	s, err := Open(context.Background(), Options{Lanes: []Spec{{Name: "interactive", MaxDepth: testMaxDepth, MaxWait: time.Hour}}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -176,9 +176,6 @@ func (h *deadlineHeap) Pop() any {
 
 // Open returns a running Set.
 func Open(ctx context.Context, o Options) (*Set, error) {
-	if len(o.Lanes) == 0 {
-		return nil, errors.New("lanes: no lanes")
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -212,20 +209,46 @@ func Open(ctx context.Context, o Options) (*Set, error) {
 	return s, nil
 }
 
-// setLanes installs specs; s.mu is held or s is not yet shared.
+// CheckSpecs reports what is wrong with specs, or nil: at least one lane,
+// each named once, with a positive MaxDepth and MaxWait and a MinShare
+// within [0, 1). The Set has no defaults of its own: configs owns them.
+func CheckSpecs(specs []Spec) error {
+	if len(specs) == 0 {
+		return errors.New("lanes: no lanes")
+	}
+	seen := make(map[string]bool, len(specs))
+	for _, sp := range specs {
+		switch {
+		case sp.Name == "" || seen[sp.Name]:
+			return fmt.Errorf("lanes: empty or duplicate lane name %q", sp.Name)
+		case sp.MaxDepth <= 0:
+			return fmt.Errorf("lanes: lane %s: max depth %d is not positive", sp.Name, sp.MaxDepth)
+		case sp.MaxWait <= 0:
+			return fmt.Errorf("lanes: lane %s: max wait %s is not positive", sp.Name, sp.MaxWait)
+		case sp.MinShare < 0 || sp.MinShare >= 1:
+			return fmt.Errorf("lanes: lane %s: min share %g is not within [0, 1)", sp.Name, sp.MinShare)
+		}
+		seen[sp.Name] = true
+	}
+	return nil
+}
+
+// setLanes checks and installs specs; s.mu is held or s is not yet
+// shared. On an error nothing changes.
 func (s *Set) setLanes(specs []Spec) error {
+	if err := CheckSpecs(specs); err != nil {
+		return err
+	}
 	var lanes []*lane
 	seen := map[string]bool{}
 	for _, sp := range specs {
-		if sp.Name == "" || seen[sp.Name] {
-			return fmt.Errorf("lanes: empty or duplicate lane name %q", sp.Name)
-		}
 		seen[sp.Name] = true
-		if sp.MaxDepth <= 0 {
-			sp.MaxDepth = 10000
-		}
 		if l := s.find(sp.Name); l != nil {
+			rewait := l.MaxWait != sp.MaxWait
 			l.Spec = sp
+			if rewait {
+				s.rewait(l)
+			}
 			lanes = append(lanes, l)
 			continue
 		}
@@ -246,6 +269,28 @@ func (s *Set) setLanes(specs []Spec) error {
 	return nil
 }
 
+// rewait gives the requests parked on l the wait its new MaxWait allows,
+// within the bound each caller set (Waiter.MaxWait): a reload that
+// changes max_wait reaches requests already parked; s.mu is held.
+func (s *Set) rewait(l *lane) {
+	for _, t := range s.deadlines {
+		if t.lane != l {
+			continue
+		}
+		t.deadline = t.parkedAt.Add(waitBound(l.MaxWait, t.w.MaxWait))
+	}
+	heap.Init(&s.deadlines)
+}
+
+// waitBound is how long a request may stay parked on a lane with
+// laneWait: the lane's wait, or the caller's when that is shorter.
+func waitBound(laneWait, callerWait time.Duration) time.Duration {
+	if callerWait > 0 && callerWait < laneWait {
+		return callerWait
+	}
+	return laneWait
+}
+
 // find returns the lane named name, configured or dropped by a reload but
 // still holding requests; s.mu is held.
 func (s *Set) find(name string) *lane {
@@ -258,7 +303,9 @@ func (s *Set) find(name string) *lane {
 }
 
 // Update applies new lane specs (a reload): limits change in place,
-// parked requests stay where they are.
+// parked requests stay where they are and their waits follow a changed
+// MaxWait. Invalid specs (see CheckSpecs) change nothing; an error
+// resizing the mirror stream is reported after the lanes changed.
 func (s *Set) Update(specs []Spec) error {
 	s.mu.Lock()
 	err := s.setLanes(specs)
@@ -465,13 +512,9 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 		rq.keys = append(rq.keys, kq)
 	}
 	s.seq++
-	maxWait := l.MaxWait
-	if w.MaxWait > 0 && w.MaxWait < maxWait {
-		maxWait = w.MaxWait
-	}
 	now := s.now()
 	t := &Ticket{s: s, ctx: ctx, w: *w, id: s.seq, lane: l, route: rq, kq: kq,
-		parkedAt: now, deadline: now.Add(maxWait), done: make(chan struct{})}
+		parkedAt: now, deadline: now.Add(waitBound(l.MaxWait, w.MaxWait)), done: make(chan struct{})}
 	t.elem = kq.queue.PushBack(t)
 	heap.Push(&s.deadlines, t)
 	rq.count++

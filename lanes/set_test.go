@@ -90,7 +90,7 @@ type harness struct {
 func newHarness(t *testing.T, specs ...Spec) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := Open(t.Context(), Options{Lanes: specs, Registry: reg})
+	s, err := Open(t.Context(), Options{Lanes: deep(specs...), Registry: reg})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -100,6 +100,22 @@ func newHarness(t *testing.T, specs ...Spec) *harness {
 		h.wg.Wait()
 	})
 	return h
+}
+
+// testMaxDepth is the MaxDepth deep gives lanes that name none.
+const testMaxDepth = 10000
+
+// deep returns specs with MaxDepth testMaxDepth where they set none: the
+// Set has no default of its own.
+func deep(specs ...Spec) []Spec {
+	out := make([]Spec, len(specs))
+	for i, sp := range specs {
+		if sp.MaxDepth == 0 {
+			sp.MaxDepth = testMaxDepth
+		}
+		out[i] = sp
+	}
+	return out
 }
 
 // waiter returns a waiter id on lane for key and route over h's capacity.
@@ -347,8 +363,8 @@ func TestRetryAfter(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s, err := Open(t.Context(), Options{Lanes: []Spec{{Name: "a", MaxWait: 20 * time.Second},
-		{Name: "tiny", MaxWait: 100 * time.Millisecond}}, Now: clock})
+	s, err := Open(t.Context(), Options{Lanes: deep(Spec{Name: "a", MaxWait: 20 * time.Second},
+		Spec{Name: "tiny", MaxWait: 100 * time.Millisecond}), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,7 +704,7 @@ func TestUpdateWhileParked(t *testing.T) {
 	}
 	b0 := h.start(t.Context(), "b0", h.waiter("b0", "b", "k", "r"))
 	// Deeper lane a, a new lane c above it, lane b dropped while it holds b0.
-	if err := h.s.Update([]Spec{{Name: "c", MaxWait: time.Hour}, {Name: "a", MaxDepth: 3, MaxWait: time.Hour}}); err != nil {
+	if err := h.s.Update(deep(Spec{Name: "c", MaxWait: time.Hour}, Spec{Name: "a", MaxDepth: 3, MaxWait: time.Hour})); err != nil {
 		t.Fatal(err)
 	}
 	a1 := h.start(t.Context(), "a1", h.waiter("a1", "a", "k", "r"))
@@ -697,12 +713,12 @@ func TestUpdateWhileParked(t *testing.T) {
 	if _, _, err := h.s.Wait(t.Context(), h.waiter("b1", "b", "k", "r")); !errors.Is(err, ErrUnknownLane) {
 		t.Errorf("new request on a dropped lane: %v, want ErrUnknownLane", err)
 	}
-	if err := h.s.Update([]Spec{{Name: "x"}, {Name: "x"}}); err == nil {
+	if err := h.s.Update(deep(Spec{Name: "x", MaxWait: time.Hour}, Spec{Name: "x", MaxWait: time.Hour})); err == nil {
 		t.Error("Update with a duplicate lane: no error")
 	}
 	// Lane b comes back, below the others: b0 is still served, on it.
-	if err := h.s.Update([]Spec{{Name: "c", MaxWait: time.Hour}, {Name: "a", MaxDepth: 3, MaxWait: time.Hour},
-		{Name: "b", MaxWait: time.Hour}}); err != nil {
+	if err := h.s.Update(deep(Spec{Name: "c", MaxWait: time.Hour}, Spec{Name: "a", MaxDepth: 3, MaxWait: time.Hour},
+		Spec{Name: "b", MaxWait: time.Hour})); err != nil {
 		t.Fatal(err)
 	}
 	if d := h.s.Depth("b"); d != 1 {
@@ -733,7 +749,7 @@ func TestUpdateRacesWait(t *testing.T) {
 				return
 			default:
 			}
-			_ = h.s.Update([]Spec{{Name: "a", MaxWait: 40 * time.Millisecond}})
+			_ = h.s.Update(deep(Spec{Name: "a", MaxWait: 40 * time.Millisecond}))
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -775,10 +791,56 @@ relay_lane_depth{lane="interactive"} 0
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := Open(t.Context(), Options{}); err == nil {
-		t.Error("Open without lanes: no error")
+	for _, tc := range []struct {
+		name  string
+		specs []Spec
+	}{
+		{"no lanes", nil},
+		{"unnamed lane", []Spec{{Name: "", MaxDepth: 1, MaxWait: time.Second}}},
+		{"duplicate lane", []Spec{{Name: "a", MaxDepth: 1, MaxWait: time.Second}, {Name: "a", MaxDepth: 1, MaxWait: time.Second}}},
+		{"no max depth", []Spec{{Name: "a", MaxWait: time.Second}}},
+		{"no max wait", []Spec{{Name: "a", MaxDepth: 1}}},
+		{"min share 1", []Spec{{Name: "a", MaxDepth: 1, MaxWait: time.Second, MinShare: 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := CheckSpecs(tc.specs); err == nil {
+				t.Error("CheckSpecs: no error")
+			}
+			if _, err := Open(t.Context(), Options{Lanes: tc.specs}); err == nil {
+				t.Error("Open: no error")
+			}
+		})
 	}
-	if _, err := Open(t.Context(), Options{Lanes: []Spec{{Name: ""}}}); err == nil {
-		t.Error("Open with an unnamed lane: no error")
+}
+
+// TestUpdateRewaits: a reload that changes a lane's MaxWait reaches the
+// requests already parked on it, within the bound each caller set.
+func TestUpdateRewaits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		callerWait time.Duration
+		newWait    time.Duration
+		wantMin    time.Duration // the request waits at least this long
+	}{
+		{"shortened", 0, 50 * time.Millisecond, 0},
+		{"shortened below the caller's bound", time.Hour, 50 * time.Millisecond, 0},
+		{"lengthened keeps the caller's bound", 300 * time.Millisecond, 2 * time.Hour, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Spec{Name: "l", MaxWait: time.Hour})
+			w := h.waiter("w", "l", "k", "r")
+			w.MaxWait = tc.callerWait
+			ch := h.start(t.Context(), "w", w)
+			if err := h.s.Update(deep(Spec{Name: "l", MaxWait: tc.newWait})); err != nil {
+				t.Fatal(err)
+			}
+			r := h.recv(ch)
+			if !errors.Is(r.err, ErrWaitExpired) {
+				t.Fatalf("parked request: %v, want ErrWaitExpired", r.err)
+			}
+			if r.waited < tc.wantMin || r.waited > 5*time.Second {
+				t.Errorf("waited %s, want between %s and 5s", r.waited, tc.wantMin)
+			}
+		})
 	}
 }
