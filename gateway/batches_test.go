@@ -121,7 +121,7 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 		return []workers.Target{{Provider: p, ProviderName: name, Format: f, Model: model, Weight: 1, Timeout: 10 * time.Second,
 			Actor: actor.New(actor.Options{Name: name, MaxConcurrency: 4})}}
 	}
-	router, err := workers.NewRouter(workers.RouterOptions{
+	router, err := newRouter(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: target(provA, "anthropic-a", workers.FormatAnthropic, "claude-sonnet-4-5")},
 			{Model: "gpt-4o", Targets: target(provO, "openai-b", workers.FormatOpenAI, "gpt-4o-2024")},

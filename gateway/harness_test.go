@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/bench/simupstream"
+	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
@@ -113,7 +115,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 			Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: o.timeout, Actor: actors["openai-b"]}}},
 	}
 	routes = append(routes, o.extraRoutes...)
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log,
+	router, err := newRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log,
 		Backoff: o.backoff})
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
@@ -141,8 +143,22 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, Actors: actors, logs: logs}
 }
 
+// newRouter is workers.NewRouter with the configuration's default retry
+// settings where o sets none: the router has no defaults of its own.
+func newRouter(o workers.RouterOptions) (*workers.Router, error) {
+	d := configs.Default().Retry
+	o.MaxAttempts = cmp.Or(o.MaxAttempts, d.MaxAttempts)
+	o.RetryRatio, o.RetryFloor = cmp.Or(o.RetryRatio, d.BudgetRatio), cmp.Or(o.RetryFloor, d.BudgetFloor)
+	return workers.NewRouter(o)
+}
+
+// mustProvider is workers.NewProvider with the configuration's default
+// timeouts where o sets none.
 func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider {
 	t.Helper()
+	d := configs.DefaultProvider()
+	o.Timeout = cmp.Or(o.Timeout, d.Timeout.Std())
+	o.FirstByteTimeout = cmp.Or(o.FirstByteTimeout, d.FirstByteTimeout.Std())
 	p, err := workers.NewProvider(o)
 	if err != nil {
 		t.Fatalf("NewProvider(%s): %v", o.Name, err)

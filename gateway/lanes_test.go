@@ -88,7 +88,7 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
 		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: 20 * time.Second})
 	actA := actor.New(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
-	router, err := workers.NewRouter(workers.RouterOptions{
+	router, err := newRouter(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
 				Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: 20 * time.Second,

@@ -15,7 +15,7 @@ import (
 // TestReadyzReason: /readyz answers 200 while Ready is nil, and 503 with
 // Ready's reason in its body otherwise.
 func TestReadyzReason(t *testing.T) {
-	router, err := workers.NewRouter(workers.RouterOptions{})
+	router, err := newRouter(workers.RouterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

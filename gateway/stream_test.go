@@ -57,7 +57,7 @@ func pacedRelay(t *testing.T, upstream string) string {
 	t.Helper()
 	p := mustProvider(t, workers.ProviderOptions{Name: "paced", Format: workers.FormatAnthropic, BaseURL: upstream,
 		APIKey: providerKeyA, Timeout: time.Minute})
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "paced",
+	router, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "paced",
 		Targets: []workers.Target{{Provider: p, ProviderName: "paced", Format: workers.FormatAnthropic, Weight: 1, Timeout: time.Minute}}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -16,12 +16,12 @@ import (
 func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	up := httptest.NewServer(nil)
 	defer up.Close()
-	prov, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic, BaseURL: up.URL, APIKey: "k"})
+	prov, err := newProvider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic, BaseURL: up.URL, APIKey: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := actor.New(actor.Options{Name: "p", MaxConcurrency: 1, RPM: 60})
-	r, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{
+	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{
 		{Provider: prov, ProviderName: "p", Format: workers.FormatAnthropic, Model: "m", Weight: 1, Timeout: time.Second, Actor: a}}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -34,12 +34,12 @@ func deepRouter(t *testing.T, f workers.Format, srv *httptest.Server) *workers.R
 	if f == workers.FormatOpenAI {
 		base += "/v1"
 	}
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: f, BaseURL: base, APIKey: "k", Timeout: 5 * time.Second})
+	p, err := newProvider(workers.ProviderOptions{Name: "p", Format: f, BaseURL: base, APIKey: "k", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.CloseIdleConnections)
-	r, err := workers.NewRouter(workers.RouterOptions{MaxAttempts: 1, MaxJSONDepth: 32, Routes: []workers.RouteSpec{{Model: "m",
+	r, err := newRouter(workers.RouterOptions{MaxAttempts: 1, MaxJSONDepth: 32, Routes: []workers.RouteSpec{{Model: "m",
 		Targets: []workers.Target{{Provider: p, ProviderName: "p", Format: f, Weight: 1, Timeout: 5 * time.Second}}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -16,8 +16,10 @@ import (
 // maxResponseBytes bounds a non-streaming upstream response body.
 const maxResponseBytes = 64 << 20
 
-// defaultMaxAttempts bounds the upstream calls made for one request.
-const defaultMaxAttempts = 3
+// defaultBackoff is RouterOptions.Backoff when it is zero. The backoff is
+// not a setting of the configuration (only tests change it), so zero
+// cannot mean anything else.
+const defaultBackoff = 100 * time.Millisecond
 
 // Request is one client request as the gateway hands it over.
 type Request struct {
@@ -60,7 +62,9 @@ type Response struct {
 type RouterOptions struct {
 	// Routes are the routes to serve.
 	Routes []RouteSpec
-	// MaxAttempts bounds upstream calls per request (default 3).
+	// MaxAttempts bounds upstream calls per request, at least 1
+	// (retry.max_attempts; configs owns its default, like the other
+	// settings below).
 	MaxAttempts int
 	// Metrics records upstream calls; nil records nothing.
 	Metrics *Metrics
@@ -68,10 +72,11 @@ type RouterOptions struct {
 	Logger *slog.Logger
 	// RetryRatio and RetryFloor size the retry budget shared by all
 	// requests: retries may add RetryRatio of the request rate, and at
-	// least RetryFloor per second (defaults 0.2 and 3).
+	// least RetryFloor per second; both must be positive
+	// (retry.budget_ratio, retry.budget_floor).
 	RetryRatio, RetryFloor float64
 	// Backoff is the base of the full-jitter backoff before calling a
-	// target that already failed once more (default 100ms, capped at 2s).
+	// target that already failed once more (0 means 100ms; capped at 2s).
 	Backoff time.Duration
 	// OnRelease, when set, is called whenever an upstream call ends and
 	// its provider's capacity may have freed (the lanes' dispatcher kicks
@@ -101,25 +106,19 @@ type Router struct {
 
 // NewRouter returns a Router for opts.
 func NewRouter(opts RouterOptions) (*Router, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
 	routes, err := buildRoutes(opts.Routes)
 	if err != nil {
 		return nil, err
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = defaultMaxAttempts
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.RetryRatio <= 0 {
-		opts.RetryRatio = defaultRetryRatio
-	}
-	if opts.RetryFloor <= 0 {
-		opts.RetryFloor = defaultRetryFloor
-	}
 	if opts.Backoff <= 0 {
-		opts.Backoff = 100 * time.Millisecond
+		opts.Backoff = defaultBackoff
 	}
 	return &Router{
 		routes:      routes,
@@ -132,6 +131,20 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 		onRelease:   opts.OnRelease,
 		maxDepth:    opts.MaxJSONDepth,
 	}, nil
+}
+
+// check reports a retry setting NewRouter cannot work with. They have no
+// defaults here: the configuration's are the only ones.
+func (o RouterOptions) check() error {
+	switch {
+	case o.MaxAttempts < 1:
+		return fmt.Errorf("workers: router: max attempts %d, want at least 1", o.MaxAttempts)
+	case !(o.RetryRatio > 0):
+		return fmt.Errorf("workers: router: retry budget ratio %g, want > 0", o.RetryRatio)
+	case !(o.RetryFloor > 0):
+		return fmt.Errorf("workers: router: retry budget floor %g, want > 0", o.RetryFloor)
+	}
+	return nil
 }
 
 // Has reports whether a route serves model.

@@ -48,7 +48,7 @@ func newUpstream(t *testing.T, status int) *upstream {
 
 func target(t *testing.T, name string, u *upstream) workers.Target {
 	t.Helper()
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: u.srv.URL,
+	p, err := newProvider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: u.srv.URL,
 		APIKey: "k-" + name, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +102,7 @@ func TestDoRetriesElsewhere(t *testing.T) {
 				specs[0].Fallbacks = []string{"fb"}
 				specs = append(specs, workers.RouteSpec{Model: "fb", Targets: []workers.Target{target(t, "fb", u)}})
 			}
-			r, err := workers.NewRouter(workers.RouterOptions{Routes: specs, Backoff: time.Millisecond})
+			r, err := newRouter(workers.RouterOptions{Routes: specs, Backoff: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestDoRetriesElsewhere(t *testing.T) {
 
 func TestDoUnknownModelAndCancel(t *testing.T) {
 	u := newUpstream(t, 200)
-	r, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{target(t, "p", u)}}}})
+	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{target(t, "p", u)}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +158,27 @@ func TestDoUnknownModelAndCancel(t *testing.T) {
 	}
 	if !r.Has("m") || r.Has("x") || len(r.Models()) != 1 {
 		t.Errorf("Has/Models wrong: %v", r.Models())
+	}
+}
+
+// TestNewRouterNeedsRetrySettings: the router has no retry defaults of
+// its own (the configuration's are the only ones), so it refuses zeros.
+func TestNewRouterNeedsRetrySettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    workers.RouterOptions
+	}{
+		{"max attempts", workers.RouterOptions{RetryRatio: 0.2, RetryFloor: 3}},
+		{"budget ratio", workers.RouterOptions{MaxAttempts: 3, RetryFloor: 3}},
+		{"budget floor", workers.RouterOptions{MaxAttempts: 3, RetryRatio: 0.2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := workers.NewRouter(tc.o); err == nil {
+				t.Error("NewRouter: no error")
+			}
+		})
+	}
+	if _, err := workers.NewRouter(workers.RouterOptions{MaxAttempts: 1, RetryRatio: 0.2, RetryFloor: 3}); err != nil {
+		t.Errorf("NewRouter with every retry setting: %v", err)
 	}
 }

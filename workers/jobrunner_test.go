@@ -22,7 +22,7 @@ func TestJobRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Done(actor.Outcome{Kind: actor.Canceled})
-	r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
+	r, err := newRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 		{Model: "ok", Targets: []workers.Target{target(t, "ok", ok)}},
 		{Model: "bad", Targets: []workers.Target{target(t, "bad", bad)}},
 		{Model: "down", Targets: []workers.Target{target(t, "down", down)}},

@@ -80,7 +80,7 @@ func keyTarget(t *testing.T, name string, k *keyUpstream, a *actor.Actor) worker
 	if k.format == workers.FormatOpenAI {
 		base += "/v1"
 	}
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: name, Format: k.format, BaseURL: base,
+	p, err := newProvider(workers.ProviderOptions{Name: name, Format: k.format, BaseURL: base,
 		APIKey: "k-" + name, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +131,7 @@ func TestUpstreamAuthFailures(t *testing.T) {
 			st.Model = "forbidden-model"
 			solo := st
 			solo.Model = "allowed-model"
-			r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
+			r, err := newRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 				{Model: "m", Targets: []workers.Target{st, ot}},
 				{Model: "solo", Targets: []workers.Target{solo}},
 			}})
@@ -191,7 +191,7 @@ func TestKeyProbeOncePerSuspicion(t *testing.T) {
 		body: `{"type":"error","error":{"type":"permission_error","message":"no"}}`})
 	tg := keyTarget(t, "p", up, actor.New(actor.Options{Name: "p"}))
 	tg.Model = "forbidden-model"
-	r, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{tg}}}})
+	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{tg}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
