@@ -119,7 +119,7 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 		BaseURL: ups[2].URL, APIKey: providerKeyA, Timeout: 10 * time.Second})
 	target := func(p *workers.HTTPProvider, name string, f workers.Format, model string) []workers.Target {
 		return []workers.Target{{Provider: p, ProviderName: name, Format: f, Model: model, Weight: 1, Timeout: 10 * time.Second,
-			Actor: actor.New(actor.Options{Name: name, MaxConcurrency: 4})}}
+			Actor: newActor(actor.Options{Name: name, MaxConcurrency: 4})}}
 	}
 	router, err := newRouter(workers.RouterOptions{
 		Routes: []workers.RouteSpec{

@@ -106,7 +106,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 		if ao.Name == "" {
 			ao.Name = name
 		}
-		actors[name] = actor.New(ao)
+		actors[name] = newActor(ao)
 	}
 	routes := []workers.RouteSpec{
 		{Model: "claude-sonnet", Fallbacks: o.claudeFallbacks, Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
@@ -150,6 +150,16 @@ func newRouter(o workers.RouterOptions) (*workers.Router, error) {
 	o.MaxAttempts = cmp.Or(o.MaxAttempts, d.MaxAttempts)
 	o.RetryRatio, o.RetryFloor = cmp.Or(o.RetryRatio, d.BudgetRatio), cmp.Or(o.RetryFloor, d.BudgetFloor)
 	return workers.NewRouter(o)
+}
+
+// newActor is actor.New with the configuration's default breaker
+// settings where o sets none: the actor has no defaults of its own.
+func newActor(o actor.Options) *actor.Actor {
+	d := configs.DefaultBreaker()
+	b := &o.Breaker
+	b.FailureRatio, b.MinRequests = cmp.Or(b.FailureRatio, d.FailureRatio), cmp.Or(b.MinRequests, d.MinRequests)
+	b.Window, b.OpenFor = cmp.Or(b.Window, d.Window.Std()), cmp.Or(b.OpenFor, d.OpenFor.Std())
+	return actor.New(o)
 }
 
 // mustProvider is workers.NewProvider with the configuration's default

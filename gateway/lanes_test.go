@@ -87,7 +87,7 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: 20 * time.Second})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
 		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: 20 * time.Second})
-	actA := actor.New(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
+	actA := newActor(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
 	router, err := newRouter(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
@@ -95,7 +95,7 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 				Actor: actA}}},
 			{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
 				Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: 20 * time.Second,
-				Actor: actor.New(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
+				Actor: newActor(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
 		},
 		Metrics:   workers.NewMetrics(reg),
 		OnRelease: set.Kick,

@@ -231,8 +231,8 @@ func TestLimitsBreaker(t *testing.T) {
 	bad := newUpstream(t, "flaky", simupstream.Options{})
 	good := newUpstream(t, "steady", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault500)
-	badActor := actor.New(actor.Options{Name: "flaky", Breaker: br})
-	goodActor := actor.New(actor.Options{Name: "steady", Breaker: br})
+	badActor := newActor(actor.Options{Name: "flaky", Breaker: br})
+	goodActor := newActor(actor.Options{Name: "steady", Breaker: br})
 	r := newRelay(t, relayOptions{backoff: time.Millisecond, extraRoutes: []workers.RouteSpec{
 		{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(goodActor)}},
 	}})
@@ -341,8 +341,8 @@ func TestLimitsRetryBudgetOutage(t *testing.T) {
 	b.sim.SetFault(simupstream.Fault503)
 	r := newRelay(t, relayOptions{backoff: time.Millisecond, extraRoutes: []workers.RouteSpec{
 		{Model: "outage", Targets: []workers.Target{
-			a.target(actor.New(actor.Options{Name: "down-a", Breaker: br})),
-			b.target(actor.New(actor.Options{Name: "down-b", Breaker: br})),
+			a.target(newActor(actor.Options{Name: "down-a", Breaker: br})),
+			b.target(newActor(actor.Options{Name: "down-b", Breaker: br})),
 		}},
 	}})
 	upstreamCalls := func() int64 { return a.requests() + b.requests() }
@@ -404,9 +404,9 @@ func TestLimitsProviderKeyRefused(t *testing.T) {
 	bad := newUpstream(t, "revoked", simupstream.Options{})
 	good := newUpstream(t, "valid", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault401)
-	badActor := actor.New(actor.Options{Name: "revoked"})
+	badActor := newActor(actor.Options{Name: "revoked"})
 	r := newRelay(t, relayOptions{extraRoutes: []workers.RouteSpec{
-		{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(actor.New(actor.Options{Name: "valid"}))}},
+		{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(newActor(actor.Options{Name: "valid"}))}},
 		{Model: "solo", Targets: []workers.Target{bad.target(badActor)}},
 	}})
 	for i := range 10 {

@@ -20,7 +20,7 @@ func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := actor.New(actor.Options{Name: "p", MaxConcurrency: 1, RPM: 60})
+	a := newActor(actor.Options{Name: "p", MaxConcurrency: 1, RPM: 60})
 	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{
 		{Provider: prov, ProviderName: "p", Format: workers.FormatAnthropic, Model: "m", Weight: 1, Timeout: time.Second, Actor: a}}}}})
 	if err != nil {

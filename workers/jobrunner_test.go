@@ -16,7 +16,7 @@ func TestJobRunner(t *testing.T) {
 	bad := newUpstream(t, 400)
 	down := newUpstream(t, 503)
 	full := target(t, "full", ok)
-	full.Actor = actor.New(actor.Options{Name: "full", MaxConcurrency: 1})
+	full.Actor = newActor(actor.Options{Name: "full", MaxConcurrency: 1})
 	hold, err := full.Actor.Admit(0, 0) // the one slot stays taken
 	if err != nil {
 		t.Fatal(err)

@@ -126,8 +126,8 @@ func TestUpstreamAuthFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			suspect := newKeyUpstream(t, &keyUpstream{format: tc.format, status: tc.status, body: tc.body, probeStatus: tc.probeStatus})
 			other := newKeyUpstream(t, &keyUpstream{format: workers.FormatAnthropic, probeStatus: 200})
-			sa := actor.New(actor.Options{Name: "suspect"})
-			st, ot := keyTarget(t, "suspect", suspect, sa), keyTarget(t, "other", other, actor.New(actor.Options{Name: "other"}))
+			sa := newActor(actor.Options{Name: "suspect"})
+			st, ot := keyTarget(t, "suspect", suspect, sa), keyTarget(t, "other", other, newActor(actor.Options{Name: "other"}))
 			st.Model = "forbidden-model"
 			solo := st
 			solo.Model = "allowed-model"
@@ -189,7 +189,7 @@ func TestKeyProbeOncePerSuspicion(t *testing.T) {
 	gate := make(chan struct{})
 	up := newKeyUpstream(t, &keyUpstream{format: workers.FormatAnthropic, status: 403, probeStatus: 200, probeGate: gate,
 		body: `{"type":"error","error":{"type":"permission_error","message":"no"}}`})
-	tg := keyTarget(t, "p", up, actor.New(actor.Options{Name: "p"}))
+	tg := keyTarget(t, "p", up, newActor(actor.Options{Name: "p"}))
 	tg.Model = "forbidden-model"
 	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{tg}}}})
 	if err != nil {

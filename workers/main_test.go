@@ -8,6 +8,7 @@ import (
 
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/actor"
 )
 
 func TestMain(m *testing.M) {
@@ -30,4 +31,14 @@ func newProvider(o workers.ProviderOptions) (*workers.HTTPProvider, error) {
 	o.Timeout = cmp.Or(o.Timeout, d.Timeout.Std())
 	o.FirstByteTimeout = cmp.Or(o.FirstByteTimeout, d.FirstByteTimeout.Std())
 	return workers.NewProvider(o)
+}
+
+// newActor is actor.New with the configuration's default breaker
+// settings where o sets none: the actor has no defaults of its own.
+func newActor(o actor.Options) *actor.Actor {
+	d := configs.DefaultBreaker()
+	b := &o.Breaker
+	b.FailureRatio, b.MinRequests = cmp.Or(b.FailureRatio, d.FailureRatio), cmp.Or(b.MinRequests, d.MinRequests)
+	b.Window, b.OpenFor = cmp.Or(b.Window, d.Window.Std()), cmp.Or(b.OpenFor, d.OpenFor.Std())
+	return actor.New(o)
 }

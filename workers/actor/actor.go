@@ -79,52 +79,32 @@ func (r *Refusal) RetryAfter(now time.Time) time.Duration {
 	return max(r.When.Sub(now), 0)
 }
 
-// BreakerOptions configure an Actor's circuit breaker. Zero fields take the
-// documented defaults.
+// BreakerOptions configure an Actor's circuit breaker. FailureRatio,
+// MinRequests, Window and OpenFor must be positive: they are settings of
+// the configuration (providers[].breaker), which owns their defaults and
+// validates them; the Actor has none of its own.
 type BreakerOptions struct {
 	// FailureRatio opens the breaker when failures/requests in the window
-	// reach it (default 0.5).
+	// reach it.
 	FailureRatio float64
 	// MinRequests is the number of counted calls in the window below which
 	// the ratio never opens the breaker; that many consecutive failures
-	// open it whatever the window holds (default 10).
+	// open it whatever the window holds.
 	MinRequests int
-	// Window is the rolling window over which calls are counted (default
-	// 30s), kept as ten sub-buckets of Window/10.
+	// Window is the rolling window over which calls are counted, kept as
+	// ten sub-buckets of Window/10.
 	Window time.Duration
-	// OpenFor is how long the breaker stays open before going half-open
-	// (default 15s).
+	// OpenFor is how long the breaker stays open before going half-open.
 	OpenFor time.Duration
 	// HalfOpenProbes is how many calls a half-open breaker lets through, and
-	// how many of them must succeed to close it (default 1).
+	// how many of them must succeed to close it. It is not a setting of the
+	// configuration, so 0 means 1.
 	HalfOpenProbes int
 }
 
-// Breaker defaults, from the SPEC's example configuration.
-const (
-	DefaultFailureRatio   = 0.5
-	DefaultMinRequests    = 10
-	DefaultWindow         = 30 * time.Second
-	DefaultOpenFor        = 15 * time.Second
-	DefaultHalfOpenProbes = 1
-)
-
-func (o BreakerOptions) withDefaults() BreakerOptions {
-	if o.FailureRatio <= 0 {
-		o.FailureRatio = DefaultFailureRatio
-	}
-	if o.MinRequests <= 0 {
-		o.MinRequests = DefaultMinRequests
-	}
-	if o.Window <= 0 {
-		o.Window = DefaultWindow
-	}
-	if o.OpenFor <= 0 {
-		o.OpenFor = DefaultOpenFor
-	}
-	if o.HalfOpenProbes <= 0 {
-		o.HalfOpenProbes = DefaultHalfOpenProbes
-	}
+// withProbes returns o with HalfOpenProbes 1 when it sets none.
+func (o BreakerOptions) withProbes() BreakerOptions {
+	o.HalfOpenProbes = max(o.HalfOpenProbes, 1)
 	return o
 }
 
@@ -311,7 +291,7 @@ func (a *Actor) configure(now time.Time, o Options) {
 	a.req.configure(now, o.RPM, RequestBurst(o.RPM))
 	a.in.configure(now, o.InputTPM, 0)
 	a.out.configure(now, o.OutputTPM, 0)
-	a.br.configure(o.Breaker.withDefaults())
+	a.br.configure(o.Breaker.withProbes())
 }
 
 // Name returns the provider name the Actor was configured with.

@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/time/rate"
+
+	"github.com/relaygw/relay/configs"
 )
 
 func TestMain(m *testing.M) {
@@ -47,6 +50,12 @@ func newActor(t *testing.T, o Options) (*Actor, *fakeClock) {
 	if o.Name == "" {
 		o.Name = "test"
 	}
+	// The configuration's breaker defaults where o sets none: the Actor
+	// has none of its own.
+	d := configs.DefaultBreaker()
+	b := &o.Breaker
+	b.FailureRatio, b.MinRequests = cmp.Or(b.FailureRatio, d.FailureRatio), cmp.Or(b.MinRequests, d.MinRequests)
+	b.Window, b.OpenFor = cmp.Or(b.Window, d.Window.Std()), cmp.Or(b.OpenFor, d.OpenFor.Std())
 	return New(o), c
 }
 
