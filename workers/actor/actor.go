@@ -64,7 +64,8 @@ type Refusal struct {
 	// (breaker, cool-down, buckets, auth back-off) may be satisfied, for a
 	// retry-after answer or for parking. It equals the refusal time when the
 	// only obstacles end with a finished call (concurrency, half-open probes);
-	// use [Actor.Wait] for those.
+	// the caller learns of those from its own accounting of finished calls
+	// (the router's OnRelease).
 	When time.Time
 }
 
@@ -259,7 +260,6 @@ type Actor struct {
 	br        breaker
 	coolUntil time.Time
 	authUntil time.Time
-	wake      chan struct{} // closed and dropped by signal; nil when no one waits
 }
 
 // New returns an Actor configured by o, with full buckets and a closed
@@ -309,13 +309,12 @@ func (a *Actor) Name() string {
 // are kept. Bucket levels are kept and clamped to a lowered burst; a bucket
 // that gains a limit starts full. Lowering MaxConcurrency below the in-flight
 // count refuses new calls until enough finish. The clock (Options.Now) cannot
-// be changed and is ignored. Waiters on [Actor.Wait] are woken.
+// be changed and is ignored.
 func (a *Actor) Update(o Options) {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.configure(now, o)
-	a.signal()
 }
 
 // Permit is the right to make one upstream call, returned by [Actor.Admit].
@@ -410,49 +409,13 @@ func (a *Actor) Admit(inTokens, maxOut int) (*Permit, error) {
 	}, nil
 }
 
-// NextCapacity returns the earliest time at which Admit(inTokens, maxOut)
-// may succeed: now if it would succeed now. When only a finished call can
-// free capacity (concurrency, half-open probes) it also returns now; wait on
-// [Actor.Wait] for those.
-func (a *Actor) NextCapacity(inTokens, maxOut int) time.Time {
-	now := a.now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	in, out := a.sizes(inTokens, maxOut)
-	_, when := a.check(now, in, out)
-	return when
-}
-
-// Wait returns a channel that is closed the next time capacity may have been
-// freed by a finished call ([Permit.Done]) or an [Actor.Update]. It does not
-// fire when time alone frees capacity (refill, end of a cool-down, breaker
-// going half-open): arm a timer at [Actor.NextCapacity] for that. Take the
-// channel before calling Admit to avoid missing a wake-up.
-func (a *Actor) Wait() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.wake == nil {
-		a.wake = make(chan struct{})
-	}
-	return a.wake
-}
-
-// signal wakes the waiters; a.mu is held. No channel is made when no one
-// waits, so Done allocates nothing.
-func (a *Actor) signal() {
-	if a.wake != nil {
-		close(a.wake)
-		a.wake = nil
-	}
-}
-
 // Done reports the outcome of the permitted call. It releases the
 // concurrency slot; settles the token buckets (refunds the unused output
 // reservation and corrects the input estimate when o.UsageKnown; without
 // usage, refunds the whole output reservation for outcomes that produce no
 // output and keeps every charge otherwise); feeds the breaker; sets the
 // cool-down for 429/529 and the auth back-off for ProviderAuth; caps the
-// buckets from the rate-limit headers; and wakes [Actor.Wait]ers. Calls after
+// buckets from the rate-limit headers. Calls after
 // the first are ignored, as are calls on a nil Permit.
 func (p *Permit) Done(o Outcome) {
 	if p == nil || p.a == nil {
@@ -489,7 +452,6 @@ func (p *Permit) Done(o Outcome) {
 	if o.Header != nil {
 		a.learn(now, o.Header)
 	}
-	a.signal()
 }
 
 func later(a, b time.Time) time.Time {
