@@ -34,19 +34,19 @@ func (r *Router) Admit(req *Request) (*Grant, error) {
 	if !ok {
 		return nil, ErrUnknownModel
 	}
-	d := dispatch{r: r, req: req, inTokens: -1}
+	tr := tries{r: r, req: req, inTokens: -1}
 	for _, cand := range rt.chain {
 		for {
-			t := cand.pick(d.skipTried)
+			t := cand.pick(tr.skipTried)
 			if t == nil {
 				break
 			}
-			if p, ok := d.admit(t); ok {
+			if p, ok := tr.admit(t); ok {
 				return &Grant{r: r, t: t, permit: p}, nil
 			}
 		}
 	}
-	return nil, &Error{Refusals: d.refusals}
+	return nil, &Error{Refusals: tr.refusals}
 }
 
 // Admitter is what AdmitFunc needs of a Router.

@@ -176,49 +176,51 @@ func (r *Router) Do(ctx context.Context, req *Request, g *Grant) (*Response, err
 		return nil, ErrUnknownModel
 	}
 	r.budget.request()
-	d := dispatch{r: r, req: req, inTokens: -1}
+	tr := tries{r: r, req: req, inTokens: -1}
 	if g != nil {
-		if resp, done := d.call(ctx, g.t, g.permit); done {
-			return resp, d.err
+		if resp, done := tr.call(ctx, g.t, g.permit); done {
+			return resp, tr.err
 		}
 	}
 	for _, cand := range rt.chain {
-		for !d.exhausted() {
-			t := cand.pick(d.skipTried)
+		for !tr.exhausted() {
+			t := cand.pick(tr.skipTried)
 			if t == nil {
 				break
 			}
-			if resp, done := d.try(ctx, t); done {
-				return resp, d.err
+			if resp, done := tr.try(ctx, t); done {
+				return resp, tr.err
 			}
 		}
 	}
 	// Every target has been tried or refused: go round the failed ones
 	// again, after a backoff, while their failures were transient and
 	// attempts remain.
-	for progressed := true; progressed && !d.exhausted(); {
+	for progressed := true; progressed && !tr.exhausted(); {
 		progressed = false
-		for _, t := range d.tried {
-			if f := d.failed[t]; d.exhausted() || f == nil || !retrySame(f) || contains(d.refused, t) {
+		for _, t := range tr.tried {
+			if f := tr.failed[t]; tr.exhausted() || f == nil || !retrySame(f) || contains(tr.refused, t) {
 				continue
 			}
-			if !d.sleep(ctx) {
+			if !tr.sleep(ctx) {
 				break
 			}
 			progressed = true
-			if resp, done := d.try(ctx, t); done {
-				return resp, d.err
+			if resp, done := tr.try(ctx, t); done {
+				return resp, tr.err
 			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("client gone: %w", err)
 	}
-	return nil, &Error{Failures: d.failures, Refusals: d.refusals, Attempts: d.attempts}
+	return nil, &Error{Failures: tr.failures, Refusals: tr.refusals, Attempts: tr.attempts}
 }
 
-// dispatch is the state of one Do call.
-type dispatch struct {
+// tries is the record of one request's tries across its route's targets
+// (one Do call, or one Admit): what was tried, refused and failed, and
+// how many upstream calls were made.
+type tries struct {
 	r        *Router
 	req      *Request
 	inTokens int // estimated input tokens; -1 until needed
@@ -232,16 +234,16 @@ type dispatch struct {
 	err      error
 }
 
-func (d *dispatch) exhausted() bool { return d.attempts >= d.r.maxAttempts || d.noBudget }
+func (tr *tries) exhausted() bool { return tr.attempts >= tr.r.maxAttempts || tr.noBudget }
 
 // skipTried skips targets already called or refused in this request.
-func (d *dispatch) skipTried(t *target) bool {
-	for _, x := range d.tried {
+func (tr *tries) skipTried(t *target) bool {
+	for _, x := range tr.tried {
 		if x == t {
 			return true
 		}
 	}
-	for _, x := range d.refused {
+	for _, x := range tr.refused {
 		if x == t {
 			return true
 		}
@@ -251,80 +253,80 @@ func (d *dispatch) skipTried(t *target) bool {
 
 // admit asks t's provider for capacity. It returns false, recording the
 // refusal, when there is none.
-func (d *dispatch) admit(t *target) (*actor.Permit, bool) {
+func (tr *tries) admit(t *target) (*actor.Permit, bool) {
 	if t.Actor == nil {
 		return nil, true
 	}
 	in := 0
 	if t.EstimateInput {
-		if d.inTokens < 0 {
-			d.inTokens = wire.EstimateInputTokens(d.req.Body)
+		if tr.inTokens < 0 {
+			tr.inTokens = wire.EstimateInputTokens(tr.req.Body)
 		}
-		in = d.inTokens
+		in = tr.inTokens
 	}
-	p, err := t.Actor.Admit(in, d.req.Fields.MaxTokens)
+	p, err := t.Actor.Admit(in, tr.req.Fields.MaxTokens)
 	if err != nil {
 		var ref *actor.Refusal
 		if errors.As(err, &ref) {
-			d.refusals = append(d.refusals, ref)
+			tr.refusals = append(tr.refusals, ref)
 		}
-		d.refused = append(d.refused, t)
-		d.r.metrics.refusal(t.ProviderName, refusalReason(err))
+		tr.refused = append(tr.refused, t)
+		tr.r.metrics.refusal(t.ProviderName, refusalReason(err))
 		return nil, false
 	}
 	return p, true
 }
 
 // try asks t's provider for admission and calls it. done reports that the
-// request is answered (resp) or must end (d.err).
-func (d *dispatch) try(ctx context.Context, t *target) (resp *Response, done bool) {
-	permit, ok := d.admit(t)
+// request is answered (resp) or must end (tr.err).
+func (tr *tries) try(ctx context.Context, t *target) (resp *Response, done bool) {
+	permit, ok := tr.admit(t)
 	if !ok {
 		return nil, false
 	}
-	return d.call(ctx, t, permit)
+	return tr.call(ctx, t, permit)
 }
 
 // call makes one upstream call to t under permit, within the budget.
-func (d *dispatch) call(ctx context.Context, t *target, permit *actor.Permit) (resp *Response, done bool) {
-	if d.attempts > 0 && !d.r.budget.allow() {
-		d.r.finish(permit, actor.Outcome{Kind: actor.Canceled})
-		d.noBudget = true
-		d.r.metrics.budgetExhausted()
+func (tr *tries) call(ctx context.Context, t *target, permit *actor.Permit) (resp *Response, done bool) {
+	if tr.attempts > 0 && !tr.r.budget.allow() {
+		tr.r.finish(permit, actor.Outcome{Kind: actor.Canceled})
+		tr.noBudget = true
+		tr.r.metrics.budgetExhausted()
 		return nil, false
 	}
-	d.attempts++
-	if !contains(d.tried, t) {
-		d.tried = append(d.tried, t)
+	tr.attempts++
+	if !contains(tr.tried, t) {
+		tr.tried = append(tr.tried, t)
 	}
-	resp, fail := d.r.attempt(ctx, d.req, t, permit)
+	resp, fail := tr.r.attempt(ctx, tr.req, t, permit)
 	if fail == nil {
-		resp.Attempts = d.attempts
+		resp.Attempts = tr.attempts
 		return resp, true
 	}
 	if err := ctx.Err(); err != nil {
-		d.err = fmt.Errorf("client gone: %w", err)
+		tr.err = fmt.Errorf("client gone: %w", err)
 		return nil, true
 	}
 	if fail.Kind == FailInvalidRequest {
-		d.err = fmt.Errorf("%w: %v", ErrInvalidRequest, fail.Err)
+		tr.err = fmt.Errorf("%w: %v", ErrInvalidRequest, fail.Err)
 		return nil, true
 	}
-	d.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
+	tr.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
 		slog.String("provider", fail.Provider), slog.String("kind", fail.Kind.String()),
 		slog.Int("status", fail.Status), slog.String("error", fail.Err.Error()))
-	if d.failed == nil {
-		d.failed = make(map[*target]*Failure, 2)
+	if tr.failed == nil {
+		tr.failed = make(map[*target]*Failure, 2)
 	}
-	d.failed[t] = fail
-	d.failures = append(d.failures, *fail)
+	tr.failed[t] = fail
+	tr.failures = append(tr.failures, *fail)
 	return nil, false
 }
 
 // sleep waits a full-jitter backoff before calling a failed target again,
 // reporting false when the context ends or its deadline would pass first.
-func (d *dispatch) sleep(ctx context.Context) bool {
-	ceiling := min(d.r.backoff<<min(d.attempts, 5), 2*time.Second)
+func (tr *tries) sleep(ctx context.Context) bool {
+	ceiling := min(tr.r.backoff<<min(tr.attempts, 5), 2*time.Second)
 	wait := time.Duration(rand.Int64N(int64(ceiling) + 1))
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		return false
