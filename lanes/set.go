@@ -41,10 +41,18 @@ type Spec struct {
 	MinShare float64
 }
 
+// Grant is capacity an AdmitFunc took for a request. The lanes hand it to
+// the request's caller, or give it back with Release when the caller left
+// at the moment it was admitted.
+type Grant interface {
+	// Release gives the capacity back unused.
+	Release()
+}
+
 // AdmitFunc tries to take capacity for a parked request. It returns the
 // grant when capacity was taken; otherwise ok is false and retryAt is the
 // earliest time capacity may exist (zero when only a Kick can tell).
-type AdmitFunc func() (grant any, retryAt time.Time, ok bool)
+type AdmitFunc func() (grant Grant, retryAt time.Time, ok bool)
 
 // Waiter is a request asking to park.
 type Waiter struct {
@@ -60,9 +68,6 @@ type Waiter struct {
 	MaxWait time.Duration
 	// Admit takes capacity for the request.
 	Admit AdmitFunc
-	// Release gives back a grant Admit made that the waiter can no longer
-	// use (it went away at the moment it was admitted).
-	Release func(grant any)
 }
 
 // Options configure a Set.
@@ -146,7 +151,7 @@ type Ticket struct {
 	parkedAt time.Time
 	deadline time.Time
 	done     chan struct{} // closed once the outcome below is set
-	grant    any
+	grant    Grant
 	err      error
 	waited   time.Duration
 }
@@ -402,7 +407,7 @@ func (s *Set) RetryAfter(lane string) time.Duration {
 // Acquire takes capacity for w: at once when its Admit succeeds and no
 // request for the same route is parked ahead of it (waited is then 0),
 // else by parking it with Wait.
-func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+func (s *Set) Acquire(ctx context.Context, w Waiter) (grant Grant, waited time.Duration, err error) {
 	s.mu.Lock()
 	_, known := s.byName[w.Lane]
 	s.mu.Unlock()
@@ -419,7 +424,7 @@ func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Dur
 
 // Wait parks w until its Admit succeeds, returning the grant and how long
 // it waited: Park, then the Ticket's Wait.
-func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+func (s *Set) Wait(ctx context.Context, w Waiter) (grant Grant, waited time.Duration, err error) {
 	t, err := s.Park(ctx, w)
 	if err != nil {
 		return nil, 0, err
@@ -449,8 +454,8 @@ func (s *Set) Park(ctx context.Context, w Waiter) (*Ticket, error) {
 // parked, or the error that ended its wait. When the context passed to
 // Park ends first, the request leaves its lane and Wait returns the
 // context's error; a grant made at that very moment is given back
-// (Waiter.Release). Call it once.
-func (t *Ticket) Wait() (grant any, waited time.Duration, err error) {
+// (Grant.Release). Call it once.
+func (t *Ticket) Wait() (grant Grant, waited time.Duration, err error) {
 	select {
 	case <-t.done:
 	case <-t.ctx.Done():
@@ -463,7 +468,7 @@ func (t *Ticket) Wait() (grant any, waited time.Duration, err error) {
 // small: the runtime then shrinks the goroutine's stack while it waits.
 //
 //go:noinline
-func (t *Ticket) outcome() (any, time.Duration, error) {
+func (t *Ticket) outcome() (Grant, time.Duration, error) {
 	if err := t.ctx.Err(); err != nil {
 		s := t.s
 		s.mu.Lock()
@@ -475,8 +480,8 @@ func (t *Ticket) outcome() (any, time.Duration, error) {
 		// Settled now, by this or by whoever took t out before.
 		if t.err == nil {
 			// The dispatcher admitted it as the caller left.
-			if t.w.Release != nil {
-				t.w.Release(t.grant)
+			if t.grant != nil {
+				t.grant.Release()
 			}
 			return nil, t.waited, err
 		}
@@ -527,7 +532,7 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 
 // settle takes t out of its queues with its outcome and wakes its caller;
 // s.mu is held and t is queued.
-func (s *Set) settle(t *Ticket, grant any, err error) {
+func (s *Set) settle(t *Ticket, grant Grant, err error) {
 	s.remove(t)
 	t.grant, t.err, t.waited = grant, err, s.now().Sub(t.parkedAt)
 	close(t.done)

@@ -31,7 +31,7 @@ func newCapacity() *capacity {
 
 // admit is the AdmitFunc of the waiter id on route.
 func (c *capacity) admit(id, route string) AdmitFunc {
-	return func() (any, time.Time, bool) {
+	return func() (Grant, time.Time, bool) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.calls[id]++
@@ -40,8 +40,29 @@ func (c *capacity) admit(id, route string) AdmitFunc {
 		}
 		c.free[route]--
 		c.order = append(c.order, id)
-		return "grant-" + id, time.Time{}, true
+		return &testGrant{c: c, id: id}, time.Time{}, true
 	}
+}
+
+// testGrant is the grant of the waiter id; Release counts in c.released.
+type testGrant struct {
+	c  *capacity
+	id string
+}
+
+// Release records that the grant was given back.
+func (g *testGrant) Release() {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	g.c.released[g.id]++
+}
+
+// grantName names a Wait's grant: "grant-<id>", or "" for none.
+func grantName(g Grant) string {
+	if tg, ok := g.(*testGrant); ok {
+		return "grant-" + tg.id
+	}
+	return ""
 }
 
 // add frees n slots on route and kicks s.
@@ -73,7 +94,7 @@ func (c *capacity) releasedOf(id string) int {
 // result is what one Wait returned.
 type result struct {
 	id     string
-	grant  any
+	grant  Grant
 	waited time.Duration
 	err    error
 }
@@ -120,15 +141,7 @@ func deep(specs ...Spec) []Spec {
 
 // waiter returns a waiter id on lane for key and route over h's capacity.
 func (h *harness) waiter(id, lane, key, route string) Waiter {
-	return Waiter{Lane: lane, Key: key, Route: route, Admit: h.c.admit(id, route),
-		Release: func(g any) {
-			h.c.mu.Lock()
-			defer h.c.mu.Unlock()
-			if g != "grant-"+id {
-				h.t.Errorf("%s: released %v", id, g)
-			}
-			h.c.released[id]++
-		}}
+	return Waiter{Lane: lane, Key: key, Route: route, Admit: h.c.admit(id, route)}
 }
 
 // start runs Wait for w in a goroutine and, unless the Wait ends at once,
@@ -208,7 +221,7 @@ func TestStrictPriorityFIFO(t *testing.T) {
 	}
 	for _, ch := range chans {
 		r := h.recv(ch)
-		if r.err != nil || r.grant != "grant-"+r.id {
+		if r.err != nil || grantName(r.grant) != "grant-"+r.id {
 			t.Errorf("%s: grant %v, err %v", r.id, r.grant, r.err)
 		}
 	}
@@ -477,7 +490,7 @@ func TestExpiryInDeadlineOrder(t *testing.T) {
 		t.Errorf("deadline heap holds %d, want 1", heapLen)
 	}
 	h.c.add(h.s, "r", 1)
-	if r := h.recv(chs["hour"]); r.err != nil || r.grant != "grant-hour" {
+	if r := h.recv(chs["hour"]); r.err != nil || grantName(r.grant) != "grant-hour" {
 		t.Errorf("hour: grant %v err %v, want its grant", r.grant, r.err)
 	}
 }
@@ -501,7 +514,7 @@ func TestDispatcherSkipsCanceled(t *testing.T) {
 	_ = h.s.Depth("l")
 	calls := h.c.callsOf("gone")
 	h.c.add(h.s, "r", 1)
-	if r := h.recv(next); r.err != nil || r.grant != "grant-next" {
+	if r := h.recv(next); r.err != nil || grantName(r.grant) != "grant-next" {
 		t.Fatalf("next: grant %v err %v, want its grant", r.grant, r.err)
 	}
 	if n := h.c.callsOf("gone"); n != calls {
@@ -567,7 +580,7 @@ func TestGrantRacesCancel(t *testing.T) {
 		inner := w.Admit
 		var once sync.Once
 		entered := make(chan struct{})
-		w.Admit = func() (any, time.Time, bool) {
+		w.Admit = func() (Grant, time.Time, bool) {
 			first := false
 			once.Do(func() { first = true })
 			if !first {
@@ -592,7 +605,7 @@ func TestGrantRacesCancel(t *testing.T) {
 		<-entered
 		r := h.recv(ch)
 		switch {
-		case r.err == nil && r.grant == "grant-"+id:
+		case r.err == nil && grantName(r.grant) == "grant-"+id:
 			// The grant won the race: the caller got it.
 			if n := h.c.releasedOf(id); n != 0 {
 				t.Errorf("%s: returned the grant and released it", id)
@@ -621,7 +634,7 @@ func TestGrantRacesExpiry(t *testing.T) {
 	h := newHarness(t, Spec{Name: "l", MaxWait: 20 * time.Millisecond})
 	w := h.waiter("w", "l", "k", "r")
 	inner := w.Admit
-	w.Admit = func() (any, time.Time, bool) {
+	w.Admit = func() (Grant, time.Time, bool) {
 		time.Sleep(80 * time.Millisecond) // the waiter's timer fires meanwhile
 		h.c.mu.Lock()
 		h.c.free["r"] = 1
@@ -629,7 +642,7 @@ func TestGrantRacesExpiry(t *testing.T) {
 		return inner()
 	}
 	g, _, err := h.s.Wait(t.Context(), w)
-	if err != nil || g != "grant-w" {
+	if err != nil || grantName(g) != "grant-w" {
 		t.Fatalf("Wait: grant %v err %v, want the grant", g, err)
 	}
 	if n := h.c.releasedOf("w"); n != 0 {

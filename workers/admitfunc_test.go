@@ -39,11 +39,11 @@ func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	if _, at, ok := admit(); ok || !at.IsZero() {
 		t.Errorf("busy slot: ok %v, retry time %v; want refused with no time", ok, at)
 	}
-	workers.ReleaseGrant(g)
+	g.Release()
 	// The one-second request burst is spent: the bucket names its refill.
 	for range 2 {
 		if g, _, ok := admit(); ok {
-			workers.ReleaseGrant(g)
+			g.Release()
 		}
 	}
 	if _, at, ok := admit(); ok || at.IsZero() || !at.After(time.Now()) {
