@@ -1,3 +1,6 @@
+// This file owns the RELAY_LANES mirror: a JetStream copy of the parked
+// requests, sized from the lane specs.
+
 package lanes
 
 import (

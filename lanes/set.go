@@ -1,3 +1,7 @@
+// This file owns the priority lanes' Set: lane specs (checked here,
+// defaulted only by configs), parking, expiry and the dispatcher that
+// admits parked requests in priority order.
+
 package lanes
 
 import (

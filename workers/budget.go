@@ -1,3 +1,5 @@
+// This file owns the retry budget shared by all of a Router's requests.
+
 package workers
 
 import (

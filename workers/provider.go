@@ -1,3 +1,6 @@
+// This file owns the HTTP provider: one upstream endpoint, its key and
+// its pooled transport. Its settings come from configs (no defaults here).
+
 package workers
 
 import (

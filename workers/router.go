@@ -1,3 +1,7 @@
+// This file owns the Router: serving one request from its route's
+// targets, retries across targets and fallbacks, and the per-request
+// record of tries. Routes and targets themselves are in routes.go.
+
 package workers
 
 import (

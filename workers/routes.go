@@ -1,3 +1,6 @@
+// This file owns routes and their targets: the specs a Router is built
+// from, and smooth weighted round-robin among a route's targets.
+
 package workers
 
 import (

@@ -1,3 +1,7 @@
+// This file owns hot reload: watching the configuration file and SIGHUP,
+// and swapping in a configuration only once the builder has built all
+// of it (see build.go).
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// This file owns the Actor: a provider's admission state, its options
+// (whose defaults configs owns) and its refusals.
+
 package actor
 
 import (
