@@ -29,6 +29,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // End-to-end tests of Anthropic's Message Batches API on the jobs
@@ -119,9 +120,9 @@ func newBatchRelay(t *testing.T, o batchRelayOptions) *batchRelay {
 		BaseURL: ups[2].URL, APIKey: providerKeyA, Timeout: 10 * time.Second})
 	target := func(p *workers.HTTPProvider, name string, f workers.Format, model string) []workers.Target {
 		return []workers.Target{{Provider: p, ProviderName: name, Format: f, Model: model, Weight: 1, Timeout: 10 * time.Second,
-			Actor: newActor(actor.Options{Name: name, MaxConcurrency: 4})}}
+			Actor: workerstest.Actor(actor.Options{Name: name, MaxConcurrency: 4})}}
 	}
-	router, err := newRouter(workers.RouterOptions{
+	router, err := workerstest.Router(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: target(provA, "anthropic-a", workers.FormatAnthropic, "claude-sonnet-4-5")},
 			{Model: "gpt-4o", Targets: target(provO, "openai-b", workers.FormatOpenAI, "gpt-4o-2024")},

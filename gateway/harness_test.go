@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"io"
 	"log/slog"
@@ -17,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/bench/simupstream"
-	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // Keys used by the tests. canaryKey must never appear in logs or metrics.
@@ -106,7 +105,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 		if ao.Name == "" {
 			ao.Name = name
 		}
-		actors[name] = newActor(ao)
+		actors[name] = workerstest.Actor(ao)
 	}
 	routes := []workers.RouteSpec{
 		{Model: "claude-sonnet", Fallbacks: o.claudeFallbacks, Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
@@ -115,7 +114,7 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 			Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: o.timeout, Actor: actors["openai-b"]}}},
 	}
 	routes = append(routes, o.extraRoutes...)
-	router, err := newRouter(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log,
+	router, err := workerstest.Router(workers.RouterOptions{Routes: routes, Metrics: workers.NewMetrics(reg), Logger: log,
 		Backoff: o.backoff})
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
@@ -143,33 +142,11 @@ func newRelay(t testing.TB, o relayOptions) *relay {
 	return &relay{URL: srv.URL, Anthropic: simA, OpenAI: simO, Gateway: gw, Registry: reg, Actors: actors, logs: logs}
 }
 
-// newRouter is workers.NewRouter with the configuration's default retry
-// settings where o sets none: the router has no defaults of its own.
-func newRouter(o workers.RouterOptions) (*workers.Router, error) {
-	d := configs.Default().Retry
-	o.MaxAttempts = cmp.Or(o.MaxAttempts, d.MaxAttempts)
-	o.RetryRatio, o.RetryFloor = cmp.Or(o.RetryRatio, d.BudgetRatio), cmp.Or(o.RetryFloor, d.BudgetFloor)
-	return workers.NewRouter(o)
-}
-
-// newActor is actor.New with the configuration's default breaker
-// settings where o sets none: the actor has no defaults of its own.
-func newActor(o actor.Options) *actor.Actor {
-	d := configs.DefaultBreaker()
-	b := &o.Breaker
-	b.FailureRatio, b.MinRequests = cmp.Or(b.FailureRatio, d.FailureRatio), cmp.Or(b.MinRequests, d.MinRequests)
-	b.Window, b.OpenFor = cmp.Or(b.Window, d.Window.Std()), cmp.Or(b.OpenFor, d.OpenFor.Std())
-	return actor.New(o)
-}
-
 // mustProvider is workers.NewProvider with the configuration's default
 // timeouts where o sets none.
 func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider {
 	t.Helper()
-	d := configs.DefaultProvider()
-	o.Timeout = cmp.Or(o.Timeout, d.Timeout.Std())
-	o.FirstByteTimeout = cmp.Or(o.FirstByteTimeout, d.FirstByteTimeout.Std())
-	p, err := workers.NewProvider(o)
+	p, err := workerstest.Provider(o)
 	if err != nil {
 		t.Fatalf("NewProvider(%s): %v", o.Name, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // End-to-end tests of the priority lanes: real HTTP, a real lanes.Set on
@@ -87,15 +88,15 @@ func newLaneRelay(t *testing.T, o laneRelayOptions) *laneRelay {
 		BaseURL: upA.URL, APIKey: providerKeyA, Timeout: 20 * time.Second})
 	provO := mustProvider(t, workers.ProviderOptions{Name: "openai-b", Format: workers.FormatOpenAI,
 		BaseURL: upO.URL + "/v1", APIKey: providerKeyOA, Timeout: 20 * time.Second})
-	actA := newActor(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
-	router, err := newRouter(workers.RouterOptions{
+	actA := workerstest.Actor(actor.Options{Name: "anthropic-a", MaxConcurrency: 1})
+	router, err := workerstest.Router(workers.RouterOptions{
 		Routes: []workers.RouteSpec{
 			{Model: "claude-sonnet", Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
 				Format: workers.FormatAnthropic, Model: "claude-sonnet-4-5", Weight: 1, Timeout: 20 * time.Second,
 				Actor: actA}}},
 			{Model: "gpt-4o", Targets: []workers.Target{{Provider: provO, ProviderName: "openai-b",
 				Format: workers.FormatOpenAI, Model: "gpt-4o-2024", Weight: 1, Timeout: 20 * time.Second,
-				Actor: newActor(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
+				Actor: workerstest.Actor(actor.Options{Name: "openai-b", MaxConcurrency: 1})}}},
 		},
 		Metrics:   workers.NewMetrics(reg),
 		OnRelease: set.Kick,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // pacedUpstream streams an Anthropic message whose events are gap apart,
@@ -57,7 +58,7 @@ func pacedRelay(t *testing.T, upstream string) string {
 	t.Helper()
 	p := mustProvider(t, workers.ProviderOptions{Name: "paced", Format: workers.FormatAnthropic, BaseURL: upstream,
 		APIKey: providerKeyA, Timeout: time.Minute})
-	router, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "paced",
+	router, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "paced",
 		Targets: []workers.Target{{Provider: p, ProviderName: "paced", Format: workers.FormatAnthropic, Weight: 1, Timeout: time.Minute}}}}})
 	if err != nil {
 		t.Fatal(err)

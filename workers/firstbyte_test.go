@@ -14,6 +14,7 @@ import (
 
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // pacedUpstream answers after headerDelay (never, when negative), then, for
@@ -59,7 +60,7 @@ func pacedUpstream(t *testing.T, headerDelay time.Duration, pings int, gap time.
 // response headers.
 func pacedTarget(t *testing.T, name string, srv *httptest.Server, firstByte time.Duration) workers.Target {
 	t.Helper()
-	p, err := newProvider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: srv.URL,
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: srv.URL,
 		APIKey: "k-" + name, Timeout: 10 * time.Minute, FirstByteTimeout: firstByte})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestFirstByteTimeout(t *testing.T) {
 			first := pacedTarget(t, "first", pacedUpstream(t, tc.headerDelay, tc.pings, tc.gap), firstByte)
 			second := pacedTarget(t, "second", pacedUpstream(t, 0, 0, 0), firstByte)
 			reg := prometheus.NewRegistry()
-			r, err := newRouter(workers.RouterOptions{Metrics: workers.NewMetrics(reg),
+			r, err := workerstest.Router(workers.RouterOptions{Metrics: workers.NewMetrics(reg),
 				Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{first, second}}}})
 			if err != nil {
 				t.Fatal(err)

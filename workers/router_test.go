@@ -13,6 +13,7 @@ import (
 
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // upstream answers every request with status (and a JSON body when 2xx),
@@ -48,7 +49,7 @@ func newUpstream(t *testing.T, status int) *upstream {
 
 func target(t *testing.T, name string, u *upstream) workers.Target {
 	t.Helper()
-	p, err := newProvider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: u.srv.URL,
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: u.srv.URL,
 		APIKey: "k-" + name, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +103,7 @@ func TestDoRetriesElsewhere(t *testing.T) {
 				specs[0].Fallbacks = []string{"fb"}
 				specs = append(specs, workers.RouteSpec{Model: "fb", Targets: []workers.Target{target(t, "fb", u)}})
 			}
-			r, err := newRouter(workers.RouterOptions{Routes: specs, Backoff: time.Millisecond})
+			r, err := workerstest.Router(workers.RouterOptions{Routes: specs, Backoff: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +145,7 @@ func TestDoRetriesElsewhere(t *testing.T) {
 
 func TestDoUnknownModelAndCancel(t *testing.T) {
 	u := newUpstream(t, 200)
-	r, err := newRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{target(t, "p", u)}}}})
+	r, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{target(t, "p", u)}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

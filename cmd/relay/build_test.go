@@ -26,17 +26,11 @@ func TestBuildBodyLimits(t *testing.T) {
 		{"set", "max_body_bytes: 1024\nbody_memory_bytes: 4096\n" + rest, 1024, 4096},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := configs.ParseWithEnv([]byte(tc.yaml), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := &builder{log: slog.New(slog.DiscardHandler), metrics: workers.NewMetrics(prometheus.NewRegistry()), onRelease: func() {}}
-			st, err := b.build(cfg)
+			st, err := newTestBuilder(t).build(parseConfig(t, tc.yaml))
 			if err != nil {
 				t.Fatal(err)
 			}
 			gc := st.gateway
-			t.Cleanup(b.closeIdle)
 			if gc.MaxBodyBytes != tc.wantBody || gc.BodyMemoryBytes != tc.wantMem {
 				t.Errorf("MaxBodyBytes %d, BodyMemoryBytes %d; want %d, %d", gc.MaxBodyBytes, gc.BodyMemoryBytes, tc.wantBody, tc.wantMem)
 			}
