@@ -24,7 +24,9 @@ import (
 // builder turns a validated configuration into what the gateway serves.
 // It keeps providers whose settings did not change across reloads, so
 // their connection pools survive a reload, and one actor per provider
-// name, so admission state survives too.
+// name, so admission state survives too. One goroutine at a time prepares
+// and commits (serve at start, then the reloader), so a state is always
+// committed over the one it was prepared from.
 type builder struct {
 	log       *slog.Logger
 	metrics   *workers.Metrics
