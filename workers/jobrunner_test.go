@@ -9,6 +9,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 func TestJobRunner(t *testing.T) {
@@ -16,13 +17,13 @@ func TestJobRunner(t *testing.T) {
 	bad := newUpstream(t, 400)
 	down := newUpstream(t, 503)
 	full := target(t, "full", ok)
-	full.Actor = actor.New(actor.Options{Name: "full", MaxConcurrency: 1})
+	full.Actor = workerstest.Actor(actor.Options{Name: "full", MaxConcurrency: 1})
 	hold, err := full.Actor.Admit(0, 0) // the one slot stays taken
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Done(actor.Outcome{Kind: actor.Canceled})
-	r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
+	r, err := workerstest.Router(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 		{Model: "ok", Targets: []workers.Target{target(t, "ok", ok)}},
 		{Model: "bad", Targets: []workers.Target{target(t, "bad", bad)}},
 		{Model: "down", Targets: []workers.Target{target(t, "down", down)}},

@@ -87,7 +87,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { _ = set.Close() })
 
 	b := &builder{log: log, metrics: wm, onRelease: set.Kick}
-	gcfg, err := b.build(cfg)
+	built, err := b.build(cfg)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
 
-	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
+	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
