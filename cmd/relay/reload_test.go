@@ -429,11 +429,11 @@ func TestReloadLaneMaxWait(t *testing.T) {
 
 	parked := make(chan int, 1)
 	go func() { parked <- p.messageAsync() }()
-	poll(t, 10*time.Second, "request parked", func() bool {
+	natstest.Eventually(t, 10*time.Second, "request parked", func() bool {
 		return p.metric(`relay_lane_depth{lane="interactive"}`) > 0
 	})
 	p.writeConfig(p.reloadConfig(keys, withWait("300ms")))
-	poll(t, 10*time.Second, "reload", func() bool { return p.metric(reloadOK) >= 1 })
+	natstest.Eventually(t, 10*time.Second, "reload", func() bool { return p.metric(reloadOK) >= 1 })
 	select {
 	case code := <-parked:
 		if code != 529 {
