@@ -1,3 +1,6 @@
+// This file owns every default of the relay's settings: packages take
+// explicit values and declare none of their own.
+
 package configs
 
 import (
@@ -23,7 +26,11 @@ const (
 	defaultMinRequests    = 10
 	defaultBreakerWindow  = 30 * time.Second
 	defaultBreakerOpenFor = 15 * time.Second
-	defaultMaxAttempts    = 10
+	defaultCallbackTries  = 10
+	defaultRetryAttempts  = 3
+	defaultRetryRatio     = 0.2
+	defaultRetryFloor     = 3
+	defaultJobsWorkers    = 128
 	defaultResultTTL      = 72 * time.Hour
 	defaultLogLevel       = "info"
 	defaultSimLatency     = 20 * time.Millisecond
@@ -87,9 +94,9 @@ func Default() *Config {
 			{Name: "standard", MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(60 * time.Second)},
 			{Name: "batch", MaxDepth: 100000, MaxWait: Duration(24 * time.Hour), MinShare: 0.1},
 		},
-		Retry:     Retry{MaxAttempts: 3, BudgetRatio: 0.2, BudgetFloor: 3},
-		Callbacks: Callbacks{MaxAttempts: defaultMaxAttempts},
-		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: 128},
+		Retry:     Retry{MaxAttempts: defaultRetryAttempts, BudgetRatio: defaultRetryRatio, BudgetFloor: defaultRetryFloor},
+		Callbacks: Callbacks{MaxAttempts: defaultCallbackTries},
+		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: defaultJobsWorkers},
 		Log:       Log{Level: defaultLogLevel},
 	}
 }
@@ -115,16 +122,26 @@ func (l *Lane) UnmarshalYAML(n *yaml.Node) error {
 	return err
 }
 
+// DefaultProvider returns the settings a provider entry gets for the
+// fields it leaves out: timeout 10m, first_byte_timeout 1m, max_idle_conns
+// 64 and DefaultBreaker, with no rate or concurrency limits and no name,
+// type, URL or key. (A first_byte_timeout left out is cut to a shorter
+// timeout.) Tests that build workers by hand take their values from here.
+func DefaultProvider() Provider {
+	return Provider{
+		Timeout:          Duration(defaultTimeout),
+		FirstByteTimeout: Duration(defaultFirstByteTime),
+		MaxIdleConns:     defaultMaxIdleConns,
+		Breaker:          DefaultBreaker(),
+	}
+}
+
 // UnmarshalYAML decodes a provider, defaulting timeout to 10m,
 // first_byte_timeout to 1m (or to timeout, when that is shorter),
 // max_idle_conns to 64 and each left-out breaker field to DefaultBreaker's.
 func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 	type providerYAML Provider
-	v := providerYAML{
-		Timeout:      Duration(defaultTimeout),
-		MaxIdleConns: defaultMaxIdleConns,
-		Breaker:      DefaultBreaker(),
-	}
+	v := providerYAML(DefaultProvider())
 	err := n.Decode(&v) // a type error still decodes the other fields
 	if !hasKey(n, "first_byte_timeout") {
 		v.FirstByteTimeout = Duration(defaultFirstByteTime)

@@ -41,7 +41,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Defaults applied by [Start] to zero-valued [Options] fields.
+// Fallbacks applied by [Start] to zero-valued [Options] fields. Neither is
+// a setting of the relay's configuration (configs owns those: nats.*), so
+// zero can mean nothing else.
 const (
 	// DefaultServerName is the server name used when Options.ServerName is
 	// empty.

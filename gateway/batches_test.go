@@ -24,6 +24,7 @@ import (
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // End-to-end tests of Anthropic's Message Batches API on the jobs
@@ -47,7 +48,7 @@ func batchSetup(t *testing.T, jo jobs.Options, more ...relayOption) []relayOptio
 	t.Helper()
 	bad := newUpstream(t, "anthropic-bad", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault400)
-	badTarget := bad.target(actor.New(actor.Options{Name: "anthropic-bad", MaxConcurrency: 4}))
+	badTarget := bad.target(workerstest.Actor(actor.Options{Name: "anthropic-bad", MaxConcurrency: 4}))
 	badTarget.Model = "claude-bad-1"
 	return append([]relayOption{
 		withLanes(100),

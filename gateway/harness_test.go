@@ -34,6 +34,7 @@ import (
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/callbacks"
 	"github.com/relaygw/relay/workers/simupstream"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // Keys used by the tests. canaryKey must never appear in logs or metrics.
@@ -269,7 +270,7 @@ func (r *relay) newRouter(t testing.TB, c *relayConfig, log *slog.Logger) *worke
 		if ao.Name == "" {
 			ao.Name = name
 		}
-		r.Actors[name] = actor.New(ao)
+		r.Actors[name] = workerstest.Actor(ao)
 	}
 	routes := []workers.RouteSpec{
 		{Model: "claude-sonnet", Fallbacks: c.claudeFallbacks, Targets: []workers.Target{{Provider: provA, ProviderName: "anthropic-a",
@@ -282,7 +283,7 @@ func (r *relay) newRouter(t testing.TB, c *relayConfig, log *slog.Logger) *worke
 	if r.Lanes != nil {
 		ro.OnRelease = r.Lanes.Kick
 	}
-	router, err := workers.NewRouter(ro)
+	router, err := workerstest.Router(ro)
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
@@ -430,9 +431,11 @@ func serveFrontDoor(t testing.TB, gw *gateway.Server) string {
 	return "http://" + ln.Addr().String()
 }
 
+// mustProvider is workers.NewProvider with the configuration's default
+// timeouts where o sets none.
 func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider {
 	t.Helper()
-	p, err := workers.NewProvider(o)
+	p, err := workerstest.Provider(o)
 	if err != nil {
 		t.Fatalf("NewProvider(%s): %v", o.Name, err)
 	}

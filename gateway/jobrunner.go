@@ -67,11 +67,10 @@ func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, s
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
 	}
 	g, _, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
-		Lane:    j.Lane,
-		Key:     j.KeyName,
-		Route:   fields.Model,
-		Admit:   workers.AdmitFunc(router, req),
-		Release: workers.ReleaseGrant,
+		Lane:  j.Lane,
+		Key:   j.KeyName,
+		Route: fields.Model,
+		Admit: workers.AdmitFunc(router, req),
 	})
 	switch {
 	case err == nil:

@@ -11,6 +11,7 @@ import (
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 func TestJobRunner(t *testing.T) {
@@ -19,13 +20,13 @@ func TestJobRunner(t *testing.T) {
 	bad.sim.SetFault(simupstream.Fault400)
 	down := newUpstream(t, "down", simupstream.Options{})
 	down.sim.SetFault(simupstream.Fault503)
-	fullActor := actor.New(actor.Options{Name: "full", MaxConcurrency: 1})
+	fullActor := workerstest.Actor(actor.Options{Name: "full", MaxConcurrency: 1})
 	hold, err := fullActor.Admit(0, 0) // the one slot stays taken
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Done(actor.Outcome{Kind: actor.Canceled})
-	r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
+	r, err := workerstest.Router(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 		{Model: "ok", Targets: []workers.Target{ok.target(nil)}},
 		{Model: "bad", Targets: []workers.Target{bad.target(nil)}},
 		{Model: "down", Targets: []workers.Target{down.target(nil)}},

@@ -17,6 +17,7 @@ import (
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // End-to-end tests of the provider actors (workers/actor) as the router and
@@ -216,8 +217,8 @@ func TestLimitsBreaker(t *testing.T) {
 	bad := newUpstream(t, "flaky", simupstream.Options{})
 	good := newUpstream(t, "steady", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault500)
-	badActor := actor.New(actor.Options{Name: "flaky", Breaker: br})
-	goodActor := actor.New(actor.Options{Name: "steady", Breaker: br})
+	badActor := workerstest.Actor(actor.Options{Name: "flaky", Breaker: br})
+	goodActor := workerstest.Actor(actor.Options{Name: "steady", Breaker: br})
 	r := newRelay(t, withBackoff(time.Millisecond), withRoutes(
 		workers.RouteSpec{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(goodActor)}},
 	))
@@ -326,8 +327,8 @@ func TestLimitsRetryBudgetOutage(t *testing.T) {
 	b.sim.SetFault(simupstream.Fault503)
 	r := newRelay(t, withBackoff(time.Millisecond), withRoutes(
 		workers.RouteSpec{Model: "outage", Targets: []workers.Target{
-			a.target(actor.New(actor.Options{Name: "down-a", Breaker: br})),
-			b.target(actor.New(actor.Options{Name: "down-b", Breaker: br})),
+			a.target(workerstest.Actor(actor.Options{Name: "down-a", Breaker: br})),
+			b.target(workerstest.Actor(actor.Options{Name: "down-b", Breaker: br})),
 		}},
 	))
 	upstreamCalls := func() int64 { return a.requests() + b.requests() }
@@ -389,9 +390,9 @@ func TestLimitsProviderKeyRefused(t *testing.T) {
 	bad := newUpstream(t, "revoked", simupstream.Options{})
 	good := newUpstream(t, "valid", simupstream.Options{})
 	bad.sim.SetFault(simupstream.Fault401)
-	badActor := actor.New(actor.Options{Name: "revoked"})
+	badActor := workerstest.Actor(actor.Options{Name: "revoked"})
 	r := newRelay(t, withRoutes(
-		workers.RouteSpec{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(actor.New(actor.Options{Name: "valid"}))}},
+		workers.RouteSpec{Model: "duo", Targets: []workers.Target{bad.target(badActor), good.target(workerstest.Actor(actor.Options{Name: "valid"}))}},
 		workers.RouteSpec{Model: "solo", Targets: []workers.Target{bad.target(badActor)}},
 	))
 	for i := range 10 {

@@ -8,6 +8,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // policyState is a state serving route "claude" on a real router (no
@@ -23,9 +24,9 @@ func policyState(t *testing.T) *state {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.CloseIdleConnections)
-	router, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "claude",
+	router, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "claude",
 		Targets: []workers.Target{{Provider: p, ProviderName: "p", Format: workers.FormatAnthropic, Model: "m",
-			Weight: 1, Timeout: time.Second, Actor: actor.New(actor.Options{Name: "p"})}}}}})
+			Weight: 1, Timeout: time.Second, Actor: workerstest.Actor(actor.Options{Name: "p"})}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,6 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
 		Admit:   workers.AdmitFunc(x.d, &x.req),
-		Release: workers.ReleaseGrant,
 	})
 	if err != nil {
 		x.answer = s.laneError(x, err)

@@ -10,12 +10,13 @@ import (
 
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // TestReadyzReason: /readyz answers 200 while Ready is nil, and 503 with
 // Ready's reason in its body otherwise.
 func TestReadyzReason(t *testing.T) {
-	router, err := workers.NewRouter(workers.RouterOptions{})
+	router, err := workerstest.Router(workers.RouterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

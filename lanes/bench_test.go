@@ -21,14 +21,14 @@ func BenchmarkDispatchLatency(b *testing.B) {
 		mu   sync.Mutex
 		free int
 	)
-	admit := func() (any, time.Time, bool) {
+	admit := func() (Grant, time.Time, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if free == 0 {
 			return nil, time.Time{}, false
 		}
 		free--
-		return struct{}{}, time.Time{}, true
+		return noGrant{}, time.Time{}, true
 	}
 	granted := make(chan time.Time, 16)
 	var wg sync.WaitGroup
@@ -78,13 +78,13 @@ func BenchmarkDispatchLatency(b *testing.B) {
 // BenchmarkWaitDirect is the cost of one request going through a lane when
 // capacity is there: park, kick, dispatch pass, grant, return.
 func BenchmarkWaitDirect(b *testing.B) {
-	s, err := Open(context.Background(), Options{Lanes: []Spec{{Name: "interactive", MaxWait: time.Hour}}})
+	s, err := Open(context.Background(), Options{Lanes: []Spec{{Name: "interactive", MaxDepth: testMaxDepth, MaxWait: time.Hour}}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
 	w := Waiter{Lane: "interactive", Key: "k", Route: "r",
-		Admit: func() (any, time.Time, bool) { return 1, time.Time{}, true }}
+		Admit: func() (Grant, time.Time, bool) { return noGrant{}, time.Time{}, true }}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -104,7 +104,7 @@ func BenchmarkParkCost(b *testing.B) {
 	}
 	defer s.Close()
 	w := Waiter{Lane: "interactive", Key: "k", Route: "r",
-		Admit: func() (any, time.Time, bool) { return nil, time.Time{}, false }}
+		Admit: func() (Grant, time.Time, bool) { return nil, time.Time{}, false }}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	b.ReportAllocs()
@@ -115,3 +115,9 @@ func BenchmarkParkCost(b *testing.B) {
 		}
 	}
 }
+
+// noGrant is a grant with nothing to give back.
+type noGrant struct{}
+
+// Release does nothing.
+func (noGrant) Release() {}

@@ -1,7 +1,9 @@
+// This file owns the RELAY_LANES mirror: a JetStream copy of the parked
+// requests, sized from the lane specs.
+
 package lanes
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,7 +92,7 @@ func openMirror(ctx context.Context, js jetstream.JetStream, specs []Spec, log *
 func (m *mirror) setLimit(specs []Spec) {
 	var depth int64
 	for _, sp := range specs {
-		depth += int64(cmp.Or(sp.MaxDepth, 10000))
+		depth += int64(sp.MaxDepth)
 	}
 	m.limit.Store(max(2*depth/mirrorWriters, 1024))
 }
@@ -207,11 +209,7 @@ func streamConfig(specs []Spec) jetstream.StreamConfig {
 	var maxMsgs int64
 	var maxAge time.Duration
 	for _, sp := range specs {
-		d := sp.MaxDepth
-		if d <= 0 {
-			d = 10000
-		}
-		maxMsgs += int64(d)
+		maxMsgs += int64(sp.MaxDepth)
 		maxAge = max(maxAge, sp.MaxWait)
 	}
 	return jetstream.StreamConfig{

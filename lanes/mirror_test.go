@@ -18,7 +18,7 @@ import (
 // openMirrored opens a harness whose Set mirrors to js.
 func openMirrored(t *testing.T, js jetstream.JetStream, specs ...Spec) *harness {
 	t.Helper()
-	s, err := Open(t.Context(), Options{Lanes: specs, JetStream: js})
+	s, err := Open(t.Context(), Options{Lanes: deep(specs...), JetStream: js})
 	if err != nil {
 		t.Fatalf("Open with JetStream: %v", err)
 	}

@@ -1,3 +1,7 @@
+// This file owns the priority lanes' Set: lane specs (checked here,
+// defaulted only by configs), parking, expiry and the dispatcher that
+// admits parked requests in priority order.
+
 package lanes
 
 import (
@@ -41,10 +45,18 @@ type Spec struct {
 	MinShare float64
 }
 
+// Grant is capacity an AdmitFunc took for a request. The lanes hand it to
+// the request's caller, or give it back with Release when the caller left
+// at the moment it was admitted.
+type Grant interface {
+	// Release gives the capacity back unused.
+	Release()
+}
+
 // AdmitFunc tries to take capacity for a parked request. It returns the
 // grant when capacity was taken; otherwise ok is false and retryAt is the
 // earliest time capacity may exist (zero when only a Kick can tell).
-type AdmitFunc func() (grant any, retryAt time.Time, ok bool)
+type AdmitFunc func() (grant Grant, retryAt time.Time, ok bool)
 
 // Waiter is a request asking to park.
 type Waiter struct {
@@ -60,9 +72,6 @@ type Waiter struct {
 	MaxWait time.Duration
 	// Admit takes capacity for the request.
 	Admit AdmitFunc
-	// Release gives back a grant Admit made that the waiter can no longer
-	// use (it went away at the moment it was admitted).
-	Release func(grant any)
 }
 
 // Options configure a Set.
@@ -146,7 +155,7 @@ type Ticket struct {
 	parkedAt time.Time
 	deadline time.Time
 	done     chan struct{} // closed once the outcome below is set
-	grant    any
+	grant    Grant
 	err      error
 	waited   time.Duration
 }
@@ -176,9 +185,6 @@ func (h *deadlineHeap) Pop() any {
 
 // Open returns a running Set.
 func Open(ctx context.Context, o Options) (*Set, error) {
-	if len(o.Lanes) == 0 {
-		return nil, errors.New("lanes: no lanes")
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -212,20 +218,46 @@ func Open(ctx context.Context, o Options) (*Set, error) {
 	return s, nil
 }
 
-// setLanes installs specs; s.mu is held or s is not yet shared.
+// CheckSpecs reports what is wrong with specs, or nil: at least one lane,
+// each named once, with a positive MaxDepth and MaxWait and a MinShare
+// within [0, 1). The Set has no defaults of its own: configs owns them.
+func CheckSpecs(specs []Spec) error {
+	if len(specs) == 0 {
+		return errors.New("lanes: no lanes")
+	}
+	seen := make(map[string]bool, len(specs))
+	for _, sp := range specs {
+		switch {
+		case sp.Name == "" || seen[sp.Name]:
+			return fmt.Errorf("lanes: empty or duplicate lane name %q", sp.Name)
+		case sp.MaxDepth <= 0:
+			return fmt.Errorf("lanes: lane %s: max depth %d is not positive", sp.Name, sp.MaxDepth)
+		case sp.MaxWait <= 0:
+			return fmt.Errorf("lanes: lane %s: max wait %s is not positive", sp.Name, sp.MaxWait)
+		case sp.MinShare < 0 || sp.MinShare >= 1:
+			return fmt.Errorf("lanes: lane %s: min share %g is not within [0, 1)", sp.Name, sp.MinShare)
+		}
+		seen[sp.Name] = true
+	}
+	return nil
+}
+
+// setLanes checks and installs specs; s.mu is held or s is not yet
+// shared. On an error nothing changes.
 func (s *Set) setLanes(specs []Spec) error {
+	if err := CheckSpecs(specs); err != nil {
+		return err
+	}
 	var lanes []*lane
 	seen := map[string]bool{}
 	for _, sp := range specs {
-		if sp.Name == "" || seen[sp.Name] {
-			return fmt.Errorf("lanes: empty or duplicate lane name %q", sp.Name)
-		}
 		seen[sp.Name] = true
-		if sp.MaxDepth <= 0 {
-			sp.MaxDepth = 10000
-		}
 		if l := s.find(sp.Name); l != nil {
+			rewait := l.MaxWait != sp.MaxWait
 			l.Spec = sp
+			if rewait {
+				s.rewait(l)
+			}
 			lanes = append(lanes, l)
 			continue
 		}
@@ -246,6 +278,28 @@ func (s *Set) setLanes(specs []Spec) error {
 	return nil
 }
 
+// rewait gives the requests parked on l the wait its new MaxWait allows,
+// within the bound each caller set (Waiter.MaxWait): a reload that
+// changes max_wait reaches requests already parked; s.mu is held.
+func (s *Set) rewait(l *lane) {
+	for _, t := range s.deadlines {
+		if t.lane != l {
+			continue
+		}
+		t.deadline = t.parkedAt.Add(waitBound(l.MaxWait, t.w.MaxWait))
+	}
+	heap.Init(&s.deadlines)
+}
+
+// waitBound is how long a request may stay parked on a lane with
+// laneWait: the lane's wait, or the caller's when that is shorter.
+func waitBound(laneWait, callerWait time.Duration) time.Duration {
+	if callerWait > 0 && callerWait < laneWait {
+		return callerWait
+	}
+	return laneWait
+}
+
 // find returns the lane named name, configured or dropped by a reload but
 // still holding requests; s.mu is held.
 func (s *Set) find(name string) *lane {
@@ -258,7 +312,9 @@ func (s *Set) find(name string) *lane {
 }
 
 // Update applies new lane specs (a reload): limits change in place,
-// parked requests stay where they are.
+// parked requests stay where they are and their waits follow a changed
+// MaxWait. Invalid specs (see CheckSpecs) change nothing; an error
+// resizing the mirror stream is reported after the lanes changed.
 func (s *Set) Update(specs []Spec) error {
 	s.mu.Lock()
 	err := s.setLanes(specs)
@@ -355,7 +411,7 @@ func (s *Set) RetryAfter(lane string) time.Duration {
 // Acquire takes capacity for w: at once when its Admit succeeds and no
 // request for the same route is parked ahead of it (waited is then 0),
 // else by parking it with Wait.
-func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+func (s *Set) Acquire(ctx context.Context, w Waiter) (grant Grant, waited time.Duration, err error) {
 	s.mu.Lock()
 	_, known := s.byName[w.Lane]
 	s.mu.Unlock()
@@ -372,7 +428,7 @@ func (s *Set) Acquire(ctx context.Context, w Waiter) (grant any, waited time.Dur
 
 // Wait parks w until its Admit succeeds, returning the grant and how long
 // it waited: Park, then the Ticket's Wait.
-func (s *Set) Wait(ctx context.Context, w Waiter) (grant any, waited time.Duration, err error) {
+func (s *Set) Wait(ctx context.Context, w Waiter) (grant Grant, waited time.Duration, err error) {
 	t, err := s.Park(ctx, w)
 	if err != nil {
 		return nil, 0, err
@@ -402,8 +458,8 @@ func (s *Set) Park(ctx context.Context, w Waiter) (*Ticket, error) {
 // parked, or the error that ended its wait. When the context passed to
 // Park ends first, the request leaves its lane and Wait returns the
 // context's error; a grant made at that very moment is given back
-// (Waiter.Release). Call it once.
-func (t *Ticket) Wait() (grant any, waited time.Duration, err error) {
+// (Grant.Release). Call it once.
+func (t *Ticket) Wait() (grant Grant, waited time.Duration, err error) {
 	select {
 	case <-t.done:
 	case <-t.ctx.Done():
@@ -416,7 +472,7 @@ func (t *Ticket) Wait() (grant any, waited time.Duration, err error) {
 // small: the runtime then shrinks the goroutine's stack while it waits.
 //
 //go:noinline
-func (t *Ticket) outcome() (any, time.Duration, error) {
+func (t *Ticket) outcome() (Grant, time.Duration, error) {
 	if err := t.ctx.Err(); err != nil {
 		s := t.s
 		s.mu.Lock()
@@ -428,8 +484,8 @@ func (t *Ticket) outcome() (any, time.Duration, error) {
 		// Settled now, by this or by whoever took t out before.
 		if t.err == nil {
 			// The dispatcher admitted it as the caller left.
-			if t.w.Release != nil {
-				t.w.Release(t.grant)
+			if t.grant != nil {
+				t.grant.Release()
 			}
 			return nil, t.waited, err
 		}
@@ -465,13 +521,9 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 		rq.keys = append(rq.keys, kq)
 	}
 	s.seq++
-	maxWait := l.MaxWait
-	if w.MaxWait > 0 && w.MaxWait < maxWait {
-		maxWait = w.MaxWait
-	}
 	now := s.now()
 	t := &Ticket{s: s, ctx: ctx, w: *w, id: s.seq, lane: l, route: rq, kq: kq,
-		parkedAt: now, deadline: now.Add(maxWait), done: make(chan struct{})}
+		parkedAt: now, deadline: now.Add(waitBound(l.MaxWait, w.MaxWait)), done: make(chan struct{})}
 	t.elem = kq.queue.PushBack(t)
 	heap.Push(&s.deadlines, t)
 	rq.count++
@@ -484,7 +536,7 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 
 // settle takes t out of its queues with its outcome and wakes its caller;
 // s.mu is held and t is queued.
-func (s *Set) settle(t *Ticket, grant any, err error) {
+func (s *Set) settle(t *Ticket, grant Grant, err error) {
 	s.remove(t)
 	t.grant, t.err, t.waited = grant, err, s.now().Sub(t.parkedAt)
 	close(t.done)

@@ -33,7 +33,7 @@ func newCapacity() *capacity {
 
 // admit is the AdmitFunc of the waiter id on route.
 func (c *capacity) admit(id, route string) AdmitFunc {
-	return func() (any, time.Time, bool) {
+	return func() (Grant, time.Time, bool) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.calls[id]++
@@ -42,8 +42,29 @@ func (c *capacity) admit(id, route string) AdmitFunc {
 		}
 		c.free[route]--
 		c.order = append(c.order, id)
-		return "grant-" + id, time.Time{}, true
+		return &testGrant{c: c, id: id}, time.Time{}, true
 	}
+}
+
+// testGrant is the grant of the waiter id; Release counts in c.released.
+type testGrant struct {
+	c  *capacity
+	id string
+}
+
+// Release records that the grant was given back.
+func (g *testGrant) Release() {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	g.c.released[g.id]++
+}
+
+// grantName names a Wait's grant: "grant-<id>", or "" for none.
+func grantName(g Grant) string {
+	if tg, ok := g.(*testGrant); ok {
+		return "grant-" + tg.id
+	}
+	return ""
 }
 
 // add frees n slots on route and kicks s.
@@ -75,7 +96,7 @@ func (c *capacity) releasedOf(id string) int {
 // result is what one Wait returned.
 type result struct {
 	id     string
-	grant  any
+	grant  Grant
 	waited time.Duration
 	err    error
 }
@@ -92,7 +113,7 @@ type harness struct {
 func newHarness(t *testing.T, specs ...Spec) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := Open(t.Context(), Options{Lanes: specs, Registry: reg})
+	s, err := Open(t.Context(), Options{Lanes: deep(specs...), Registry: reg})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -104,17 +125,25 @@ func newHarness(t *testing.T, specs ...Spec) *harness {
 	return h
 }
 
+// testMaxDepth is the MaxDepth deep gives lanes that name none.
+const testMaxDepth = 10000
+
+// deep returns specs with MaxDepth testMaxDepth where they set none: the
+// Set has no default of its own.
+func deep(specs ...Spec) []Spec {
+	out := make([]Spec, len(specs))
+	for i, sp := range specs {
+		if sp.MaxDepth == 0 {
+			sp.MaxDepth = testMaxDepth
+		}
+		out[i] = sp
+	}
+	return out
+}
+
 // waiter returns a waiter id on lane for key and route over h's capacity.
 func (h *harness) waiter(id, lane, key, route string) Waiter {
-	return Waiter{Lane: lane, Key: key, Route: route, Admit: h.c.admit(id, route),
-		Release: func(g any) {
-			h.c.mu.Lock()
-			defer h.c.mu.Unlock()
-			if g != "grant-"+id {
-				h.t.Errorf("%s: released %v", id, g)
-			}
-			h.c.released[id]++
-		}}
+	return Waiter{Lane: lane, Key: key, Route: route, Admit: h.c.admit(id, route)}
 }
 
 // start runs Wait for w in a goroutine and, unless the Wait ends at once,
@@ -188,7 +217,7 @@ func TestStrictPriorityFIFO(t *testing.T) {
 	}
 	for _, ch := range chans {
 		r := h.recv(ch)
-		if r.err != nil || r.grant != "grant-"+r.id {
+		if r.err != nil || grantName(r.grant) != "grant-"+r.id {
 			t.Errorf("%s: grant %v, err %v", r.id, r.grant, r.err)
 		}
 	}
@@ -343,8 +372,8 @@ func TestRetryAfter(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s, err := Open(t.Context(), Options{Lanes: []Spec{{Name: "a", MaxWait: 20 * time.Second},
-		{Name: "tiny", MaxWait: 100 * time.Millisecond}}, Now: clock})
+	s, err := Open(t.Context(), Options{Lanes: deep(Spec{Name: "a", MaxWait: 20 * time.Second},
+		Spec{Name: "tiny", MaxWait: 100 * time.Millisecond}), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +486,7 @@ func TestExpiryInDeadlineOrder(t *testing.T) {
 		t.Errorf("deadline heap holds %d, want 1", heapLen)
 	}
 	h.c.add(h.s, "r", 1)
-	if r := h.recv(chs["hour"]); r.err != nil || r.grant != "grant-hour" {
+	if r := h.recv(chs["hour"]); r.err != nil || grantName(r.grant) != "grant-hour" {
 		t.Errorf("hour: grant %v err %v, want its grant", r.grant, r.err)
 	}
 }
@@ -481,7 +510,7 @@ func TestDispatcherSkipsCanceled(t *testing.T) {
 	_ = h.s.Depth("l")
 	calls := h.c.callsOf("gone")
 	h.c.add(h.s, "r", 1)
-	if r := h.recv(next); r.err != nil || r.grant != "grant-next" {
+	if r := h.recv(next); r.err != nil || grantName(r.grant) != "grant-next" {
 		t.Fatalf("next: grant %v err %v, want its grant", r.grant, r.err)
 	}
 	if n := h.c.callsOf("gone"); n != calls {
@@ -547,7 +576,7 @@ func TestGrantRacesCancel(t *testing.T) {
 		inner := w.Admit
 		var once sync.Once
 		entered := make(chan struct{})
-		w.Admit = func() (any, time.Time, bool) {
+		w.Admit = func() (Grant, time.Time, bool) {
 			first := false
 			once.Do(func() { first = true })
 			if !first {
@@ -572,7 +601,7 @@ func TestGrantRacesCancel(t *testing.T) {
 		<-entered
 		r := h.recv(ch)
 		switch {
-		case r.err == nil && r.grant == "grant-"+id:
+		case r.err == nil && grantName(r.grant) == "grant-"+id:
 			// The grant won the race: the caller got it.
 			if n := h.c.releasedOf(id); n != 0 {
 				t.Errorf("%s: returned the grant and released it", id)
@@ -601,7 +630,7 @@ func TestGrantRacesExpiry(t *testing.T) {
 	h := newHarness(t, Spec{Name: "l", MaxWait: 20 * time.Millisecond})
 	w := h.waiter("w", "l", "k", "r")
 	inner := w.Admit
-	w.Admit = func() (any, time.Time, bool) {
+	w.Admit = func() (Grant, time.Time, bool) {
 		time.Sleep(80 * time.Millisecond) // the waiter's timer fires meanwhile
 		h.c.mu.Lock()
 		h.c.free["r"] = 1
@@ -609,7 +638,7 @@ func TestGrantRacesExpiry(t *testing.T) {
 		return inner()
 	}
 	g, _, err := h.s.Wait(t.Context(), w)
-	if err != nil || g != "grant-w" {
+	if err != nil || grantName(g) != "grant-w" {
 		t.Fatalf("Wait: grant %v err %v, want the grant", g, err)
 	}
 	if n := h.c.releasedOf("w"); n != 0 {
@@ -684,7 +713,7 @@ func TestUpdateWhileParked(t *testing.T) {
 	}
 	b0 := h.start(t.Context(), "b0", h.waiter("b0", "b", "k", "r"))
 	// Deeper lane a, a new lane c above it, lane b dropped while it holds b0.
-	if err := h.s.Update([]Spec{{Name: "c", MaxWait: time.Hour}, {Name: "a", MaxDepth: 3, MaxWait: time.Hour}}); err != nil {
+	if err := h.s.Update(deep(Spec{Name: "c", MaxWait: time.Hour}, Spec{Name: "a", MaxDepth: 3, MaxWait: time.Hour})); err != nil {
 		t.Fatal(err)
 	}
 	a1 := h.start(t.Context(), "a1", h.waiter("a1", "a", "k", "r"))
@@ -693,12 +722,12 @@ func TestUpdateWhileParked(t *testing.T) {
 	if _, _, err := h.s.Wait(t.Context(), h.waiter("b1", "b", "k", "r")); !errors.Is(err, ErrUnknownLane) {
 		t.Errorf("new request on a dropped lane: %v, want ErrUnknownLane", err)
 	}
-	if err := h.s.Update([]Spec{{Name: "x"}, {Name: "x"}}); err == nil {
+	if err := h.s.Update(deep(Spec{Name: "x", MaxWait: time.Hour}, Spec{Name: "x", MaxWait: time.Hour})); err == nil {
 		t.Error("Update with a duplicate lane: no error")
 	}
 	// Lane b comes back, below the others: b0 is still served, on it.
-	if err := h.s.Update([]Spec{{Name: "c", MaxWait: time.Hour}, {Name: "a", MaxDepth: 3, MaxWait: time.Hour},
-		{Name: "b", MaxWait: time.Hour}}); err != nil {
+	if err := h.s.Update(deep(Spec{Name: "c", MaxWait: time.Hour}, Spec{Name: "a", MaxDepth: 3, MaxWait: time.Hour},
+		Spec{Name: "b", MaxWait: time.Hour})); err != nil {
 		t.Fatal(err)
 	}
 	if d := h.s.Depth("b"); d != 1 {
@@ -729,7 +758,7 @@ func TestUpdateRacesWait(t *testing.T) {
 				return
 			default:
 			}
-			_ = h.s.Update([]Spec{{Name: "a", MaxWait: 40 * time.Millisecond}})
+			_ = h.s.Update(deep(Spec{Name: "a", MaxWait: 40 * time.Millisecond}))
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -771,10 +800,56 @@ relay_lane_depth{lane="interactive"} 0
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := Open(t.Context(), Options{}); err == nil {
-		t.Error("Open without lanes: no error")
+	for _, tc := range []struct {
+		name  string
+		specs []Spec
+	}{
+		{"no lanes", nil},
+		{"unnamed lane", []Spec{{Name: "", MaxDepth: 1, MaxWait: time.Second}}},
+		{"duplicate lane", []Spec{{Name: "a", MaxDepth: 1, MaxWait: time.Second}, {Name: "a", MaxDepth: 1, MaxWait: time.Second}}},
+		{"no max depth", []Spec{{Name: "a", MaxWait: time.Second}}},
+		{"no max wait", []Spec{{Name: "a", MaxDepth: 1}}},
+		{"min share 1", []Spec{{Name: "a", MaxDepth: 1, MaxWait: time.Second, MinShare: 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := CheckSpecs(tc.specs); err == nil {
+				t.Error("CheckSpecs: no error")
+			}
+			if _, err := Open(t.Context(), Options{Lanes: tc.specs}); err == nil {
+				t.Error("Open: no error")
+			}
+		})
 	}
-	if _, err := Open(t.Context(), Options{Lanes: []Spec{{Name: ""}}}); err == nil {
-		t.Error("Open with an unnamed lane: no error")
+}
+
+// TestUpdateRewaits: a reload that changes a lane's MaxWait reaches the
+// requests already parked on it, within the bound each caller set.
+func TestUpdateRewaits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		callerWait time.Duration
+		newWait    time.Duration
+		wantMin    time.Duration // the request waits at least this long
+	}{
+		{"shortened", 0, 50 * time.Millisecond, 0},
+		{"shortened below the caller's bound", time.Hour, 50 * time.Millisecond, 0},
+		{"lengthened keeps the caller's bound", 300 * time.Millisecond, 2 * time.Hour, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Spec{Name: "l", MaxWait: time.Hour})
+			w := h.waiter("w", "l", "k", "r")
+			w.MaxWait = tc.callerWait
+			ch := h.start(t.Context(), "w", w)
+			if err := h.s.Update(deep(Spec{Name: "l", MaxWait: tc.newWait})); err != nil {
+				t.Fatal(err)
+			}
+			r := h.recv(ch)
+			if !errors.Is(r.err, ErrWaitExpired) {
+				t.Fatalf("parked request: %v, want ErrWaitExpired", r.err)
+			}
+			if r.waited < tc.wantMin || r.waited > 5*time.Second {
+				t.Errorf("waited %s, want between %s and 5s", r.waited, tc.wantMin)
+			}
+		})
 	}
 }

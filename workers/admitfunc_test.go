@@ -8,6 +8,7 @@ import (
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/wire"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // TestAdmitFuncBusySlotNamesNoTime: a parked request refused only for a
@@ -16,12 +17,12 @@ import (
 func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	up := httptest.NewServer(nil)
 	defer up.Close()
-	prov, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic, BaseURL: up.URL, APIKey: "k"})
+	prov, err := workerstest.Provider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic, BaseURL: up.URL, APIKey: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := actor.New(actor.Options{Name: "p", MaxConcurrency: 1, RPM: 60})
-	r, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{
+	a := workerstest.Actor(actor.Options{Name: "p", MaxConcurrency: 1, RPM: 60})
+	r, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{
 		{Provider: prov, ProviderName: "p", Format: workers.FormatAnthropic, Model: "m", Weight: 1, Timeout: time.Second, Actor: a}}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -39,11 +40,11 @@ func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	if _, at, ok := admit(); ok || !at.IsZero() {
 		t.Errorf("busy slot: ok %v, retry time %v; want refused with no time", ok, at)
 	}
-	workers.ReleaseGrant(g)
+	g.Release()
 	// The one-second request burst is spent: the bucket names its refill.
 	for range 2 {
 		if g, _, ok := admit(); ok {
-			workers.ReleaseGrant(g)
+			g.Release()
 		}
 	}
 	if _, at, ok := admit(); ok || at.IsZero() || !at.After(time.Now()) {

@@ -1,3 +1,5 @@
+// This file owns the retry budget shared by all of a Router's requests.
+
 package workers
 
 import (
@@ -22,13 +24,9 @@ type retryBudget struct {
 	last   time.Time
 }
 
-// Retry budget defaults: retries may add at most 20% to the request rate,
-// with at least 3 retries a second allowed whatever the rate.
-const (
-	defaultRetryRatio = 0.2
-	defaultRetryFloor = 3
-	retryBudgetBurst  = 10
-)
+// retryBudgetBurst is the retries a budget holds beyond one second's
+// worth at its floor rate (not a setting).
+const retryBudgetBurst = 10
 
 func newRetryBudget(ratio, floor float64, now func() time.Time) *retryBudget {
 	if now == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // deepUpstream answers every request with body and content type ct.
@@ -34,12 +35,12 @@ func deepRouter(t *testing.T, f workers.Format, srv *httptest.Server) *workers.R
 	if f == workers.FormatOpenAI {
 		base += "/v1"
 	}
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: f, BaseURL: base, APIKey: "k", Timeout: 5 * time.Second})
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: "p", Format: f, BaseURL: base, APIKey: "k", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.CloseIdleConnections)
-	r, err := workers.NewRouter(workers.RouterOptions{MaxAttempts: 1, MaxJSONDepth: 32, Routes: []workers.RouteSpec{{Model: "m",
+	r, err := workerstest.Router(workers.RouterOptions{MaxAttempts: 1, MaxJSONDepth: 32, Routes: []workers.RouteSpec{{Model: "m",
 		Targets: []workers.Target{{Provider: p, ProviderName: "p", Format: f, Weight: 1, Timeout: 5 * time.Second}}}}})
 	if err != nil {
 		t.Fatal(err)

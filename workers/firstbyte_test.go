@@ -14,6 +14,7 @@ import (
 
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/wire"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // pacedUpstream answers after headerDelay (never, when negative), then, for
@@ -59,7 +60,7 @@ func pacedUpstream(t *testing.T, headerDelay time.Duration, pings int, gap time.
 // response headers.
 func pacedTarget(t *testing.T, name string, srv *httptest.Server, firstByte time.Duration) workers.Target {
 	t.Helper()
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: srv.URL,
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic, BaseURL: srv.URL,
 		APIKey: "k-" + name, Timeout: 10 * time.Minute, FirstByteTimeout: firstByte})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestFirstByteTimeout(t *testing.T) {
 			first := pacedTarget(t, "first", pacedUpstream(t, tc.headerDelay, tc.pings, tc.gap), firstByte)
 			second := pacedTarget(t, "second", pacedUpstream(t, 0, 0, 0), firstByte)
 			reg := prometheus.NewRegistry()
-			r, err := workers.NewRouter(workers.RouterOptions{Metrics: workers.NewMetrics(reg),
+			r, err := workerstest.Router(workers.RouterOptions{Metrics: workers.NewMetrics(reg),
 				Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{first, second}}}})
 			if err != nil {
 				t.Fatal(err)
@@ -166,18 +167,29 @@ func TestFirstByteTimeout(t *testing.T) {
 	}
 }
 
-func TestProviderFirstByteTimeoutDefaults(t *testing.T) {
+// TestProviderFirstByteTimeout: the first byte timeout is cut to the
+// call's timeout, and the provider refuses zero timeouts (their defaults
+// are the configuration's, see configs.TestFirstByteTimeout).
+func TestProviderFirstByteTimeout(t *testing.T) {
 	cases := []struct {
 		timeout, firstByte, want time.Duration
 	}{
-		{0, 0, time.Minute},
-		{30 * time.Second, 0, 30 * time.Second},
+		{0, 0, 0},
+		{30 * time.Second, 0, 0},
+		{0, time.Minute, 0},
+		{30 * time.Second, 30 * time.Second, 30 * time.Second},
 		{10 * time.Minute, 2 * time.Minute, 2 * time.Minute},
 		{time.Minute, 2 * time.Minute, time.Minute},
 	}
 	for _, tc := range cases {
 		p, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: workers.FormatOpenAI,
 			BaseURL: "http://127.0.0.1:1/v1", Timeout: tc.timeout, FirstByteTimeout: tc.firstByte})
+		if tc.want == 0 {
+			if err == nil {
+				t.Errorf("timeout %v, first_byte_timeout %v: no error", tc.timeout, tc.firstByte)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

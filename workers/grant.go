@@ -1,19 +1,26 @@
+// This file owns admission ahead of a call: Admit takes capacity for a
+// request (a Grant), and AdmitFunc lets the lanes do it for a parked one.
+
 package workers
 
 import (
 	"errors"
 	"time"
 
+	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers/actor"
 )
 
 // Grant is capacity Admit took for a request: a target and its provider's
-// permit. Pass it to Do, or Release it.
+// permit. Pass it to Do, or Release it. It is the lanes.Grant of requests
+// parked on the lanes.
 type Grant struct {
 	r      *Router
 	t      *target
 	permit *actor.Permit
 }
+
+var _ lanes.Grant = (*Grant)(nil)
 
 // Provider names the provider the grant is for.
 func (g *Grant) Provider() string { return g.t.ProviderName }
@@ -34,19 +41,19 @@ func (r *Router) Admit(req *Request) (*Grant, error) {
 	if !ok {
 		return nil, ErrUnknownModel
 	}
-	d := dispatch{r: r, req: req, inTokens: -1}
+	tr := tries{r: r, req: req, inTokens: -1}
 	for _, cand := range rt.chain {
 		for {
-			t := cand.pick(d.skipTried)
+			t := cand.pick(tr.skipTried)
 			if t == nil {
 				break
 			}
-			if p, ok := d.admit(t); ok {
+			if p, ok := tr.admit(t); ok {
 				return &Grant{r: r, t: t, permit: p}, nil
 			}
 		}
 	}
-	return nil, &Error{Refusals: d.refusals}
+	return nil, &Error{Refusals: tr.refusals}
 }
 
 // Admitter is what AdmitFunc needs of a Router.
@@ -55,9 +62,9 @@ type Admitter interface {
 }
 
 // AdmitFunc adapts a's admission of req to the lanes' AdmitFunc: the
-// grant, or the earliest time a refusing provider named.
-func AdmitFunc(a Admitter, req *Request) func() (any, time.Time, bool) {
-	return func() (any, time.Time, bool) {
+// grant (a *Grant), or the earliest time a refusing provider named.
+func AdmitFunc(a Admitter, req *Request) lanes.AdmitFunc {
+	return func() (lanes.Grant, time.Time, bool) {
 		g, err := a.Admit(req)
 		if err != nil {
 			var we *Error
@@ -93,13 +100,6 @@ func (e *Error) wakeAt(now time.Time) time.Time {
 		}
 	}
 	return t
-}
-
-// ReleaseGrant releases a *Grant held as an any (the lanes' Release).
-func ReleaseGrant(g any) {
-	if gr, ok := g.(*Grant); ok {
-		gr.Release()
-	}
 }
 
 // NextCapacity is the earliest time any refusing provider named, or the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 const (
@@ -80,7 +81,7 @@ func keyTarget(t *testing.T, name string, k *keyUpstream, a *actor.Actor) worker
 	if k.format == workers.FormatOpenAI {
 		base += "/v1"
 	}
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: name, Format: k.format, BaseURL: base,
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: name, Format: k.format, BaseURL: base,
 		APIKey: "k-" + name, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -126,12 +127,12 @@ func TestUpstreamAuthFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			suspect := newKeyUpstream(t, &keyUpstream{format: tc.format, status: tc.status, body: tc.body, probeStatus: tc.probeStatus})
 			other := newKeyUpstream(t, &keyUpstream{format: workers.FormatAnthropic, probeStatus: 200})
-			sa := actor.New(actor.Options{Name: "suspect"})
-			st, ot := keyTarget(t, "suspect", suspect, sa), keyTarget(t, "other", other, actor.New(actor.Options{Name: "other"}))
+			sa := workerstest.Actor(actor.Options{Name: "suspect"})
+			st, ot := keyTarget(t, "suspect", suspect, sa), keyTarget(t, "other", other, workerstest.Actor(actor.Options{Name: "other"}))
 			st.Model = "forbidden-model"
 			solo := st
 			solo.Model = "allowed-model"
-			r, err := workers.NewRouter(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
+			r, err := workerstest.Router(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 				{Model: "m", Targets: []workers.Target{st, ot}},
 				{Model: "solo", Targets: []workers.Target{solo}},
 			}})
@@ -189,9 +190,9 @@ func TestKeyProbeOncePerSuspicion(t *testing.T) {
 	gate := make(chan struct{})
 	up := newKeyUpstream(t, &keyUpstream{format: workers.FormatAnthropic, status: 403, probeStatus: 200, probeGate: gate,
 		body: `{"type":"error","error":{"type":"permission_error","message":"no"}}`})
-	tg := keyTarget(t, "p", up, actor.New(actor.Options{Name: "p"}))
+	tg := keyTarget(t, "p", up, workerstest.Actor(actor.Options{Name: "p"}))
 	tg.Model = "forbidden-model"
-	r, err := workers.NewRouter(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{tg}}}})
+	r, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{{Model: "m", Targets: []workers.Target{tg}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,6 @@
+// This file owns the HTTP provider: one upstream endpoint, its key and
+// its pooled transport. Its settings come from configs (no defaults here).
+
 package workers
 
 import (
@@ -46,17 +49,22 @@ type ProviderOptions struct {
 	BaseURL string
 	// APIKey replaces the client's relay key.
 	APIKey string
-	// Timeout bounds one call, the whole streamed body included.
+	// Timeout bounds one call, the whole streamed body included; it must
+	// be positive (providers[].timeout: configs owns the defaults of
+	// every setting here).
 	Timeout time.Duration
 	// FirstByteTimeout bounds the wait for a streaming call's response
-	// headers (default 1m, or Timeout when that is shorter; never more than
-	// Timeout). Non-streaming calls get their headers only with the whole
-	// answer, so Timeout alone bounds them. Expiry fails the call with
-	// ErrFirstByteTimeout.
+	// headers; it must be positive, and is cut to Timeout when longer
+	// (providers[].first_byte_timeout). Non-streaming calls get their
+	// headers only with the whole answer, so Timeout alone bounds them.
+	// Expiry fails the call with ErrFirstByteTimeout.
 	FirstByteTimeout time.Duration
-	// MaxIdleConns bounds idle keep-alive connections (default 64).
+	// MaxIdleConns bounds idle keep-alive connections
+	// (providers[].max_idle_conns). 0 keeps 64, as max_idle_conns: 0
+	// always has: zero is not "no idle connections" here.
 	MaxIdleConns int
-	// DialTimeout bounds connection set-up (default 10s).
+	// DialTimeout bounds connection set-up; 0 means 10s (not a setting of
+	// the configuration: only tests change it).
 	DialTimeout time.Duration
 	// TLSConfig, when set, replaces the default TLS configuration (tests
 	// use it to trust a test CA). Verification is never disabled.
@@ -82,8 +90,11 @@ type HTTPProvider struct {
 	probe keyProbe
 }
 
-// defaultFirstByteTimeout is ProviderOptions.FirstByteTimeout's default.
-const defaultFirstByteTimeout = time.Minute
+// Fallbacks for the options whose zero means them (see ProviderOptions).
+const (
+	idleConnsForZero   = 64
+	defaultDialTimeout = 10 * time.Second
+)
 
 // ErrFirstByteTimeout is returned by HTTPProvider.Call when a streaming
 // call got no response headers within the provider's FirstByteTimeout.
@@ -101,17 +112,15 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("provider %s: base url must be an absolute http(s) URL", opts.Name)
 	}
+	if opts.Timeout <= 0 || opts.FirstByteTimeout <= 0 {
+		return nil, fmt.Errorf("provider %s: timeout %s and first byte timeout %s must be positive",
+			opts.Name, opts.Timeout, opts.FirstByteTimeout)
+	}
 	if opts.MaxIdleConns <= 0 {
-		opts.MaxIdleConns = 64
+		opts.MaxIdleConns = idleConnsForZero
 	}
 	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = 10 * time.Second
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Minute
-	}
-	if opts.FirstByteTimeout <= 0 {
-		opts.FirstByteTimeout = defaultFirstByteTimeout
+		opts.DialTimeout = defaultDialTimeout
 	}
 	opts.FirstByteTimeout = min(opts.FirstByteTimeout, opts.Timeout)
 	base := strings.TrimSuffix(opts.BaseURL, "/")

@@ -1,3 +1,10 @@
+// This file owns turning a validated configuration into what the relay
+// serves: providers, their actors' limits, the router, the gateway's
+// configuration, the lane specs and the embedded NATS server's access.
+// Everything is built aside first (prepare); only a fully built state is
+// put in place (commit), so a reload that fails at any step changes
+// nothing.
+
 package main
 
 import (
@@ -7,14 +14,19 @@ import (
 	"sync/atomic"
 
 	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 )
 
 // builder turns a validated configuration into what the gateway serves.
 // It keeps providers whose settings did not change across reloads, so
-// their connection pools survive a reload.
+// their connection pools survive a reload, and one actor per provider
+// name, so admission state survives too. One goroutine at a time prepares
+// and commits (serve at start, then the reloader), so a state is always
+// committed over the one it was prepared from.
 type builder struct {
 	log       *slog.Logger
 	metrics   *workers.Metrics
@@ -23,10 +35,10 @@ type builder struct {
 	mu        sync.Mutex
 	providers map[string]builtProvider
 	actors    map[string]*actor.Actor
-	router    atomic.Pointer[workers.Router] // the latest built
+	router    atomic.Pointer[workers.Router] // the latest committed
 }
 
-// Router returns the router of the latest configuration built.
+// Router returns the router of the latest configuration committed.
 func (b *builder) Router() gateway.JobDispatcher { return b.router.Load() }
 
 type builtProvider struct {
@@ -34,15 +46,64 @@ type builtProvider struct {
 	p    *workers.HTTPProvider
 }
 
-// build maps cfg onto a gateway.Config.
-func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
+// state is a configuration built aside. Nothing in it is live until
+// commit: the actors it names that already serve keep their old limits
+// until then (limits holds the new ones).
+type state struct {
+	providers map[string]builtProvider
+	actors    map[string]*actor.Actor
+	limits    map[string]actor.Options
+	router    *workers.Router
+	gateway   gateway.Config
+	lanes     []lanes.Spec
+	tenants   []embeddednats.Tenant
+	users     []embeddednats.User
+}
+
+// build prepares cfg and commits it: the start of serve, and tests.
+func (b *builder) build(cfg *configs.Config) (*state, error) {
+	st, err := b.prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.commit(st)
+	return st, nil
+}
+
+// prepare builds cfg aside and checks every part of it. It changes
+// nothing that serves: a refused configuration leaves no trace.
+func (b *builder) prepare(cfg *configs.Config) (*state, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	providers, err := b.buildProviders(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{providers: providers, lanes: laneSpecs(cfg)}
+	st.actors, st.limits = b.buildActors(cfg)
+	if st.router, err = b.buildRouter(cfg, st); err != nil {
+		return nil, err
+	}
+	if st.gateway, err = gatewayConfig(cfg, st.router); err != nil {
+		return nil, err
+	}
+	if err := lanes.CheckSpecs(st.lanes); err != nil {
+		return nil, err
+	}
+	if st.tenants, st.users, err = natsAccess(cfg); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// buildProviders returns cfg's providers: the current one where its
+// settings did not change, else a new one (no connection opened yet).
+func (b *builder) buildProviders(cfg *configs.Config) (map[string]builtProvider, error) {
 	next := make(map[string]builtProvider, len(cfg.Providers))
 	for _, pc := range cfg.Providers {
 		format, ok := workers.ParseFormat(pc.Type)
 		if !ok {
-			return gateway.Config{}, fmt.Errorf("provider %s: unknown type %q", pc.Name, pc.Type)
+			return nil, fmt.Errorf("provider %s: unknown type %q", pc.Name, pc.Type)
 		}
 		opts := workers.ProviderOptions{
 			Name:             pc.Name,
@@ -59,36 +120,45 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		}
 		p, err := workers.NewProvider(opts)
 		if err != nil {
-			return gateway.Config{}, err
+			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
 		}
 		next[pc.Name] = builtProvider{opts: opts, p: p}
 	}
+	return next, nil
+}
 
-	// One actor per provider name holds its admission state; a reload
-	// updates its limits in place, so in-flight permits, breaker state and
-	// cool-downs survive.
+// buildActors returns one actor per provider: the current one, whose new
+// limits are returned aside for commit (in-flight permits, breaker state
+// and cool-downs survive a reload), or a new one.
+func (b *builder) buildActors(cfg *configs.Config) (map[string]*actor.Actor, map[string]actor.Options) {
 	actors := make(map[string]*actor.Actor, len(cfg.Providers))
+	limits := make(map[string]actor.Options, len(cfg.Providers))
 	for _, pc := range cfg.Providers {
 		ao := actorOptions(pc)
 		if a, ok := b.actors[pc.Name]; ok {
-			a.Update(ao)
 			actors[pc.Name] = a
+			limits[pc.Name] = ao
 		} else {
 			actors[pc.Name] = actor.New(ao)
 		}
 	}
+	return actors, limits
+}
+
+// buildRouter returns the router of cfg's routes over st's providers and
+// actors.
+func (b *builder) buildRouter(cfg *configs.Config, st *state) (*workers.Router, error) {
 	inputLimited := make(map[string]bool, len(cfg.Providers))
 	for _, pc := range cfg.Providers {
 		inputLimited[pc.Name] = pc.InputTPM > 0
 	}
-
 	specs := make([]workers.RouteSpec, 0, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
 		spec := workers.RouteSpec{Model: rc.Model, Fallbacks: rc.Fallbacks}
 		for _, tc := range rc.Targets {
-			bp, ok := next[tc.Provider]
+			bp, ok := st.providers[tc.Provider]
 			if !ok {
-				return gateway.Config{}, fmt.Errorf("route %s: unknown provider %q", rc.Model, tc.Provider)
+				return nil, fmt.Errorf("route %s: unknown provider %q", rc.Model, tc.Provider)
 			}
 			spec.Targets = append(spec.Targets, workers.Target{
 				Provider:      bp.p,
@@ -97,7 +167,7 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 				Model:         tc.Model,
 				Weight:        tc.Weight,
 				Timeout:       bp.opts.Timeout,
-				Actor:         actors[tc.Provider],
+				Actor:         st.actors[tc.Provider],
 				EstimateInput: inputLimited[tc.Provider],
 			})
 		}
@@ -114,9 +184,14 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 		MaxJSONDepth: cfg.MaxJSONDepth,
 	})
 	if err != nil {
-		return gateway.Config{}, err
+		return nil, fmt.Errorf("routes: %w", err)
 	}
+	return router, nil
+}
 
+// gatewayConfig maps cfg onto the gateway's configuration, served by
+// router.
+func gatewayConfig(cfg *configs.Config, router *workers.Router) (gateway.Config, error) {
 	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, BodyMemoryBytes: cfg.BodyMemoryBytes,
 		MaxJSONDepth: cfg.MaxJSONDepth}
 	for _, l := range cfg.Lanes {
@@ -135,17 +210,27 @@ func (b *builder) build(cfg *configs.Config) (gateway.Config, error) {
 			Routes:      kc.Routes,
 		})
 	}
-	// Providers dropped by this configuration keep serving requests in
-	// flight; their idle connections are closed.
+	return gc, nil
+}
+
+// commit puts the builder's part of st in place: the actors take their
+// new limits, the router becomes the jobs' router, and providers dropped
+// by st close their idle connections (they keep serving the requests in
+// flight). It cannot fail.
+func (b *builder) commit(st *state) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for name, ao := range st.limits {
+		st.actors[name].Update(ao)
+	}
 	for name, old := range b.providers {
-		if cur, ok := next[name]; !ok || cur.p != old.p {
+		if cur, ok := st.providers[name]; !ok || cur.p != old.p {
 			old.p.CloseIdleConnections()
 		}
 	}
-	b.providers = next
-	b.actors = actors
-	b.router.Store(router)
-	return gc, nil
+	b.providers = st.providers
+	b.actors = st.actors
+	b.router.Store(st.router)
 }
 
 // actorOptions maps a provider's limits onto its actor's options.

@@ -1,3 +1,7 @@
+// This file owns hot reload: watching the configuration file and SIGHUP,
+// and swapping in a configuration only once the builder has built all
+// of it (see build.go).
+
 package main
 
 import (
@@ -23,9 +27,9 @@ import (
 const reloadDebounce = 250 * time.Millisecond
 
 // reloader reloads the configuration when its file changes or on SIGHUP:
-// it validates the new file, builds it, and swaps it in atomically. An
-// invalid file leaves the running configuration in place; it is logged
-// and counted.
+// it validates the new file, builds it aside, and swaps it in. An invalid
+// file, or one that fails to build, leaves the running configuration in
+// place; it is logged and counted.
 type reloader struct {
 	path    string
 	hup     <-chan os.Signal // SIGHUP, subscribed for the whole of serve
@@ -78,38 +82,40 @@ func (r *reloader) run(ctx context.Context) {
 	}
 }
 
-// reload loads, validates, builds and swaps in the configuration.
+// reload loads and validates the configuration, builds all of it aside,
+// and only then swaps it in. A failure at any step before the swap
+// changes nothing.
 func (r *reloader) reload(why string) {
 	cfg, err := configs.Load(r.path)
+	var st *state
 	if err == nil {
-		var gc gateway.Config
-		if gc, err = r.builder.build(cfg); err == nil {
-			r.gateway.SetConfig(gc)
-			if err := errors.Join(r.lanes.Update(laneSpecs(cfg)), r.jobs.SetLaneWaits(laneWaits(cfg))); err != nil {
-				r.log.Warn("lanes update", "error", err)
-			}
-			r.updateNATSAccess(cfg)
-			r.counter.WithLabelValues("success").Inc()
-			r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
-			return
-		}
-	}
-	r.counter.WithLabelValues("failure").Inc()
-	r.log.Error("configuration reload refused; the running configuration stays", "trigger", why, "path", r.path, "error", err)
-}
-
-// updateNATSAccess gives the embedded server's client port the reloaded
-// keys and nats.users: removed or changed ones can no longer connect, and
-// their open connections are closed. nats.listen itself needs a restart.
-func (r *reloader) updateNATSAccess(cfg *configs.Config) {
-	if r.nats == nil {
-		return
-	}
-	tenants, users, err := natsAccess(cfg)
-	if err == nil {
-		err = r.nats.SetAccess(tenants, users)
+		st, err = r.builder.prepare(cfg)
 	}
 	if err != nil {
-		r.log.Error("NATS client access not updated", "error", err)
+		r.counter.WithLabelValues("failure").Inc()
+		r.log.Error("configuration reload refused; the running configuration stays", "trigger", why, "path", r.path, "error", err)
+		return
+	}
+	r.swap(st)
+	r.counter.WithLabelValues("success").Inc()
+	r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
+}
+
+// swap puts a built state in place: actors' limits and the router, the
+// gateway's configuration, the lanes (and the jobs' view of their
+// max_wait), and the embedded NATS server's
+// client access. The lanes and NATS steps were checked when st was built;
+// what can still fail there (resizing the lanes' mirror stream, listing
+// NATS connections) is logged.
+func (r *reloader) swap(st *state) {
+	r.builder.commit(st)
+	r.gateway.SetConfig(st.gateway)
+	if err := errors.Join(r.lanes.Update(st.lanes), r.jobs.SetLaneWaits(laneWaits(st.lanes))); err != nil {
+		r.log.Warn("lanes update", "error", err)
+	}
+	if r.nats != nil {
+		if err := r.nats.SetAccess(st.tenants, st.users); err != nil {
+			r.log.Error("NATS client access not updated", "error", err)
+		}
 	}
 }

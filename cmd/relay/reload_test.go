@@ -410,3 +410,44 @@ func TestReloadInPlaceWrite(t *testing.T) {
 	p.waitLog("a reload log line", map[string]string{"msg": "configuration reloaded", "trigger": "file change"})
 	p.stop()
 }
+
+// TestReloadLaneMaxWait: a reload that shortens a lane's max_wait reaches
+// both copies of it: the request already parked on the lane gives up
+// after the new wait, and the gateway tells a new one the new wait.
+func TestReloadLaneMaxWait(t *testing.T) {
+	t.Parallel()
+	keys := []string{canaryKey}
+	withWait := func(wait string) string {
+		return "lanes:\n  - {name: interactive, max_wait: " + wait + "}\n" +
+			strings.Replace(providerSim, "api_key:", "max_concurrency: 1, api_key:", 1) +
+			"routes:\n" + routeSonnet
+	}
+	// The simulator sends a token a second: the one stream below holds
+	// the provider's only slot for the whole test.
+	p := startReloadRelay(t, relayOpts{grace: "2s", tokenInterval: "1s"}, keys, withWait("1m"))
+	s := p.stream(2)
+
+	parked := make(chan int, 1)
+	go func() { parked <- p.messageAsync() }()
+	natstest.Eventually(t, 10*time.Second, "request parked", func() bool {
+		return p.metric(`relay_lane_depth{lane="interactive"}`) > 0
+	})
+	p.writeConfig(p.reloadConfig(keys, withWait("300ms")))
+	natstest.Eventually(t, 10*time.Second, "reload", func() bool { return p.metric(reloadOK) >= 1 })
+	select {
+	case code := <-parked:
+		if code != 529 {
+			t.Errorf("parked request: status %d, want 529 once the new max_wait passed", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the parked request still waits 10s after max_wait went from 1m to 300ms")
+	}
+	if code, body := p.ask("claude-sonnet", nil); code != 529 || !strings.Contains(body, "within 300ms") {
+		t.Errorf("request after the reload: %d %s; want 529 naming the new wait", code, body)
+	}
+	if n := p.metric(reloadErr); n != 0 {
+		t.Errorf("%s = %v, want 0", reloadErr, n)
+	}
+	_ = s.resp.Body.Close()
+	p.stop()
+}

@@ -88,7 +88,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { _ = set.Close() })
 
 	b := &builder{log: log, metrics: wm, onRelease: set.Kick}
-	gcfg, err := b.build(cfg)
+	built, err := b.build(cfg)
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
 
-	gw := gateway.New(gcfg, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
+	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
@@ -197,7 +197,7 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 	svc, err := jobs.Open(ctx, js, r, jobs.Options{
 		ResultTTL:       cfg.Jobs.ResultTTL.Std(),
 		Workers:         cfg.Jobs.Workers,
-		Lanes:           laneWaits(cfg),
+		Lanes:           laneWaits(laneSpecs(cfg)),
 		Callbacks:       callbackSender{deliverer},
 		CallbackTimeout: callbacks.DefaultTimeout,
 		CallbackURLs:    callbacks.Checker{AllowPrivate: allowPrivate},
@@ -220,11 +220,11 @@ func (c callbackSender) Attempt(ctx context.Context, a jobs.CallbackAttempt) job
 	return jobs.CallbackResult(c.Deliverer.Attempt(ctx, callbacks.Callback(a)))
 }
 
-// laneWaits maps the configured lanes to their max_wait, for jobs.
-func laneWaits(cfg *configs.Config) map[string]time.Duration {
-	waits := make(map[string]time.Duration, len(cfg.Lanes))
-	for _, l := range cfg.Lanes {
-		waits[l.Name] = l.MaxWait.Std()
+// laneWaits maps lanes to their max_wait, for jobs.
+func laneWaits(specs []lanes.Spec) map[string]time.Duration {
+	waits := make(map[string]time.Duration, len(specs))
+	for _, l := range specs {
+		waits[l.Name] = l.MaxWait
 	}
 	return waits
 }

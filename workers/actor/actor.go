@@ -1,3 +1,6 @@
+// This file owns the Actor: a provider's admission state, its options
+// (whose defaults configs owns) and its refusals.
+
 package actor
 
 import (
@@ -64,7 +67,8 @@ type Refusal struct {
 	// (breaker, cool-down, buckets, auth back-off) may be satisfied, for a
 	// retry-after answer or for parking. It equals the refusal time when the
 	// only obstacles end with a finished call (concurrency, half-open probes);
-	// use [Actor.Wait] for those.
+	// the caller learns of those from its own accounting of finished calls
+	// (the router's OnRelease).
 	When time.Time
 }
 
@@ -79,52 +83,32 @@ func (r *Refusal) RetryAfter(now time.Time) time.Duration {
 	return max(r.When.Sub(now), 0)
 }
 
-// BreakerOptions configure an Actor's circuit breaker. Zero fields take the
-// documented defaults.
+// BreakerOptions configure an Actor's circuit breaker. FailureRatio,
+// MinRequests, Window and OpenFor must be positive: they are settings of
+// the configuration (providers[].breaker), which owns their defaults and
+// validates them; the Actor has none of its own.
 type BreakerOptions struct {
 	// FailureRatio opens the breaker when failures/requests in the window
-	// reach it (default 0.5).
+	// reach it.
 	FailureRatio float64
 	// MinRequests is the number of counted calls in the window below which
 	// the ratio never opens the breaker; that many consecutive failures
-	// open it whatever the window holds (default 10).
+	// open it whatever the window holds.
 	MinRequests int
-	// Window is the rolling window over which calls are counted (default
-	// 30s), kept as ten sub-buckets of Window/10.
+	// Window is the rolling window over which calls are counted, kept as
+	// ten sub-buckets of Window/10.
 	Window time.Duration
-	// OpenFor is how long the breaker stays open before going half-open
-	// (default 15s).
+	// OpenFor is how long the breaker stays open before going half-open.
 	OpenFor time.Duration
 	// HalfOpenProbes is how many calls a half-open breaker lets through, and
-	// how many of them must succeed to close it (default 1).
+	// how many of them must succeed to close it. It is not a setting of the
+	// configuration, so 0 means 1.
 	HalfOpenProbes int
 }
 
-// Breaker defaults, from the SPEC's example configuration.
-const (
-	DefaultFailureRatio   = 0.5
-	DefaultMinRequests    = 10
-	DefaultWindow         = 30 * time.Second
-	DefaultOpenFor        = 15 * time.Second
-	DefaultHalfOpenProbes = 1
-)
-
-func (o BreakerOptions) withDefaults() BreakerOptions {
-	if o.FailureRatio <= 0 {
-		o.FailureRatio = DefaultFailureRatio
-	}
-	if o.MinRequests <= 0 {
-		o.MinRequests = DefaultMinRequests
-	}
-	if o.Window <= 0 {
-		o.Window = DefaultWindow
-	}
-	if o.OpenFor <= 0 {
-		o.OpenFor = DefaultOpenFor
-	}
-	if o.HalfOpenProbes <= 0 {
-		o.HalfOpenProbes = DefaultHalfOpenProbes
-	}
+// withProbes returns o with HalfOpenProbes 1 when it sets none.
+func (o BreakerOptions) withProbes() BreakerOptions {
+	o.HalfOpenProbes = max(o.HalfOpenProbes, 1)
 	return o
 }
 
@@ -279,7 +263,6 @@ type Actor struct {
 	br        breaker
 	coolUntil time.Time
 	authUntil time.Time
-	wake      chan struct{} // closed and dropped by signal; nil when no one waits
 }
 
 // New returns an Actor configured by o, with full buckets and a closed
@@ -311,7 +294,7 @@ func (a *Actor) configure(now time.Time, o Options) {
 	a.req.configure(now, o.RPM, RequestBurst(o.RPM))
 	a.in.configure(now, o.InputTPM, 0)
 	a.out.configure(now, o.OutputTPM, 0)
-	a.br.configure(o.Breaker.withDefaults())
+	a.br.configure(o.Breaker.withProbes())
 }
 
 // Name returns the provider name the Actor was configured with.
@@ -329,13 +312,12 @@ func (a *Actor) Name() string {
 // are kept. Bucket levels are kept and clamped to a lowered burst; a bucket
 // that gains a limit starts full. Lowering MaxConcurrency below the in-flight
 // count refuses new calls until enough finish. The clock (Options.Now) cannot
-// be changed and is ignored. Waiters on [Actor.Wait] are woken.
+// be changed and is ignored.
 func (a *Actor) Update(o Options) {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.configure(now, o)
-	a.signal()
 }
 
 // Permit is the right to make one upstream call, returned by [Actor.Admit].
@@ -430,49 +412,13 @@ func (a *Actor) Admit(inTokens, maxOut int) (*Permit, error) {
 	}, nil
 }
 
-// NextCapacity returns the earliest time at which Admit(inTokens, maxOut)
-// may succeed: now if it would succeed now. When only a finished call can
-// free capacity (concurrency, half-open probes) it also returns now; wait on
-// [Actor.Wait] for those.
-func (a *Actor) NextCapacity(inTokens, maxOut int) time.Time {
-	now := a.now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	in, out := a.sizes(inTokens, maxOut)
-	_, when := a.check(now, in, out)
-	return when
-}
-
-// Wait returns a channel that is closed the next time capacity may have been
-// freed by a finished call ([Permit.Done]) or an [Actor.Update]. It does not
-// fire when time alone frees capacity (refill, end of a cool-down, breaker
-// going half-open): arm a timer at [Actor.NextCapacity] for that. Take the
-// channel before calling Admit to avoid missing a wake-up.
-func (a *Actor) Wait() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.wake == nil {
-		a.wake = make(chan struct{})
-	}
-	return a.wake
-}
-
-// signal wakes the waiters; a.mu is held. No channel is made when no one
-// waits, so Done allocates nothing.
-func (a *Actor) signal() {
-	if a.wake != nil {
-		close(a.wake)
-		a.wake = nil
-	}
-}
-
 // Done reports the outcome of the permitted call. It releases the
 // concurrency slot; settles the token buckets (refunds the unused output
 // reservation and corrects the input estimate when o.UsageKnown; without
 // usage, refunds the whole output reservation for outcomes that produce no
 // output and keeps every charge otherwise); feeds the breaker; sets the
 // cool-down for 429/529 and the auth back-off for ProviderAuth; caps the
-// buckets from the rate-limit headers; and wakes [Actor.Wait]ers. Calls after
+// buckets from the rate-limit headers. Calls after
 // the first are ignored, as are calls on a nil Permit.
 func (p *Permit) Done(o Outcome) {
 	if p == nil || p.a == nil {
@@ -509,7 +455,6 @@ func (p *Permit) Done(o Outcome) {
 	if o.Header != nil {
 		a.learn(now, o.Header)
 	}
-	a.signal()
 }
 
 func later(a, b time.Time) time.Time {

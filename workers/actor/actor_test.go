@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/time/rate"
+
+	"github.com/relaygw/relay/configs"
 )
 
 func TestMain(m *testing.M) {
@@ -47,7 +50,24 @@ func newActor(t *testing.T, o Options) (*Actor, *fakeClock) {
 	if o.Name == "" {
 		o.Name = "test"
 	}
+	// The configuration's breaker defaults where o sets none: the Actor
+	// has none of its own.
+	d := configs.DefaultBreaker()
+	b := &o.Breaker
+	b.FailureRatio, b.MinRequests = cmp.Or(b.FailureRatio, d.FailureRatio), cmp.Or(b.MinRequests, d.MinRequests)
+	b.Window, b.OpenFor = cmp.Or(b.Window, d.Window.Std()), cmp.Or(b.OpenFor, d.OpenFor.Std())
 	return New(o), c
+}
+
+// nextCapacity is the earliest time at which a.Admit(in, maxOut) may
+// succeed: what a Refusal's When says, computed without admitting.
+func nextCapacity(a *Actor, in, maxOut int) time.Time {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	in, out := a.sizes(in, maxOut)
+	_, when := a.check(now, in, out)
+	return when
 }
 
 // mustAdmit admits or fails the test.
@@ -109,7 +129,7 @@ func TestBurstThenRefusal(t *testing.T) {
 			if got := r.When.Sub(c.Now()); got != tc.wantAfter {
 				t.Errorf("Refusal.When - now = %v; want %v", got, tc.wantAfter)
 			}
-			if got := a.NextCapacity(tc.in, tc.out); !got.Equal(r.When) {
+			if got := nextCapacity(a, tc.in, tc.out); !got.Equal(r.When) {
 				t.Errorf("NextCapacity(%d, %d) = %v; want %v", tc.in, tc.out, got, r.When)
 			}
 			if got := r.RetryAfter(c.Now()); got != tc.wantAfter {
@@ -165,7 +185,7 @@ func TestRPM120(t *testing.T) {
 	if got := r.When.Sub(start); got != 500*time.Millisecond {
 		t.Fatalf("third call: When - now = %v; want 500ms", got)
 	}
-	if got := a.NextCapacity(1, 1); !got.Equal(r.When) {
+	if got := nextCapacity(a, 1, 1); !got.Equal(r.When) {
 		t.Errorf("NextCapacity = %v; want %v", got, r.When)
 	}
 
@@ -356,7 +376,7 @@ func TestDebtDelaysAdmission(t *testing.T) {
 	a, c := newActor(t, Options{InputTPM: 600})
 	p := mustAdmit(t, a, 100, 1)
 	p.Done(Outcome{Kind: Success, UsageKnown: true, InputTokens: 600}) // 500 extra on a 500 level: empty
-	mustAdmitAfter := a.NextCapacity(100, 1).Sub(c.Now())
+	mustAdmitAfter := nextCapacity(a, 100, 1).Sub(c.Now())
 	if mustAdmitAfter != 10*time.Second {
 		t.Errorf("NextCapacity after extra charge = now+%v; want now+10s", mustAdmitAfter)
 	}
@@ -649,8 +669,8 @@ func TestBreakerHalfOpen(t *testing.T) {
 			mustAdmit(t, a, 1, 1).Done(Outcome{Kind: ServerError})
 		}
 		r := refusal(t, a, 1, 1, ReasonBreakerOpen)
-		if want := c.Now().Add(bo.OpenFor); !r.When.Equal(want) || !a.NextCapacity(1, 1).Equal(want) {
-			t.Fatalf("open breaker: When %v, NextCapacity %v; want %v", r.When, a.NextCapacity(1, 1), want)
+		if want := c.Now().Add(bo.OpenFor); !r.When.Equal(want) || !nextCapacity(a, 1, 1).Equal(want) {
+			t.Fatalf("open breaker: When %v, NextCapacity %v; want %v", r.When, nextCapacity(a, 1, 1), want)
 		}
 		if s := a.State(); s.Breaker != BreakerOpen || !s.BreakerOpenAt.Equal(c.Now().Add(bo.OpenFor)) {
 			t.Fatalf("State() = %v until %v; want open until %v", s.Breaker, s.BreakerOpenAt, c.Now().Add(bo.OpenFor))
@@ -706,8 +726,8 @@ func TestConcurrency(t *testing.T) {
 	a, c := newActor(t, Options{MaxConcurrency: 2, OutputTPM: 1000})
 	p1, p2 := mustAdmit(t, a, 1, 100), mustAdmit(t, a, 1, 100)
 	r := refusal(t, a, 1, 100, ReasonConcurrency)
-	if !r.When.Equal(c.Now()) || !a.NextCapacity(1, 100).Equal(c.Now()) {
-		t.Errorf("concurrency refusal: When %v, NextCapacity %v; want now", r.When, a.NextCapacity(1, 100))
+	if !r.When.Equal(c.Now()) || !nextCapacity(a, 1, 100).Equal(c.Now()) {
+		t.Errorf("concurrency refusal: When %v, NextCapacity %v; want now", r.When, nextCapacity(a, 1, 100))
 	}
 	if got := a.State().InFlight; got != 2 {
 		t.Errorf("InFlight = %d; want 2", got)
@@ -787,47 +807,6 @@ func TestUpdate(t *testing.T) {
 	})
 }
 
-func TestWait(t *testing.T) {
-	isClosed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
-	tests := []struct {
-		name string
-		act  func(a *Actor, p *Permit)
-	}{
-		{name: "Done", act: func(_ *Actor, p *Permit) { p.Done(Outcome{Kind: Success}) }},
-		{name: "Update", act: func(a *Actor, _ *Permit) { a.Update(Options{MaxConcurrency: 2}) }},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			a, _ := newActor(t, Options{MaxConcurrency: 1})
-			p := mustAdmit(t, a, 1, 1)
-			ch := a.Wait()
-			if ch2 := a.Wait(); ch2 != ch {
-				t.Error("Wait() returned a different channel without a state change")
-			}
-			refusal(t, a, 1, 1, ReasonConcurrency)
-			if isClosed(ch) {
-				t.Fatal("Wait channel closed before any capacity change")
-			}
-			tc.act(a, p)
-			if !isClosed(ch) {
-				t.Fatalf("Wait channel not closed after %s", tc.name)
-			}
-			if isClosed(a.Wait()) {
-				t.Error("new Wait channel already closed")
-			}
-			mustAdmit(t, a, 1, 1)
-			p.Done(Outcome{Kind: Success})
-		})
-	}
-}
-
 func TestConcurrentAdmitDone(t *testing.T) {
 	const (
 		workers = 16
@@ -846,14 +825,9 @@ func TestConcurrentAdmitDone(t *testing.T) {
 				if w == 0 && i%10 == 0 {
 					c.Advance(100 * time.Millisecond)
 				}
-				ch := a.Wait()
 				p, err := a.Admit(50, 100)
 				if err != nil {
-					select {
-					case <-ch:
-					default:
-					}
-					_ = a.NextCapacity(50, 100)
+					_ = nextCapacity(a, 50, 100)
 					continue
 				}
 				admitted.Add(1)

@@ -14,9 +14,10 @@
 // blocks while holding it and the package starts no goroutines. A [Permit] is
 // also safe to finish from any goroutine. Time-based recovery (bucket refill,
 // end of a cool-down, the breaker going half-open) is evaluated lazily from the
-// injected clock, so no timers run in the background: callers that park work
-// arm their own timer at [Actor.NextCapacity] and also wait on [Actor.Wait]
-// for capacity freed by a finished call.
+// injected clock, so no timers run in the background: a caller that parks
+// work arms its own timer at the refusal's [Refusal.When], and learns of
+// capacity freed by a finished call from its own bookkeeping (in the relay,
+// the router's OnRelease kicks the lanes).
 //
 // # Token buckets
 //
@@ -58,7 +59,7 @@
 // github.com/sony/gobreaker/v2: gobreaker reads time.Now directly (no clock can
 // be injected, so it cannot be tested on a fake clock or share the Actor's
 // clock) and does not expose when an open breaker will go half-open, which
-// [Actor.NextCapacity] needs. It counts [ServerError], [Overloaded], [Timeout]
+// [Refusal.When] needs. It counts [ServerError], [Overloaded], [Timeout]
 // and [ConnError] as failures and [Success] as success; other outcomes are
 // ignored. It opens when, within the rolling [BreakerOptions.Window] (ten
 // sub-buckets), at least MinRequests calls were counted and failures/requests

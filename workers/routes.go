@@ -1,0 +1,160 @@
+// This file owns routes and their targets: the specs a Router is built
+// from, and smooth weighted round-robin among a route's targets.
+
+package workers
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/relaygw/relay/workers/actor"
+)
+
+// Target is one provider serving a route.
+type Target struct {
+	// Provider sends the calls.
+	Provider Provider
+	// ProviderName names the provider in metrics, logs and headers.
+	ProviderName string
+	// Format is the provider's API format.
+	Format Format
+	// Model is the upstream model name.
+	Model string
+	// Weight is the target's share of the route's traffic (at least 1).
+	Weight int
+	// Timeout bounds one call to this target.
+	Timeout time.Duration
+	// Actor is the provider's admission control (concurrency, token
+	// buckets, circuit breaker, cool-down); nil admits everything. Targets
+	// of one provider share its Actor.
+	Actor *actor.Actor
+	// EstimateInput asks for an input-token estimate at admission (the
+	// provider has an input_tpm limit); estimating walks the whole body.
+	EstimateInput bool
+}
+
+// RouteSpec describes one route: the model a client sends, its targets and
+// the routes to fall back on.
+type RouteSpec struct {
+	// Model is the public model name.
+	Model string
+	// Targets serve the route.
+	Targets []Target
+	// Fallbacks name routes tried when no target of this one can serve.
+	Fallbacks []string
+}
+
+// route is a RouteSpec ready for smooth weighted round-robin selection.
+type route struct {
+	model     string
+	targets   []*target
+	fallbacks []*route
+	chain     []*route // the route, then its fallbacks breadth first
+	total     int
+
+	mu sync.Mutex // guards the targets' current weights
+}
+
+type target struct {
+	Target
+	current int // smooth weighted round-robin state, guarded by route.mu
+}
+
+// buildRoutes links specs into routes, resolving fallbacks.
+func buildRoutes(specs []RouteSpec) (map[string]*route, error) {
+	routes := make(map[string]*route, len(specs))
+	for _, s := range specs {
+		if _, dup := routes[s.Model]; dup {
+			return nil, fmt.Errorf("route %q defined twice", s.Model)
+		}
+		if len(s.Targets) == 0 {
+			return nil, fmt.Errorf("route %q has no targets", s.Model)
+		}
+		rt := &route{model: s.Model}
+		for _, t := range s.Targets {
+			if t.Weight <= 0 {
+				t.Weight = 1
+			}
+			if t.Model == "" {
+				t.Model = s.Model
+			}
+			rt.targets = append(rt.targets, &target{Target: t})
+			rt.total += t.Weight
+		}
+		routes[s.Model] = rt
+	}
+	for _, s := range specs {
+		rt := routes[s.Model]
+		for _, fb := range s.Fallbacks {
+			f, ok := routes[fb]
+			if !ok {
+				return nil, fmt.Errorf("route %q: unknown fallback %q", s.Model, fb)
+			}
+			rt.fallbacks = append(rt.fallbacks, f)
+		}
+	}
+	for _, rt := range routes {
+		rt.chain = rt.buildChain()
+	}
+	return routes, nil
+}
+
+// pick chooses the next target by smooth weighted round-robin (the nginx
+// algorithm: over any window of total-weight picks each target is chosen
+// exactly weight times, evenly interleaved), skipping targets in skip.
+// Targets whose provider fails its health check are chosen only when no
+// healthy one is left. It returns nil when every target is skipped.
+func (rt *route) pick(skip func(*target) bool) *target {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if best := rt.pickLocked(skip, true); best != nil {
+		return best
+	}
+	return rt.pickLocked(skip, false)
+}
+
+func (rt *route) pickLocked(skip func(*target) bool, healthyOnly bool) *target {
+	var best *target
+	total := 0
+	for _, t := range rt.targets {
+		if skip(t) || (healthyOnly && !t.Provider.HealthCheck()) {
+			continue
+		}
+		t.current += t.Weight
+		total += t.Weight
+		if best == nil || t.current > best.current {
+			best = t
+		}
+	}
+	if best != nil {
+		best.current -= total
+	}
+	return best
+}
+
+// buildChain returns rt followed by its fallbacks, breadth first, each route once.
+func (rt *route) buildChain() []*route {
+	out := []*route{rt}
+	seen := map[*route]bool{rt: true}
+	for i := 0; i < len(out); i++ {
+		for _, f := range out[i].fallbacks {
+			if !seen[f] {
+				seen[f] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// models returns the sorted public model names of routes.
+func models(routes map[string]*route) []string {
+	out := make([]string, 0, len(routes))
+	for m := range routes {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,109 @@
+package workers
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// fakeProvider is a Provider for selection tests; it is never called.
+type fakeProvider struct{ healthy bool }
+
+func (f *fakeProvider) Call(context.Context, *Call) (*http.Response, error) { panic("not called") }
+func (f *fakeProvider) HealthCheck() bool                                   { return f.healthy }
+
+func TestPickSmoothWeighted(t *testing.T) {
+	a, b, c := &fakeProvider{true}, &fakeProvider{true}, &fakeProvider{true}
+	routes, err := buildRoutes([]RouteSpec{{Model: "m", Targets: []Target{
+		{Provider: a, ProviderName: "a", Weight: 5},
+		{Provider: b, ProviderName: "b", Weight: 1},
+		{Provider: c, ProviderName: "c", Weight: 1},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := routes["m"]
+	none := func(*target) bool { return false }
+	var seq strings.Builder
+	for i := 0; i < 7; i++ {
+		seq.WriteString(rt.pick(none).ProviderName)
+	}
+	// nginx's smooth weighted round-robin for weights 5,1,1.
+	if got, want := seq.String(), "aabacaa"; got != want {
+		t.Errorf("pick sequence = %s; want %s", got, want)
+	}
+	counts := map[string]int{}
+	for i := 0; i < 700; i++ {
+		counts[rt.pick(none).ProviderName]++
+	}
+	if counts["a"] != 500 || counts["b"] != 100 || counts["c"] != 100 {
+		t.Errorf("700 picks = %v; want exactly 500/100/100", counts)
+	}
+}
+
+func TestPickSkipsAndPrefersHealthy(t *testing.T) {
+	sick := &fakeProvider{false}
+	well := &fakeProvider{true}
+	routes, err := buildRoutes([]RouteSpec{{Model: "m", Targets: []Target{
+		{Provider: sick, ProviderName: "sick", Weight: 10},
+		{Provider: well, ProviderName: "well", Weight: 1},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := routes["m"]
+	for i := 0; i < 5; i++ {
+		if got := rt.pick(func(*target) bool { return false }).ProviderName; got != "well" {
+			t.Fatalf("pick = %s; want the healthy target", got)
+		}
+	}
+	skipWell := func(t *target) bool { return t.ProviderName == "well" }
+	if got := rt.pick(skipWell); got == nil || got.ProviderName != "sick" {
+		t.Errorf("with the healthy target excluded, pick = %v; want the unhealthy one as last resort", got)
+	}
+	if got := rt.pick(func(*target) bool { return true }); got != nil {
+		t.Errorf("everything skipped, pick = %v; want nil", got)
+	}
+}
+
+func TestBuildRoutesErrors(t *testing.T) {
+	p := &fakeProvider{true}
+	cases := []struct {
+		name  string
+		specs []RouteSpec
+		want  string
+	}{
+		{"duplicate", []RouteSpec{{Model: "m", Targets: []Target{{Provider: p}}}, {Model: "m", Targets: []Target{{Provider: p}}}}, "twice"},
+		{"no targets", []RouteSpec{{Model: "m"}}, "no targets"},
+		{"unknown fallback", []RouteSpec{{Model: "m", Targets: []Target{{Provider: p}}, Fallbacks: []string{"x"}}}, "unknown fallback"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := buildRoutes(tc.specs); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("buildRoutes = %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestChainBreadthFirstOnce(t *testing.T) {
+	p := &fakeProvider{true}
+	tg := []Target{{Provider: p}}
+	routes, err := buildRoutes([]RouteSpec{
+		{Model: "a", Targets: tg, Fallbacks: []string{"b", "c"}},
+		{Model: "b", Targets: tg, Fallbacks: []string{"d", "a"}},
+		{Model: "c", Targets: tg, Fallbacks: []string{"d"}},
+		{Model: "d", Targets: tg},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range routes["a"].chain {
+		got = append(got, r.model)
+	}
+	if strings.Join(got, ",") != "a,b,c,d" {
+		t.Errorf("chain = %v; want a,b,c,d", got)
+	}
+}
