@@ -70,7 +70,7 @@ func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, s
 		Lane:  j.Lane,
 		Key:   j.KeyName,
 		Route: fields.Model,
-		Admit: workers.AdmitFunc(router, req),
+		Admit: admitFunc(router, req),
 	})
 	switch {
 	case err == nil:

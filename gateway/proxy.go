@@ -182,7 +182,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		Key:     x.keyName,
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
-		Admit:   workers.AdmitFunc(x.d, &x.req),
+		Admit:   admitFunc(x.d, &x.req),
 	})
 	if err != nil {
 		x.answer = s.laneError(x, err)

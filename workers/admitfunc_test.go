@@ -11,10 +11,10 @@ import (
 	"github.com/relaygw/relay/workers/workerstest"
 )
 
-// TestAdmitFuncBusySlotNamesNoTime: a parked request refused only for a
+// TestTryAdmitBusySlotNamesNoTime: a parked request refused only for a
 // busy concurrency slot must not get a retry time (the lanes would poll
 // every millisecond); the release of the slot kicks them instead.
-func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
+func TestTryAdmitBusySlotNamesNoTime(t *testing.T) {
 	up := httptest.NewServer(nil)
 	defer up.Close()
 	prov, err := workerstest.Provider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic, BaseURL: up.URL, APIKey: "k"})
@@ -32,7 +32,8 @@ func TestAdmitFuncBusySlotNamesNoTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admit := workers.AdmitFunc(r, &workers.Request{Format: workers.FormatAnthropic, Body: body, Fields: f})
+	req := &workers.Request{Format: workers.FormatAnthropic, Body: body, Fields: f}
+	admit := func() (*workers.Grant, time.Time, bool) { return workers.TryAdmit(r, req) }
 	g, _, ok := admit()
 	if !ok {
 		t.Fatal("first admission refused")

@@ -1,5 +1,6 @@
 // This file owns admission ahead of a call: Admit takes capacity for a
-// request (a Grant), and AdmitFunc lets the lanes do it for a parked one.
+// request (a Grant), and TryAdmit says, when there is none, when to try
+// again (the gateway hands it to the lanes for a parked request).
 
 package workers
 
@@ -7,20 +8,17 @@ import (
 	"errors"
 	"time"
 
-	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers/actor"
 )
 
 // Grant is capacity Admit took for a request: a target and its provider's
-// permit. Pass it to Do, or Release it. It is the lanes.Grant of requests
-// parked on the lanes.
+// permit. Pass it to Do, or Release it. The gateway parks requests on the
+// lanes with it as their grant.
 type Grant struct {
 	r      *Router
 	t      *target
 	permit *actor.Permit
 }
-
-var _ lanes.Grant = (*Grant)(nil)
 
 // Provider names the provider the grant is for.
 func (g *Grant) Provider() string { return g.t.ProviderName }
@@ -56,25 +54,24 @@ func (r *Router) Admit(req *Request) (*Grant, error) {
 	return nil, &Error{Refusals: tr.refusals}
 }
 
-// Admitter is what AdmitFunc needs of a Router.
+// Admitter is what TryAdmit needs of a Router.
 type Admitter interface {
 	Admit(req *Request) (*Grant, error)
 }
 
-// AdmitFunc adapts a's admission of req to the lanes' AdmitFunc: the
-// grant (a *Grant), or the earliest time a refusing provider named.
-func AdmitFunc(a Admitter, req *Request) lanes.AdmitFunc {
-	return func() (lanes.Grant, time.Time, bool) {
-		g, err := a.Admit(req)
-		if err != nil {
-			var we *Error
-			if errors.As(err, &we) {
-				return nil, we.wakeAt(time.Now()), false
-			}
-			return nil, time.Time{}, false
+// TryAdmit takes capacity for req from a: the grant, or when none is
+// free (ok false) the earliest time a refusing provider named (zero when
+// only a finished call can free capacity).
+func TryAdmit(a Admitter, req *Request) (g *Grant, retryAt time.Time, ok bool) {
+	g, err := a.Admit(req)
+	if err != nil {
+		var we *Error
+		if errors.As(err, &we) {
+			return nil, we.wakeAt(time.Now()), false
 		}
-		return g, time.Time{}, true
+		return nil, time.Time{}, false
 	}
+	return g, time.Time{}, true
 }
 
 // wakeAt is when time alone may give a parked request the capacity its
