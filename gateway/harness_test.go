@@ -85,7 +85,7 @@ type relayConfig struct {
 	nats            *embeddednats.Server     // nil: natstest.Start when lanes or jobs need it
 	lanes           []lanes.Spec             // nil: no lanes.Set
 	jobs            *jobs.Options            // nil: no jobs service
-	jobRunner       jobs.Runner              // nil: the real workers.JobRunner
+	jobRunner       jobs.Runner              // nil: the real gateway.JobRunner
 	heldJobs        bool                     // the holdRunner starts held
 	jobsIdle        bool                     // the jobs service runs only on relay.runJobs
 }
