@@ -1,6 +1,7 @@
 package simupstream
 
 import (
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -88,10 +89,24 @@ func anthropicAnswer(root gjson.Result, msgs []gjson.Result, maxTokens int64) *a
 		}
 		return true
 	})
-	if a := toolAnswer(text, tools); a != nil {
+	choice := root.Get("tool_choice")
+	if a := toolAnswer(text, tools, anthropicChoice(choice.Get("type").Str, choice.Get("name").Str)); a != nil {
 		return a
 	}
 	return textAnswer("You said: "+text, maxTokens)
+}
+
+// anthropicChoice maps an Anthropic tool_choice onto toolAnswer's choice.
+func anthropicChoice(typ, name string) string {
+	switch typ {
+	case "any":
+		return choiceAny
+	case "none":
+		return choiceNone
+	case "tool":
+		return name
+	}
+	return choiceAuto
 }
 
 // anthropicToolName finds the name of the tool_use block with the given id
@@ -142,10 +157,24 @@ func openAIAnswer(root gjson.Result, msgs []gjson.Result, maxTokens int64) *answ
 		}
 		return true
 	})
-	if a := toolAnswer(text, tools); a != nil {
+	if a := toolAnswer(text, tools, openAIChoice(root.Get("tool_choice"))); a != nil {
 		return a
 	}
 	return textAnswer("You said: "+text, maxTokens)
+}
+
+// openAIChoice maps an OpenAI tool_choice onto toolAnswer's choice.
+func openAIChoice(c gjson.Result) string {
+	switch c.Str {
+	case "required":
+		return choiceAny
+	case "none":
+		return choiceNone
+	}
+	if name := c.Get("function.name").Str; name != "" {
+		return name
+	}
+	return choiceAuto
 }
 
 // openAIToolName finds the function name of the tool call with the given
@@ -213,33 +242,46 @@ func textAnswer(s string, maxTokens int64) *answer {
 	return a
 }
 
+// Tool choices of toolAnswer besides a tool's name. They contain a space, so
+// no tool name equals them.
+const (
+	choiceAuto = "auto choice" // call a tool when the text asks for one
+	choiceAny  = "any choice"  // call a tool
+	choiceNone = "none choice" // call none
+)
+
 // toolAnswer returns a tool call when tools are offered and text asks for
-// one, else nil. Text asks with "use NAME" (a tool's name, any case; that
-// tool is called, and the rest of the text is its argument text) or with the
-// word "tool" or "tools" (the first tool is called with the whole text).
-func toolAnswer(text string, tools []toolSpec) *answer {
-	if len(tools) == 0 {
+// one (or choice forces one), else nil. Text asks with "use NAME" (a tool's
+// name, any case; that tool is called, and the rest of the text is its
+// argument text) or with the word "tool" or "tools" (the first tool is
+// called with the whole text). A choice naming an offered tool calls that
+// tool; choiceAny calls one (the first unless the text names one).
+func toolAnswer(text string, tools []toolSpec, choice string) *answer {
+	if len(tools) == 0 || choice == choiceNone {
 		return nil
 	}
-	var pick *toolSpec
-	arg := text
-	for i := range tools {
-		if at := indexWordFold(text, "use "+tools[i].name); at >= 0 {
-			pick = &tools[i]
-			if rest := strings.TrimLeft(text[at+len("use ")+len(tools[i].name):], ": \t\n"); rest != "" {
+	pick, arg := -1, text
+	for i, t := range tools {
+		if at := indexWordFold(text, "use "+t.name); at >= 0 {
+			pick = i
+			if rest := strings.TrimLeft(text[at+len("use ")+len(t.name):], ": \t\n"); rest != "" {
 				arg = rest
 			}
 			break
 		}
 	}
-	if pick == nil {
-		if indexWordFold(text, "tool") < 0 && indexWordFold(text, "tools") < 0 {
+	if forced := slices.IndexFunc(tools, func(t toolSpec) bool { return t.name == choice }); forced >= 0 && forced != pick {
+		pick, arg = forced, text
+	}
+	if pick < 0 {
+		asked := indexWordFold(text, "tool") >= 0 || indexWordFold(text, "tools") >= 0
+		if !asked && choice == choiceAuto {
 			return nil
 		}
-		pick = &tools[0]
+		pick = 0
 	}
-	args := toolArgs(pick.schema, truncateUTF8(arg, maxArgText))
-	return &answer{pieces: splitArgs(args), stop: stopToolUse, tool: pick.name, args: args}
+	args := toolArgs(tools[pick].schema, truncateUTF8(arg, maxArgText))
+	return &answer{pieces: splitArgs(args), stop: stopToolUse, tool: tools[pick].name, args: args}
 }
 
 // toolArgs builds an arguments object for a JSON schema: each required

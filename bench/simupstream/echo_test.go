@@ -161,16 +161,47 @@ func TestEchoOpenAI(t *testing.T) {
 // toolCases are the tool requests shared by the Anthropic and OpenAI tool
 // loop tests. Two tools are offered: get_weather (required city, units
 // enum ["c","f"], days integer) and lookup (no required properties).
+// choice is the tool_choice: "" (left out), "any", "none" or a tool name.
 var toolCases = []struct {
 	name     string
 	prompt   string
+	choice   string
 	wantTool string
 	wantArgs string // JSON
 }{
-	{"named", "Please USE lookup: anything", "lookup", `{}`},
-	{"named-args", "use get_weather: Paris, France", "get_weather", `{"city":"Paris, France","units":"c","days":0}`},
-	{"word-tool", "call a tool for me, \"please\"", "get_weather", `{"city":"call a tool for me, \"please\"","units":"c","days":0}`},
-	{"no-trigger", "toolbox, misuse lookups and reuse lookup", "", ``},
+	{"named", "Please USE lookup: anything", "", "lookup", `{}`},
+	{"named-args", "use get_weather: Paris, France", "", "get_weather", `{"city":"Paris, France","units":"c","days":0}`},
+	{"word-tool", "call a tool for me, \"please\"", "", "get_weather", `{"city":"call a tool for me, \"please\"","units":"c","days":0}`},
+	{"no-trigger", "toolbox, misuse lookups and reuse lookup", "", "", ``},
+	{"choice-any", "Rome", "any", "get_weather", `{"city":"Rome","units":"c","days":0}`},
+	{"choice-none", "use lookup", "none", "", ``},
+	{"choice-named", "use get_weather: Oslo", "lookup", "lookup", `{}`},
+}
+
+// anthropicToolChoice returns the Anthropic tool_choice for a toolCases choice.
+func anthropicToolChoice(choice string) anthropic.ToolChoiceUnionParam {
+	switch choice {
+	case "":
+		return anthropic.ToolChoiceUnionParam{}
+	case "any":
+		return anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{}}
+	case "none":
+		return anthropic.ToolChoiceUnionParam{OfNone: &anthropic.ToolChoiceNoneParam{}}
+	}
+	return anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: choice}}
+}
+
+// openAIToolChoice returns the OpenAI tool_choice for a toolCases choice.
+func openAIToolChoice(choice string) openai.ChatCompletionToolChoiceOptionUnionParam {
+	switch choice {
+	case "":
+		return openai.ChatCompletionToolChoiceOptionUnionParam{}
+	case "any":
+		return openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")}
+	case "none":
+		return openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("none")}
+	}
+	return openai.ToolChoiceOptionFunctionToolChoice(openai.ChatCompletionNamedToolChoiceFunctionParam{Name: choice})
 }
 
 // weatherSchema is get_weather's input schema.
@@ -209,7 +240,7 @@ func TestToolLoopAnthropic(t *testing.T) {
 		for _, m := range modes {
 			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
 				params := anthropic.MessageNewParams{
-					Model: "claude-sim", MaxTokens: 1024, Tools: tools,
+					Model: "claude-sim", MaxTokens: 1024, Tools: tools, ToolChoice: anthropicToolChoice(tc.choice),
 					Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(tc.prompt))},
 				}
 				msg := anthropicAsk(t, client, params, m.stream)
@@ -257,7 +288,7 @@ func TestToolLoopOpenAI(t *testing.T) {
 		for _, m := range modes {
 			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
 				params := openai.ChatCompletionNewParams{
-					Model: "gpt-sim", Tools: tools,
+					Model: "gpt-sim", Tools: tools, ToolChoice: openAIToolChoice(tc.choice),
 					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(tc.prompt)},
 				}
 				c := openAIAsk(t, client, params, m.stream)

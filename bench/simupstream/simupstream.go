@@ -28,10 +28,13 @@
 //     OpenAI tools of type function) and the user text says "use NAME" for
 //     an offered tool (any case), that tool is called with the text after
 //     NAME; otherwise, when the text has the word "tool" or "tools", the
-//     first tool is called with the whole text. The arguments fill each
-//     required property of the tool's schema: its first enum value, or 0,
-//     false, [], {} by type, and strings with the text (at most 1,000
-//     bytes). The reply is one tool_use block with stop_reason tool_use, or
+//     first tool is called with the whole text. tool_choice is honoured:
+//     "any" / "required" calls a tool (the first unless named) even
+//     unasked, "none" calls none, a named tool is the one called. The
+//     arguments fill each required property of the tool's schema: its
+//     first enum value, or 0, false, [], {} by type, and strings with the
+//     text (at most 1,000 bytes). The reply is one tool_use block with
+//     stop_reason tool_use, or
 //     one tool_calls entry with finish_reason tool_calls; ids are
 //     toolu_sim<n> / call_sim<n>. Streams send the arguments as
 //     input_json_delta / function.arguments fragments.
