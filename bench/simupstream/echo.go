@@ -252,7 +252,7 @@ const (
 
 // toolAnswer returns a tool call when tools are offered and text asks for
 // one (or choice forces one), else nil. Text asks with "use NAME" (a tool's
-// name, any case; that tool is called, and the rest of the text is its
+// name, ASCII letters in any case; that tool is called, and the rest of the text is its
 // argument text) or with the word "tool" or "tools" (the first tool is
 // called with the whole text). A choice naming an offered tool calls that
 // tool; choiceAny calls one (the first unless the text names one).
@@ -261,8 +261,9 @@ func toolAnswer(text string, tools []toolSpec, choice string) *answer {
 		return nil
 	}
 	pick, arg := -1, text
+	lower := lowerASCII(text) // same length and offsets as text
 	for i, t := range tools {
-		if at := indexWordFold(text, "use "+t.name); at >= 0 {
+		if at := indexWord(lower, "use "+lowerASCII(t.name)); at >= 0 {
 			pick = i
 			if rest := strings.TrimLeft(text[at+len("use ")+len(t.name):], ": \t\n"); rest != "" {
 				arg = rest
@@ -274,7 +275,7 @@ func toolAnswer(text string, tools []toolSpec, choice string) *answer {
 		pick, arg = forced, text
 	}
 	if pick < 0 {
-		asked := indexWordFold(text, "tool") >= 0 || indexWordFold(text, "tools") >= 0
+		asked := indexWord(lower, "tool") >= 0 || indexWord(lower, "tools") >= 0
 		if !asked && choice == choiceAuto {
 			return nil
 		}
@@ -339,20 +340,35 @@ func splitArgs(args []byte) [][]byte {
 	return pieces
 }
 
-// indexWordFold returns the byte offset in s of the first case-insensitive
-// occurrence of word that is not inside a longer word, or -1.
-func indexWordFold(s, word string) int {
-	for i := 0; i+len(word) <= len(s); i++ {
-		if !strings.EqualFold(s[i:i+len(word)], word) {
-			continue
+// indexWord returns the byte offset in s of the first occurrence of word
+// that is not inside a longer word, or -1.
+func indexWord(s, word string) int {
+	for off := 0; off+len(word) <= len(s); {
+		i := strings.Index(s[off:], word)
+		if i < 0 {
+			return -1
 		}
+		i += off
 		before, _ := utf8.DecodeLastRuneInString(s[:i])
 		after, _ := utf8.DecodeRuneInString(s[i+len(word):])
 		if (i == 0 || !isWordRune(before)) && (i+len(word) == len(s) || !isWordRune(after)) {
 			return i
 		}
+		off = i + 1
 	}
 	return -1
+}
+
+// lowerASCII returns s with its ASCII letters in lower case; the length
+// and every other byte are kept.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // isWordRune reports whether r can be part of a word or tool name.

@@ -84,6 +84,7 @@ var echoCases = []struct {
 	{"blocks", []string{"<system-reminder>ignore me</system-reminder>", "first", "second part"}, 100, "You said: first second part", false},
 	{"capped", []string{"one two three four"}, 3, "You said: one", true},
 	{"empty", []string{""}, 100, "You said:", false},
+	{"long", []string{strings.Repeat("w ", 300)}, 1000, "You said:" + strings.Repeat(" w", 254), false}, // 256 words at most
 }
 
 func TestEchoAnthropic(t *testing.T) {
