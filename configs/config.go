@@ -276,6 +276,11 @@ type Simulator struct {
 	Latency Duration `yaml:"latency"`
 	// TokenInterval is the pause between streamed tokens.
 	TokenInterval Duration `yaml:"token_interval"`
+	// Echo makes the simulator answer from the prompt: it echoes the last
+	// user text, calls an offered tool when asked, and reports tool results
+	// (see package workers/simupstream). Default false: fixed "tok0 tok1 ..."
+	// replies of 24 tokens.
+	Echo bool `yaml:"echo"`
 }
 
 // Duration is a time.Duration written in YAML as a Go duration ("30s").

@@ -68,7 +68,8 @@ const (
 //	           shorter), max_idle_conns 64, no rate or concurrency limits,
 //	           breaker {failure_ratio 0.5, min_requests 10, window 30s, open_for 15s},
 //	           each breaker field separately
-//	simulator: latency 20ms, token_interval 10ms (when the block is present)
+//	simulator: latency 20ms, token_interval 10ms, echo false (when the block
+//	           is present)
 //
 // and after decoding, from the rest of the file:
 //

@@ -302,8 +302,13 @@ func TestPartialDefaults(t *testing.T) {
 			name: "simulator block defaults",
 			yaml: "simulator: {listen: '[::1]:1'}\n",
 			check: func(c *Config) (any, any) {
-				return *c.Simulator, Simulator{"[::1]:1", Duration(20 * time.Millisecond), Duration(10 * time.Millisecond)}
+				return *c.Simulator, Simulator{"[::1]:1", Duration(20 * time.Millisecond), Duration(10 * time.Millisecond), false}
 			},
+		},
+		{
+			name:  "simulator echo",
+			yaml:  "simulator: {listen: '127.0.0.1:1', echo: true}\n",
+			check: func(c *Config) (any, any) { return c.Simulator.Echo, true },
 		},
 		{
 			name:  "explicit zero simulator latency is kept",

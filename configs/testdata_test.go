@@ -283,6 +283,9 @@ func TestDemoConfig(t *testing.T) {
 	if c.Simulator == nil || c.Simulator.Listen != "127.0.0.1:18790" {
 		t.Fatalf("demo simulator = %+v; want listen 127.0.0.1:18790", c.Simulator)
 	}
+	if !c.Simulator.Echo {
+		t.Error("demo simulator.echo = false; want true (SDK checks and tool loops need prompt-dependent replies)")
+	}
 	if c.NATS.Listen != "127.0.0.1:4222" {
 		t.Errorf("demo nats.listen = %q; want loopback 127.0.0.1:4222 (for the nats CLI, never a public address)", c.NATS.Listen)
 	}

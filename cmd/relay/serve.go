@@ -63,6 +63,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			Latency:       cfg.Simulator.Latency.Std(),
 			TokenInterval: cfg.Simulator.TokenInterval.Std(),
 			OutputTokens:  24,
+			Echo:          cfg.Simulator.Echo,
 		})
 		if err != nil {
 			return fmt.Errorf("start simulator: %w", err)

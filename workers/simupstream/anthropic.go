@@ -26,6 +26,10 @@ func anthropicStop(capped bool) string {
 
 // anthropicMessage answers POST /v1/messages.
 func (x *exchange) anthropicMessage(req *request, cut bool) {
+	if req.answer != nil {
+		x.anthropicEcho(req, cut)
+		return
+	}
 	n, capped := x.s.replyTokens(req.maxTokens)
 	if req.stream {
 		x.anthropicStream(req, n, capped, cut)
@@ -54,15 +58,7 @@ func (x *exchange) anthropicMessage(req *request, cut bool) {
 func (x *exchange) anthropicStream(req *request, n int, capped, cut bool) {
 	x.startSSE()
 	p := x.scratch()
-	b := append((*p)[:0], anthStartHead...)
-	b = strconv.AppendUint(b, x.id, 10)
-	b = append(b, `","type":"message","role":"assistant","model":`...)
-	b = append(b, req.model...)
-	b = append(b, `,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":`...)
-	b = strconv.AppendInt(b, int64(req.inputTokens), 10)
-	b = append(b, `,"output_tokens":1`...)
-	b = append(b, anthUsageTail...)
-	b = append(b, "}}\n\n"...)
+	b := x.appendAnthropicStart((*p)[:0], req)
 	*p = b
 	if !x.event(b) || !x.event(x.s.tpl.anthBlockStart) {
 		return
@@ -90,6 +86,19 @@ func (x *exchange) anthropicStream(req *request, n int, capped, cut bool) {
 		return
 	}
 	x.event(x.s.tpl.anthMessageStop)
+}
+
+// appendAnthropicStart appends the message_start event of a stream.
+func (x *exchange) appendAnthropicStart(b []byte, req *request) []byte {
+	b = append(b, anthStartHead...)
+	b = strconv.AppendUint(b, x.id, 10)
+	b = append(b, `","type":"message","role":"assistant","model":`...)
+	b = append(b, req.model...)
+	b = append(b, `,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":`...)
+	b = strconv.AppendInt(b, int64(req.inputTokens), 10)
+	b = append(b, `,"output_tokens":1`...)
+	b = append(b, anthUsageTail...)
+	return append(b, "}}\n\n"...)
 }
 
 // countTokens answers POST /v1/messages/count_tokens.

@@ -41,6 +41,10 @@ func appendOpenAIUsage(b []byte, in, out int) []byte {
 
 // chatCompletion answers POST /v1/chat/completions.
 func (x *exchange) chatCompletion(req *request, cut bool) {
+	if req.answer != nil {
+		x.chatEcho(req, cut)
+		return
+	}
 	n, capped := x.s.replyTokens(req.maxTokens)
 	if req.stream {
 		x.chatStream(req, n, capped, cut)
@@ -70,13 +74,7 @@ func (x *exchange) chatCompletion(req *request, cut bool) {
 func (x *exchange) chatStream(req *request, n int, capped, cut bool) {
 	x.startSSE()
 	p := x.scratch()
-	b := append((*p)[:0], `data: {"id":"chatcmpl-sim`...)
-	b = strconv.AppendUint(b, x.id, 10)
-	b = append(b, `","object":"chat.completion.chunk","created":`...)
-	b = strconv.AppendInt(b, time.Now().Unix(), 10)
-	b = append(b, `,"model":`...)
-	b = append(b, req.model...)
-	b = append(b, `,"system_fingerprint":"fp_sim","choices":[`...)
+	b := x.appendChatPrefix((*p)[:0], req)
 	prefix := len(b)
 	end := oaiChunkEnd
 	if req.includeUsage {
@@ -122,4 +120,16 @@ func (x *exchange) chatStream(req *request, n int, capped, cut bool) {
 		}
 	}
 	x.event(x.s.tpl.oaiDone)
+}
+
+// appendChatPrefix appends the start of every chunk of a chat stream, up to
+// and including `"choices":[`.
+func (x *exchange) appendChatPrefix(b []byte, req *request) []byte {
+	b = append(b, `data: {"id":"chatcmpl-sim`...)
+	b = strconv.AppendUint(b, x.id, 10)
+	b = append(b, `","object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, time.Now().Unix(), 10)
+	b = append(b, `,"model":`...)
+	b = append(b, req.model...)
+	return append(b, `,"system_fingerprint":"fp_sim","choices":[`...)
 }

@@ -13,6 +13,7 @@ type request struct {
 	includeUsage bool  // stream_options.include_usage
 	maxTokens    int64 // max_tokens or max_completion_tokens; 0 = not set
 	inputTokens  int
+	answer       *answer // the Echo-mode reply; nil outside Echo mode
 }
 
 // parseRequest reads body in one pass. It returns a client-facing message

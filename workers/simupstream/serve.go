@@ -162,6 +162,9 @@ func (x *exchange) handle(ep endpoint, body []byte) {
 			x.writeError(http.StatusBadRequest, msg)
 			return
 		}
+		if s.opts.Echo && ep != epCountTokens {
+			req.answer = buildAnswer(body, x.format, req.maxTokens)
+		}
 	}
 	if latency > 0 {
 		var t timerSlot

@@ -12,6 +12,38 @@
 // Auth is not checked; headers are recorded so tests can see which key
 // arrived. Query strings are ignored.
 //
+// # Echo mode
+//
+// With Options.Echo (the relay's demo) the reply is built from the request,
+// so SDK checks and tool loops can be seen; no model runs, and images,
+// documents and thinking are ignored. Output is counted in words: every
+// word (or tool-argument fragment) is one output token and one stream delta.
+//
+//   - Text: "You said: " and the text of the last user message (a string,
+//     or its text blocks / text parts; blocks starting with
+//     <system-reminder>, which Claude Code adds, are skipped), at most 256
+//     words and max_tokens words (then stop_reason max_tokens / finish_reason
+//     length).
+//   - Tool call: when the request offers tools (Anthropic custom tools,
+//     OpenAI tools of type function) and the user text says "use NAME" for
+//     an offered tool (any case), that tool is called with the text after
+//     NAME; otherwise, when the text has the word "tool" or "tools", the
+//     first tool is called with the whole text. tool_choice is honoured:
+//     "any" / "required" calls a tool (the first unless named) even
+//     unasked, "none" calls none, a named tool is the one called. The
+//     arguments fill each required property of the tool's schema: its
+//     first enum value, or 0, false, [], {} by type, and strings with the
+//     text (at most 1,000 bytes). The reply is one tool_use block with
+//     stop_reason tool_use, or
+//     one tool_calls entry with finish_reason tool_calls; ids are
+//     toolu_sim<n> / call_sim<n>. Streams send the arguments as
+//     input_json_delta / function.arguments fragments.
+//   - Tool result: when the last user message carries tool_result blocks
+//     (Anthropic) or the conversation ends with role "tool" messages
+//     (OpenAI), the reply is text "Tool NAME returned: CONTENT" for each,
+//     NAME found from the earlier tool call's id, and never a tool call, so
+//     a client's tool loop ends.
+//
 // Behaviour can be changed at run time: [Server.SetFault] and
 // [Server.SetLatency] apply to every later request, and a request can carry
 // its own x-sim-fault: FAULT and x-sim-latency: DURATION headers. For
@@ -33,8 +65,8 @@
 //	503     api_error              server_error / null
 //	529     overloaded_error       server_error / overloaded
 //
-// The server is cheap on purpose, since it is a benchmark baseline: replies are
-// built from byte templates prepared in [New], the request is read with gjson
+// The server is cheap on purpose, since it is a benchmark baseline: outside
+// Echo mode replies are built from byte templates prepared in [New], the request is read with gjson
 // without copying it, and each SSE event is written with one Write and one
 // Flush.
 package simupstream
@@ -70,6 +102,10 @@ type Options struct {
 	RPS float64
 	// Record keeps the last Record requests for [Server.Requests] (0 = none).
 	Record int
+	// Echo makes replies depend on the conversation (see "Echo mode" in the
+	// package doc) instead of the fixed "tok0 tok1 ..." text; OutputTokens
+	// is then unused. The relay's demo turns it on; benchmarks leave it off.
+	Echo bool
 }
 
 // defaultOutputTokens is used when Options.OutputTokens is not positive.

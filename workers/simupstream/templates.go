@@ -101,8 +101,14 @@ func (t *templates) content(n int) []byte { return t.text[:t.ends[n-1]] }
 
 // appendJSONString appends s as a JSON string literal.
 func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
 	b = append(b, '"')
+	b = appendJSONChars(b, s)
+	return append(b, '"')
+}
+
+// appendJSONChars appends s escaped for the inside of a JSON string literal.
+func appendJSONChars(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -116,5 +122,5 @@ func appendJSONString(b []byte, s string) []byte {
 			b = append(b, c)
 		}
 	}
-	return append(b, '"')
+	return b
 }
