@@ -18,7 +18,7 @@ import (
 // "none" may use no route.
 func policyState(t *testing.T) *state {
 	t.Helper()
-	p, err := workers.NewProvider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic,
+	p, err := workerstest.Provider(workers.ProviderOptions{Name: "p", Format: workers.FormatAnthropic,
 		BaseURL: "http://127.0.0.1:1", APIKey: "sk-none", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
