@@ -390,8 +390,12 @@ type holdRunner struct {
 	runs    atomic.Int32
 }
 
-// Run runs j with the inner runner, after its release while held.
-func (h *holdRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outcome {
+// Run starts j, then runs it with the inner runner, after its release
+// while held (so a held job shows running).
+func (h *holdRunner) Run(ctx context.Context, j jobs.Job, body []byte, start func() bool) jobs.Outcome {
+	if !start() {
+		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
 	h.runs.Add(1)
 	if h.held.Load() {
 		select {
@@ -404,7 +408,7 @@ func (h *holdRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outc
 			return jobs.Outcome{Err: ctx.Err(), Retryable: true}
 		}
 	}
-	return h.inner.Run(ctx, j, body)
+	return h.inner.Run(ctx, j, body, func() bool { return true })
 }
 
 // serveFrontDoor serves gw on a new loopback listener with

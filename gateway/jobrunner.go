@@ -37,22 +37,15 @@ type JobRunner struct {
 	MaxJSONDepth int
 }
 
-var (
-	_ jobs.Runner         = (*JobRunner)(nil)
-	_ jobs.StartingRunner = (*JobRunner)(nil)
-)
+var _ jobs.Runner = (*JobRunner)(nil)
 
 // Run sends one job's request upstream, waiting on the job's lane for
-// capacity. No capacity within the lane's wait, a full lane and failures of
-// every target are retryable; a body the relay cannot send, a route that
-// no longer exists or an upstream 4xx end the job.
-func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outcome {
-	return jr.RunStarting(ctx, j, body, func() bool { return true })
-}
-
-// RunStarting is Run that calls start once capacity is granted, just
-// before the upstream call, so the job shows running only while it runs.
-func (jr *JobRunner) RunStarting(ctx context.Context, j jobs.Job, body []byte, start func() bool) jobs.Outcome {
+// capacity, and calls start once capacity is granted, just before the
+// upstream call, so the job shows running only while it runs. No capacity
+// within the lane's wait, a full lane and failures of every target are
+// retryable; a body the relay cannot send, a route that no longer exists
+// or an upstream 4xx end the job.
+func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start func() bool) jobs.Outcome {
 	format := workers.FormatAnthropic
 	if j.Endpoint == jobs.EndpointChatCompletions {
 		format = workers.FormatOpenAI

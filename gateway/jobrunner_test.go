@@ -61,7 +61,7 @@ func TestJobRunner(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			body := []byte(`{"model":"` + tc.model + `","max_tokens":5,"messages":[]}`)
-			out := jr.Run(context.Background(), jobs.Job{Endpoint: jobs.EndpointMessages, Lane: tc.lane, KeyName: "k", Model: tc.model}, body)
+			out := jr.Run(context.Background(), jobs.Job{Endpoint: jobs.EndpointMessages, Lane: tc.lane, KeyName: "k", Model: tc.model}, body, func() bool { return true })
 			if out.StatusCode != tc.wantCode || out.Retryable != tc.retryable || (out.Err != nil) != tc.wantErr {
 				t.Errorf("Run = status %d retryable %v err %v; want %d %v err %v",
 					out.StatusCode, out.Retryable, out.Err, tc.wantCode, tc.retryable, tc.wantErr)
@@ -69,7 +69,7 @@ func TestJobRunner(t *testing.T) {
 		})
 	}
 	t.Run("bad body", func(t *testing.T) {
-		out := jr.Run(context.Background(), jobs.Job{Endpoint: jobs.EndpointMessages, Lane: "batch"}, []byte(`{`))
+		out := jr.Run(context.Background(), jobs.Job{Endpoint: jobs.EndpointMessages, Lane: "batch"}, []byte(`{`), func() bool { return true })
 		if out.Err == nil || out.Retryable {
 			t.Errorf("Run(bad body) = %+v; want a final error", out)
 		}

@@ -31,7 +31,10 @@ type releaseRunner struct {
 	release chan jobs.Outcome
 }
 
-func (r *releaseRunner) Run(ctx context.Context, j jobs.Job, body []byte) jobs.Outcome {
+func (r *releaseRunner) Run(ctx context.Context, j jobs.Job, body []byte, start func() bool) jobs.Outcome {
+	if !start() {
+		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
 	r.started <- j.ID
 	select {
 	case o := <-r.release:

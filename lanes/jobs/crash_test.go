@@ -12,7 +12,10 @@ import (
 // countingRunner counts calls and succeeds.
 type countingRunner struct{ n atomic.Int32 }
 
-func (c *countingRunner) Run(ctx context.Context, j jobs.Job, b []byte) jobs.Outcome {
+func (c *countingRunner) Run(ctx context.Context, j jobs.Job, b []byte, start func() bool) jobs.Outcome {
+	if !start() {
+		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
 	c.n.Add(1)
 	return okRunner(ctx, j, b)
 }

@@ -45,7 +45,7 @@
 // which are de-duplicated), and otherwise calls the Runner, sending
 // InProgress every AckWait/3 so a long wait or generation is never
 // redelivered. The job stays queued (and cancelable) while the Runner
-// waits on its lane for capacity; a StartingRunner moves it to running
+// waits on its lane for capacity; the runner's start call moves it to running
 // (attempts+1) only when capacity is granted, just before the upstream
 // call. Then:
 //

@@ -105,14 +105,7 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byt
 		}
 		return ok
 	}
-	var out Outcome
-	if sr, ok := s.runner.(StartingRunner); ok {
-		out = sr.RunStarting(runCtx, j.clone(), body, start)
-	} else if start() {
-		out = s.runner.Run(runCtx, j.clone(), body)
-	} else {
-		out = Outcome{Err: ErrNotStarted}
-	}
+	out := s.runner.Run(runCtx, j.clone(), body, start)
 	return out, started
 }
 
@@ -142,7 +135,7 @@ func (s *Service) settle(ctx context.Context, msg jetstream.Msg, j *Job, out Out
 	}
 }
 
-// ErrNotStarted is what a StartingRunner returns when start refused: the
+// ErrNotStarted is what a Runner returns when start refused: the
 // job was canceled while it waited for capacity.
 var ErrNotStarted = errors.New("job not started")
 

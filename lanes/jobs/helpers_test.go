@@ -193,7 +193,10 @@ func newGate() *gate {
 	return &gate{started: make(chan string, 100), release: make(chan jobs.Outcome), calls: map[string]int{}}
 }
 
-func (g *gate) Run(ctx context.Context, j jobs.Job, _ []byte) jobs.Outcome {
+func (g *gate) Run(ctx context.Context, j jobs.Job, _ []byte, start func() bool) jobs.Outcome {
+	if !start() {
+		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
 	g.mu.Lock()
 	g.calls[j.ID]++
 	g.mu.Unlock()

@@ -207,8 +207,14 @@ func (j Job) clone() Job {
 // ctx ends.
 type Runner interface {
 	// Run sends body (the job's request, in the format of j.Endpoint) and
-	// reports the outcome.
-	Run(ctx context.Context, j Job, body []byte) Outcome
+	// reports the outcome. A runner that waits for capacity (on a lane)
+	// calls start once it has it, just before the upstream call: the job
+	// stays queued (and cancelable) while it waits, and start moves it to
+	// running. When start reports false (the job was canceled meanwhile)
+	// the runner gives its capacity back and returns Outcome{Err:
+	// ErrNotStarted} at once. A runner must call start before calling
+	// upstream.
+	Run(ctx context.Context, j Job, body []byte, start func() bool) Outcome
 }
 
 // Outcome is what a Runner reports.
@@ -235,18 +241,14 @@ type Outcome struct {
 	RetryAfter time.Duration
 }
 
-// StartingRunner is a Runner that first waits for capacity (on a lane) and
-// then calls start just before the upstream call. The job stays queued
-// (and cancelable) while it waits; start moves it to running and reports
-// false when the job may no longer run (it was canceled meanwhile), in
-// which case the runner gives its capacity back and returns at once.
-// Runners that are not StartingRunners are started before Run.
-type StartingRunner interface {
-	RunStarting(ctx context.Context, j Job, body []byte, start func() bool) Outcome
-}
-
-// RunnerFunc adapts a function to Runner.
+// RunnerFunc adapts a function that needs no capacity to Runner: the job
+// is started before the function is called.
 type RunnerFunc func(ctx context.Context, j Job, body []byte) Outcome
 
-// Run calls f.
-func (f RunnerFunc) Run(ctx context.Context, j Job, body []byte) Outcome { return f(ctx, j, body) }
+// Run starts the job, then calls f.
+func (f RunnerFunc) Run(ctx context.Context, j Job, body []byte, start func() bool) Outcome {
+	if !start() {
+		return Outcome{Err: ErrNotStarted}
+	}
+	return f(ctx, j, body)
+}
