@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
 )
 
@@ -21,20 +22,16 @@ func batchItems(n int) []jobs.BatchItem {
 
 func waitBatchEnded(t *testing.T, s *jobs.Service, key, id string) jobs.Batch {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second) // generous: 1,200 jobs under -race on a loaded 2-core machine
-	for {
-		b, err := s.GetBatch(t.Context(), key, id)
-		if err != nil {
+	var b jobs.Batch
+	// Generous: 1,200 jobs under -race on a loaded 2-core machine.
+	natstest.Eventually(t, 90*time.Second, "batch "+id+" ended", func() bool {
+		var err error
+		if b, err = s.GetBatch(t.Context(), key, id); err != nil {
 			t.Fatalf("GetBatch: %v", err)
 		}
-		if b.ProcessingStatus == jobs.BatchEnded {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batch %s still %s %+v", id, b.ProcessingStatus, b.RequestCounts)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return b.ProcessingStatus == jobs.BatchEnded
+	})
+	return b
 }
 
 // A larger batch: stored durably, run, counted, results in order; a new

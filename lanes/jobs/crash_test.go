@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
 )
 
@@ -18,20 +19,6 @@ func (c *countingRunner) Run(ctx context.Context, j jobs.Job, b []byte, start fu
 	}
 	c.n.Add(1)
 	return okRunner(ctx, j, b)
-}
-
-// streamMsgs returns how many messages a stream holds.
-func streamMsgs(t *testing.T, st *store, name string) uint64 {
-	t.Helper()
-	s, err := st.js.Stream(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // TestCrashPoints kills the executor (by abandoning its message and
@@ -80,7 +67,7 @@ func TestCrashPoints(t *testing.T) {
 			if n := runs.n.Load(); n != tc.wantRuns {
 				t.Errorf("upstream calls after restart = %d; want %d", n, tc.wantRuns)
 			}
-			if n := streamMsgs(t, st, jobs.ResultsStream); n != 1 {
+			if n := natstest.StreamMsgs(t, st.js, jobs.ResultsStream, ""); n != 1 {
 				t.Errorf("RELAY_RESULTS holds %d messages; want 1", n)
 			}
 			d := rcv.deliveries()

@@ -42,13 +42,7 @@ func healthLoop(t *testing.T, st *store, s *jobs.Service) (*jobs.Health, *promet
 // waitFor polls cond every 20 ms for at most d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	natstest.Eventually(t, d, what, cond)
 }
 
 // gauge returns the value of a metric without labels from reg.

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/embeddednats"
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers/callbacks"
 )
@@ -238,17 +239,12 @@ func mustSubmit(t *testing.T, s submitter, x jobs.Submission) jobs.Job {
 // waitJob polls until the job satisfies ok.
 func waitJob(t *testing.T, s *jobs.Service, key, id string, ok func(jobs.Job) bool) jobs.Job {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
 	var j jobs.Job
 	var err error
-	for time.Now().Before(deadline) {
+	natstest.Eventually(t, 15*time.Second, "job "+id+" in the wanted state", func() bool {
 		j, err = s.Get(t.Context(), key, id)
-		if err == nil && ok(j) {
-			return j
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("job %s: last state %+v, err %v", id, j, err)
+		return err == nil && ok(j)
+	})
 	return j
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers/callbacks"
 )
@@ -188,24 +189,9 @@ func TestCancel(t *testing.T) {
 // waitEmpty waits until a WorkQueue stream holds no message.
 func waitEmpty(t *testing.T, js jetstream.JetStream, stream string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, err := js.Stream(t.Context(), stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %s holds %d messages; want 0", stream, info.State.Msgs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	natstest.Eventually(t, 10*time.Second, "stream "+stream+" empty", func() bool {
+		return natstest.StreamMsgs(t, js, stream, "") == 0
+	})
 }
 
 func TestGetOtherKeyAndExpiry(t *testing.T) {
