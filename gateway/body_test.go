@@ -317,20 +317,7 @@ func TestBodyReadTimeoutFreesBudget(t *testing.T) {
 				}()
 				ch := make(chan string, 1)
 				answer = ch
-				go func() {
-					resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-					if err != nil {
-						ch <- err.Error()
-						return
-					}
-					b, err := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if err != nil {
-						ch <- "read body: " + err.Error()
-						return
-					}
-					ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
-				}()
+				go func() { ch <- answerText(http.ReadResponse(bufio.NewReader(conn), nil)) }()
 			} else {
 				pr, pw := io.Pipe()
 				defer pw.Close()
@@ -384,19 +371,19 @@ func roundTripAsync(tr *http.Transport, base string, body io.ReadCloser) <-chan 
 	for k, v := range anthropicHeaders(canaryKey) {
 		req.Header.Set(k, v)
 	}
-	go func() {
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			ch <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			ch <- "read body: " + err.Error()
-			return
-		}
-		ch <- strconv.Itoa(resp.StatusCode) + " " + string(b)
-	}()
+	go func() { ch <- answerText(tr.RoundTrip(req)) }()
 	return ch
+}
+
+// answerText is a response's status and body ("503 {...}"), or the error.
+func answerText(resp *http.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return "read body: " + err.Error()
+	}
+	return strconv.Itoa(resp.StatusCode) + " " + string(b)
 }
