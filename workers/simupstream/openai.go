@@ -68,18 +68,26 @@ func (x *exchange) chatCompletion(req *request, cut bool) {
 	x.writeJSON(b, cut)
 }
 
+// startChatStream starts an SSE answer and returns the scratch buffer, the
+// per-request chunk prefix written into it (its length is prefix) and how
+// each chunk ends (with "usage":null when the client asked for usage).
+// The caller stores the grown buffer back into *p.
+func (x *exchange) startChatStream(req *request) (p *[]byte, b []byte, prefix int, end string) {
+	x.startSSE()
+	p = x.scratch()
+	b = x.appendChatPrefix((*p)[:0], req)
+	end = oaiChunkEnd
+	if req.includeUsage {
+		end = oaiNullUsage
+	}
+	return p, b, len(b), end
+}
+
 // chatStream answers POST /v1/chat/completions with "stream": true. Every
 // chunk is built in the scratch buffer after a per-request prefix that is
 // kept there, so a content chunk costs two appends.
 func (x *exchange) chatStream(req *request, n int, capped, cut bool) {
-	x.startSSE()
-	p := x.scratch()
-	b := x.appendChatPrefix((*p)[:0], req)
-	prefix := len(b)
-	end := oaiChunkEnd
-	if req.includeUsage {
-		end = oaiNullUsage
-	}
+	p, b, prefix, end := x.startChatStream(req)
 	defer func() { *p = b }()
 
 	b = append(b, oaiRoleDelta...)

@@ -174,14 +174,7 @@ func (x *exchange) chatEcho(req *request, cut bool) {
 // Echo mode: content deltas, or a tool call whose arguments come in pieces.
 func (x *exchange) chatEchoStream(req *request, cut bool) {
 	a := req.answer
-	x.startSSE()
-	p := x.scratch()
-	b := x.appendChatPrefix((*p)[:0], req)
-	prefix := len(b)
-	end := oaiChunkEnd
-	if req.includeUsage {
-		end = oaiNullUsage
-	}
+	p, b, prefix, end := x.startChatStream(req)
 	defer func() { *p = b }()
 	head, tail := oaiTokenHead, oaiTokenTail
 	if a.tool != "" {
