@@ -83,12 +83,6 @@ func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, err
 			return nil, fatal
 		}
 		probs = append(probs, withPaths(typeProbs, lines)...)
-		if skippedMapping(typeProbs) {
-			// The decoder left a whole mapping out: Validate would
-			// report its fields as missing.
-			sortProblems(probs)
-			return nil, joinProblems(probs)
-		}
 	}
 	c.applyDerived()
 	if err := c.Validate(); err != nil {
@@ -120,12 +114,6 @@ func unreported(later, earlier []Problem) []Problem {
 		}
 	}
 	return out
-}
-
-// skippedMapping reports whether a decode problem made yaml.v3 skip a
-// whole mapping (a key defined twice).
-func skippedMapping(probs []Problem) bool {
-	return slices.ContainsFunc(probs, func(p Problem) bool { return strings.Contains(p.Msg, "already defined at line") })
 }
 
 // within reports whether path is p itself or lies below it.
@@ -235,6 +223,7 @@ func (fc *fieldChecker) check(n *yaml.Node, t reflect.Type, path string) {
 	}
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fc.dropDuplicateKeys(n, path)
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
@@ -262,6 +251,26 @@ func (fc *fieldChecker) check(n *yaml.Node, t reflect.Type, path string) {
 			fc.check(item, t.Elem(), p)
 		}
 	}
+}
+
+// dropDuplicateKeys reports every key of mapping n written again after
+// its first time and removes the later pairs: yaml.v3 would otherwise
+// refuse the whole mapping, and every field in it would then look missing.
+func (fc *fieldChecker) dropDuplicateKeys(n *yaml.Node, path string) {
+	first := make(map[string]int, len(n.Content)/2)
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		id := strconv.Itoa(int(k.Kind)) + ":" + k.Value
+		if line, dup := first[id]; dup {
+			fc.probs = append(fc.probs, Problem{Path: joinPath(path, k.Value),
+				Msg: fmt.Sprintf("mapping key %q already defined at line %d", k.Value, line), Line: k.Line})
+			continue
+		}
+		first[id] = k.Line
+		kept = append(kept, k, n.Content[i+1])
+	}
+	n.Content = kept
 }
 
 // fits reports whether n can be decoded into t. A struct or map needs a

@@ -85,7 +85,7 @@ func TestParseBadFiles(t *testing.T) {
 			"jobs.result_ttl: invalid duration `ten hours`; write it like \"30s\", \"10m\" or \"24h\" (line 3)",
 			"providers[0].timeout: want a duration such as \"30s\", got a sequence (line 9)",
 		}},
-		"duplicate-key.yaml": {want: []string{`line 2: mapping key "listen" already defined at line 1`}},
+		"duplicate-key.yaml": {want: []string{`listen: mapping key "listen" already defined at line 1 (line 2)`}},
 		"empty.yaml":         {want: []string{"empty document"}},
 		"empty-doc.yaml":     {want: []string{"empty document"}},
 		"fallback-cycle.yaml": {want: []string{
