@@ -2,9 +2,6 @@ package main
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
@@ -16,16 +13,7 @@ import (
 // startDemo runs `relay serve` with configs/demo.yaml on free ports.
 func startDemo(t *testing.T) *relayProc {
 	t.Helper()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := freePort(t)
-	dir := t.TempDir()
-	return startServe(t, relayOpts{grace: "2s"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
-		p.writeConfig(strings.NewReplacer("127.0.0.1:8080", p.addr, "127.0.0.1:18790", p.sim,
-			"127.0.0.1:4222", natsAddr, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
-	})
+	return startDemoNATS(t, freePort(t))
 }
 
 // sdkHTTPClient returns a client whose idle connections close at test end.
