@@ -64,7 +64,7 @@ type Options struct {
 	// CallbackSchedule holds the delays between a callback's attempts
 	// (callbacks.retry_schedule), each jittered by ±CallbackJitter: a
 	// callback is attempted at most len+1 times, then is a dead letter.
-	// Required (at least one delay, all positive).
+	// Empty: one attempt. Delays must be positive.
 	CallbackSchedule []time.Duration
 	// CallbackRecheck, when positive, bounds the real time a waiting
 	// callback sleeps before its due time is checked against Now again
@@ -111,8 +111,8 @@ func (o *Options) check() error {
 		return errors.New("jobs: Callbacks and CallbackURLs are required")
 	case o.CallbackTimeout <= 0:
 		return errors.New("jobs: CallbackTimeout must be positive")
-	case len(o.CallbackSchedule) == 0 || slices.Min(o.CallbackSchedule) <= 0:
-		return errors.New("jobs: CallbackSchedule must hold at least one positive delay")
+	case slices.ContainsFunc(o.CallbackSchedule, func(d time.Duration) bool { return d <= 0 }):
+		return errors.New("jobs: CallbackSchedule's delays must be positive")
 	case o.CallbackWorkers < 0 || o.AckWait < 0 || o.MaxInterrupted < 0 || o.RetryBase < 0 || o.RetryMax < 0 ||
 		o.ShutdownGrace < 0 || o.BatchWindow < 0 || o.MaxBatchRequests < 0 || o.CallbackRecheck < 0:
 		return errors.New("jobs: negative option")
