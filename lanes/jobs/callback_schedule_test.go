@@ -27,7 +27,7 @@ func newClock() *fakeClock {
 	return c
 }
 
-func (c *fakeClock) Now() time.Time { return *c.t.Load() }
+func (c *fakeClock) Now() time.Time  { return *c.t.Load() }
 func (c *fakeClock) Set(t time.Time) { c.t.Store(&t) }
 
 // scheduleOpts runs callbacks on the day schedule with clock, checking
