@@ -246,8 +246,36 @@ type Callbacks struct {
 	SigningSecret string `yaml:"signing_secret"`
 	// AllowPrivateNetworks lets callback URLs reach private addresses.
 	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
-	// MaxAttempts bounds delivery attempts per callback.
-	MaxAttempts int `yaml:"max_attempts"`
+	// RetrySchedule holds the delays between a callback's delivery
+	// attempts, each jittered by ±10%: the first attempt is made when the
+	// job finishes, attempt n+1 RetrySchedule[n-1] after attempt n, and a
+	// callback still undelivered after the last is a dead letter (default
+	// 5s, 5m, 30m, 2h, 5h, 10h: 7 attempts over about 18 hours).
+	RetrySchedule []Duration `yaml:"retry_schedule"`
+	// MaxAttempts is deprecated (the schedule says it): when set, the
+	// schedule is cut to MaxAttempts-1 delays, or its last delay repeated
+	// up to that many.
+	MaxAttempts *int `yaml:"max_attempts"`
+}
+
+// Schedule returns the delays between delivery attempts in effect:
+// RetrySchedule, fitted to the deprecated MaxAttempts when that is set.
+func (c Callbacks) Schedule() []time.Duration {
+	out := make([]time.Duration, 0, len(c.RetrySchedule))
+	for _, d := range c.RetrySchedule {
+		out = append(out, d.Std())
+	}
+	if c.MaxAttempts == nil || *c.MaxAttempts < 1 {
+		return out
+	}
+	n := *c.MaxAttempts - 1
+	if n <= len(out) {
+		return out[:n]
+	}
+	for len(out) > 0 && len(out) < n {
+		out = append(out, out[len(out)-1])
+	}
+	return out
 }
 
 // SigningSecrets returns the callback signing secrets, in order.

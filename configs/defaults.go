@@ -26,7 +26,6 @@ const (
 	defaultMinRequests    = 10
 	defaultBreakerWindow  = 30 * time.Second
 	defaultBreakerOpenFor = 15 * time.Second
-	defaultCallbackTries  = 10
 	defaultRetryAttempts  = 3
 	defaultRetryRatio     = 0.2
 	defaultRetryFloor     = 3
@@ -57,7 +56,8 @@ const (
 //	  interactive (max_depth 10000,  max_wait 30s)
 //	  standard    (max_depth 10000,  max_wait 60s)
 //	  batch       (max_depth 100000, max_wait 24h, min_share 0.1)
-//	callbacks.max_attempts: 10
+//	callbacks.retry_schedule: [5s, 5m, 30m, 2h, 5h, 10h]
+//	callbacks.max_attempts: unset (deprecated; the schedule's length + 1)
 //	jobs.result_ttl: 72h
 //	log.level: info
 //
@@ -96,10 +96,17 @@ func Default() *Config {
 			{Name: "batch", MaxDepth: 100000, MaxWait: Duration(24 * time.Hour), MinShare: 0.1},
 		},
 		Retry:     Retry{MaxAttempts: defaultRetryAttempts, BudgetRatio: defaultRetryRatio, BudgetFloor: defaultRetryFloor},
-		Callbacks: Callbacks{MaxAttempts: defaultCallbackTries},
+		Callbacks: Callbacks{RetrySchedule: defaultRetrySchedule()},
 		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: defaultJobsWorkers},
 		Log:       Log{Level: defaultLogLevel},
 	}
+}
+
+// defaultRetrySchedule is callbacks.retry_schedule's default: about a
+// day of retries, as webhook senders do.
+func defaultRetrySchedule() []Duration {
+	return []Duration{Duration(5 * time.Second), Duration(5 * time.Minute), Duration(30 * time.Minute),
+		Duration(2 * time.Hour), Duration(5 * time.Hour), Duration(10 * time.Hour)}
 }
 
 // DefaultBreaker returns the breaker settings used for fields a provider

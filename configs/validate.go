@@ -331,9 +331,7 @@ func (c *Config) validateRest(ps *problems) {
 	if c.Retry.BudgetFloor <= 0 {
 		ps.add("retry.budget_floor", "must be > 0")
 	}
-	if c.Callbacks.MaxAttempts < 1 {
-		ps.add("callbacks.max_attempts", "must be >= 1")
-	}
+	c.validateSchedule(ps)
 	for _, s := range c.Callbacks.SigningSecrets() {
 		rest, ok := strings.CutPrefix(s, "whsec_")
 		if !ok {
@@ -448,4 +446,27 @@ func validSHA256Hex(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// validateSchedule checks callbacks.retry_schedule and the deprecated
+// callbacks.max_attempts. A job record must outlive the longest wait
+// between two attempts, as each attempt is recorded in it.
+func (c *Config) validateSchedule(ps *problems) {
+	if m := c.Callbacks.MaxAttempts; m != nil && *m < 1 {
+		ps.add("callbacks.max_attempts", "must be >= 1")
+	}
+	if m := c.Callbacks.MaxAttempts; m != nil && *m > 1 && len(c.Callbacks.RetrySchedule) == 0 {
+		ps.add("callbacks.max_attempts", "needs a non-empty callbacks.retry_schedule (max_attempts is deprecated: the schedule sets the attempts)")
+	}
+	used := len(c.Callbacks.Schedule()) // max_attempts may leave delays unused
+	for i, d := range c.Callbacks.RetrySchedule {
+		p := fmt.Sprintf("callbacks.retry_schedule[%d]", i)
+		switch {
+		case d <= 0:
+			ps.add(p, "must be > 0")
+		case i < used && c.Jobs.ResultTTL > 0 && d >= c.Jobs.ResultTTL:
+			ps.add(p, "%s must be shorter than jobs.result_ttl (%s), which keeps the job record between attempts; "+
+				"shorten the schedule or lengthen result_ttl", d.Std(), c.Jobs.ResultTTL.Std())
+		}
+	}
 }

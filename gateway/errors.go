@@ -289,6 +289,10 @@ var errorRules = []errorRule{
 		msg: func(err error, a *about) string {
 			return "message batch " + strconv.Quote(a.id) + " cannot be canceled: " + err.Error()
 		}},
+	{name: "callback not re-sendable", from: fromJobs, kind: kindConflict, msg: errText,
+		match: func(err error) bool {
+			return errors.Is(err, jobs.ErrNoCallback) || errors.Is(err, jobs.ErrNotFinished) || errors.Is(err, jobs.ErrCallbackPending)
+		}},
 	{name: "jobs.ErrNotCancelable", from: fromJobs | fromBatches, match: is(jobs.ErrNotCancelable), kind: kindConflict, msg: errText},
 	{name: "jobs.ErrIdempotencyMismatch", from: fromJobs | fromBatches, match: is(jobs.ErrIdempotencyMismatch),
 		kind: kindIdempotencyReused,

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -345,6 +346,9 @@ func (r *relay) openJobs(t testing.TB, c *relayConfig, router *workers.Router) {
 	}
 	if o.Callbacks == nil {
 		o.Callbacks, o.CallbackURLs = newCallbackSender(testSigner(t), true), callbacks.Checker{AllowPrivate: true}
+	}
+	if o.CallbackSchedule == nil { // 10 attempts, 10 ms apart
+		o.CallbackSchedule = slices.Repeat([]time.Duration{10 * time.Millisecond}, 9)
 	}
 	o.CallbackTimeout = callbacks.DefaultTimeout
 	svc, err := jobs.Open(t.Context(), r.jetStream(t, c), r.Runner, o)

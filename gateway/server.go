@@ -135,6 +135,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		e.POST("/v1/jobs", s.jobsHandler(s.handleJobSubmit))
 		e.GET("/v1/jobs/:id", s.jobsHandler(s.handleJobGet))
 		e.DELETE("/v1/jobs/:id", s.jobsHandler(s.handleJobCancel))
+		s.registerJobList(e)
 		s.registerBatches(e)
 	}
 	e.GET("/healthz", s.handleHealthz)

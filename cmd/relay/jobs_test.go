@@ -80,10 +80,12 @@ func (r *jobsRelay) writeConfig(natsYAML string) {
 	}
 	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
 	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
+	// A short retry schedule (the default waits 5 s, then 5 min).
+	const schedule = "retry_schedule: [200ms, 400ms, 800ms, 1600ms, 3200ms]"
 	if r.secret != "" {
-		fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
+		fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true, %s}\n", r.secret, schedule)
 	} else {
-		b.WriteString("callbacks: {allow_private_networks: true}\n")
+		fmt.Fprintf(&b, "callbacks: {allow_private_networks: true, %s}\n", schedule)
 	}
 	b.WriteString("log: {level: info}\n")
 	if err := os.WriteFile(filepath.Join(r.dir, "relay.yaml"), []byte(b.String()), 0o600); err != nil {

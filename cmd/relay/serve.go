@@ -190,21 +190,23 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 		return nil, err
 	}
 	allowPrivate := cfg.Callbacks.AllowPrivateNetworks
+	schedule := cfg.Callbacks.Schedule()
 	deliverer := callbacks.NewDeliverer(callbacks.DelivererOptions{
 		Client:      callbacks.NewClient(callbacks.ClientOptions{AllowPrivate: allowPrivate}),
 		Signer:      signer,
-		MaxAttempts: cfg.Callbacks.MaxAttempts,
+		MaxAttempts: len(schedule) + 1, // the jobs service follows the schedule
 	})
 	svc, err := jobs.Open(ctx, js, r, jobs.Options{
-		ResultTTL:       cfg.Jobs.ResultTTL.Std(),
-		Workers:         cfg.Jobs.Workers,
-		Lanes:           laneWaits(laneSpecs(cfg)),
-		Callbacks:       callbackSender{deliverer},
-		CallbackTimeout: callbacks.DefaultTimeout,
-		CallbackURLs:    callbacks.Checker{AllowPrivate: allowPrivate},
-		ShutdownGrace:   cfg.ShutdownGrace.Std(),
-		Logger:          log,
-		Registry:        reg,
+		ResultTTL:        cfg.Jobs.ResultTTL.Std(),
+		Workers:          cfg.Jobs.Workers,
+		Lanes:            laneWaits(laneSpecs(cfg)),
+		Callbacks:        callbackSender{deliverer},
+		CallbackTimeout:  callbacks.DefaultTimeout,
+		CallbackSchedule: schedule,
+		CallbackURLs:     callbacks.Checker{AllowPrivate: allowPrivate},
+		ShutdownGrace:    cfg.ShutdownGrace.Std(),
+		Logger:           log,
+		Registry:         reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open jobs: %w", err)

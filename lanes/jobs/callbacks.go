@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,12 +10,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Callback delivery: the RELAY_CALLBACKS queue (enqueueCallback) and its
-// workers (deliverOne), which make one attempt per delivery of a queued
-// message and record the outcome in the job's "callback" field.
+// Callback delivery: the RELAY_CALLBACKS queue (enqueueCallback) and the
+// seams through which callbacks are sent; the workers that follow the
+// retry schedule are in callback_schedule.go.
 
-// Outcomes of one delivery attempt, as CallbackResult.Outcome; also the
-// values of relay_callbacks_total{outcome}.
+// Outcomes of one delivery attempt, as CallbackResult.Outcome. The values
+// of relay_callbacks_total{outcome} are delivered, retry, gone and
+// CallbackDeadLetter (a last attempt that failed).
 const (
 	// CallbackDelivered: the receiver accepted it; stop.
 	CallbackDelivered = "delivered"
@@ -27,6 +27,12 @@ const (
 	// CallbackFailed: the last allowed attempt failed, or the callback
 	// can never be delivered; stop.
 	CallbackFailed = "failed"
+	// CallbackDeadLetter is the outcome recorded in CallbackState for a
+	// callback given up: the schedule ran out or CallbackFailed.
+	CallbackDeadLetter = "dead_letter"
+	// CallbackPending is the outcome recorded in CallbackState while
+	// attempts remain.
+	CallbackPending = "pending"
 )
 
 // CallbackAttempt is one attempt to deliver a finished job's callback.
@@ -53,8 +59,13 @@ type CallbackResult struct {
 	Status int
 	// Err says why the attempt did not deliver; safe to record.
 	Err error
-	// NextAttemptAt is when to try again, with CallbackRetry.
+	// NextAttemptAt is when the sender would try again, with
+	// CallbackRetry. The service follows its own schedule
+	// (Options.CallbackSchedule) and ignores it.
 	NextAttemptAt time.Time
+	// RetryAfter is the receiver's Retry-After (429 or 503), 0 if none:
+	// the next attempt is not made before it.
+	RetryAfter time.Duration
 }
 
 // CallbackSender delivers callbacks, signed, one attempt per call, and
@@ -81,11 +92,13 @@ func (s *Service) CheckCallbackURL(ctx context.Context, raw string) error {
 	return s.opts.CallbackURLs.Check(ctx, raw)
 }
 
-// callbackMsg is a pending delivery in RELAY_CALLBACKS.
+// callbackMsg is a pending delivery in RELAY_CALLBACKS. Round is 0 for
+// the callback sent when the job finished, n for its n-th re-send.
 type callbackMsg struct {
-	ID   string          `json:"id"`
-	URL  string          `json:"url"`
-	Body json.RawMessage `json:"body"`
+	ID    string          `json:"id"`
+	URL   string          `json:"url"`
+	Body  json.RawMessage `json:"body"`
+	Round int             `json:"round,omitempty"`
 }
 
 // enqueueCallback stores the pending delivery of j's callback, if any.
@@ -107,63 +120,10 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 		if j.Callback != nil {
 			return false
 		}
-		j.Callback = &CallbackState{Outcome: "pending"}
+		j.Callback = &CallbackState{Outcome: CallbackPending}
 		return true
 	}); err != nil {
 		s.log.Warn("record callback state", "job", j.ID, "error", err)
 	}
 	return nil
-}
-
-// deliverOne makes one callback delivery attempt.
-func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
-	var cb callbackMsg
-	if err := json.Unmarshal(msg.Data(), &cb); err != nil || cb.ID == "" {
-		s.log.Error("undecodable callback message; dropped", "error", err)
-		_ = msg.Term()
-		return
-	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	attempt := int(meta.NumDelivered)
-	res := s.opts.Callbacks.Attempt(ctx, CallbackAttempt{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
-	if ctx.Err() != nil && res.Outcome != CallbackDelivered {
-		// Shutting down mid-attempt: try again after the restart.
-		_ = msg.Nak()
-		return
-	}
-	s.metrics.callbacks.WithLabelValues(res.Outcome).Inc()
-	now := s.now().UTC()
-	if _, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
-		st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
-		if res.Outcome == CallbackRetry {
-			st.Outcome = "pending"
-		}
-		if res.Err != nil {
-			st.LastError = res.Err.Error()
-		}
-		if res.Outcome == CallbackDelivered {
-			st.DeliveredAt = &now
-		}
-		j.Callback = &st
-		return true
-	}); err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
-	}
-	switch res.Outcome {
-	case CallbackRetry:
-		if err := msg.NakWithDelay(max(res.NextAttemptAt.Sub(s.now()), 0)); err != nil {
-			s.log.Warn("nak callback", "job", cb.ID, "error", err)
-		}
-	default:
-		if res.Outcome != CallbackDelivered {
-			s.log.Warn("callback not delivered", "job", cb.ID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
-		}
-		if err := msg.DoubleAck(ctx); err != nil {
-			s.log.Warn("ack callback", "job", cb.ID, "error", err)
-		}
-	}
 }

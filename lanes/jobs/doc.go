@@ -13,7 +13,10 @@
 //     durable pull consumer "relay-jobs".
 //   - KV bucket RELAY_JOB_STATE: the job records (JSON, the Job type), TTL
 //     result_ttl from the last write. Writes use compare-and-set on the
-//     revision, so Cancel and the executor never both win.
+//     revision, so Cancel and the executor never both win. Beside them,
+//     "k.<key-token>.<lane-token>.<job-id>": the per-key list index
+//     (list.go), and "d.<job-id>": a marker while the job's callback is a
+//     dead letter (callback_schedule.go).
 //   - KV bucket RELAY_JOB_IDEM: hex sha256(key name + "\x00" +
 //     Idempotency-Key) → job id, claimed with Create (the first wins), TTL
 //     result_ttl.
@@ -26,9 +29,9 @@
 //     final JSON, as GET /v1/jobs/{id} shows it without the "callback"
 //     field (which is only known later).
 //   - stream RELAY_CALLBACKS (WorkQueue): one message per pending callback
-//     delivery, Nats-Msg-Id = job id; durable pull consumer
-//     "relay-callbacks". The message stays unacknowledged until the
-//     delivery ends, so the retry schedule survives restarts.
+//     delivery, Nats-Msg-Id = job id (a re-send: "<job-id>.resend.<n>");
+//     durable pull consumer "relay-callbacks". The message stays
+//     unacknowledged until the delivery ends.
 //
 // Job ids are "job_" and a ULID (millisecond time + 80 random bits), so a
 // GET after the record expired can still say "expired" (TimeOf).
@@ -83,10 +86,25 @@
 //
 // Callback workers deliver with Options.Callbacks (cmd/relay plugs in
 // workers/callbacks' Deliverer, which signs; this package knows neither
-// HTTP nor providers): attempt n is the message's JetStream delivery count, webhook-id is the job id, the body
-// is identical on every attempt. "retry" NakWithDelay's the message until
-// the due time; delivered, gone and failed acknowledge it. Every attempt
-// is recorded in the job's "callback" field and counted in
+// HTTP nor providers): webhook-id is the job id, the body is identical on
+// every attempt. The retry schedule (Options.CallbackSchedule,
+// callbacks.retry_schedule, each delay ±CallbackJitter, never before the
+// receiver's Retry-After) is kept in the job record, not in JetStream:
+// each attempt records its number, time and outcome and the next
+// attempt's due time in the job's "callback" field, and every delivery of
+// the message first reads the record and, when the attempt is not due,
+// goes back with NakWithDelay until it is. Why not JetStream's own
+// redelivery (NumDelivered as the attempt, NakWithDelay or a consumer
+// BackOff as the schedule)? The delivery count and a nak's delay are the
+// server's, not ours: a consumer recreated by RepairStore, or a message
+// re-enqueued after the duplicates window, restarts the count, and a
+// restart that loses a pending nak delay would redeliver every waiting
+// callback at once after the ack wait. Reading the record costs one KV
+// get per delivery and makes the count, the due times and the injected
+// clock of tests authoritative. A callback undelivered after the last
+// attempt, or failed for good, is a dead letter (outcome "dead_letter",
+// a "d.<id>" marker for the gauge); ResendCallback enqueues a new round
+// (CallbackState.Resends) with a fresh schedule. Attempts are counted in
 // relay_callbacks_total{outcome}.
 //
 // # Guarantee
@@ -192,8 +210,10 @@
 // used by jobs and batches), submit.go and idempotency.go (Submit and its
 // idempotency claim), lookup.go (Get, Cancel), executor.go (running a
 // delivered job to its end), results.go (publishing finished jobs),
-// callbacks.go (the callback queue and its delivery workers; the
-// CallbackSender and URLChecker seams), health.go (the store's health
+// callbacks.go (the callback queue; the CallbackSender and URLChecker
+// seams), callback_schedule.go (the delivery workers, the retry schedule,
+// dead letters and re-sends), list.go (the per-key index and ListJobs),
+// health.go (the store's health
 // loop), and for batches batch.go (types, submission), batch_view.go
 // (counts, GetBatch, ListBatches), batch_cancel.go (CancelBatch, the
 // executor's gate, DeleteBatch), batch_results.go and batch_cache.go.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +109,9 @@ func defaultOpts(t *testing.T, o jobs.Options) jobs.Options {
 	}
 	if o.Callbacks == nil {
 		o.Callbacks = sender(t, callbacks.DelivererOptions{})
+	}
+	if o.CallbackSchedule == nil {
+		o.CallbackSchedule = slices.Repeat([]time.Duration{20 * time.Millisecond}, 9) // 10 attempts
 	}
 	o.CallbackTimeout = callbacks.DefaultTimeout
 	o.CallbackURLs = callbacks.Checker{AllowPrivate: true}

@@ -158,19 +158,29 @@ type Error struct {
 	Message string `json:"message"`
 }
 
-// CallbackState is the delivery state of a job's callback.
+// CallbackState is the delivery state of a job's callback (see
+// callback_schedule.go).
 type CallbackState struct {
-	// Attempts made so far.
+	// Attempts made so far in the current schedule (since the last
+	// re-send).
 	Attempts int `json:"attempts"`
-	// Outcome is "pending" until the last attempt, then delivered, gone
-	// or failed (the callbacks package's outcomes).
+	// Outcome is "pending" while attempts remain, then delivered, gone
+	// (the receiver answered 410) or dead_letter (given up: the schedule
+	// ran out, or the callback can never be delivered).
 	Outcome string `json:"outcome"`
 	// LastStatus is the receiver's last HTTP status, 0 if none.
 	LastStatus int `json:"last_status,omitempty"`
 	// LastError describes the last failed attempt.
 	LastError string `json:"last_error,omitempty"`
+	// LastAttemptAt is when the last attempt was made.
+	LastAttemptAt *time.Time `json:"last_attempt_at,omitempty"`
+	// NextAttemptAt is when the next attempt is due, while pending.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 	// DeliveredAt is when the receiver accepted it.
 	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	// Resends counts the re-sends (POST /v1/jobs/{id}/callback); each
+	// starts a fresh schedule.
+	Resends int `json:"resends,omitempty"`
 }
 
 // Terminal reports whether the job has finished.

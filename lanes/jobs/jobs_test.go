@@ -346,14 +346,14 @@ func TestCallbackGone(t *testing.T) {
 func TestCallbackResumesAfterRestart(t *testing.T) {
 	st := newStore(t)
 	rcv := newReceiver(t, 500, 200)
-	s := start(t, st.js, okRunner, jobs.Options{Callbacks: sender(t, callbacks.DelivererOptions{BaseBackoff: 700 * time.Millisecond, MaxBackoff: 700 * time.Millisecond})})
+	s := start(t, st.js, okRunner, jobs.Options{CallbackSchedule: []time.Duration{700 * time.Millisecond}})
 	x := sub("team-a")
 	x.CallbackURL = rcv.URL
 	j := mustSubmit(t, s, x)
 	waitJob(t, s.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Attempts == 1 })
 	s.stop()
 	st.restart() // the whole store restarts too, as after a process crash
-	s2 := start(t, st.js, okRunner, jobs.Options{})
+	s2 := start(t, st.js, okRunner, jobs.Options{CallbackSchedule: []time.Duration{700 * time.Millisecond}})
 	got := waitJob(t, s2.Service, "team-a", j.ID, func(j jobs.Job) bool { return j.Callback != nil && j.Callback.Outcome == "delivered" })
 	if got.Callback.Attempts != 2 || len(rcv.deliveries()) != 2 {
 		t.Fatalf("callback %+v, deliveries %d; want delivered on attempt 2", got.Callback, len(rcv.deliveries()))

@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_jobs_total",
 			Help: "Asynchronous jobs that reached a terminal status, by status."}, []string{"status"}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_callbacks_total",
-			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, failed)."}, []string{"outcome"}),
+			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, dead_letter: the last attempt, given up)."}, []string{"outcome"}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_dead_letters_total",
 			Help: "Jobs given up after too many interrupted runs."}),
 	}
@@ -44,6 +44,26 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		}
 		return float64(info.NumPending + uint64(info.NumAckPending))
 	})
-	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued)
+	for _, o := range []string{CallbackDelivered, CallbackRetry, CallbackGone, CallbackDeadLetter} {
+		m.callbacks.WithLabelValues(o)
+	}
+	dead := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_callbacks_dead_letters",
+		Help: "Callbacks given up and not re-sent, of jobs not yet expired."}, s.countDeadLetters)
+	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued, dead)
 	return m
+}
+
+// countDeadLetters counts the dead-letter markers (O(dead letters)).
+func (s *Service) countDeadLetters() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l, err := s.state.ListKeysFiltered(ctx, deadPrefix+"*")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for range l.Keys() {
+		n++
+	}
+	return float64(n)
 }

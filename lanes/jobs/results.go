@@ -14,8 +14,12 @@ import (
 
 // afterTerminal publishes the finished job to RELAY_RESULTS and enqueues
 // its callback. Both are de-duplicated by the job id, so repeating them
-// after a crash has no visible effect.
+// after a crash has no visible effect. It first refreshes the job's list
+// index entry (list.go).
 func (s *Service) afterTerminal(ctx context.Context, j *Job) error {
+	if err := s.putIndex(ctx, j); err != nil { // lives as long as the record (list.go)
+		return err
+	}
 	data, err := s.publishResult(ctx, j)
 	if err != nil {
 		return err

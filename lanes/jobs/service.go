@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,15 @@ type Options struct {
 	CallbackTimeout time.Duration
 	// CallbackURLs checks callback URLs for CheckCallbackURL. Required.
 	CallbackURLs URLChecker
+	// CallbackSchedule holds the delays between a callback's attempts
+	// (callbacks.retry_schedule), each jittered by ±CallbackJitter: a
+	// callback is attempted at most len+1 times, then is a dead letter.
+	// Empty: one attempt. Delays must be positive.
+	CallbackSchedule []time.Duration
+	// CallbackRecheck, when positive, bounds the real time a waiting
+	// callback sleeps before its due time is checked against Now again
+	// (for tests with an injected clock). 0: it sleeps until due.
+	CallbackRecheck time.Duration
 	// AckWait is the executor's ack wait; in-progress heartbeats go every
 	// third of it while a job runs (default DefaultAckWait).
 	AckWait time.Duration
@@ -101,13 +111,16 @@ func (o *Options) check() error {
 		return errors.New("jobs: Callbacks and CallbackURLs are required")
 	case o.CallbackTimeout <= 0:
 		return errors.New("jobs: CallbackTimeout must be positive")
+	case slices.ContainsFunc(o.CallbackSchedule, func(d time.Duration) bool { return d <= 0 }):
+		return errors.New("jobs: CallbackSchedule's delays must be positive")
 	case o.CallbackWorkers < 0 || o.AckWait < 0 || o.MaxInterrupted < 0 || o.RetryBase < 0 || o.RetryMax < 0 ||
-		o.ShutdownGrace < 0 || o.BatchWindow < 0 || o.MaxBatchRequests < 0:
+		o.ShutdownGrace < 0 || o.BatchWindow < 0 || o.MaxBatchRequests < 0 || o.CallbackRecheck < 0:
 		return errors.New("jobs: negative option")
 	}
 	if err := checkLaneWaits(o.Lanes); err != nil {
 		return err
 	}
+	o.CallbackSchedule = slices.Clone(o.CallbackSchedule)
 	o.CallbackWorkers = cmp.Or(o.CallbackWorkers, DefaultCallbackWorkers)
 	o.AckWait = cmp.Or(o.AckWait, DefaultAckWait)
 	o.MaxInterrupted = cmp.Or(o.MaxInterrupted, DefaultMaxInterrupted)

@@ -20,6 +20,9 @@ func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
 	data, _ := json.Marshal(&j)
 	rev, err := s.state.Create(ctx, m.ID, data)
 	if err == nil {
+		if err := s.putIndex(ctx, &j); err != nil { // refreshed again at the end (afterTerminal)
+			s.log.Warn("index job", "job", m.ID, "error", err)
+		}
 		return j, rev, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {

@@ -74,6 +74,10 @@ type Result struct {
 	// NextAttemptAt is when the next attempt is due; set only when Outcome
 	// is OutcomeRetry.
 	NextAttemptAt time.Time
+	// RetryAfter is the receiver's Retry-After on a 429 or 503 (capped at
+	// MaxBackoff), 0 when none: a caller keeping its own schedule should
+	// not attempt again before it.
+	RetryAfter time.Duration
 }
 
 // DelivererOptions configures NewDeliverer. Zero fields take defaults.
@@ -225,8 +229,9 @@ func (d *Deliverer) retry(attempt, status int, err error, after time.Duration) R
 	if attempt >= d.maxAttempts {
 		return Result{Outcome: OutcomeFailed, Status: status, Err: fmt.Errorf("callbacks: giving up after %d attempts: %w", attempt, err)}
 	}
-	delay := max(d.backoff(attempt), min(after, d.cap))
-	return Result{Outcome: OutcomeRetry, Status: status, Err: err, NextAttemptAt: d.now().Add(delay)}
+	after = min(after, d.cap)
+	delay := max(d.backoff(attempt), after)
+	return Result{Outcome: OutcomeRetry, Status: status, Err: err, NextAttemptAt: d.now().Add(delay), RetryAfter: after}
 }
 
 // backoff returns a full-jitter delay, uniform in

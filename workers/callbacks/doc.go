@@ -17,8 +17,10 @@
 //     rebinding), never follows redirects and never uses a proxy.
 //   - Deliverer makes one delivery attempt at a time and classifies it as
 //     delivered, retry, gone or failed, computing when the next attempt is
-//     due with full-jitter exponential backoff. The durable retry schedule
-//     belongs to the caller (the jobs store): this package keeps no state
+//     due with full-jitter exponential backoff, and reporting the
+//     receiver's Retry-After. The durable retry schedule belongs to the
+//     caller (the jobs store, which follows callbacks.retry_schedule and
+//     uses only the outcome and Retry-After): this package keeps no state
 //     between attempts and starts no goroutines.
 //
 // Errors that callers branch on are the sentinels ErrBadURL and
