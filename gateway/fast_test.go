@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -173,5 +174,38 @@ func TestFastAnswerParkedEarly(t *testing.T) {
 	}
 	if n := r.metric(t, `relay_lane_rejected_total{lane="interactive",reason="early"}`); n != 1 {
 		t.Errorf(`relay_lane_rejected_total{reason="early"} = %v; want 1`, n)
+	}
+}
+
+// TestFastAnswerLaneEstimate: a backlog drained at a known rate (one
+// concurrency slot, 50 ms per call: about 20 requests a second). A
+// request whose wait is shorter than the lane's estimated wait (the
+// requests ahead of it over that rate) is answered at once with
+// reason lane_wait; one whose wait is long enough parks and is served.
+// The backlog's first requests, parked while the lane had no drain
+// history, were never refused.
+func TestFastAnswerLaneEstimate(t *testing.T) {
+	t.Parallel()
+	const backlog = 60
+	r := newRelay(t, laneSetup(50*time.Millisecond)...)
+	f := formats[0]
+	var replies []<-chan laneReply
+	for i := range backlog {
+		replies = append(replies, r.postAsync(context.Background(), fmt.Sprint("backlog", i), f.path,
+			withLane(f.headers(canaryKey), "interactive"), body(f.model, "")))
+	}
+	natstest.Eventually(t, waitLimit, "a drain history", func() bool {
+		return r.metric(t, `relay_lane_dispatched_total{lane="interactive"}`) >= 12
+	})
+	short := r.timedPost(t, f, f.model, "300ms")
+	checkEarly(t, f, short, 300*time.Millisecond, time.Minute)
+	long := r.postAsync(context.Background(), "long", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "30s"), body(f.model, ""))
+	for _, ch := range append(replies, long) {
+		if rep := recvReply(t, ch); rep.status != http.StatusOK {
+			t.Errorf("%s: %d %s; want 200", rep.name, rep.status, rep.body)
+		}
+	}
+	if n := r.metric(t, `relay_fast_rejections_total{reason="lane_wait",route="claude-sonnet"}`); n != 1 {
+		t.Errorf("relay_fast_rejections_total{lane_wait} = %v; want 1", n)
 	}
 }
