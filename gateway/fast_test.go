@@ -95,10 +95,14 @@ func TestFastAnswerBreakersOpen(t *testing.T) {
 	if rep := r.post(context.Background(), "open", "/v1/messages", hdr, body("claude-sonnet", "")); rep.status != 529 {
 		t.Fatalf("failing request: %d %s; want 529", rep.status, rep.body)
 	}
-	opened := time.Now()
+	var opened time.Time // when the first breaker opened
 	for _, name := range []string{"anthropic-a", "openai-b"} {
-		if st := r.Actors[name].State().Breaker; st != actor.BreakerOpen {
-			t.Fatalf("breaker of %s is %s; want open", name, st)
+		st := r.Actors[name].State()
+		if st.Breaker != actor.BreakerOpen {
+			t.Fatalf("breaker of %s is %s; want open", name, st.Breaker)
+		}
+		if at := st.BreakerOpenAt.Add(-openFor); opened.IsZero() || at.Before(opened) {
+			opened = at
 		}
 	}
 	for _, f := range formats {
@@ -151,17 +155,19 @@ func TestFastAnswerBreakersOpen(t *testing.T) {
 // parked and is served when the breaker lets a call through.
 func TestFastAnswerParkedEarly(t *testing.T) {
 	t.Parallel()
-	const openFor = 3 * time.Second
+	const openFor = 6 * time.Second
 	br := actor.BreakerOptions{MinRequests: 1, OpenFor: openFor}
-	r := newRelay(t, withLanes(1000), withTimeout(20*time.Second),
+	// Calls time out after 1.5 s: the occupant's upstream hangs, and its
+	// timeout opens the breaker for 6 s while the short request has about
+	// 2.5 s of its wait left.
+	r := newRelay(t, withLanes(1000), withTimeout(1500*time.Millisecond),
 		withUpstreams(simupstream.Options{Record: 64}),
 		withActors(map[string]actor.Options{"anthropic-a": {MaxConcurrency: 1, Breaker: br}}))
 	f := formats[0]
 	hdr := f.headers(canaryKey)
-	hdr["x-sim-fault"] = string(simupstream.Fault500)
-	hdr["x-sim-latency"] = "300ms"
-	occupant := r.occupy(t, r.Anthropic, f.path, body(f.model, ""), hdr, 300*time.Millisecond)
-	short := r.postAsync(context.Background(), "short", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "2500ms"), body(f.model, ""))
+	hdr["x-sim-fault"] = string(simupstream.FaultHang)
+	occupant := r.occupy(t, r.Anthropic, f.path, body(f.model, ""), hdr, 0)
+	short := r.postAsync(context.Background(), "short", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "4s"), body(f.model, ""))
 	long := r.postAsync(context.Background(), "long", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "30s"), body(f.model, ""))
 	natstest.Eventually(t, waitLimit, "two requests parked", func() bool { return r.Lanes.Depth("interactive") == 2 })
 	if rep := recvReply(t, occupant); rep.status != 529 {
