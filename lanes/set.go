@@ -457,8 +457,8 @@ func (s *Set) Wait(ctx context.Context, w Waiter) (grant Grant, waited time.Dura
 // until the outcome. It fails at once with ErrLaneFull, ErrUnknownLane or
 // ErrClosed, and, for a FailFast waiter that cannot be served before its
 // wait ends, with an *EarlyError (wrapping ErrCannotServeInTime), which
-// may also end its wait once parked. The request leaves its lane with a grant when its Admit
-// succeeds, with ErrWaitExpired when MaxWait passes, with ErrClosed when
+// may also end its wait once parked. The request leaves its lane with a
+// grant when its Admit succeeds, with ErrWaitExpired when MaxWait passes, with ErrClosed when
 // the Set closes, and with the context's error when ctx ends while it
 // waits: a parked request whose caller left is never admitted.
 //
