@@ -101,6 +101,9 @@ type apiError struct {
 	msg     string
 	noRetry bool  // adds x-should-retry: false
 	cause   error // logged only
+	// estimatedWait, when > 0, is sent as x-relay-estimated-wait-ms:
+	// when capacity is expected, on an early answer (admit.go).
+	estimatedWait time.Duration
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -255,6 +258,8 @@ var errorRules = []errorRule{
 		msg: func(_ error, a *about) string {
 			return "no upstream capacity for this model within " + a.lane.MaxWait.String() + "; retry after the time given"
 		}},
+	{name: "lanes.ErrCannotServeInTime", from: fromLane, match: is(lanes.ErrCannotServeInTime), kind: kindOverloaded,
+		tune: earlyRetry, msg: earlyMsg},
 	{name: "lanes: closed, or other", from: fromLane, kind: kindOverloaded, msg: fixed("the relay is shutting down"),
 		tune: func(e *apiError, _ error, _ *about) { e.retryAfter = time.Second }},
 

@@ -118,6 +118,8 @@ func TestErrorRules(t *testing.T) {
 		{"lanes.ErrLaneFull", fromLane, fmt.Errorf("park: %w", lanes.ErrLaneFull), 429, 7 * time.Second, false, `lane "interactive" is full`, ""},
 		{"lanes.ErrUnknownLane", fromLane, lanes.ErrUnknownLane, 400, 0, false, `lane "interactive" is not configured`, ""},
 		{"lanes.ErrWaitExpired", fromLane, lanes.ErrWaitExpired, StatusOverloaded, 7 * time.Second, true, "within 2s", ""},
+		{"lanes.ErrCannotServeInTime", fromLane, &lanes.EarlyError{Reason: "breaker_open", Wait: 14 * time.Second}, StatusOverloaded, 14 * time.Second, false, "breakers of its providers are open", ""},
+		{"lanes.ErrCannotServeInTime", fromLane, &lanes.EarlyError{Reason: lanes.ReasonLaneWait, Wait: 3 * time.Second}, StatusOverloaded, 3 * time.Second, false, "parked ahead of it", ""},
 		{"lanes: closed, or other", fromLane, lanes.ErrClosed, StatusOverloaded, time.Second, false, "shutting down", ""},
 		{"lanes: closed, or other", fromLane, errors.New("anything else"), StatusOverloaded, time.Second, false, "shutting down", ""},
 		{"workers.Error: no capacity", fromDispatcher, noCapacity, 429, 3 * time.Second, false, "at its limit", ""},

@@ -64,6 +64,9 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 		Key:   j.KeyName,
 		Route: fields.Model,
 		Admit: admitFunc(router, req),
+		// Jobs wait and retry (not FailFast); their Hold lets the lanes
+		// end parked synchronous requests of the same route early.
+		Hold: holdFunc(router, req),
 	})
 	switch {
 	case err == nil:

@@ -183,6 +183,10 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
 		Admit:   admitFunc(x.d, &x.req),
+		// Answered at once, or early, when nothing can serve it before
+		// its wait ends (admit.go).
+		Hold:     holdFunc(x.d, &x.req),
+		FailFast: true,
 	})
 	if err != nil {
 		x.answer = s.laneError(x, err)
@@ -267,6 +271,7 @@ func (s *Server) laneError(x *exchange, err error) *apiError {
 	if x.clientGone(err) {
 		return nil
 	}
+	s.fast.count(x.route, err)
 	return answerFor(err, &about{from: fromLane, lane: x.lane, lanes: s.lanes})
 }
 

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +82,7 @@ type Server struct {
 	// (Config.BodyMemoryBytes); it outlives configuration reloads.
 	budget       *bodyBudget
 	bodyRejected prometheus.Counter
+	fast         *fastMetrics // early answers (admit.go)
 }
 
 // withDefaults fills o's unset fields with their defaults.
@@ -119,6 +121,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		lanes:   deps.Lanes,
 		jobs:    deps.Jobs,
 		budget:  newBodyBudget(defaultBodyMemoryBytes),
+		fast:    newFastMetrics(deps.Registry),
 	}
 	s.bodyRejected = registerBodyMetrics(deps.Registry, s.budget)
 	s.SetConfig(cfg)
@@ -165,6 +168,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg)
+	s.fast.seed(st.dispatcher)
 	s.budget.setLimit(st.bodyMemoryBytes)
 	s.state.Store(st)
 }
@@ -256,6 +260,9 @@ func (s *Server) writeError(c echo.Context, f workers.Format, requestID string, 
 	}
 	if e.noRetry {
 		h["X-Should-Retry"] = []string{"false"}
+	}
+	if e.estimatedWait > 0 {
+		h["X-Relay-Estimated-Wait-Ms"] = []string{strconv.FormatInt(e.estimatedWait.Milliseconds(), 10)}
 	}
 	c.Response().WriteHeader(e.statusFor(f))
 	_, _ = c.Response().Write(e.body(f, requestID))

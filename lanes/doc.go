@@ -29,6 +29,17 @@
 // buckets) for the waiter's request, so the dispatcher holds the capacity
 // before the waiter wakes: a woken waiter never finds it gone.
 //
+// # Early answers
+//
+// A FailFast waiter (a synchronous request) is not parked only to expire:
+// Park refuses it with an *EarlyError when its route is held past its
+// deadline (Waiter.Hold: every breaker open, every provider cooling
+// down) or when the lane's trusted estimate of its wait is longer than
+// its own (the route's requests ahead of it over the route's recent
+// drain rate from the lane; estimate.go says when it is trusted). Once
+// parked, the dispatcher ends its wait the same way when a hold begins
+// that outlasts it.
+//
 // # JetStream
 //
 // Every parked request is mirrored to the JetStream stream RELAY_LANES

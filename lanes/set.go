@@ -72,6 +72,18 @@ type Waiter struct {
 	MaxWait time.Duration
 	// Admit takes capacity for the request.
 	Admit AdmitFunc
+	// Hold, when set, reports until when no target of the request's route
+	// can take it whatever happens meanwhile (every breaker open, every
+	// provider cooling down), and why; the zero time when one may sooner.
+	// It must be cheap and must not call into the Set.
+	Hold func() (until time.Time, reason string)
+	// FailFast answers the request early, with an *EarlyError, when it
+	// cannot be served before its wait ends: Park refuses it when its
+	// Hold lasts until its deadline or its lane's trusted estimated wait
+	// (Set.Estimate) ends after it, and the dispatcher ends its wait once
+	// parked when a hold that outlasts it begins (seen through the Hold
+	// of any request of the same route).
+	FailFast bool
 }
 
 // Options configure a Set.
@@ -108,7 +120,10 @@ type Set struct {
 	routes  map[string]int // parked requests per route
 	closed  bool
 	blocked map[string]bool // scratch: routes refused in the current pass
-	seq     uint64
+	// swept holds, per route with parked requests, the end of the last
+	// hold whose early answers were given (endHeld).
+	swept map[string]time.Time
+	seq   uint64
 	// deadlines orders the parked requests by the end of their wait, for
 	// the dispatcher to expire them: no timer per parked request.
 	deadlines deadlineHeap
@@ -122,6 +137,7 @@ type lane struct {
 	next    int     // route rotation
 	share   float64 // decaying count of dispatches
 	rate    rateEstimator
+	drains  map[string]*drain // recent dispatches by route (estimate.go)
 }
 
 type routeQ struct {
@@ -200,6 +216,7 @@ func Open(ctx context.Context, o Options) (*Set, error) {
 		byName:  map[string]*lane{},
 		routes:  map[string]int{},
 		blocked: map[string]bool{},
+		swept:   map[string]time.Time{},
 	}
 	if err := s.setLanes(o.Lanes); err != nil {
 		return nil, err
@@ -438,8 +455,10 @@ func (s *Set) Wait(ctx context.Context, w Waiter) (grant Grant, waited time.Dura
 
 // Park queues w on its lane and returns its Ticket; Ticket.Wait blocks
 // until the outcome. It fails at once with ErrLaneFull, ErrUnknownLane or
-// ErrClosed. The request leaves its lane with a grant when its Admit
-// succeeds, with ErrWaitExpired when MaxWait passes, with ErrClosed when
+// ErrClosed, and, for a FailFast waiter that cannot be served before its
+// wait ends, with an *EarlyError (wrapping ErrCannotServeInTime), which
+// may also end its wait once parked. The request leaves its lane with a
+// grant when its Admit succeeds, with ErrWaitExpired when MaxWait passes, with ErrClosed when
 // the Set closes, and with the context's error when ctx ends while it
 // waits: a parked request whose caller left is never admitted.
 //
@@ -508,6 +527,12 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 		s.metrics.rejected(l.Name, "full")
 		return nil, ErrLaneFull
 	}
+	now := s.now()
+	deadline := now.Add(waitBound(l.MaxWait, w.MaxWait))
+	if e := s.refuseEarly(l, w, now, deadline); e != nil {
+		s.metrics.rejected(l.Name, "early")
+		return nil, e
+	}
 	rq := l.byRoute[w.Route]
 	if rq == nil {
 		rq = &routeQ{name: w.Route, byKey: map[string]*keyQ{}}
@@ -521,9 +546,8 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 		rq.keys = append(rq.keys, kq)
 	}
 	s.seq++
-	now := s.now()
 	t := &Ticket{s: s, ctx: ctx, w: *w, id: s.seq, lane: l, route: rq, kq: kq,
-		parkedAt: now, deadline: now.Add(waitBound(l.MaxWait, w.MaxWait)), done: make(chan struct{})}
+		parkedAt: now, deadline: deadline, done: make(chan struct{})}
 	t.elem = kq.queue.PushBack(t)
 	heap.Push(&s.deadlines, t)
 	rq.count++
@@ -562,6 +586,7 @@ func (s *Set) remove(t *Ticket) {
 	l.depth--
 	if s.routes[t.w.Route]--; s.routes[t.w.Route] <= 0 {
 		delete(s.routes, t.w.Route)
+		delete(s.swept, t.w.Route)
 	}
 	s.parked.Add(-1)
 	s.mirror.unpark(t.id)
@@ -647,6 +672,7 @@ func (s *Set) pass() time.Time {
 			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
 				next = retryAt
 			}
+			s.endHeld(t, now)
 			continue
 		}
 		rq.next++
@@ -656,6 +682,7 @@ func (s *Set) pass() time.Time {
 		}
 		l.share += shareDecay
 		l.rate.observe(now)
+		l.observeDrain(rq.name, now)
 		s.metrics.dispatched(l.Name, now.Sub(t.parkedAt))
 		s.settle(t, g, nil)
 	}

@@ -179,6 +179,9 @@ func (s *Service) start(ctx context.Context, id string) (Job, bool, error) {
 		started = true
 		return true
 	})
+	if started && err == nil {
+		s.starts.observe(j.Lane, now)
+	}
 	return j, started, err
 }
 

@@ -138,6 +138,15 @@ type Job struct {
 	// Interrupted counts deliveries that found the job running: runs lost
 	// to a crash or hang. Kept for dead-lettering.
 	Interrupted int `json:"interrupted,omitempty"`
+	// QueuePosition is, in GET answers of a queued job only, how many of
+	// its lane's jobs were accepted before it and have not ended
+	// (position.go); never stored.
+	QueuePosition *int `json:"queue_position,omitempty"`
+	// EstimatedStartAt is, in GET answers of a queued job only, when it
+	// is expected to start, from its position and the lane's recent start
+	// rate on this relay; absent without enough recent starts. Never
+	// stored.
+	EstimatedStartAt *time.Time `json:"estimated_start_at,omitempty"`
 }
 
 // Result is the upstream's final answer.

@@ -10,8 +10,19 @@ import (
 // Get and Cancel: what a client can ask of one job.
 
 // Get returns key's job id. Another key's job, or an unknown id, is
-// ErrNotFound; a job past its retention is ErrExpired.
+// ErrNotFound; a job past its retention is ErrExpired. A queued job comes
+// with its queue position and, when known, its estimated start
+// (position.go).
 func (s *Service) Get(ctx context.Context, key, id string) (Job, error) {
+	j, err := s.get(ctx, key, id)
+	if err == nil {
+		s.queueView(ctx, &j)
+	}
+	return j, err
+}
+
+// get is Get without the queue position.
+func (s *Service) get(ctx context.Context, key, id string) (Job, error) {
 	if !ValidID(id) {
 		return Job{}, ErrNotFound
 	}
@@ -48,7 +59,7 @@ func (s *Service) ExpiredAt(id string) time.Time {
 // callback sent like any other. A running or finished job is
 // ErrNotCancelable; another key's or an unknown job ErrNotFound.
 func (s *Service) Cancel(ctx context.Context, key, id string) (Job, error) {
-	if _, err := s.Get(ctx, key, id); err != nil {
+	if _, err := s.get(ctx, key, id); err != nil {
 		return Job{}, err
 	}
 	var notCancelable bool

@@ -168,6 +168,7 @@ type Service struct {
 
 	trouble chan struct{} // one slot: a store error happened (StoreErrors)
 	active  sync.Map      // ids of the jobs the executor handles now
+	starts  laneStarts    // recent job starts per lane (position.go)
 }
 
 // Open checks o, creates the streams and buckets idempotently and returns

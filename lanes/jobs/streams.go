@@ -40,7 +40,8 @@ func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, 
 	dup := min(s.opts.ResultTTL, 24*time.Hour)
 	streams := []jetstream.StreamConfig{
 		{Name: JobsStream, Subjects: []string{jobsSubjectPrefix + "*"}, Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Duplicates: dup, Description: "relay: accepted asynchronous jobs"},
+			Storage: jetstream.FileStorage, Duplicates: dup, Description: "relay: accepted asynchronous jobs",
+			AllowDirect: true}, // a queued job's position (position.go)
 		{Name: ResultsStream, Subjects: []string{resultsSubjectPrefix + ">"}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, MaxAge: s.opts.ResultTTL, Duplicates: dup, Description: "relay: finished jobs"},
 		{Name: CallbacksStream, Subjects: []string{callbacksSubject}, Retention: jetstream.WorkQueuePolicy,
