@@ -164,6 +164,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg)
+	s.metrics.known(cfg)
 	s.budget.setLimit(st.bodyMemoryBytes)
 	s.state.Store(st)
 }
