@@ -39,6 +39,8 @@ type exchange struct {
 	keyName   string
 	route     string
 	queued    time.Duration
+	upstream  time.Duration // waiting on upstreams (metrics.go: added latency)
+	ttft      time.Duration // streams: time to first token, 0 until then
 	reparks   int
 	mode      string
 	bodyBuf   *bodyBuf // pooled body buffer, nil once given back
@@ -220,7 +222,9 @@ func (s *Server) call(x *exchange, grant *workers.Grant) *lanes.Ticket {
 	if x.req.Header == nil {
 		x.req.Header = forwardHeaders(x.c.Request().Header)
 	}
+	called := time.Now()
 	resp, err := x.d.Do(ctx, &x.req, grant)
+	x.upstream += time.Since(called)
 	if err != nil {
 		var we *workers.Error
 		if s.lanes != nil && x.reparks < maxReparks && errors.As(err, &we) && we.RateLimitedOnly() && ctx.Err() == nil {
@@ -323,7 +327,9 @@ func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
 		return
 	}
 	for {
+		waited := time.Now()
 		ev, err := st.Next()
+		x.upstream += time.Since(waited)
 		if err != nil {
 			x.usage = st.Usage()
 			if errors.Is(err, io.EOF) {
@@ -344,6 +350,7 @@ func (s *Server) relayStream(c echo.Context, x *exchange, st *workers.Stream) {
 			x.usage = st.Usage()
 			return
 		}
+		x.firstToken(ev)
 		if st.Buffered() {
 			// More events have already arrived: write them before flushing.
 			continue
@@ -376,7 +383,7 @@ func streamErrMsg(err error) string {
 // finish logs the request line and records its metrics.
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
-	s.metrics.observe(x.route, x.provider, x.lane.Name, x.mode, strconv.Itoa(x.status), d)
+	s.metrics.observe(x, strconv.Itoa(x.status), d)
 	s.logRequest(ctx, &requestLine{
 		requestID: x.requestID, api: x.format.String(), key: x.keyName,
 		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,

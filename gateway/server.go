@@ -169,6 +169,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg)
 	s.fast.seed(st.dispatcher)
+	s.metrics.known(cfg)
 	s.budget.setLimit(st.bodyMemoryBytes)
 	s.state.Store(st)
 }

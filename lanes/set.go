@@ -340,6 +340,7 @@ func (s *Set) Update(specs []Spec) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.known(s.laneNames())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.mirror.resize(ctx, specs)

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,68 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	reg.MustRegister(m.upstream, m.attempts, m.tokenCnt, m.refused, m.noBudget)
 	return m
+}
+
+// refusalReasons are every reason relay_admission_refusals_total counts.
+var refusalReasons = []string{"breaker_open", "cooling_down", "concurrency", "rpm", "input_tpm", "output_tpm", "provider_auth"}
+
+// knownOutcomes are the relay_upstream_attempts_total outcomes created at
+// zero for every provider: success, the statuses alerts watch, and every
+// outcome that is not a status. Other statuses appear when first seen.
+var knownOutcomes = []string{"200", "429", "500", "502", "503", "504", "529",
+	"timeout", "unreachable", "garbage", "provider_auth", "canceled"}
+
+// known creates the series of providers at zero, so that every configured
+// provider's series exist from start-up (and from the reload that adds
+// it): rate() and alerts see them before the first event.
+func (m *Metrics) known(providers []string) {
+	if m == nil {
+		return
+	}
+	for _, p := range providers {
+		m.upstream.WithLabelValues(p)
+		for _, o := range knownOutcomes {
+			m.attempts.WithLabelValues(p, o)
+		}
+		m.tokenCnt.WithLabelValues(p, "input")
+		m.tokenCnt.WithLabelValues(p, "output")
+		for _, r := range refusalReasons {
+			m.refused.WithLabelValues(p, r)
+		}
+	}
+}
+
+// RouteProviders returns each route's label (its model) and the names of
+// the providers its targets call (its own, not its fallbacks'), for
+// creating metric series before the first request.
+func (r *Router) RouteProviders() map[string][]string {
+	out := make(map[string][]string, len(r.routes))
+	for _, rt := range r.routes {
+		if _, done := out[rt.model]; done {
+			continue
+		}
+		names := make([]string, 0, len(rt.targets))
+		for _, t := range rt.targets {
+			if !slices.Contains(names, t.ProviderName) {
+				names = append(names, t.ProviderName)
+			}
+		}
+		out[rt.model] = names
+	}
+	return out
+}
+
+// providerNames returns the names of the providers r's routes call.
+func (r *Router) providerNames() []string {
+	var names []string
+	for _, ps := range r.RouteProviders() {
+		for _, p := range ps {
+			if !slices.Contains(names, p) {
+				names = append(names, p)
+			}
+		}
+	}
+	return names
 }
 
 // attempt counts one upstream call and, when d >= 0, records its duration

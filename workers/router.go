@@ -124,7 +124,7 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 	if opts.Backoff <= 0 {
 		opts.Backoff = defaultBackoff
 	}
-	return &Router{
+	r := &Router{
 		routes:      routes,
 		models:      models(routes),
 		maxAttempts: opts.MaxAttempts,
@@ -134,7 +134,9 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 		backoff:     opts.Backoff,
 		onRelease:   opts.OnRelease,
 		maxDepth:    opts.MaxJSONDepth,
-	}, nil
+	}
+	r.metrics.known(r.providerNames())
+	return r, nil
 }
 
 // check reports a retry setting NewRouter cannot work with. They have no

@@ -119,6 +119,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		Name: "relay_config_reloads_total",
 		Help: "Configuration reloads by result (success or failure).",
 	}, []string{"result"})
+	reloads.WithLabelValues("success")
+	reloads.WithLabelValues("failure")
 	reg.MustRegister(reloads)
 
 	ln, err := net.Listen("tcp", cfg.Listen)

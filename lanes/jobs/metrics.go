@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // The jobs service's Prometheus metrics.
@@ -16,8 +18,9 @@ type metrics struct {
 	dead      prometheus.Counter
 }
 
-// newMetrics creates the metrics and registers them with reg (none when
-// nil).
+// newMetrics creates the metrics, with every terminal status and callback
+// outcome at zero (so rate() and alerts see them before the first event),
+// and registers them with reg (none when nil).
 func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 	m := &metrics{
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_jobs_total",
@@ -26,6 +29,12 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, dead_letter: the last attempt, given up)."}, []string{"outcome"}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_dead_letters_total",
 			Help: "Jobs given up after too many interrupted runs."}),
+	}
+	for _, st := range []string{StatusSucceeded, StatusFailed, StatusCanceled} {
+		m.jobs.WithLabelValues(st)
+	}
+	for _, o := range []string{callbacks.OutcomeDelivered, callbacks.OutcomeRetry, callbacks.OutcomeGone, callbacks.OutcomeFailed} {
+		m.callbacks.WithLabelValues(o)
 	}
 	if reg == nil {
 		return m
