@@ -201,7 +201,7 @@ func knownSeries(route, provider, lane string) []struct {
 		{"relay_lane_rejected_total", l("lane", lane, "reason", "expired")},
 		{"relay_lane_rejected_total", l("lane", lane, "reason", "full")},
 		{"relay_jobs_total", l("status", "failed")},
-		{"relay_callbacks_total", l("outcome", "failed")},
+		{"relay_callbacks_total", l("outcome", "dead_letter")},
 		{"relay_config_reloads_total", l("result", "failure")},
 	}
 }

@@ -67,6 +67,8 @@ var readmeChecks = []readmeCheck{
 	{"Idempotency-Key: order-42", []int{202}, []string{`"object":"job"`, `"status":"queued"`}},
 	{"v1/jobs/job_", []int{200}, []string{`"object":"job"`}},
 	{"-X DELETE", []int{200, 409}, nil},
+	{"/v1/jobs?status=", []int{200}, []string{`"data":[`, `"has_more":`}},
+	{"/callback", []int{202, 409}, nil},
 	{"/v1/messages/batches -H", []int{200}, []string{`"type":"message_batch"`}},
 	{"/results", []int{200}, []string{`"custom_id":"a"`, `"custom_id":"b"`, `"type":"succeeded"`}},
 	{"nats sub", nil, nil},

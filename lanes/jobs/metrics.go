@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/relaygw/relay/workers/callbacks"
 )
 
 // The jobs service's Prometheus metrics.
@@ -33,7 +31,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 	for _, st := range []string{StatusSucceeded, StatusFailed, StatusCanceled} {
 		m.jobs.WithLabelValues(st)
 	}
-	for _, o := range []string{callbacks.OutcomeDelivered, callbacks.OutcomeRetry, callbacks.OutcomeGone, callbacks.OutcomeFailed} {
+	for _, o := range []string{CallbackDelivered, CallbackRetry, CallbackGone, CallbackDeadLetter} {
 		m.callbacks.WithLabelValues(o)
 	}
 	if reg == nil {
@@ -53,9 +51,6 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		}
 		return float64(info.NumPending + uint64(info.NumAckPending))
 	})
-	for _, o := range []string{CallbackDelivered, CallbackRetry, CallbackGone, CallbackDeadLetter} {
-		m.callbacks.WithLabelValues(o)
-	}
 	dead := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_callbacks_dead_letters",
 		Help: "Callbacks given up and not re-sent, of jobs not yet expired."}, s.countDeadLetters)
 	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued, dead)
