@@ -292,3 +292,42 @@ func saveScreenshot(t *testing.T, bctx context.Context) {
 	}
 	t.Logf("wrote %s (%d bytes)", out, len(png))
 }
+
+// TestStatusJSON checks /status.json of a running relay (no browser
+// needed): the open breaker with its half-open time, the parked request,
+// the routes' targets and weights, the jobs and the NATS streams; and
+// that the endpoints refuse a request without the admin token.
+func TestStatusJSON(t *testing.T) {
+	p := statusRelay(t)
+	r := p.statusJSON()
+	if providerField(r, "broken", "half_open_at") == nil {
+		t.Errorf("broken provider has no half_open_at: %v", r["providers"])
+	}
+	if got := rowField(r, "routes", "model", "claude-sonnet", "targets"); fmt.Sprint(got) !=
+		"[map[model:claude-sonnet-4-5 provider:sim weight:3] map[model:claude-sonnet-4-5 provider:slow weight:1]]" {
+		t.Errorf("claude-sonnet targets %v", got)
+	}
+	if got := rowField(r, "routes", "model", "claude-sonnet", "requests"); got != float64(9) {
+		t.Errorf("claude-sonnet answered %v requests in the window, want 9", got)
+	}
+	if got := laneField(r, "interactive", "wait_p99_seconds"); got == nil {
+		t.Error("interactive lane has no p99 wait though requests parked and were served")
+	}
+	if _, ok := r["jobs"].(map[string]any); !ok {
+		t.Errorf("no jobs section: %v", r["jobs"])
+	}
+	nats, _ := r["nats"].(map[string]any)
+	if got := rowField(nats, "streams", "name", "RELAY_JOBS", "replicas"); got != float64(1) {
+		t.Errorf("RELAY_JOBS stream: replicas %v; streams %v", got, nats["streams"])
+	}
+	for _, path := range []string{"/status", "/status.json"} {
+		resp, err := httpClient.Get("http://" + p.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d, want 401", path, resp.StatusCode)
+		}
+	}
+}
