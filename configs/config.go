@@ -60,6 +60,8 @@ type Config struct {
 	Jobs Jobs `yaml:"jobs"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Admin configures the admin endpoints on AdminListen.
+	Admin Admin `yaml:"admin"`
 	// Simulator, when set, starts a simulated upstream inside the relay
 	// process (configs/demo.yaml uses it; never needed in production).
 	Simulator *Simulator `yaml:"simulator"`
@@ -294,6 +296,13 @@ type Jobs struct {
 type Log struct {
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
+}
+
+// Admin configures the admin endpoints served on admin_listen.
+type Admin struct {
+	// Token is the bearer token the admin endpoints (the status page
+	// included) require; "" leaves them refused (pprof excepted).
+	Token string `yaml:"token"`
 }
 
 // Simulator configures the in-process simulated upstream of the demo.

@@ -43,6 +43,7 @@ const (
 //
 //	listen: 127.0.0.1:8080
 //	admin_listen: ""                   # off
+//	admin.token: ""                    # admin endpoints (/status) refused
 //	shutdown_grace: 30s
 //	max_body_bytes: 33554432           # 32 MiB
 //	max_json_depth: 128

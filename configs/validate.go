@@ -39,6 +39,8 @@ func (c *Config) Validate() error {
 const (
 	MinMaxJSONDepth = 16
 	MaxMaxJSONDepth = 10000
+	// MinAdminTokenLen is the shortest admin.token accepted.
+	MinAdminTokenLen = 16
 )
 
 // validateServer checks the top-level listener and limit fields.
@@ -49,6 +51,9 @@ func (c *Config) validateServer(ps *problems) {
 		if c.AdminListen == c.Listen {
 			ps.add("admin_listen", "must differ from listen")
 		}
+	}
+	if t := c.Admin.Token; t != "" && len(t) < MinAdminTokenLen {
+		ps.add("admin.token", "must be at least %d characters (a long random value)", MinAdminTokenLen)
 	}
 	if c.ShutdownGrace < 0 {
 		ps.add("shutdown_grace", "must be >= 0")

@@ -36,6 +36,7 @@ type builder struct {
 	providers map[string]builtProvider
 	actors    map[string]*actor.Actor
 	router    atomic.Pointer[workers.Router] // the latest committed
+	admin     atomic.Pointer[string]         // admin.token of the latest committed
 }
 
 // Router returns the router of the latest configuration committed.
@@ -58,6 +59,7 @@ type state struct {
 	lanes     []lanes.Spec
 	tenants   []embeddednats.Tenant
 	users     []embeddednats.User
+	admin     string // admin.token
 }
 
 // build prepares cfg and commits it: the start of serve, and tests.
@@ -79,7 +81,7 @@ func (b *builder) prepare(cfg *configs.Config) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{providers: providers, lanes: laneSpecs(cfg)}
+	st := &state{providers: providers, lanes: laneSpecs(cfg), admin: cfg.Admin.Token}
 	st.actors, st.limits = b.buildActors(cfg)
 	if st.router, err = b.buildRouter(cfg, st); err != nil {
 		return nil, err
@@ -231,6 +233,7 @@ func (b *builder) commit(st *state) {
 	b.providers = st.providers
 	b.actors = st.actors
 	b.router.Store(st.router)
+	b.admin.Store(&st.admin)
 }
 
 // actorOptions maps a provider's limits onto its actor's options.

@@ -5,6 +5,7 @@
 //	relay serve [--config PATH]
 //	relay config validate [--config PATH]
 //	relay version
+//	relay healthcheck [--url URL]
 //
 // PATH defaults to $RELAY_CONFIG, then configs/relay.yaml.
 package main
@@ -17,20 +18,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/relaygw/relay/configs"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
-
 const usage = `usage:
   relay serve [--config PATH]            run the gateway
   relay config validate [--config PATH]  check a configuration file
   relay version                          print version, commit and Go version
+  relay healthcheck [--url URL]          exit 0 when URL (default http://127.0.0.1:8080/healthz) answers 200
 
 PATH defaults to $RELAY_CONFIG, then configs/relay.yaml.
 `
@@ -77,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "--version", "-version":
 		printVersion(stdout)
 		return nil
+	case "healthcheck":
+		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -121,21 +120,4 @@ func validate(path string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
-}
-
-func printVersion(w io.Writer) {
-	commit, modified := "unknown", ""
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				commit = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					modified = " (modified)"
-				}
-			}
-		}
-	}
-	fmt.Fprintf(w, "relay %s\ncommit %s%s\n%s %s/%s\n", version, commit, modified, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -301,7 +301,7 @@ func TestDemoNATSAccess(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, relayOpts{grace: "2s"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
 		p.writeConfig(strings.NewReplacer("127.0.0.1:8080", p.addr, "127.0.0.1:18790", p.sim,
-			"127.0.0.1:4222", natsAddr, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
+			"127.0.0.1:4222", natsAddr, "127.0.0.1:8081", freePort(t), "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
 	})
 	tenant, err := nats.Connect("nats://relay-demo-key@" + natsAddr)
 	if err != nil {

@@ -144,7 +144,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			wg.Wait()
 			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
 		}
-		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		mux := adminMux()
+		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log}, mux)
+		cleanups = append(cleanups, func(context.Context) { stopStatus() })
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -368,7 +371,8 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// adminMux serves pprof; it is mounted on admin_listen only.
+// adminMux serves pprof; it is mounted on admin_listen only, with the
+// status page (status.go).
 func adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

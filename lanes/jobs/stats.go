@@ -1,0 +1,42 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+)
+
+// Stats is a read-only snapshot of the jobs' queues, for the status page.
+// Batch items are jobs, so they are counted here too.
+type Stats struct {
+	// Queued are jobs waiting to run or to be retried.
+	Queued uint64
+	// Running are jobs taken by an executor and not yet acknowledged.
+	Running int
+	// CallbacksPending are callback deliveries waiting or in progress.
+	CallbacksPending uint64
+}
+
+// Stats reads the executor's and the callback deliverer's consumers.
+func (s *Service) Stats(ctx context.Context) (Stats, error) {
+	jc, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)
+	if err != nil {
+		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
+	}
+	ji, err := jc.Info(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
+	}
+	cc, err := s.js.Consumer(ctx, CallbacksStream, CallbackConsumer)
+	if err != nil {
+		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
+	}
+	ci, err := cc.Info(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
+	}
+	return Stats{
+		Queued:           ji.NumPending,
+		Running:          ji.NumAckPending,
+		CallbacksPending: ci.NumPending + uint64(ci.NumAckPending),
+	}, nil
+}
