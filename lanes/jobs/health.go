@@ -57,7 +57,7 @@ func (s *Service) CheckStore(ctx context.Context) error {
 			return fmt.Errorf("stream %s missing", n)
 		}
 	}
-	for _, b := range []string{StateBucket, IdemBucket, BatchesBucket} {
+	for _, b := range []string{StateBucket, IdemBucket, BatchesBucket, ExecutorsBucket} {
 		if !have["KV_"+b] {
 			return fmt.Errorf("bucket %s missing", b)
 		}
@@ -82,6 +82,9 @@ func (s *Service) RepairStore(ctx context.Context) error {
 		return err
 	}
 	if _, err := s.declareBatches(ctx); err != nil {
+		return err
+	}
+	if _, err := s.declareExecutors(ctx); err != nil {
 		return err
 	}
 	return nil

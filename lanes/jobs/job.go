@@ -47,6 +47,9 @@ const (
 	ErrorDeadLetter = "dead_letter"
 	// ErrorInternal means the relay could not run the job.
 	ErrorInternal = "api_error"
+	// ErrorNotAccepted marks the record of a submission that was
+	// answered with an error: its job never runs, and it is not shown.
+	ErrorNotAccepted = "not_accepted"
 )
 
 // Errors returned by the Service. Their messages are safe to show clients.
@@ -138,6 +141,9 @@ type Job struct {
 	// Interrupted counts deliveries that found the job running: runs lost
 	// to a crash or hang. Kept for dead-lettering.
 	Interrupted int `json:"interrupted,omitempty"`
+	// Owner is the executor instance running the job (owners.go); only
+	// in the stored record, never shown.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Result is the upstream's final answer.
@@ -185,6 +191,7 @@ func (j *Job) Terminal() bool {
 // clone returns a deep enough copy of j for callers to own.
 func (j Job) clone() Job {
 	c := j
+	c.Owner = ""
 	c.Metadata = append(json.RawMessage(nil), j.Metadata...)
 	if j.Result != nil {
 		r := *j.Result

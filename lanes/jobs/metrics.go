@@ -14,6 +14,7 @@ type metrics struct {
 	jobs      *prometheus.CounterVec
 	callbacks *prometheus.CounterVec
 	dead      prometheus.Counter
+	repeated  prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them with reg (none when
@@ -26,6 +27,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, failed)."}, []string{"outcome"}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_dead_letters_total",
 			Help: "Jobs given up after too many interrupted runs."}),
+		repeated: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_repeated_runs_total",
+			Help: "Jobs run again because the relay running them died (or hung past the ack wait): their upstream call may have been made twice."}),
 	}
 	if reg == nil {
 		return m
@@ -44,6 +47,6 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		}
 		return float64(info.NumPending + uint64(info.NumAckPending))
 	})
-	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued)
+	reg.MustRegister(m.jobs, m.callbacks, m.dead, m.repeated, queued)
 	return m
 }

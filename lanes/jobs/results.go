@@ -29,6 +29,7 @@ func (s *Service) publishResult(ctx context.Context, j *Job) ([]byte, error) {
 	payload := *j
 	payload.Callback = nil
 	payload.Interrupted = 0
+	payload.Owner = ""
 	data, err := json.Marshal(&payload)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encode: %w", err)
