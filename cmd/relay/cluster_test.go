@@ -252,18 +252,27 @@ func checkExactlyOnce(t *testing.T, live *jobsRelay, js jetstream.JetStream, up 
 	if accepted < len(outs)/2 {
 		t.Fatalf("only %d of %d submissions accepted", accepted, len(outs))
 	}
-	natstest.Eventually(t, 180*time.Second, "every accepted job succeeded with its callback delivered", func() bool {
+	var stuck string
+	deadline := time.Now().Add(180 * time.Second)
+	for done := false; !done; {
+		done = true
 		for _, o := range outs {
 			if o.code != http.StatusAccepted {
 				continue
 			}
 			j, ok := live.job(o.id)
 			if !ok || j.Status != "succeeded" || j.Callback == nil || j.Callback.Outcome != "delivered" {
-				return false
+				stuck, done = fmt.Sprintf("%s (%s): found %v, %+v", o.id, o.marker, ok, j), false
+				break
 			}
 		}
-		return true
-	})
+		if !done && time.Now().After(deadline) {
+			t.Fatalf("not every accepted job succeeded with its callback delivered within 180 s; first not done: %s", stuck)
+		}
+		if !done {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, jobs.ResultsStream)

@@ -137,21 +137,30 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 	}
 	s.metrics.callbacks.WithLabelValues(res.Outcome).Inc()
 	now := s.now().UTC()
-	if _, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
-		st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
-		if res.Outcome == CallbackRetry {
-			st.Outcome = "pending"
+	// The outcome is recorded before the message is settled, waiting out
+	// a store outage (a leader election), so a delivered callback never
+	// stays "pending" in the record.
+	if !s.persist(ctx, msg, cb.ID, func() error {
+		_, _, err := s.update(ctx, cb.ID, func(j *Job) bool {
+			st := CallbackState{Attempts: attempt, Outcome: res.Outcome, LastStatus: res.Status}
+			if res.Outcome == CallbackRetry {
+				st.Outcome = "pending"
+			}
+			if res.Err != nil {
+				st.LastError = res.Err.Error()
+			}
+			if res.Outcome == CallbackDelivered {
+				st.DeliveredAt = &now
+			}
+			j.Callback = &st
+			return true
+		})
+		if errors.Is(err, ErrNotFound) {
+			return nil
 		}
-		if res.Err != nil {
-			st.LastError = res.Err.Error()
-		}
-		if res.Outcome == CallbackDelivered {
-			st.DeliveredAt = &now
-		}
-		j.Callback = &st
-		return true
-	}); err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
+		return err
+	}) {
+		return
 	}
 	switch res.Outcome {
 	case CallbackRetry:

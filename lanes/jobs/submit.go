@@ -151,7 +151,7 @@ func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Subm
 
 // settleWait bounds how long Submit tries to settle a publish whose
 // outcome is unknown.
-const settleWait = 10 * time.Second
+const settleWait = 3 * time.Second
 
 // settleUnknown decides a job whose publish failed with pubErr without
 // telling whether the message was stored: it creates a "not accepted"
@@ -223,11 +223,50 @@ func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub 
 	msg := &nats.Msg{Subject: jobsSubjectPrefix + token(sub.Lane), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	msg.Header.Set("Relay-Job-Id", id)
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
+	// A publish that failed for want of a stream leader (an election) or
+	// whose answer was lost is sent again with the same message id: the
+	// stream stores it once, and a duplicate's acknowledgement says it is
+	// stored.
+	deadline := time.Now().Add(publishBudget)
+	delay := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishTry)
+		_, err := s.js.PublishMsg(actx, msg)
+		cancel()
+		switch {
+		case err == nil:
+			return m, nil
+		case errors.Is(err, nats.ErrMaxPayload):
 			return m, ErrTooLarge
+		case !transient(err) || ctx.Err() != nil || time.Now().Add(delay).After(deadline):
+			return m, fmt.Errorf("jobs: store job: %w", err)
 		}
-		return m, fmt.Errorf("jobs: store job: %w", err)
+		select {
+		case <-ctx.Done():
+			return m, fmt.Errorf("jobs: store job: %w", err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
 	}
-	return m, nil
+}
+
+// A job publish is tried for up to publishBudget, each try waiting up to
+// publishTry for its acknowledgement: a stream leader election takes a
+// few seconds.
+const (
+	publishBudget = 5 * time.Second
+	publishTry    = 2500 * time.Millisecond
+)
+
+// transient reports whether a publish error may pass by itself: no
+// stream leader answered (yet), the acknowledgement did not come, the
+// connection is reconnecting, or JetStream's cluster is electing.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == 10008 // JetStream system temporarily unavailable
+	}
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
