@@ -210,6 +210,11 @@ func (o Options) serverOptions(auth server.Authentication) *server.Options {
 		so.Host, so.Port, _ = splitListen(o.Listen)
 	}
 	if c := o.Cluster; c != nil {
+		if o.Listen == "" {
+			// nats-server starts routing only once its client port
+			// listens: a random loopback port (authenticated as always).
+			so.DontListen, so.Host, so.Port = false, "127.0.0.1", server.RANDOM_PORT
+		}
 		so.Cluster.Name = c.Name
 		so.Cluster.Host, so.Cluster.Port, _ = splitListen(c.Listen)
 		so.Cluster.Username, so.Cluster.Password = "", ""

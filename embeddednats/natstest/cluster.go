@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/relaygw/relay/embeddednats"
 )
 
@@ -61,6 +63,16 @@ func StartCluster(t testing.TB, n int) []*embeddednats.Server {
 		if err := s.WaitJetStream(ctx); err != nil {
 			t.Fatalf("natstest: node %d: %v", i+1, err)
 		}
+	}
+	// Every node known to the meta layer: a stream on all of them can be
+	// placed.
+	js := JetStream(t, out[0])
+	Eventually(t, 30*time.Second, "an R"+fmt.Sprint(n)+" stream placeable", func() bool {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "NATSTEST_PROBE", Replicas: n, Storage: jetstream.FileStorage})
+		return err == nil
+	})
+	if err := js.DeleteStream(ctx, "NATSTEST_PROBE"); err != nil {
+		t.Fatalf("natstest: delete probe stream: %v", err)
 	}
 	return out
 }

@@ -146,29 +146,32 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	return d.js.KeyValue(ctx, cfg.Bucket)
 }
 
-// Consumer creates or updates a durable consumer on stream with cfg,
-// with the stream's replica count and never fewer replicas than it has.
+// Consumer creates or updates a durable consumer on stream with cfg. Its
+// replicas follow the stream's (0: inherited, also when the stream is
+// scaled later); an existing consumer keeps the replica count it has.
 func (d *Declarer) Consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	st, err := d.js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Replicas = st.CachedInfo().Config.Replicas
-	if c, err := st.Consumer(ctx, cfg.Durable); err == nil {
-		have := c.CachedInfo().Config
-		cfg.Replicas = max(cfg.Replicas, have.Replicas)
-		if have.Replicas != cfg.Replicas || have.AckWait != cfg.AckWait || have.MaxAckPending != cfg.MaxAckPending ||
-			have.MaxDeliver != cfg.MaxDeliver || have.Description != cfg.Description {
-			d.log.Info("updating consumer", "stream", stream, "consumer", cfg.Durable,
-				"replicas", fmt.Sprintf("%d -> %d", have.Replicas, cfg.Replicas),
-				"ack_wait", fmt.Sprintf("%s -> %s", have.AckWait, cfg.AckWait))
-			return st.UpdateConsumer(ctx, cfg)
-		}
-		return c, nil
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	cfg.Replicas = 0
+	c, err := st.Consumer(ctx, cfg.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return st.CreateOrUpdateConsumer(ctx, cfg)
+	}
+	if err != nil {
 		return nil, err
 	}
-	return st.CreateOrUpdateConsumer(ctx, cfg)
+	have := c.CachedInfo().Config
+	cfg.Replicas = have.Replicas
+	if have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending && have.MaxDeliver == cfg.MaxDeliver &&
+		have.Description == cfg.Description {
+		return c, nil
+	}
+	d.log.Info("updating consumer", "stream", stream, "consumer", cfg.Durable,
+		"ack_wait", fmt.Sprintf("%s -> %s", have.AckWait, cfg.AckWait),
+		"max_ack_pending", fmt.Sprintf("%d -> %d", have.MaxAckPending, cfg.MaxAckPending))
+	return st.UpdateConsumer(ctx, cfg)
 }
 
 // replicasFor returns the replica count of an asset stored in storage:

@@ -198,9 +198,13 @@ func (s *Service) settleUnknown(ctx context.Context, m *message, pubErr error) (
 
 // definitive reports whether a publish error says for sure that the
 // message was not stored: the server refused it, or no stream or
-// JetStream answered, or it was never sent.
+// JetStream answered, or it was never sent (and no earlier try of the
+// same publish had an unknown outcome).
 func definitive(err error) bool {
 	var apiErr *jetstream.APIError
+	if errors.Is(err, errUnknownOutcome) {
+		return false
+	}
 	return errors.Is(err, ErrTooLarge) || errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadSubject)
 }
@@ -229,6 +233,7 @@ func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub 
 	// stored.
 	deadline := time.Now().Add(publishBudget)
 	delay := 100 * time.Millisecond
+	unknown := false // a try whose outcome is unknown makes the whole one unknown
 	for {
 		actx, cancel := context.WithTimeout(ctx, publishTry)
 		_, err := s.js.PublishMsg(actx, msg)
@@ -236,18 +241,33 @@ func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub 
 		switch {
 		case err == nil:
 			return m, nil
-		case errors.Is(err, nats.ErrMaxPayload):
+		case errors.Is(err, nats.ErrMaxPayload) && !unknown:
 			return m, ErrTooLarge
-		case !transient(err) || ctx.Err() != nil || time.Now().Add(delay).After(deadline):
-			return m, fmt.Errorf("jobs: store job: %w", err)
+		}
+		unknown = unknown || !definitive(err)
+		if !transient(err) || ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			return m, publishError(err, unknown)
 		}
 		select {
 		case <-ctx.Done():
-			return m, fmt.Errorf("jobs: store job: %w", err)
+			return m, publishError(err, unknown)
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// errUnknownOutcome marks a publish error after which the message may
+// have been stored (see settleUnknown).
+var errUnknownOutcome = errors.New("outcome unknown")
+
+// publishError wraps the last error of a job publish, marked when one of
+// its tries' outcome is unknown.
+func publishError(err error, unknown bool) error {
+	if unknown {
+		return fmt.Errorf("jobs: store job (%w): %w", errUnknownOutcome, err)
+	}
+	return fmt.Errorf("jobs: store job: %w", err)
 }
 
 // A job publish is tried for up to publishBudget, each try waiting up to
