@@ -180,7 +180,6 @@ type Service struct {
 	instance  string             // this executor's id (owners.go)
 	executors jetstream.KeyValue // ExecutorsBucket
 	waiting   chan struct{}      // slots of jobs pulled and not started (nil: no bound)
-	repeated  prometheus.Counter // relay_jobs_repeated_runs_total
 }
 
 // Open checks o, creates the streams and buckets idempotently and returns
