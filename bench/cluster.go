@@ -163,6 +163,11 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	fault := func(done int) {
 		if done >= o.chaos/3 {
 			once1.Do(func() {
+				// Kill while jobs run upstream, so some were the dead
+				// relay's.
+				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
 				kill1 = time.Now()
 				_ = syscall.Kill(nodes[2].c.PID(), syscall.SIGKILL)
 				dead.Store(2)
@@ -179,6 +184,9 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		}
 		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
 			once2.Do(func() {
+				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
 				kill2 = time.Now()
 				_ = syscall.Kill(nodes[1].c.PID(), syscall.SIGKILL)
 				dead.Store(1)

@@ -104,6 +104,7 @@ func (d *Declarer) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jets
 			}
 			if err == nil {
 				d.log.Info("created stream", "stream", cfg.Name, "replicas", cfg.Replicas, "max_age", cfg.MaxAge.String())
+				d.setDrift(cfg.Name, nil)
 			}
 			return st, err
 		}
