@@ -45,6 +45,10 @@ scenarios:
   parked     10,000 synchronous requests parked on a lane, one connection
              each: relay RSS growth and goroutines, vs a bare net/http server
              holding as many; then every client cancels
+  cluster    three relays clustering their embedded NATS (R3): submit
+             throughput vs one relay; then jobs while a relay and later
+             another node are killed: lost, answered-error-but-ran, ran
+             twice, recovery time
 
 Run "go run ./bench SCENARIO -h" for a scenario's flags.
 `
@@ -89,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return jobsMain(ctx, rest, stdout, stderr)
 	case "parked":
 		return parkedMain(ctx, rest, stdout, stderr)
+	case "cluster":
+		return clusterMain(ctx, rest, stdout, stderr)
 	case "_upstream":
 		return runUpstream(ctx, rest)
 	case "_proxy":

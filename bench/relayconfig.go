@@ -27,9 +27,18 @@ type relayConfig struct {
 }
 
 type relayNATS struct {
-	Listen   string          `yaml:"listen"` // "" keeps the embedded server in-process
-	StoreDir string          `yaml:"store_dir"`
-	Users    []relayNATSUser `yaml:"users,omitempty"`
+	Listen     string          `yaml:"listen"` // "" keeps the embedded server in-process
+	StoreDir   string          `yaml:"store_dir"`
+	Users      []relayNATSUser `yaml:"users,omitempty"`
+	ServerName string          `yaml:"server_name,omitempty"`
+	Cluster    *relayCluster   `yaml:"cluster,omitempty"`
+}
+
+// relayCluster makes the embedded server a node of a JetStream cluster.
+type relayCluster struct {
+	Name   string   `yaml:"name"`
+	Listen string   `yaml:"listen"`
+	Routes []string `yaml:"routes"`
 }
 
 // relayNATSUser is a user of the embedded server's client port.

@@ -96,6 +96,32 @@ type NATS struct {
 	Token string `yaml:"token"`
 	// TLS configures TLS to nats.url.
 	TLS NATSTLS `yaml:"tls"`
+	// ServerName names the embedded server; unique per node of a
+	// cluster and kept across restarts on the same store_dir. Empty:
+	// "relay" (required with cluster).
+	ServerName string `yaml:"server_name"`
+	// Cluster, when set, makes the embedded server a node of a JetStream
+	// cluster with its peers (embedded only).
+	Cluster *NATSCluster `yaml:"cluster"`
+	// Replicas is the replica count of every file-storage stream, KV
+	// bucket and durable consumer the relay creates: 1 or 3. 0 (or left
+	// out): 3 with a cluster of 3 or more nodes, else 1.
+	Replicas int `yaml:"replicas"`
+}
+
+// NATSCluster makes the embedded server a node of a JetStream cluster.
+type NATSCluster struct {
+	// Name is the cluster's name, the same on every node.
+	Name string `yaml:"name"`
+	// Listen is the route address "host:port" peers connect to.
+	Listen string `yaml:"listen"`
+	// Routes are every node's route address ("host:port" or
+	// "nats-route://host:port"); this node's own may be listed, so every
+	// node can share one list.
+	Routes []string `yaml:"routes"`
+	// Password, when set (usually "${ENV}"), is required from every route
+	// and presented to every peer; the same on every node.
+	Password string `yaml:"password"`
 }
 
 // NATSUser is a static user of the embedded server's client port.

@@ -53,6 +53,8 @@ const (
 //	nats.store_dir: ./data/nats
 //	nats.users: []                     # tenants log in with their relay key
 //	nats.credentials, nkey_seed_file, user, password, token, tls: "" (nats.url only)
+//	nats.server_name: ""               # "relay"; required with nats.cluster
+//	nats.cluster: none                 # a single embedded node
 //	lanes:                             # only when the whole list is absent
 //	  interactive (max_depth 10000,  max_wait 30s)
 //	  standard    (max_depth 10000,  max_wait 60s)
@@ -81,6 +83,7 @@ const (
 //	key routes []          -> ["*"] (every route)
 //	retry                  -> {max_attempts: 3, budget_ratio: 0.2, budget_floor: 3}
 //	jobs.workers           -> 128
+//	nats.replicas 0        -> 3 with nats.cluster of 2+ routes, else 1
 func Default() *Config {
 	return &Config{
 		Listen:          defaultListen,
@@ -202,6 +205,7 @@ func (s *Simulator) UnmarshalYAML(n *yaml.Node) error {
 // applyDerived fills the defaults that depend on other parts of the file:
 // target weights and models, and keys' lanes, default lane and routes.
 func (c *Config) applyDerived() {
+	c.NATS.Replicas = c.NATS.ReplicaCount()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j := range r.Targets {
@@ -241,4 +245,16 @@ func firstAllowedLane(lanes []Lane, allowed []string) string {
 		}
 	}
 	return ""
+}
+
+// ReplicaCount returns nats.replicas, or when it is 0 its derived value:
+// 3 for an embedded cluster of 3 or more nodes (2 or more routes), else 1.
+func (n NATS) ReplicaCount() int {
+	switch {
+	case n.Replicas != 0:
+		return n.Replicas
+	case n.URL == "" && n.Cluster != nil && len(n.Cluster.Routes) >= 2:
+		return 3
+	}
+	return 1
 }

@@ -261,12 +261,18 @@ func TestShippedConfigs(t *testing.T) {
 	}{
 		{name: "demo", path: "demo.yaml", env: nil},
 		{name: "relay", path: "relay.yaml", env: shippedEnv()},
+		{name: "cluster-1", path: "cluster-1.yaml"},
+		{name: "cluster-2", path: "cluster-2.yaml"},
+		{name: "cluster-3", path: "cluster-3.yaml"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := LoadWithEnv(tc.path, mapLookup(tc.env))
 			if err != nil {
 				t.Fatalf("LoadWithEnv(%s) error:\n%v", tc.path, err)
+			}
+			if strings.HasPrefix(tc.name, "cluster-") && (c.NATS.Cluster == nil || c.NATS.Replicas != 3) {
+				t.Errorf("%s: not an R3 cluster node", tc.path)
 			}
 			if len(c.Lanes) != 3 || len(c.Keys) == 0 || len(c.Routes) == 0 {
 				t.Errorf("LoadWithEnv(%s): %d lanes, %d keys, %d routes; want 3 and some", tc.path, len(c.Lanes), len(c.Keys), len(c.Routes))

@@ -90,6 +90,65 @@ func (c *Config) validateNATS(ps *problems) {
 			ps.add("nats.sync", "must be \"always\" or a positive duration such as \"2m\"")
 		}
 	}
+	c.validateCluster(ps)
+}
+
+// validateCluster checks nats.server_name, nats.cluster and
+// nats.replicas against the cluster's size.
+func (c *Config) validateCluster(ps *problems) {
+	n := c.NATS
+	if n.ServerName != "" && !validToken(n.ServerName) {
+		ps.add("nats.server_name", "must be one word of letters, digits, _ and -")
+	}
+	if cl := n.Cluster; cl != nil {
+		switch {
+		case n.URL != "":
+			ps.add("nats.cluster", "clusters the embedded server: not with nats.url (whose servers are clustered already)")
+		case n.ServerName == "":
+			ps.add("nats.server_name", "must be set, unique per node, with nats.cluster")
+		}
+		if !validToken(cl.Name) {
+			ps.add("nats.cluster.name", "must be one word of letters, digits, _ and -")
+		}
+		checkHostPort(ps, "nats.cluster.listen", cl.Listen)
+		if len(cl.Routes) == 0 {
+			ps.add("nats.cluster.routes", "must list the nodes' route addresses")
+		}
+		for i, r := range cl.Routes {
+			if !validRoute(r) {
+				ps.add(fmt.Sprintf("nats.cluster.routes[%d]", i), "must be host:port or nats-route://host:port")
+			}
+		}
+	}
+	switch {
+	case n.Replicas != 0 && n.Replicas != 1 && n.Replicas != 3:
+		ps.add("nats.replicas", "must be 1 or 3")
+	case n.Replicas == 3 && n.URL == "" && (n.Cluster == nil || len(n.Cluster.Routes) < 2):
+		ps.add("nats.replicas", "3 needs a cluster of 3 or more nodes: nats.cluster with 2 or more routes, or nats.url")
+	}
+}
+
+// validToken reports whether s is a non-empty word of letters, digits, _
+// and -.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validRoute reports whether s is host:port or nats-route://host:port.
+func validRoute(s string) bool {
+	if rest, ok := strings.CutPrefix(s, "nats-route://"); ok {
+		s = rest
+	}
+	host, port, err := net.SplitHostPort(s)
+	return err == nil && host != "" && validPort(port)
 }
 
 // validNATSURL reports whether s is a usable NATS server address.

@@ -96,7 +96,30 @@ type Options struct {
 	// Users are static users of the client port with exactly their listed
 	// permissions (plus their inbox). Change them with Server.SetAccess.
 	Users []User
+	// Cluster, when set, makes the server a node of a JetStream cluster
+	// with the servers at Cluster.Routes. ServerName must then be unique
+	// in the cluster (and stay the same across restarts).
+	Cluster *ClusterOptions
 }
+
+// ClusterOptions make the embedded server a node of a JetStream cluster:
+// it listens for routes from its peers on Listen and connects to Routes
+// (its own address may be among them; a server never routes to itself).
+type ClusterOptions struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is the route address "host:port" the peers connect to.
+	Listen string
+	// Routes are the peers' route addresses ("host:port" or
+	// "nats-route://host:port").
+	Routes []string
+	// Password, when set, is required from every route: each node
+	// presents it (as user ClusterUser) and accepts only routes that do.
+	Password string
+}
+
+// ClusterUser is the user name routes present with ClusterOptions.Password.
+const ClusterUser = "relay-cluster"
 
 // withDefaults returns a copy of o with zero fields set to their defaults.
 func (o Options) withDefaults() Options {
@@ -135,6 +158,9 @@ func (o Options) validate() error {
 	}
 	if _, err := newAccess(o.Tenants, o.Users); err != nil {
 		errs = append(errs, err)
+	}
+	if o.Cluster != nil {
+		errs = append(errs, o.Cluster.validate()...)
 	}
 	return errors.Join(errs...)
 }
@@ -182,6 +208,20 @@ func (o Options) serverOptions(auth server.Authentication) *server.Options {
 	if o.Listen != "" {
 		// validate has already checked the address.
 		so.Host, so.Port, _ = splitListen(o.Listen)
+	}
+	if c := o.Cluster; c != nil {
+		if o.Listen == "" {
+			// nats-server starts routing only once its client port
+			// listens: a random loopback port (authenticated as always).
+			so.DontListen, so.Host, so.Port = false, "127.0.0.1", server.RANDOM_PORT
+		}
+		so.Cluster.Name = c.Name
+		so.Cluster.Host, so.Cluster.Port, _ = splitListen(c.Listen)
+		so.Cluster.Username, so.Cluster.Password = "", ""
+		if c.Password != "" {
+			so.Cluster.Username, so.Cluster.Password = ClusterUser, c.Password
+		}
+		so.Routes = c.routeURLs()
 	}
 	return so
 }

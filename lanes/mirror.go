@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // Stream and subject names of the lane mirror.
@@ -37,6 +39,7 @@ const mirrorWriters = 8
 // *mirror does nothing.
 type mirror struct {
 	js      jetstream.JetStream
+	assets  *assets.Declarer
 	stream  jetstream.Stream
 	log     *slog.Logger
 	writers [mirrorWriters]*mirrorWriter
@@ -63,18 +66,18 @@ type mirrorOp struct {
 	at               time.Time
 }
 
-// openMirror creates or updates the stream: memory storage, one subject
-// per lane, bounded by the lanes' total depth and longest wait.
-func openMirror(ctx context.Context, js jetstream.JetStream, specs []Spec, log *slog.Logger) (*mirror, error) {
-	st, err := js.CreateOrUpdateStream(ctx, streamConfig(specs))
+// openMirror creates the stream or converges it (package assets' rule:
+// limits are only raised): memory storage, one subject per lane, bounded
+// by the lanes' total depth and longest wait. Several relays share it,
+// so nothing is purged: records a previous run of this relay left (its
+// waiters are gone) expire with the stream's max age (the longest
+// max_wait + 1 m).
+func openMirror(ctx context.Context, js jetstream.JetStream, decl *assets.Declarer, specs []Spec, log *slog.Logger) (*mirror, error) {
+	st, err := decl.Stream(ctx, streamConfig(specs))
 	if err != nil {
 		return nil, fmt.Errorf("lanes: create stream %s: %w", StreamName, err)
 	}
-	// What a previous run left is stale: its waiters are gone.
-	if err := st.Purge(ctx); err != nil {
-		return nil, fmt.Errorf("lanes: purge stream %s: %w", StreamName, err)
-	}
-	m := &mirror{js: js, stream: st, log: log}
+	m := &mirror{js: js, assets: decl, stream: st, log: log}
 	m.setLimit(specs)
 	cfg := streamConfig(specs)
 	m.cfg.Store(&cfg)
@@ -221,7 +224,9 @@ func streamConfig(specs []Spec) jetstream.StreamConfig {
 		Discard:     jetstream.DiscardOld,
 		MaxMsgs:     maxMsgs,
 		MaxAge:      maxAge + time.Minute,
-		Replicas:    1,
+		// R1 even in a cluster: a lagging copy of what the relays hold
+		// in memory, lost with its node and recreated by RepairMirror.
+		Replicas: 1,
 	}
 }
 
@@ -231,7 +236,7 @@ func (m *mirror) resize(ctx context.Context, specs []Spec) error {
 		return nil
 	}
 	cfg := streamConfig(specs)
-	if _, err := m.js.UpdateStream(ctx, cfg); err != nil {
+	if _, err := m.assets.Stream(ctx, cfg); err != nil {
 		return fmt.Errorf("lanes: update stream %s: %w", StreamName, err)
 	}
 	m.cfg.Store(&cfg)
@@ -264,7 +269,7 @@ func (s *Set) RepairMirror(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	if _, err := m.js.CreateOrUpdateStream(ctx, *m.cfg.Load()); err != nil {
+	if _, err := m.assets.Stream(ctx, *m.cfg.Load()); err != nil {
 		return fmt.Errorf("lanes: create stream %s: %w", StreamName, err)
 	}
 	return nil

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // Errors returned by Wait.
@@ -99,6 +101,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// Assets declares RELAY_LANES by the rule relays share (package
+	// assets); nil: a Declarer of its own.
+	Assets *assets.Declarer
 }
 
 // Set is a set of priority lanes with one dispatcher. It is safe for
@@ -222,7 +227,11 @@ func Open(ctx context.Context, o Options) (*Set, error) {
 		return nil, err
 	}
 	if o.JetStream != nil {
-		m, err := openMirror(ctx, o.JetStream, o.Lanes, o.Logger)
+		decl := o.Assets
+		if decl == nil {
+			decl = assets.New(o.JetStream, assets.Options{Logger: o.Logger})
+		}
+		m, err := openMirror(ctx, o.JetStream, decl, o.Lanes, o.Logger)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/workers/callbacks"
 )
 
@@ -29,7 +30,7 @@ const (
 // it once, for the operator to give to the receivers; it can be read again
 // with a NATS user allowed to read that bucket, and is replaced by setting
 // callbacks.signing_secret.
-func callbackSigner(ctx context.Context, js jetstream.JetStream, c configs.Callbacks, log *slog.Logger) (*callbacks.Signer, error) {
+func callbackSigner(ctx context.Context, decl *assets.Declarer, c configs.Callbacks, log *slog.Logger) (*callbacks.Signer, error) {
 	if secrets := c.SigningSecrets(); len(secrets) > 0 {
 		s, err := callbacks.NewSigner(secrets...)
 		if err != nil {
@@ -37,10 +38,11 @@ func callbackSigner(ctx context.Context, js jetstream.JetStream, c configs.Callb
 		}
 		return s, nil
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Read from the leader: relays starting together must agree.
+	kv, err := decl.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: secretsBucket, History: 1, Storage: jetstream.FileStorage,
 		Description: "relay: generated secrets (the callback signing secret when none is configured)",
-	})
+	}, false)
 	if err != nil {
 		return nil, fmt.Errorf("callback signing secret: open %s: %w", secretsBucket, err)
 	}
@@ -70,7 +72,7 @@ func getOrCreateSecret(ctx context.Context, kv jetstream.KeyValue) (secret strin
 	fresh := callbacks.SecretPrefix + base64.StdEncoding.EncodeToString(b)
 	if _, err := kv.Create(ctx, signingSecretKey, []byte(fresh)); err == nil {
 		return fresh, true, nil
-	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+	} else if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return "", false, fmt.Errorf("callback signing secret: store: %w", err)
 	}
 	e, err := kv.Get(ctx, signingSecretKey)

@@ -25,6 +25,7 @@ import (
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/callbacks"
@@ -82,8 +83,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	set, err := lanes.Open(ctx, lanes.Options{Lanes: laneSpecs(cfg), JetStream: js, Registry: reg, Logger: log})
-	if err != nil {
+	decl := assets.New(js, assets.Options{Replicas: cfg.NATS.ReplicaCount(), Logger: log, Registry: reg})
+	var set *lanes.Set
+	if err := untilPlaced(ctx, log, "open lanes", func() (err error) {
+		set, err = lanes.Open(ctx, lanes.Options{Lanes: laneSpecs(cfg), JetStream: js, Registry: reg, Logger: log, Assets: decl})
+		return err
+	}); err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func(context.Context) { _ = set.Close() })
@@ -96,8 +101,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
-	svc, err := openJobs(ctx, js, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
-	if err != nil {
+	var svc *jobs.Service
+	if err := untilPlaced(ctx, log, "open jobs", func() (err error) {
+		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
+		return err
+	}); err != nil {
 		return err
 	}
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
@@ -189,8 +197,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 // openJobs opens the asynchronous jobs service over JetStream, with
 // callbacks signed and sent by workers/callbacks.
-func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, r jobs.Runner, log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
-	signer, err := callbackSigner(ctx, js, cfg.Callbacks, log)
+func openJobs(ctx context.Context, js jetstream.JetStream, decl *assets.Declarer, cfg *configs.Config, r jobs.Runner,
+	log *slog.Logger, reg prometheus.Registerer) (*jobs.Service, error) {
+	signer, err := callbackSigner(ctx, decl, cfg.Callbacks, log)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +210,7 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 		Signer:      signer,
 		MaxAttempts: len(schedule) + 1, // the jobs service follows the schedule
 	})
-	svc, err := jobs.Open(ctx, js, r, jobs.Options{
+	o := jobs.Options{
 		ResultTTL:        cfg.Jobs.ResultTTL.Std(),
 		Workers:          cfg.Jobs.Workers,
 		Lanes:            laneWaits(laneSpecs(cfg)),
@@ -212,12 +221,27 @@ func openJobs(ctx context.Context, js jetstream.JetStream, cfg *configs.Config, 
 		ShutdownGrace:    cfg.ShutdownGrace.Std(),
 		Logger:           log,
 		Registry:         reg,
-	})
+		Assets:           decl,
+	}
+	if cfg.NATS.URL != "" || cfg.NATS.Cluster != nil {
+		// Other relays may share the queue: leave jobs this relay has no
+		// capacity for to them.
+		o.MaxWaiting, o.HandBack = sharedMaxWaiting, sharedHandBack
+	}
+	svc, err := jobs.Open(ctx, js, r, o)
 	if err != nil {
 		return nil, fmt.Errorf("open jobs: %w", err)
 	}
 	return svc, nil
 }
+
+// With a shared NATS (nats.url or nats.cluster), a relay holds at most
+// sharedMaxWaiting queued jobs waiting for its capacity, and gives back
+// one not started within sharedHandBack, for relays with capacity.
+const (
+	sharedMaxWaiting = 4
+	sharedHandBack   = 2 * time.Second
+)
 
 // callbackSender adapts a callbacks.Deliverer to jobs.CallbackSender (the
 // two packages' callback types have the same fields).
@@ -243,6 +267,7 @@ func laneWaits(specs []lanes.Spec) map[string]time.Duration {
 // cheap and run at each call; the rest is the loop's last finding.
 func watchStore(natsChecks []jobs.HealthCheck, svc *jobs.Service, set *lanes.Set, log *slog.Logger, reg prometheus.Registerer) (ready func() error, stop func()) {
 	checks := append(natsChecks,
+		jobs.HealthCheck{Name: "quorum", Check: svc.CheckQuorum},
 		jobs.HealthCheck{Name: "jobs", Check: svc.CheckStore, Repair: svc.RepairStore},
 		jobs.HealthCheck{Name: "lanes", Check: set.CheckMirror, Repair: set.RepairMirror})
 	h := jobs.NewHealth(jobs.HealthOptions{Checks: checks, Trigger: svc.StoreErrors(), Registry: reg, Logger: log})
@@ -308,11 +333,15 @@ func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (nats
 		return natsConn{}, err
 	}
 	opts := embeddednats.Options{
-		Listen:   c.Listen,
-		StoreDir: c.StoreDir,
-		Logger:   log,
-		Tenants:  tenants,
-		Users:    users,
+		ServerName: c.ServerName,
+		Listen:     c.Listen,
+		StoreDir:   c.StoreDir,
+		Logger:     log,
+		Tenants:    tenants,
+		Users:      users,
+	}
+	if cl := c.Cluster; cl != nil {
+		opts.Cluster = &embeddednats.ClusterOptions{Name: cl.Name, Listen: cl.Listen, Routes: cl.Routes, Password: cl.Password}
 	}
 	switch c.Sync {
 	case "":
@@ -329,6 +358,15 @@ func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (nats
 	if err != nil {
 		return natsConn{}, fmt.Errorf("start embedded nats: %w", err)
 	}
+	if c.Cluster != nil {
+		log.Info("embedded NATS joining its JetStream cluster", "cluster", c.Cluster.Name, "server_name", c.ServerName,
+			"listen", c.Cluster.Listen, "routes", c.Cluster.Routes)
+		if err := ns.WaitJetStream(ctx); err != nil {
+			_ = ns.Shutdown(context.Background())
+			return natsConn{}, err
+		}
+		log.Info("JetStream cluster ready", "cluster", c.Cluster.Name)
+	}
 	nc, err := ns.Connect(nats.Name("relay"))
 	if err != nil {
 		_ = ns.Shutdown(context.Background())
@@ -341,6 +379,7 @@ func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (nats
 		{Name: "jetstream", Check: func(context.Context) error { return ns.StoreError() },
 			Repair: func(context.Context) error { return ns.RecoverJetStream() }},
 		connCheck(nc),
+		{Name: "cluster", Check: func(context.Context) error { return ns.ClusterError() }},
 	}
 	closer := func(ctx context.Context) {
 		_ = nc.Drain()

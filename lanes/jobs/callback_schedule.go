@@ -101,24 +101,30 @@ func (s *Service) attempt(ctx context.Context, msg jetstream.Msg, cb *callbackMs
 		return
 	}
 	next := s.nextState(&res, cb.Round, n)
-	_, wrote, err := s.update(ctx, cb.ID, func(j *Job) bool {
-		cur, ok := roundState(j.Callback, cb.Round)
-		if !ok || cur.Attempts >= n { // another delivery recorded this attempt
-			return false
+	// The outcome is recorded before the message is settled, waiting out
+	// a store outage (a leader election), so a delivered callback is not
+	// made again and never stays "pending" in the record.
+	var wrote, gone bool
+	if !s.persist(ctx, msg, cb.ID, func() error {
+		_, w, err := s.update(ctx, cb.ID, func(j *Job) bool {
+			cur, ok := roundState(j.Callback, cb.Round)
+			if !ok || cur.Attempts >= n { // another delivery recorded this attempt
+				return false
+			}
+			j.Callback = &next
+			return true
+		})
+		if errors.Is(err, ErrNotFound) {
+			gone = true
+			return nil
 		}
-		j.Callback = &next
-		return true
-	})
-	switch {
-	case errors.Is(err, ErrNotFound):
+		wrote = w
+		return err
+	}) {
+		return // shutting down: the attempt is made again after the restart
+	}
+	if gone || !wrote { // an expired job, or a duplicate message of this round
 		s.ack(ctx, msg, cb.ID)
-		return
-	case err != nil:
-		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
-		_ = msg.NakWithDelay(time.Second) // the attempt is made again
-		return
-	case !wrote:
-		s.ack(ctx, msg, cb.ID) // a duplicate message of this round
 		return
 	}
 	s.finishAttempt(ctx, msg, cb, &next)
@@ -249,8 +255,7 @@ func (s *Service) ResendCallback(ctx context.Context, key, id string) (Job, erro
 // round, so concurrent re-sends of one round enqueue it once, and the
 // webhook-id stays the job id.
 func (s *Service) publishResend(ctx context.Context, j *Job, round int) error {
-	body := *j
-	body.Callback, body.Interrupted = nil, 0
+	body := j.final()
 	data, err := json.Marshal(&body)
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)

@@ -2,11 +2,13 @@ package jobs_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/lanes/jobs"
 )
 
@@ -124,5 +126,41 @@ func TestDeadLetter(t *testing.T) {
 	got := waitJob(t, s2.Service, "team-a", j.ID, status(jobs.StatusFailed))
 	if got.Error == nil || got.Error.Type != jobs.ErrorDeadLetter || runs.n.Load() != 0 {
 		t.Fatalf("job = %+v, runs %d; want dead-lettered without running", got, runs.n.Load())
+	}
+}
+
+// TestClusterR3 runs jobs on a 3-node cluster with every asset at R3:
+// concurrent cancels race the executor (compare-and-set conflicts come
+// back as 10164 there), and every job ends with one terminal record read
+// back at once from any node (leader reads).
+func TestClusterR3(t *testing.T) {
+	nodes := natstest.StartCluster(t, 3)
+	js := natstest.JetStream(t, nodes[1])
+	decl := assets.New(js, assets.Options{Replicas: 3})
+	var runs countingRunner
+	s := start(t, js, &runs, jobs.Options{Assets: decl})
+	const n = 40
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range ids {
+		ids[i] = mustSubmit(t, s.Service, sub("team-a")).ID
+		if i%2 == 0 {
+			wg.Go(func() { _, _ = s.Cancel(context.Background(), "team-a", ids[i]) })
+		}
+	}
+	wg.Wait()
+	for _, id := range ids {
+		waitJob(t, s.Service, "team-a", id, func(j jobs.Job) bool { return j.Terminal() })
+	}
+	waitEmpty(t, js, jobs.JobsStream)
+	if n := natstest.StreamMsgs(t, js, jobs.ResultsStream, ""); n != uint64(len(ids)) {
+		t.Errorf("RELAY_RESULTS holds %d; want %d", n, len(ids))
+	}
+	st, err := js.Stream(t.Context(), "KV_"+jobs.StateBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
+		t.Errorf("job records: %d replicas, direct gets %v; want 3, false", c.Replicas, c.AllowDirect)
 	}
 }

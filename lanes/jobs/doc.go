@@ -40,7 +40,8 @@
 //
 // Submit claims the idempotency key, publishes the job message and awaits
 // its PubAck, then creates the queued record; it returns only then
-// (see Submit for why each crash point is safe). Run pulls messages with a
+// (see Submit for why each crash point is safe, and how a publish whose
+// outcome is unknown is settled by a "not accepted" record). Run pulls messages with a
 // bounded pool of workers (Options.Workers, each pulling one message at a
 // time, so nothing waits unacknowledged in a client buffer). For each
 // delivery a worker creates the record if missing, acknowledges at once if
@@ -152,6 +153,33 @@
 // until the store is back, so it is not run again; only a shutdown
 // meanwhile leaves it to run again at the next start. Jobs in a deleted
 // RELAY_JOBS are lost with it.
+//
+// # Heartbeats and ack wait (several relays)
+//
+// A running job's message is kept in progress (InProgress every AckWait/3,
+// AckWait 3 s by default), and its record names the executor instance
+// running it (Owner, a random id per process). Every running Service puts
+// its instance id in the KV bucket RELAY_EXECUTORS every second; the
+// bucket's TTL (4 s) removes the key of a process that died. When a
+// message is redelivered (its heartbeats stopped for AckWait) and its
+// record is "running":
+//
+//   - under an owner whose key exists, the job is still running there
+//     (heartbeats were late, or a partition): the delivery is Nak'ed for
+//     500 ms and nothing changes, so a live run is never doubled;
+//   - under an owner whose key is gone (or none), the owner died: the job
+//     goes back to queued and runs here (relay_jobs_repeated_runs_total:
+//     its upstream call may have been made twice).
+//
+// A killed relay's running jobs thus start elsewhere AckWait to AckWait +
+// the key TTL after its last heartbeat: about 3-5 s. A store error while
+// checking liveness counts as alive (wait rather than run twice).
+//
+// With Options.MaxWaiting, the executor pulls no new job while that many
+// pulled jobs wait for capacity; with Options.HandBack, a job not started
+// within it is given back (Nak, still queued, no attempt counted), so a
+// saturated relay does not hold queued jobs that others could run, and
+// its heartbeats never pin a job to it.
 //
 // # Message batches
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,8 +30,19 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer s.active.Delete(m.ID)
-	if _, _, err := s.ensure(ctx, &m); err != nil {
+	rec, _, err := s.ensure(ctx, &m)
+	if err != nil {
 		s.retryLater(msg, m.ID, err)
+		return
+	}
+	if notAccepted(&rec) {
+		_ = msg.Term() // its submitter was answered with an error
+		return
+	}
+	if rec.Status == StatusRunning && s.ownerAlive(ctx, rec.Owner) {
+		// Redelivered while its owner still runs it (heartbeats late):
+		// never a second run; look again shortly.
+		_ = msg.NakWithDelay(ownerBusyDelay)
 		return
 	}
 	if m.BatchID != "" && s.batchGate(ctx, msg, &m) {
@@ -50,7 +62,13 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		s.complete(ctx, msg, &j)
 		return
 	}
-	out, started := s.run(ctx, msg, &j, m.Body)
+	out, started, handedBack := s.run(ctx, msg, &j, m.Body)
+	if handedBack && !started {
+		// No capacity here within HandBack: back to the queue, still
+		// queued and with no attempt counted, for a relay that has some.
+		_ = msg.NakWithDelay(jitter(10*time.Millisecond, 200*time.Millisecond, 1))
+		return
+	}
 	if !started && errors.Is(out.Err, ErrNotStarted) {
 		// Canceled while it waited for capacity (its record is terminal:
 		// publish and acknowledge), or the start could not be recorded
@@ -75,26 +93,35 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 // run calls the Runner for j (whose record it updates to running when
 // the runner starts it), telling JetStream meanwhile that the message is
 // in progress, so a long wait or generation is never redelivered
-// mid-flight. It reports whether the job started.
-func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byte) (Outcome, bool) {
+// mid-flight. With Options.HandBack, a job not started within it is
+// handed back: start refuses from then on. It reports whether the job
+// started, and whether it was handed back.
+func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byte) (out Outcome, started, handedBack bool) {
 	runCtx, cancel := context.WithCancel(ctx)
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		t := time.NewTicker(s.opts.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
+		s.heartbeat(runCtx, msg)
 	}()
 	defer func() { cancel(); <-hbDone }()
-	started := false
+	var mu sync.Mutex // orders start and the hand-back
+	if s.opts.HandBack > 0 {
+		t := time.AfterFunc(s.opts.HandBack, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !started {
+				handedBack = true
+				cancel()
+			}
+		})
+		defer t.Stop()
+	}
 	start := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if handedBack {
+			return false
+		}
 		sj, ok, err := s.start(ctx, j.ID)
 		if err != nil {
 			s.log.Warn("start job", "job", j.ID, "error", err)
@@ -102,11 +129,29 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byt
 		}
 		if ok {
 			*j, started = sj, true
+			releaseSlot(ctx)
 		}
 		return ok
 	}
-	out := s.runner.Run(runCtx, j.clone(), body, start)
-	return out, started
+	out = s.runner.Run(runCtx, j.clone(), body, start)
+	mu.Lock()
+	defer mu.Unlock()
+	return out, started, handedBack
+}
+
+// heartbeat tells JetStream every AckWait/3 that msg is in progress,
+// until ctx ends.
+func (s *Service) heartbeat(ctx context.Context, msg jetstream.Msg) {
+	t := time.NewTicker(s.opts.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = msg.InProgress()
+		}
+	}
 }
 
 // settle ends a run of j that returned out: back to the queue for a retry
@@ -151,6 +196,9 @@ func (s *Service) prepare(ctx context.Context, id string) (Job, bool, error) {
 		if j.Terminal() || j.Status != StatusRunning {
 			return false
 		}
+		// Its upstream call may have been made: it is made again.
+		s.metrics.repeated.Inc()
+		j.Owner = ""
 		j.Interrupted++
 		if j.Interrupted >= s.opts.MaxInterrupted {
 			j.Status = StatusFailed
@@ -174,6 +222,7 @@ func (s *Service) start(ctx context.Context, id string) (Job, bool, error) {
 			return false
 		}
 		j.Status = StatusRunning
+		j.Owner = s.instance
 		j.Attempts++
 		j.StartedAt = &now
 		started = true
@@ -208,6 +257,7 @@ func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause 
 			return false
 		}
 		r.Status = StatusQueued
+		r.Owner = ""
 		if cause != nil {
 			r.Error = &Error{Type: ErrorOverloaded, Message: "will retry: " + cause.Error()}
 		}

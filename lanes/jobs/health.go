@@ -57,7 +57,7 @@ func (s *Service) CheckStore(ctx context.Context) error {
 			return fmt.Errorf("stream %s missing", n)
 		}
 	}
-	for _, b := range []string{StateBucket, IdemBucket, BatchesBucket} {
+	for _, b := range []string{StateBucket, IdemBucket, BatchesBucket, ExecutorsBucket} {
 		if !have["KV_"+b] {
 			return fmt.Errorf("bucket %s missing", b)
 		}
@@ -82,6 +82,9 @@ func (s *Service) RepairStore(ctx context.Context) error {
 		return err
 	}
 	if _, err := s.declareBatches(ctx); err != nil {
+		return err
+	}
+	if _, err := s.declareExecutors(ctx); err != nil {
 		return err
 	}
 	return nil
@@ -239,4 +242,26 @@ func (h *Health) set(err error) {
 	case err == nil && prev != nil:
 		h.o.Logger.Info("job store available again")
 	}
+}
+
+// quorumStreams are the streams a submission writes to.
+var quorumStreams = []string{JobsStream, "KV_" + StateBucket, "KV_" + IdemBucket}
+
+// CheckQuorum reports a stream that submissions write to and that has no
+// leader now (in a cluster: fewer than a majority of its replicas
+// reachable), or why JetStream could not tell. It changes nothing.
+func (s *Service) CheckQuorum(ctx context.Context) error {
+	for _, name := range quorumStreams {
+		st, err := s.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // CheckStore reports (and repairs) it
+		}
+		if err != nil {
+			return fmt.Errorf("stream %s unreachable (no leader or no quorum?): %w", name, err)
+		}
+		if c := st.CachedInfo().Cluster; c != nil && c.Leader == "" {
+			return fmt.Errorf("stream %s has no leader (no quorum of its replicas)", name)
+		}
+	}
+	return nil
 }

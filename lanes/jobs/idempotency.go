@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Idempotency keys: claiming a key for a job id in RELAY_JOB_IDEM, and the
@@ -27,7 +25,7 @@ func (s *Service) claim(ctx context.Context, sub *Submission, id string) (prev s
 	if err == nil {
 		return "", false, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !isConflict(err) {
 		return "", false, fmt.Errorf("jobs: idempotency key: %w", err)
 	}
 	e, err := s.idem.Get(ctx, ik)
@@ -46,7 +44,11 @@ func (s *Service) claim(ctx context.Context, sub *Submission, id string) (prev s
 // the claim and the job message) is finished now, under the claimed id
 // and its time (now if the id tells none).
 func (s *Service) resumeClaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, error) {
-	if j, _, err := s.load(ctx, prev); err == nil {
+	if j, _, err := s.load(ctx, prev); err == nil && notAccepted(&j) {
+		// The earlier attempt was answered with an error and never runs:
+		// this one is the submission, under a fresh id.
+		return s.reclaim(ctx, sub, prev, now)
+	} else if err == nil {
 		return j, nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return Job{}, err
@@ -55,6 +57,30 @@ func (s *Service) resumeClaim(ctx context.Context, sub *Submission, prev string,
 		now = t.UTC()
 	}
 	return s.store(ctx, prev, now, sub, false)
+}
+
+// reclaim moves sub's idempotency key from prev (a job not accepted) to
+// a fresh id by compare-and-set, and stores the job under it. Losing the
+// compare-and-set means a concurrent retry moved it: that one's job is
+// returned.
+func (s *Service) reclaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, error) {
+	ik := idemKey(sub.Key, sub.IdempotencyKey)
+	e, err := s.idem.Get(ctx, ik)
+	if err != nil {
+		return Job{}, fmt.Errorf("jobs: idempotency key: %w", err)
+	}
+	cur, _, _ := strings.Cut(string(e.Value()), " ")
+	if cur != prev {
+		return s.resumeClaim(ctx, sub, cur, now)
+	}
+	id := NewID(now)
+	if _, err := s.idem.Update(ctx, ik, []byte(id+" "+fingerprint(sub)), e.Revision()); err != nil {
+		if isConflict(err) {
+			return s.reclaim(ctx, sub, prev, now)
+		}
+		return Job{}, fmt.Errorf("jobs: idempotency key: %w", err)
+	}
+	return s.store(ctx, id, now, sub, true)
 }
 
 // fingerprint is the hex SHA-256 of what a submission asks for: its

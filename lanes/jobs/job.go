@@ -47,6 +47,9 @@ const (
 	ErrorDeadLetter = "dead_letter"
 	// ErrorInternal means the relay could not run the job.
 	ErrorInternal = "api_error"
+	// ErrorNotAccepted marks the record of a submission that was
+	// answered with an error: its job never runs, and it is not shown.
+	ErrorNotAccepted = "not_accepted"
 )
 
 // Errors returned by the Service. Their messages are safe to show clients.
@@ -147,6 +150,9 @@ type Job struct {
 	// rate on this relay; absent without enough recent starts. Never
 	// stored.
 	EstimatedStartAt *time.Time `json:"estimated_start_at,omitempty"`
+	// Owner is the executor instance running the job (owners.go); only
+	// in the stored record, never shown.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Result is the upstream's final answer.
@@ -204,6 +210,7 @@ func (j *Job) Terminal() bool {
 // clone returns a deep enough copy of j for callers to own.
 func (j Job) clone() Job {
 	c := j
+	c.Owner = ""
 	c.Metadata = append(json.RawMessage(nil), j.Metadata...)
 	if j.Result != nil {
 		r := *j.Result

@@ -27,6 +27,9 @@ func (s *Service) get(ctx context.Context, key, id string) (Job, error) {
 		return Job{}, ErrNotFound
 	}
 	j, _, err := s.load(ctx, id)
+	if err == nil && notAccepted(&j) {
+		return Job{}, ErrNotFound // answered with an error: never a job
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		if s.ExpiredAt(id).Before(s.now()) {

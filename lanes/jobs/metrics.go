@@ -14,6 +14,7 @@ type metrics struct {
 	jobs      *prometheus.CounterVec
 	callbacks *prometheus.CounterVec
 	dead      prometheus.Counter
+	repeated  prometheus.Counter
 }
 
 // newMetrics creates the metrics, with every terminal status and callback
@@ -27,6 +28,8 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 			Help: "Callback delivery attempts, by outcome (delivered, retry, gone, dead_letter: the last attempt, given up)."}, []string{"outcome"}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_dead_letters_total",
 			Help: "Jobs given up after too many interrupted runs."}),
+		repeated: prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_jobs_repeated_runs_total",
+			Help: "Jobs run again because the relay running them died (or hung past the ack wait): their upstream call may have been made twice."}),
 	}
 	for _, st := range []string{StatusSucceeded, StatusFailed, StatusCanceled} {
 		m.jobs.WithLabelValues(st)
@@ -53,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 	})
 	dead := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_callbacks_dead_letters",
 		Help: "Callbacks given up and not re-sent, of jobs not yet expired."}, s.countDeadLetters)
-	reg.MustRegister(m.jobs, m.callbacks, m.dead, queued, dead)
+	reg.MustRegister(m.jobs, m.callbacks, m.dead, m.repeated, queued, dead)
 	return m
 }
 

@@ -27,12 +27,20 @@ func (s *Service) afterTerminal(ctx context.Context, j *Job) error {
 	return s.enqueueCallback(ctx, j, data)
 }
 
+// final is j as its result message and callbacks carry it: without the
+// callback state, the interruption count, the running relay and the
+// queued-only view fields.
+func (j *Job) final() Job {
+	f := *j
+	f.Callback, f.Interrupted, f.Owner = nil, 0, ""
+	f.QueuePosition, f.EstimatedStartAt = nil, nil
+	return f
+}
+
 // publishResult publishes j's final JSON (without the callback field) to
 // RELAY_RESULTS and returns it.
 func (s *Service) publishResult(ctx context.Context, j *Job) ([]byte, error) {
-	payload := *j
-	payload.Callback = nil
-	payload.Interrupted = 0
+	payload := j.final()
 	data, err := json.Marshal(&payload)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encode: %w", err)

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // Service ties the parts of the package together: its Options, Open (which
@@ -27,10 +29,13 @@ import (
 const (
 	// DefaultCallbackWorkers bounds the callback deliveries at once.
 	DefaultCallbackWorkers = 16
-	// DefaultAckWait is the executor's ack wait: how long a job whose
-	// run was lost (a crash) waits before it runs again. Running jobs
-	// send in-progress heartbeats every third of it.
-	DefaultAckWait = 10 * time.Second
+	// DefaultAckWait is the executor's ack wait: how long after the last
+	// heartbeat a job whose run was lost (a crash) is delivered again.
+	// Running jobs send in-progress heartbeats every third of it; a
+	// redelivery runs the job again only once its owner's liveness key
+	// has expired (owners.go), so a dead relay's jobs start elsewhere
+	// within about 4-5 s.
+	DefaultAckWait = 3 * time.Second
 	// DefaultMaxInterrupted is the lost runs before a dead letter.
 	DefaultMaxInterrupted = 5
 	// DefaultRetryBase is the first retry backoff ceiling.
@@ -97,6 +102,19 @@ type Options struct {
 	// MaxBatchRequests bounds the requests of one message batch (default
 	// DefaultMaxBatchRequests, 100,000).
 	MaxBatchRequests int
+	// Assets declares the streams, buckets and consumers (their replicas
+	// and the convergence rule shared by relays); nil declares them R1.
+	Assets *assets.Declarer
+	// MaxWaiting bounds the jobs pulled that wait for capacity (not yet
+	// started): the executor pulls no more while that many wait, so a
+	// saturated relay leaves queued jobs to relays with capacity. 0: only
+	// Workers bounds them.
+	MaxWaiting int
+	// HandBack gives a pulled job back to the queue (no attempt counted,
+	// still queued) when it has not started within it, so that another
+	// relay with capacity takes it. 0: a job waits for capacity where it
+	// was pulled.
+	HandBack time.Duration
 }
 
 // check refuses Options missing a required field or holding a negative
@@ -113,6 +131,8 @@ func (o *Options) check() error {
 		return errors.New("jobs: CallbackTimeout must be positive")
 	case slices.ContainsFunc(o.CallbackSchedule, func(d time.Duration) bool { return d <= 0 }):
 		return errors.New("jobs: CallbackSchedule's delays must be positive")
+	case o.MaxWaiting < 0 || o.HandBack < 0:
+		return errors.New("jobs: negative option")
 	case o.CallbackWorkers < 0 || o.AckWait < 0 || o.MaxInterrupted < 0 || o.RetryBase < 0 || o.RetryMax < 0 ||
 		o.ShutdownGrace < 0 || o.BatchWindow < 0 || o.MaxBatchRequests < 0 || o.CallbackRecheck < 0:
 		return errors.New("jobs: negative option")
@@ -152,6 +172,7 @@ func checkLaneWaits(waits map[string]time.Duration) error {
 // executes jobs and delivers callbacks until its ctx ends.
 type Service struct {
 	js      jetstream.JetStream
+	assets  *assets.Declarer
 	state   jetstream.KeyValue
 	idem    jetstream.KeyValue
 	batches jetstream.KeyValue // message batches (batch.go)
@@ -169,6 +190,10 @@ type Service struct {
 	trouble chan struct{} // one slot: a store error happened (StoreErrors)
 	active  sync.Map      // ids of the jobs the executor handles now
 	starts  laneStarts    // recent job starts per lane (position.go)
+
+	instance  string             // this executor's id (owners.go)
+	executors jetstream.KeyValue // ExecutorsBucket
+	waiting   chan struct{}      // slots of jobs pulled and not started (nil: no bound)
 }
 
 // Open checks o, creates the streams and buckets idempotently and returns
@@ -181,21 +206,31 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		return nil, err
 	}
 	s := &Service{
-		js:      js,
-		runner:  r,
-		opts:    o,
-		log:     o.Logger,
-		now:     o.Now,
-		trouble: make(chan struct{}, 1),
-		bcache:  &batchCache{entries: map[string]*cacheEntry{}},
+		js:       js,
+		runner:   r,
+		opts:     o,
+		log:      o.Logger,
+		now:      o.Now,
+		trouble:  make(chan struct{}, 1),
+		bcache:   &batchCache{entries: map[string]*cacheEntry{}},
+		instance: newInstance(),
+	}
+	if o.MaxWaiting > 0 {
+		s.waiting = make(chan struct{}, o.MaxWaiting)
 	}
 	s.waits.Store(&o.Lanes)
+	if s.assets = o.Assets; s.assets == nil {
+		s.assets = assets.New(js, assets.Options{Logger: o.Logger})
+	}
 	var err error
 	if s.state, s.idem, err = s.declare(ctx); err != nil {
 		return nil, err
 	}
 	if s.batches, err = s.declareBatches(ctx); err != nil {
 		return nil, err
+	}
+	if s.executors, err = s.declareExecutors(ctx); err != nil {
+		return nil, fmt.Errorf("jobs: declare bucket %s: %w", ExecutorsBucket, err)
 	}
 	s.metrics = newMetrics(o.Registry, s)
 	return s, nil
@@ -250,8 +285,10 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopGrace()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.execute) })
-	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, s.deliverOne) })
+	// The heartbeat lasts as long as running work does.
+	wg.Go(func() { s.beat(workCtx) })
+	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.waiting, s.execute) })
+	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, nil, s.deliverOne) })
 	wg.Wait()
 	if c, ok := s.opts.Callbacks.(idleCloser); ok {
 		c.CloseIdleConnections()
@@ -264,11 +301,14 @@ func (s *Service) Run(ctx context.Context) error {
 const pullWait = 5 * time.Second
 
 // pullLoop pulls messages from c, one at a time and only when one of its
-// workers is free (so no message waits unacknowledged in a buffer), and
-// handles each with work in a goroutine of its own, at most workers at
-// once, until ctx ends; then it waits for them. One long-poll pull per
-// consumer keeps an idle relay idle.
-func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg)) {
+// workers is free (so no message waits unacknowledged in a buffer) and,
+// with waiting set, one of its slots of jobs pulled but not started (so a
+// relay without capacity leaves queued jobs to others), and handles each
+// with work in a goroutine of its own, at most workers at once, until
+// ctx ends; then it waits for them. One long-poll pull per consumer keeps
+// an idle relay idle.
+func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, workers int, waiting chan struct{},
+	handle func(context.Context, jetstream.Msg)) {
 	free := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -278,8 +318,14 @@ func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, w
 		case <-ctx.Done():
 			return
 		}
+		slot, ok := takeSlot(ctx, waiting)
+		if !ok {
+			<-free
+			return
+		}
 		msg, err := s.pull(ctx, c)
 		if err != nil {
+			slot.release()
 			<-free
 			if ctx.Err() != nil {
 				return
@@ -288,7 +334,8 @@ func (s *Service) pullLoop(ctx, workCtx context.Context, c jetstream.Consumer, w
 		}
 		wg.Go(func() {
 			defer func() { <-free }()
-			handle(workCtx, msg)
+			defer slot.release()
+			handle(context.WithValue(workCtx, slotKey{}, slot), msg)
 		})
 	}
 }

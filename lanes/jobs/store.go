@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +26,7 @@ func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
 		}
 		return j, rev, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !isConflict(err) {
 		return Job{}, 0, fmt.Errorf("jobs: record job: %w", err)
 	}
 	return s.load(ctx, m.ID)
@@ -90,10 +91,23 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key, what stri
 	}
 }
 
+// conflictCodes are the JetStream API error codes of a compare-and-set
+// that lost: 10071 (JSStreamWrongLastSequenceErrF, a single server) and
+// 10164 (JSStreamWrongLastSequenceConstantErr, replicated streams).
+var conflictCodes = []jetstream.ErrorCode{
+	jetstream.JSErrCodeStreamWrongLastSequence,
+	jetstream.JSErrCodeStreamWrongLastSequenceConstant,
+}
+
+// isConflict reports whether err is a lost compare-and-set (a KV Update
+// or Create), whatever code JetStream carried it with: matched on the API
+// error code and nats.go's sentinels, never on text.
 func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		errors.Is(err, jetstream.ErrKeyExists)
+	return errors.As(err, &apiErr) && slices.Contains(conflictCodes, apiErr.ErrorCode)
 }
 
 // finishFields sets the terminal timestamps of j.

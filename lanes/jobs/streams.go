@@ -34,7 +34,8 @@ const (
 	callbacksSubject     = "relay.callbacks.pending"
 )
 
-// declare creates or updates the streams, buckets and consumers, and
+// declare creates or converges the streams, buckets and consumers (by
+// package assets' rule: what exists is never made less safe), and
 // returns the state and idempotency buckets. Open and RepairStore use it.
 func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, err error) {
 	dup := min(s.opts.ResultTTL, 24*time.Hour)
@@ -48,17 +49,19 @@ func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, 
 			Storage: jetstream.FileStorage, Duplicates: dup, Description: "relay: pending callback deliveries"},
 	}
 	for _, sc := range streams {
-		if _, err := s.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if _, err := s.assets.Stream(ctx, sc); err != nil {
 			return nil, nil, fmt.Errorf("jobs: declare stream %s: %w", sc.Name, err)
 		}
 	}
-	state, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, TTL: s.opts.ResultTTL,
-		Storage: jetstream.FileStorage, History: 1, Description: "relay: job records"})
+	// No direct gets: a record read must see the writes acknowledged
+	// before it, which only the bucket's leader is sure to have.
+	state, err = s.assets.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, TTL: s.opts.ResultTTL,
+		Storage: jetstream.FileStorage, History: 1, Description: "relay: job records"}, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("jobs: declare bucket %s: %w", StateBucket, err)
 	}
-	idem, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: IdemBucket, TTL: s.opts.ResultTTL,
-		Storage: jetstream.FileStorage, History: 1, Description: "relay: job idempotency keys"})
+	idem, err = s.assets.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: IdemBucket, TTL: s.opts.ResultTTL,
+		Storage: jetstream.FileStorage, History: 1, Description: "relay: job idempotency keys"}, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("jobs: declare bucket %s: %w", IdemBucket, err)
 	}
@@ -72,7 +75,7 @@ func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, 
 			AckWait: s.opts.CallbackTimeout + 20*time.Second, MaxDeliver: -1, MaxAckPending: -1, Description: "relay: callback deliveries"}},
 	}
 	for _, c := range consumers {
-		if _, err := s.js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
+		if _, err := s.assets.Consumer(ctx, c.stream, c.cfg); err != nil {
 			return nil, nil, fmt.Errorf("jobs: declare consumer %s: %w", c.cfg.Durable, err)
 		}
 	}
@@ -82,9 +85,9 @@ func (s *Service) declare(ctx context.Context) (state, idem jetstream.KeyValue, 
 // declareBatches creates or updates BatchesBucket. Its TTL covers a
 // batch's whole life: the window, then result_ttl for the results.
 func (s *Service) declareBatches(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BatchesBucket,
+	kv, err := s.assets.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: BatchesBucket,
 		TTL: s.opts.BatchWindow + s.opts.ResultTTL, Storage: jetstream.FileStorage, History: 1,
-		Description: "relay: message batches"})
+		Description: "relay: message batches"}, false)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: declare bucket %s: %w", BatchesBucket, err)
 	}

@@ -68,18 +68,27 @@ func firstNonSpace(b []byte) byte {
 }
 
 // Submit stores a job and returns its record. It returns only once the job
-// message is in RELAY_JOBS (file storage, PubAck received) and its record
-// is in RELAY_JOB_STATE. created is false when sub.IdempotencyKey named an
-// earlier submission of the same key, whose job is returned instead.
+// message is in RELAY_JOBS (file storage, PubAck received, on a majority
+// of the replicas); then the job will run, whatever becomes of its
+// record. created is false when sub.IdempotencyKey named an earlier
+// submission of the same key, whose job is returned instead.
 //
-// Order, and why it is crash-safe: (1) with an idempotency key, claim it
-// with kv.Create (first wins) for a fresh id; (2) publish the whole
-// submission to RELAY_JOBS with Nats-Msg-Id = id; (3) create the queued
-// record. A crash after (1) leaves a claimed key with no job: the next
-// submission with that key publishes and records it under the claimed id.
-// A crash after (2) leaves a stored job without a record: the executor
-// creates the record from the message, so nothing accepted is lost. A
-// retried (2) is de-duplicated by its message id.
+// Order, and why the answer tells the truth: (1) with an idempotency key,
+// claim it with kv.Create (first wins) for a fresh id; (2) publish the
+// whole submission to RELAY_JOBS with Nats-Msg-Id = id; (3) create the
+// queued record. A job runs only if its message is stored, so Submit
+// answers success exactly when (2) was acknowledged: a failure at (3)
+// still answers success (the executor creates the record from the
+// message). When (2) fails without telling whether the message was
+// stored (a timeout, a lost connection: a leader change), Submit settles
+// it with the record, which the executor also creates with kv.Create
+// before running (the first wins): it creates a "not accepted" record;
+// if that wins, the job never runs (the executor drops its message) and
+// Submit fails; if the executor's record won, the message is stored and
+// the job runs, so Submit succeeds. A crash after (1) leaves a claimed
+// key with no job: the next submission with that key publishes and
+// records it under the claimed id (under a fresh one if that id was not
+// accepted). A retried (2) is de-duplicated by its message id.
 func (s *Service) Submit(ctx context.Context, sub Submission) (Job, bool, error) {
 	if err := validate(&sub); err != nil {
 		return Job{}, false, err
@@ -109,20 +118,101 @@ func (s *Service) submit(ctx context.Context, sub Submission) (Job, bool, error)
 	return j, true, err
 }
 
-// store publishes the job message and creates its record. It returns
-// the record as stored, or with fresh (a new id) the queued record: a
-// worker may pull the message and claim the job before the record is
-// created here, but the submitter is told the job as it was accepted.
+// store publishes the job message and creates its record (see Submit).
+// It returns the record as stored, or with fresh (a new id) the queued
+// record: a worker may pull the message and claim the job before the
+// record is created here, but the submitter is told the job as it was
+// accepted.
 func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Submission, fresh bool) (Job, error) {
 	m, err := s.publishJob(ctx, id, now, sub)
 	if err != nil {
-		return Job{}, err
+		if definitive(err) {
+			return Job{}, err
+		}
+		return s.settleUnknown(ctx, &m, err)
 	}
 	j, _, err := s.ensure(ctx, &m)
-	if err == nil && fresh {
+	if err != nil {
+		// Stored, so it runs: the executor creates the record.
+		s.log.Warn("job stored without its record (the executor will create it)", "job", id, "error", err)
+		s.storeTrouble()
+		return m.record(), nil
+	}
+	if notAccepted(&j) {
+		// An earlier attempt under this id was answered with an error
+		// (resumeClaim moves such claims to a fresh id first).
+		return Job{}, fmt.Errorf("jobs: job %s was not accepted before", id)
+	}
+	if fresh {
 		j = m.record()
 	}
-	return j, err
+	return j, nil
+}
+
+// settleWait bounds how long Submit tries to settle a publish whose
+// outcome is unknown.
+const settleWait = 3 * time.Second
+
+// settleUnknown decides a job whose publish failed with pubErr without
+// telling whether the message was stored: it creates a "not accepted"
+// record, which the executor honours (it never runs such a job). It
+// returns pubErr when that record is in place, and the job when the
+// executor's queued record was there first (the message is stored and
+// the job runs). Should the store not answer within settleWait either,
+// pubErr is returned and the job may still run if its message was
+// stored (logged).
+func (s *Service) settleUnknown(ctx context.Context, m *message, pubErr error) (Job, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleWait)
+	defer cancel()
+	rec := m.record()
+	rec.Status = StatusFailed
+	rec.Error = &Error{Type: ErrorNotAccepted, Message: "the submission was answered with an error and never ran"}
+	s.finishFields(&rec, s.now().UTC())
+	data, _ := json.Marshal(&rec)
+	delay := 50 * time.Millisecond
+	for {
+		_, err := s.state.Create(sctx, m.ID, data)
+		if err == nil {
+			return Job{}, pubErr
+		}
+		if isConflict(err) {
+			j, _, lerr := s.load(sctx, m.ID)
+			if lerr == nil {
+				if notAccepted(&j) {
+					return Job{}, pubErr
+				}
+				return m.record(), nil
+			}
+			err = lerr
+		}
+		select {
+		case <-sctx.Done():
+			s.log.Error("job publish outcome unknown and not settled: it runs if its message was stored",
+				"job", m.ID, "publish_error", pubErr, "error", err)
+			return Job{}, pubErr
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// definitive reports whether a publish error says for sure that the
+// message was not stored: the server refused it, or no stream or
+// JetStream answered, or it was never sent (and no earlier try of the
+// same publish had an unknown outcome).
+func definitive(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, errUnknownOutcome) {
+		return false
+	}
+	return errors.Is(err, ErrTooLarge) || errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadSubject)
+}
+
+// notAccepted reports whether j is the record of a submission answered
+// with an error (settleUnknown): it never runs and is not shown.
+func notAccepted(j *Job) bool {
+	return j.Error != nil && j.Error.Type == ErrorNotAccepted && j.Terminal()
 }
 
 // publishJob stores the job message of sub under id.
@@ -137,11 +227,66 @@ func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub 
 	msg := &nats.Msg{Subject: jobsSubjectPrefix + token(sub.Lane), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	msg.Header.Set("Relay-Job-Id", id)
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
+	// A publish that failed for want of a stream leader (an election) or
+	// whose answer was lost is sent again with the same message id: the
+	// stream stores it once, and a duplicate's acknowledgement says it is
+	// stored.
+	deadline := time.Now().Add(publishBudget)
+	delay := 100 * time.Millisecond
+	unknown := false // a try whose outcome is unknown makes the whole one unknown
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishTry)
+		_, err := s.js.PublishMsg(actx, msg)
+		cancel()
+		switch {
+		case err == nil:
+			return m, nil
+		case errors.Is(err, nats.ErrMaxPayload) && !unknown:
 			return m, ErrTooLarge
 		}
-		return m, fmt.Errorf("jobs: store job: %w", err)
+		unknown = unknown || !definitive(err)
+		if !transient(err) || ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			return m, publishError(err, unknown)
+		}
+		select {
+		case <-ctx.Done():
+			return m, publishError(err, unknown)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
 	}
-	return m, nil
+}
+
+// errUnknownOutcome marks a publish error after which the message may
+// have been stored (see settleUnknown).
+var errUnknownOutcome = errors.New("outcome unknown")
+
+// publishError wraps the last error of a job publish, marked when one of
+// its tries' outcome is unknown.
+func publishError(err error, unknown bool) error {
+	if unknown {
+		return fmt.Errorf("jobs: store job (%w): %w", errUnknownOutcome, err)
+	}
+	return fmt.Errorf("jobs: store job: %w", err)
+}
+
+// A job publish is tried for up to publishBudget, each try waiting up to
+// publishTry for its acknowledgement: a stream leader election takes a
+// few seconds.
+const (
+	publishBudget = 5 * time.Second
+	publishTry    = 2500 * time.Millisecond
+)
+
+// transient reports whether a publish error may pass by itself: no
+// stream leader answered (yet), the acknowledgement did not come, the
+// connection is reconnecting, or JetStream's cluster is electing.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == 10008 // JetStream system temporarily unavailable
+	}
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting)
 }

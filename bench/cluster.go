@@ -1,0 +1,533 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/workers/simupstream"
+)
+
+// The cluster scenario: three relays whose embedded servers form one
+// JetStream cluster (R3), a simulated upstream in the bench process that
+// counts the calls of every job (by a marker in its content), and a
+// callback receiver. It measures submit throughput of one relay against
+// three, then runs jobs while one relay is killed with SIGKILL and, once
+// it is back, another (a node of the cluster with it).
+
+// clusterOptions are the scenario's flags.
+type clusterOptions struct {
+	common
+	jobs    int           // jobs of each throughput phase
+	chaos   int           // jobs of the fault phase
+	clients int           // concurrent submitters
+	latency time.Duration // upstream time to first byte
+}
+
+// markedSim is the in-process upstream: per job marker, the start times
+// of its calls and how many completed.
+type markedSim struct {
+	sim  *simupstream.Server
+	mu   sync.Mutex
+	from map[string][]time.Time
+	done map[string]int
+}
+
+func (m *markedSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var req struct {
+		Messages []struct {
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	marker := ""
+	if json.Unmarshal(body, &req) == nil && len(req.Messages) > 0 {
+		marker = req.Messages[0].Content
+	}
+	m.mu.Lock()
+	m.from[marker] = append(m.from[marker], time.Now())
+	m.mu.Unlock()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	m.sim.Handler().ServeHTTP(w, r)
+	if r.Context().Err() == nil {
+		m.mu.Lock()
+		m.done[marker]++
+		m.mu.Unlock()
+	}
+}
+
+// clusterNode is one relay of the scenario.
+type clusterNode struct {
+	name, addr, natsAddr, route, cfgPath string
+	c                                    *child
+}
+
+// clusterReport is the scenario's result.
+type clusterReport struct {
+	Jobs, Chaos, Clients       int
+	OneRelayRate, ThreeRate    float64 // accepted submissions per second
+	Accepted, AnsweredError    int
+	Unanswered                 int
+	Lost                       int // accepted, not succeeded by the end
+	ErrorButRan                int // answered an error, reached the upstream
+	RanTwice                   int // two completed upstream calls
+	RepeatedCalls              int // jobs called upstream more than once
+	ResultDuplicates           int // jobs with more than one RELAY_RESULTS message
+	Recovery1, Recovery2       time.Duration
+	Kill1At, Kill2At           time.Duration
+	CallbackIDsOK              bool
+	DeliveredCallbacks, Wanted int
+}
+
+func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o clusterOptions
+	fs := newFlagSet("cluster", stderr, &o.common)
+	fs.IntVar(&o.jobs, "jobs", 1500, "jobs submitted in each throughput phase")
+	fs.IntVar(&o.chaos, "chaos", 600, "jobs submitted in the fault phase")
+	fs.IntVar(&o.clients, "clients", 32, "concurrent submitters")
+	fs.DurationVar(&o.latency, "latency", 300*time.Millisecond, "upstream time to first byte")
+	if err := o.parse(fs, args); err != nil {
+		return err
+	}
+	if o.quick && !o.set["jobs"] {
+		o.jobs, o.chaos = 150, 150
+	}
+	l, err := newLab(o.relay)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	rep, err := runCluster(ctx, l, o, stderr)
+	if err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := writeJSON(o.out, rep); err != nil {
+			return err
+		}
+	}
+	return rep.print(stdout)
+}
+
+// runCluster runs the phases.
+func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*clusterReport, error) {
+	m := &markedSim{sim: simupstream.New(simupstream.Options{Latency: o.latency}), from: map[string][]time.Time{}, done: map[string]int{}}
+	defer m.sim.Close()
+	up, err := serveLocal(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	cb := &cbCounter{ids: map[string]int{}}
+	cbURL, err := serveLocal(ctx, cb)
+	if err != nil {
+		return nil, err
+	}
+	rep := &clusterReport{Jobs: o.jobs, Chaos: o.chaos, Clients: o.clients}
+
+	fmt.Fprintln(log, "cluster: one relay (embedded, single node)")
+	one, err := startClusterNodes(ctx, l, "one", 1, up)
+	if err != nil {
+		return nil, err
+	}
+	rep.OneRelayRate, _ = submitSpread(ctx, one, cbURL, "one", o.jobs, o.clients, nil)
+	one[0].c.terminate()
+	_ = one[0].c.wait(time.Now().Add(stopTimeout))
+
+	fmt.Fprintln(log, "cluster: three relays (embedded clustering, R3)")
+	nodes, err := startClusterNodes(ctx, l, "three", 3, up)
+	if err != nil {
+		return nil, err
+	}
+	rep.ThreeRate, _ = submitSpread(ctx, nodes, cbURL, "three", o.jobs, o.clients, nil)
+
+	fmt.Fprintln(log, "cluster: fault phase")
+	start := time.Now()
+	var kill1, kill2 time.Time
+	dead := &atomic.Int32{}
+	dead.Store(-1)
+	var once1, once2 sync.Once
+	fault := func(done int) {
+		if done >= o.chaos/3 {
+			once1.Do(func() {
+				// Kill while jobs run upstream, so some were the dead
+				// relay's.
+				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
+				kill1 = time.Now()
+				_ = syscall.Kill(nodes[2].c.PID(), syscall.SIGKILL)
+				dead.Store(2)
+				fmt.Fprintln(log, "cluster: killed relay 3")
+				go func() {
+					_, err := restartNode(ctx, l, nodes[2])
+					if err != nil {
+						fmt.Fprintln(log, "cluster: restart relay 3:", err)
+						return
+					}
+					dead.Store(-1)
+				}()
+			})
+		}
+		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
+			once2.Do(func() {
+				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
+				kill2 = time.Now()
+				_ = syscall.Kill(nodes[1].c.PID(), syscall.SIGKILL)
+				dead.Store(1)
+				fmt.Fprintln(log, "cluster: killed relay 2 (a node of the cluster)")
+			})
+		}
+	}
+	_, outs := submitPaced(ctx, nodes, cbURL, o.chaos, 8, dead, fault)
+	rep.Kill1At, rep.Kill2At = kill1.Sub(start), nonNeg(kill2, start)
+	if err := finishCluster(ctx, rep, nodes[0], outs, m, cb, kill1, kill2); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func nonNeg(t, from time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Sub(from)
+}
+
+// serveLocal serves h on a loopback port until ctx ends and returns its
+// base URL.
+func serveLocal(ctx context.Context, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String(), nil
+}
+
+// cbCounter counts callbacks per webhook-id and checks each body's id.
+type cbCounter struct {
+	mu  sync.Mutex
+	ids map[string]int
+	bad int
+}
+
+func (c *cbCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var j struct {
+		ID string `json:"id"`
+	}
+	id := r.Header.Get("webhook-id")
+	c.mu.Lock()
+	if json.Unmarshal(body, &j) != nil || j.ID != id {
+		c.bad++
+	}
+	c.ids[id]++
+	c.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// startClusterNodes starts n relays; with n > 1 their embedded servers
+// form one cluster.
+func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstream string) ([]*clusterNode, error) {
+	nodes := make([]*clusterNode, n)
+	var routes []string
+	for i := range nodes {
+		nd := &clusterNode{name: fmt.Sprintf("%s-relay%d", prefix, i+1)}
+		for _, p := range []*string{&nd.addr, &nd.natsAddr, &nd.route} {
+			a, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			*p = a
+		}
+		routes = append(routes, nd.route)
+		nodes[i] = nd
+	}
+	for i, nd := range nodes {
+		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream, 64, 0)
+		if n > 1 {
+			cfg.NATS.ServerName = fmt.Sprintf("relay%d", i+1)
+			cfg.NATS.Cluster = &relayCluster{Name: prefix, Listen: nd.route, Routes: routes}
+		}
+		data, err := cfg.YAML()
+		if err != nil {
+			return nil, err
+		}
+		nd.cfgPath = l.path(nd.name + ".yaml")
+		if err := os.WriteFile(nd.cfgPath, data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Go(func() { nd.c, errs[i] = restartNode(ctx, l, nd) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nodes, nil
+}
+
+// restartNode starts (again) the relay of nd and waits until it is ready.
+func restartNode(ctx context.Context, l *lab, nd *clusterNode) (*child, error) {
+	bin, err := l.relay(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := l.start(ctx, nd.name, nd.addr, "/readyz", syscall.SIGKILL, bin, "serve", "--config", nd.cfgPath)
+	if err == nil {
+		nd.c = c
+	}
+	return c, err
+}
+
+// submission is one job's submission.
+type submission struct {
+	marker, id string
+	code       int
+}
+
+// submitSpread submits n jobs round-robin over nodes from clients
+// submitters as fast as they go and returns the accepted rate.
+func submitSpread(ctx context.Context, nodes []*clusterNode, cbURL, prefix string, n, clients int, dead *atomic.Int32) (float64, []submission) {
+	outs := make([]submission, n)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: newTransport(clients)}
+	var next, accepted atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				k := i % len(nodes)
+				if dead != nil && int(dead.Load()) == k {
+					k = (k + 1) % len(nodes)
+				}
+				outs[i] = submitMarkedJob(ctx, client, nodes[k].addr, cbURL, fmt.Sprintf("%s-%05d", prefix, i))
+				if outs[i].code == http.StatusAccepted {
+					accepted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(accepted.Load()) / time.Since(start).Seconds(), outs
+}
+
+// submitPaced submits n jobs from clients submitters, each pausing 50 ms
+// between jobs, avoiding the node dead names, and calls fault after each
+// answer with the number answered so far.
+func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, clients int, dead *atomic.Int32, fault func(int)) (float64, []submission) {
+	outs := make([]submission, n)
+	client := &http.Client{Timeout: 60 * time.Second, Transport: newTransport(clients)}
+	var next, answered atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				k := i % len(nodes)
+				for int(dead.Load()) == k {
+					k = (k + 1) % len(nodes)
+				}
+				outs[i] = submitMarkedJob(ctx, client, nodes[k].addr, cbURL, fmt.Sprintf("chaos-%05d", i))
+				fault(int(answered.Add(1)))
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	return 0, outs
+}
+
+// submitMarkedJob posts one job whose content is marker.
+func submitMarkedJob(ctx context.Context, client *http.Client, addr, cbURL, marker string) submission {
+	body := fmt.Sprintf(`{"endpoint":"/v1/messages","callback_url":%q,"body":{"model":%q,"max_tokens":8,`+
+		`"messages":[{"role":"user","content":%q}]}}`, cbURL+"/cb", benchModel, marker)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/jobs", strings.NewReader(body))
+	if err != nil {
+		return submission{marker: marker}
+	}
+	req.Header.Set("x-api-key", benchKey)
+	req.Header.Set("content-type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return submission{marker: marker}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var j struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(b, &j)
+	return submission{marker: marker, id: j.ID, code: resp.StatusCode}
+}
+
+// finishCluster waits for the fault phase's accepted jobs to end (up to
+// 3 minutes), then fills in the report from the upstream's counts, the
+// callbacks and RELAY_RESULTS.
+func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, outs []submission, m *markedSim, cb *cbCounter, kill1, kill2 time.Time) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(3 * time.Minute)
+	pending := map[string]bool{}
+	for _, s := range outs {
+		if s.code == http.StatusAccepted {
+			pending[s.id] = true
+		}
+	}
+	for len(pending) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		for id := range pending {
+			if jobSucceeded(ctx, client, live.addr, id) {
+				delete(pending, id)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	rep.Lost = len(pending)
+	results, err := resultCounts(ctx, live.natsAddr)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	rep.CallbackIDsOK = cb.bad == 0
+	for _, s := range outs {
+		switch {
+		case s.code == http.StatusAccepted:
+			rep.Accepted++
+			rep.Wanted++
+			if cb.ids[s.id] > 0 {
+				rep.DeliveredCallbacks++
+			}
+			if results[s.id] > 1 {
+				rep.ResultDuplicates++
+			}
+		case s.code == 0:
+			rep.Unanswered++
+		default:
+			rep.AnsweredError++
+			if len(m.from[s.marker]) > 0 {
+				rep.ErrorButRan++
+			}
+		}
+		if m.done[s.marker] > 1 {
+			rep.RanTwice++
+		}
+		calls := m.from[s.marker]
+		if len(calls) > 1 {
+			rep.RepeatedCalls++
+			rep.Recovery1 = max(rep.Recovery1, recoveryAfter(calls, kill1, kill2))
+			rep.Recovery2 = max(rep.Recovery2, recoveryAfter(calls, kill2, time.Time{}))
+		}
+	}
+	return nil
+}
+
+// recoveryAfter returns how long after kill the job whose calls started
+// at calls was called again, when its first call was before kill (and
+// its repeat before until, when set).
+func recoveryAfter(calls []time.Time, kill, until time.Time) time.Duration {
+	if kill.IsZero() || !calls[0].Before(kill) {
+		return 0
+	}
+	for _, c := range calls[1:] {
+		if c.After(kill) && (until.IsZero() || c.Before(until)) {
+			return c.Sub(kill)
+		}
+	}
+	return 0
+}
+
+// jobSucceeded reports whether GET /v1/jobs/{id} says succeeded.
+func jobSucceeded(ctx context.Context, client *http.Client, addr, id string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/jobs/"+id, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("x-api-key", benchKey)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var j struct {
+		Status string `json:"status"`
+	}
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&j) == nil && j.Status == "succeeded"
+}
+
+// resultCounts returns the RELAY_RESULTS messages per job id, read as the
+// bench's NATS user from natsAddr.
+func resultCounts(ctx context.Context, natsAddr string) (map[string]uint64, error) {
+	nc, err := nats.Connect("nats://"+natsAddr, nats.UserInfo(benchNATSUser, benchNATSPassword))
+	if err != nil {
+		return nil, fmt.Errorf("connect NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := js.Stream(ctx, "RELAY_RESULTS")
+	if err != nil {
+		return nil, fmt.Errorf("RELAY_RESULTS: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		return nil, fmt.Errorf("RELAY_RESULTS info: %w", err)
+	}
+	out := map[string]uint64{}
+	for subj, n := range info.State.Subjects {
+		out[filepath.Ext(subj)[1:]] += n
+	}
+	return out, nil
+}
+
+// print writes the report's table.
+func (r *clusterReport) print(w io.Writer) error {
+	t := newTable("measure", "value")
+	t.add("submit throughput, one relay (jobs/s)", fmt.Sprintf("%.0f", r.OneRelayRate))
+	t.add("submit throughput, three relays R3 (jobs/s)", fmt.Sprintf("%.0f", r.ThreeRate))
+	t.add("fault phase: accepted (202)", fmt.Sprint(r.Accepted))
+	t.add("fault phase: answered an error", fmt.Sprint(r.AnsweredError))
+	t.add("fault phase: unanswered (relay killed mid-request)", fmt.Sprint(r.Unanswered))
+	t.add("lost (accepted, not succeeded)", fmt.Sprint(r.Lost))
+	t.add("answered an error but ran", fmt.Sprint(r.ErrorButRan))
+	t.add("ran twice to completion", fmt.Sprint(r.RanTwice))
+	t.add("jobs called upstream again (dead relay's in-flight)", fmt.Sprint(r.RepeatedCalls))
+	t.add("jobs with more than one result message", fmt.Sprint(r.ResultDuplicates))
+	t.add("accepted jobs with a callback", fmt.Sprintf("%d / %d (webhook-id = job id: %v)", r.DeliveredCallbacks, r.Wanted, r.CallbackIDsOK))
+	t.add("recovery after kill 1 (relay 3 at "+secs3(r.Kill1At)+")", secs3(r.Recovery1))
+	t.add("recovery after kill 2 (relay 2 at "+secs3(r.Kill2At)+")", secs3(r.Recovery2))
+	return t.write(w)
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A relay of a cluster may start before enough of its peers: declaring
+// replicated streams then fails until they are up. untilPlaced retries.
+
+// placeRetryMax caps the wait between tries of untilPlaced.
+const placeRetryMax = 5 * time.Second
+
+// untilPlaced runs declare until it succeeds, retrying (with a log line
+// each time) while JetStream answers that the cluster cannot place the
+// assets yet: no meta leader or too few peers for the replicas
+// (10008, 10023, 10005), or a timeout. Other errors, and ctx ending,
+// return at once.
+func untilPlaced(ctx context.Context, log *slog.Logger, what string, declare func() error) error {
+	delay := 250 * time.Millisecond
+	for {
+		err := declare()
+		if err == nil || !placementPending(err) {
+			return err
+		}
+		log.Warn("JetStream cluster cannot place assets yet; retrying", "what", what, "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %w)", what, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, placeRetryMax)
+	}
+}
+
+// placementPending reports whether err says the cluster is not ready to
+// place replicated assets yet.
+func placementPending(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10008, 10023, 10005:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}

@@ -1,0 +1,445 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers/simupstream"
+)
+
+// Several relays on one JetStream cluster, as real processes: three relays
+// whose embedded servers form the cluster, and three relays on a cluster
+// of three nats-server processes. A relay (or a NATS node) is killed with
+// SIGKILL mid-run; every job answered 202 must finish exactly once from
+// the caller's view, and no job answered an error may run.
+
+// markedUpstream is a simulated Anthropic upstream that counts the calls
+// per job marker (the message content), so a test can tell which
+// submissions reached the provider and how often.
+type markedUpstream struct {
+	*httptest.Server
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newMarkedUpstream(t *testing.T, latency time.Duration) *markedUpstream {
+	t.Helper()
+	sim, err := simupstream.Start(context.Background(), "127.0.0.1:0", simupstream.Options{Latency: latency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	u := &markedUpstream{calls: map[string]int{}}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			Messages []struct {
+				Content string `json:"content"`
+			} `json:"messages"`
+		}
+		if json.Unmarshal(body, &req) == nil && len(req.Messages) > 0 {
+			u.mu.Lock()
+			u.calls[req.Messages[0].Content]++
+			u.mu.Unlock()
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sim.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// callsOf returns how often marker reached the upstream.
+func (u *markedUpstream) callsOf(marker string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.calls[marker]
+}
+
+// clusterRelay is one relay of a cluster test.
+type clusterRelay struct {
+	*jobsRelay
+	p *relayProc
+}
+
+// clusterConfig writes a relay configuration for a cluster test: the nats
+// section natsYAML, a provider on upstream with max_concurrency conc, the
+// observer user on the embedded client port, result_ttl ttl.
+func writeClusterConfig(t *testing.T, r *jobsRelay, upstream, natsYAML string, conc int, ttl string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
+	fmt.Fprintf(&b, "nats: %s\n", natsYAML)
+	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n    max_concurrency: %d\n", upstream, canaryUpstream, conc)
+	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
+	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
+	fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
+	fmt.Fprintf(&b, "jobs: {result_ttl: %s}\nlog: {level: info}\n", ttl)
+	if err := os.WriteFile(filepath.Join(r.dir, "relay.yaml"), []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startAll starts the relays at once (a cluster needs a majority of its
+// nodes before any is ready) and waits until each is ready.
+func startAll(t *testing.T, rs []*clusterRelay) {
+	t.Helper()
+	for _, r := range rs {
+		r.p = newProc(t, relayOpts{}, r.dir)
+		r.p.addr = r.addr
+		r.p.run()
+	}
+	for _, r := range rs {
+		waitReadyFor(r.p, 90*time.Second)
+	}
+}
+
+// waitReadyFor polls /readyz until 200, for at most d.
+func waitReadyFor(p *relayProc, d time.Duration) {
+	p.t.Helper()
+	natstest.Eventually(p.t, d, "relay ready", func() bool {
+		select {
+		case <-p.done:
+			p.t.Fatalf("relay exited before ready: %v", p.waitErr)
+		default:
+		}
+		code, _ := p.get(p.addr, "/readyz")
+		return code == http.StatusOK
+	})
+}
+
+// newClusterRelays returns n relays (configured by writeClusterConfig with
+// natsYAML(i, r)) sharing one marked upstream and one callback receiver.
+func newClusterRelays(t *testing.T, n int, natsYAML func(i int, r *jobsRelay) string) ([]*clusterRelay, *markedUpstream) {
+	t.Helper()
+	up := newMarkedUpstream(t, 300*time.Millisecond)
+	rs := make([]*clusterRelay, n)
+	for i := range rs {
+		r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t), secret: "whsec_" + strings.Repeat("QUJD", 8)}
+		writeClusterConfig(t, r, up.URL, natsYAML(i, r), 8, "1h")
+		rs[i] = &clusterRelay{jobsRelay: r}
+	}
+	return rs, up
+}
+
+// outcome is what a submission was answered.
+type outcome struct {
+	marker string
+	code   int // 0: no answer (the relay died mid-request)
+	id     string
+}
+
+// chaosRun submits n jobs spread over the live relays from 8 clients and
+// sends synchronous requests meanwhile; fault is called once when a third
+// of the jobs were answered and some run upstream. It returns every
+// submission's outcome and the synchronous answers that were not 200.
+func chaosRun(t *testing.T, rs []*clusterRelay, up *markedUpstream, rc *receiver, n int, fault func() (dead int)) ([]outcome, []string) {
+	t.Helper()
+	var dead atomic.Int32
+	dead.Store(-1)
+	outs := make([]outcome, n)
+	var next, answered atomic.Int32
+	var faulted sync.Once
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				r := rs[i%len(rs)]
+				if int(dead.Load()) == i%len(rs) {
+					r = rs[(i+1)%len(rs)]
+				}
+				marker := fmt.Sprintf("job-%04d", i)
+				code, id := submitMarked(r.jobsRelay, rc.cbURL(), marker)
+				outs[i] = outcome{marker: marker, code: code, id: id}
+				if answered.Add(1) >= int32(n/3) {
+					faulted.Do(func() { dead.Store(int32(fault())) })
+				}
+			}
+		})
+	}
+	var syncBad []string
+	var smu sync.Mutex
+	stop := make(chan struct{})
+	var sg sync.WaitGroup
+	sg.Go(func() {
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			i := k % len(rs)
+			if int(dead.Load()) == i {
+				continue
+			}
+			if code := rs[i].p.messageAsync(); code != http.StatusOK {
+				smu.Lock()
+				syncBad = append(syncBad, fmt.Sprintf("relay %d: %d", i, code))
+				smu.Unlock()
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	sg.Wait()
+	return outs, syncBad
+}
+
+// submitMarked posts a Messages job whose content is marker; code 0
+// means the relay did not answer.
+func submitMarked(r *jobsRelay, cb, marker string) (int, string) {
+	reqBody := fmt.Sprintf(`{"endpoint":"/v1/messages","callback_url":%q,"body":{"model":"claude-sonnet","max_tokens":8,`+
+		`"messages":[{"role":"user","content":%q}]}}`, cb, marker)
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/jobs", strings.NewReader(reqBody))
+	if err != nil {
+		return 0, ""
+	}
+	req.Header.Set("x-api-key", canaryKey)
+	req.Header.Set("content-type", "application/json")
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var j jobView
+	if resp.StatusCode == http.StatusAccepted && json.Unmarshal(b, &j) != nil {
+		return 0, ""
+	}
+	return resp.StatusCode, j.ID
+}
+
+// checkExactlyOnce asserts the caller's view after a chaos run: every job
+// answered 202 succeeded, has one result message in RELAY_RESULTS and
+// callbacks carrying its own id as webhook-id; no job answered an error
+// reached the upstream. live is a relay that is up, js a JetStream handle.
+func checkExactlyOnce(t *testing.T, live *jobsRelay, js jetstream.JetStream, up *markedUpstream, rc *receiver, outs []outcome) {
+	t.Helper()
+	var accepted, refused, unanswered int
+	for _, o := range outs {
+		switch {
+		case o.code == http.StatusAccepted:
+			accepted++
+		case o.code == 0:
+			unanswered++
+		default:
+			refused++
+		}
+	}
+	t.Logf("submissions: %d accepted, %d answered an error, %d unanswered (relay killed mid-request)", accepted, refused, unanswered)
+	if accepted < len(outs)/2 {
+		t.Fatalf("only %d of %d submissions accepted", accepted, len(outs))
+	}
+	var stuck string
+	deadline := time.Now().Add(180 * time.Second)
+	for done := false; !done; {
+		done = true
+		for _, o := range outs {
+			if o.code != http.StatusAccepted {
+				continue
+			}
+			j, ok := live.job(o.id)
+			if !ok || j.Status != "succeeded" || j.Callback == nil || j.Callback.Outcome != "delivered" {
+				stuck, done = fmt.Sprintf("%s (%s): found %v, %+v", o.id, o.marker, ok, j), false
+				break
+			}
+		}
+		if !done && time.Now().After(deadline) {
+			t.Fatalf("not every accepted job succeeded with its callback delivered within 180 s; first not done: %s", stuck)
+		}
+		if !done {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, jobs.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perID := map[string]uint64{}
+	for subj, n := range info.State.Subjects {
+		perID[subj[strings.LastIndex(subj, ".")+1:]] += n
+	}
+	cbs := map[string]int{}
+	for _, d := range rc.deliveries() {
+		var body struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(d.body, &body); err != nil || body.ID != d.id {
+			t.Errorf("callback with webhook-id %q carries job %q", d.id, body.ID)
+		}
+		cbs[d.id]++
+	}
+	for _, o := range outs {
+		switch {
+		case o.code == http.StatusAccepted:
+			if perID[o.id] != 1 {
+				t.Errorf("job %s: %d result messages; want 1", o.id, perID[o.id])
+			}
+			if cbs[o.id] == 0 {
+				t.Errorf("job %s: no callback", o.id)
+			}
+		case o.code != 0:
+			if n := up.callsOf(o.marker); n != 0 {
+				t.Errorf("submission %s answered %d but reached the upstream %d times", o.marker, o.code, n)
+			}
+		}
+	}
+}
+
+// observer connects to url as the observer user until the test ends.
+func observer(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("observer connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// embeddedClusterNATS returns the nats section of relay i of an embedded
+// cluster whose route addresses are routes.
+func embeddedClusterNATS(routes []string) func(i int, r *jobsRelay) string {
+	return func(i int, r *jobsRelay) string {
+		return fmt.Sprintf("{listen: %s, store_dir: %s, server_name: relay%d, cluster: {name: relays, listen: %s, routes: [%s]}, "+
+			"users: [{user: observer, password: %s, publish: [\">\"], subscribe: [\">\"]}]}",
+			r.natsAddr, filepath.Join(r.dir, "nats"), i+1, routes[i], strings.Join(routes, ", "), observerPassword)
+	}
+}
+
+// TestClusterEmbeddedKillRelay: three relays whose embedded servers form a
+// JetStream cluster (R3); one is killed with SIGKILL mid-run.
+func TestClusterEmbeddedKillRelay(t *testing.T) {
+	t.Parallel()
+	routes := []string{freePort(t), freePort(t), freePort(t)}
+	rs, up := newClusterRelays(t, 3, embeddedClusterNATS(routes))
+	rc := newReceiver(t, func(string, int) int { return http.StatusOK })
+	startAll(t, rs)
+	js := observer(t, "nats://"+rs[0].natsAddr, nats.UserInfo("observer", observerPassword))
+	if st, err := js.Stream(t.Context(), jobs.JobsStream); err != nil || st.CachedInfo().Config.Replicas != 3 {
+		t.Fatalf("RELAY_JOBS: %v; want 3 replicas", err)
+	}
+	var killedAt time.Time
+	outs, syncBad := chaosRun(t, rs, up, rc, 240, func() int {
+		natstest.Eventually(t, 30*time.Second, "jobs in flight", func() bool { return rs[2].p.metric("relay_jobs_queued") > 0 })
+		rs[2].p.kill()
+		killedAt = time.Now()
+		return 2
+	})
+	if len(syncBad) > 0 {
+		t.Errorf("synchronous requests to live relays failed: %v", syncBad)
+	}
+	checkExactlyOnce(t, rs[0].jobsRelay, js, up, rc, outs)
+	t.Logf("all accepted jobs done %v after the kill; repeated runs: %v + %v", time.Since(killedAt).Round(time.Millisecond),
+		rs[0].p.metric("relay_jobs_repeated_runs_total"), rs[1].p.metric("relay_jobs_repeated_runs_total"))
+}
+
+// TestClusterKillNATSNode: three relays on a cluster of three nats-server
+// processes (R3 through nats.replicas); one node is killed with SIGKILL
+// mid-run and started again later.
+func TestClusterKillNATSNode(t *testing.T) {
+	t.Parallel()
+	nodes := natstest.ProcessCluster(t, 3)
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.URL()
+	}
+	seeds := strings.Join(urls, ",")
+	rs, up := newClusterRelays(t, 3, func(int, *jobsRelay) string { return fmt.Sprintf("{url: %q, replicas: 3}", seeds) })
+	rc := newReceiver(t, func(string, int) int { return http.StatusOK })
+	startAll(t, rs)
+	js := observer(t, seeds)
+	outs, syncBad := chaosRun(t, rs, up, rc, 240, func() int {
+		// The node that leads RELAY_JOBS: the worst one to lose.
+		victim := nodes[0]
+		if st, err := js.Stream(t.Context(), jobs.JobsStream); err == nil && st.CachedInfo().Cluster != nil {
+			for _, n := range nodes {
+				if n.Name == st.CachedInfo().Cluster.Leader {
+					victim = n
+				}
+			}
+		}
+		victim.Kill()
+		time.AfterFunc(10*time.Second, victim.Start)
+		return -1
+	})
+	if len(syncBad) > 0 {
+		t.Errorf("synchronous requests failed: %v", syncBad)
+	}
+	checkExactlyOnce(t, rs[0].jobsRelay, js, up, rc, outs)
+}
+
+// TestClusterResultTTLConverges: two relays with different result_ttl on
+// one NATS server. The shared assets take the longer retention whichever
+// relay starts first, a restart of the shorter one never shortens it, and
+// the shorter one reports the drift (relay_nats_asset_drift and a log).
+func TestClusterResultTTLConverges(t *testing.T) {
+	t.Parallel()
+	ns := startNATSServer(t)
+	url := "nats://" + ns.addr
+	rs, _ := newClusterRelays(t, 2, func(int, *jobsRelay) string { return fmt.Sprintf("{url: %q}", url) })
+	short, long := rs[0], rs[1]
+	writeClusterConfig(t, short.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), 1, "1h")
+	writeClusterConfig(t, long.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), 1, "2h")
+	js := observer(t, url)
+	maxAge := func(stream string) time.Duration {
+		st, err := js.Stream(t.Context(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.MaxAge
+	}
+	startAll(t, []*clusterRelay{short})
+	if got := maxAge(jobs.ResultsStream); got != time.Hour {
+		t.Fatalf("RELAY_RESULTS max age %v after the 1h relay; want 1h", got)
+	}
+	startAll(t, []*clusterRelay{long})
+	short.p.stopClean()
+	startAll(t, []*clusterRelay{short})
+	for _, s := range []string{jobs.ResultsStream, "KV_" + jobs.StateBucket, "KV_" + jobs.IdemBucket} {
+		if got := maxAge(s); got != 2*time.Hour {
+			t.Errorf("%s max age %v; want the longer 2h kept", s, got)
+		}
+	}
+	if v := short.p.metric(`relay_nats_asset_drift{asset="RELAY_RESULTS"}`); v != 1 {
+		t.Errorf("1h relay: relay_nats_asset_drift{RELAY_RESULTS} = %v; want 1", v)
+	}
+	if v := long.p.metric(`relay_nats_asset_drift{asset="RELAY_RESULTS"}`); v != 0 {
+		t.Errorf("2h relay: relay_nats_asset_drift{RELAY_RESULTS} = %v; want 0", v)
+	}
+	if short.p.findLog(map[string]string{"stream": jobs.ResultsStream}) == nil {
+		t.Error("the 1h relay logged nothing about RELAY_RESULTS")
+	}
+}
