@@ -33,6 +33,7 @@ const (
 	defaultJobsWorkers    = 128
 	defaultResultTTL      = 72 * time.Hour
 	defaultLogLevel       = "info"
+	defaultSampleRatio    = 1.0
 	defaultSimLatency     = 20 * time.Millisecond
 	defaultSimTokenGap    = 10 * time.Millisecond
 )
@@ -60,6 +61,8 @@ const (
 //	callbacks.max_attempts: 10
 //	jobs.result_ttl: 72h
 //	log.level: info
+//	tracing.otlp_endpoint: ""          # off
+//	tracing.sample_ratio: 1
 //
 // Defaults inside list entries are applied while decoding them:
 //
@@ -99,6 +102,7 @@ func Default() *Config {
 		Callbacks: Callbacks{MaxAttempts: defaultCallbackTries},
 		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: defaultJobsWorkers},
 		Log:       Log{Level: defaultLogLevel},
+		Tracing:   Tracing{SampleRatio: defaultSampleRatio},
 	}
 }
 

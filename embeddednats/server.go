@@ -96,6 +96,9 @@ type Options struct {
 	// Users are static users of the client port with exactly their listed
 	// permissions (plus their inbox). Change them with Server.SetAccess.
 	Users []User
+	// MaxPayload is the largest message the server accepts, in bytes;
+	// zero means the package's MaxPayload (NATS's ceiling).
+	MaxPayload int32
 }
 
 // withDefaults returns a copy of o with zero fields set to their defaults.
@@ -157,7 +160,8 @@ func splitListen(addr string) (string, int, error) {
 }
 
 // serverOptions maps validated options onto nats-server options.
-// MaxPayload is the largest message the embedded server accepts.
+// MaxPayload is the largest message the embedded server accepts unless
+// Options.MaxPayload says less: NATS's ceiling.
 const MaxPayload = 64 << 20
 
 func (o Options) serverOptions(auth server.Authentication) *server.Options {
@@ -178,6 +182,9 @@ func (o Options) serverOptions(auth server.Authentication) *server.Options {
 		// Jobs carry whole request bodies (up to max_body_bytes, 32 MiB by
 		// default); 64 MB is the largest payload NATS allows.
 		MaxPayload: MaxPayload,
+	}
+	if o.MaxPayload > 0 && o.MaxPayload < MaxPayload {
+		so.MaxPayload = o.MaxPayload
 	}
 	if o.Listen != "" {
 		// validate has already checked the address.

@@ -86,6 +86,9 @@ type callbackMsg struct {
 	ID   string          `json:"id"`
 	URL  string          `json:"url"`
 	Body json.RawMessage `json:"body"`
+	// RequestID and Trace are the submission's (see message).
+	RequestID string            `json:"request_id,omitempty"`
+	Trace     map[string]string `json:"trace,omitempty"`
 }
 
 // enqueueCallback stores the pending delivery of j's callback, if any.
@@ -93,7 +96,7 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 	if j.CallbackURL == "" {
 		return nil
 	}
-	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data})
+	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, RequestID: j.RequestID, Trace: injectTrace(ctx)})
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}
@@ -110,7 +113,7 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 		j.Callback = &CallbackState{Outcome: "pending"}
 		return true
 	}); err != nil {
-		s.log.Warn("record callback state", "job", j.ID, "error", err)
+		s.log.Warn("record callback state", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 	}
 	return nil
 }
@@ -129,7 +132,12 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	attempt := int(meta.NumDelivered)
+	ctx, span := startCallback(ctx, &cb, attempt)
+	start := time.Now()
 	res := s.opts.Callbacks.Attempt(ctx, CallbackAttempt{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: attempt})
+	endCallback(span, &res)
+	s.log.Info("callback attempt", "job_id", cb.ID, "request_id", cb.RequestID, "attempt", attempt,
+		"outcome", res.Outcome, "status", res.Status, "duration_ms", time.Since(start).Milliseconds())
 	if ctx.Err() != nil && res.Outcome != CallbackDelivered {
 		// Shutting down mid-attempt: try again after the restart.
 		_ = msg.Nak()
@@ -151,19 +159,19 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 		j.Callback = &st
 		return true
 	}); err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn("record callback outcome", "job", cb.ID, "error", err)
+		s.log.Warn("record callback outcome", "job_id", cb.ID, "request_id", cb.RequestID, "error", err)
 	}
 	switch res.Outcome {
 	case CallbackRetry:
 		if err := msg.NakWithDelay(max(res.NextAttemptAt.Sub(s.now()), 0)); err != nil {
-			s.log.Warn("nak callback", "job", cb.ID, "error", err)
+			s.log.Warn("nak callback", "job_id", cb.ID, "request_id", cb.RequestID, "error", err)
 		}
 	default:
 		if res.Outcome != CallbackDelivered {
-			s.log.Warn("callback not delivered", "job", cb.ID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
+			s.log.Warn("callback not delivered", "job_id", cb.ID, "request_id", cb.RequestID, "outcome", res.Outcome, "status", res.Status, "error", res.Err)
 		}
 		if err := msg.DoubleAck(ctx); err != nil {
-			s.log.Warn("ack callback", "job", cb.ID, "error", err)
+			s.log.Warn("ack callback", "job_id", cb.ID, "request_id", cb.RequestID, "error", err)
 		}
 	}
 }
