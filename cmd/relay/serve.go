@@ -311,8 +311,8 @@ func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (nats
 		return natsConn{}, err
 	}
 	opts := embeddednats.Options{
-		Listen:   c.Listen,
-		StoreDir: c.StoreDir,
+		Listen:     c.Listen,
+		StoreDir:   c.StoreDir,
 		Logger:     natsLogger(log),
 		Tenants:    tenants,
 		Users:      users,
