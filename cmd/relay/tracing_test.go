@@ -101,8 +101,7 @@ func TestSetupTracingExportsAndShutsDown(t *testing.T) {
 	if rc.span("unit") == nil {
 		t.Fatalf("receiver got no span named unit (bad requests: %v)", rc.bad)
 	}
-	rc.CloseClientConnections()
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	rc.Close() // before goleak looks
 }
 
 // TestSetupTracingOff: without an endpoint nothing is installed.
