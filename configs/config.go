@@ -62,6 +62,8 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Admin configures the admin endpoints on AdminListen.
 	Admin Admin `yaml:"admin"`
+	// Tracing configures OpenTelemetry traces (off unless OTLPEndpoint).
+	Tracing Tracing `yaml:"tracing"`
 	// Simulator, when set, starts a simulated upstream inside the relay
 	// process (configs/demo.yaml uses it; never needed in production).
 	Simulator *Simulator `yaml:"simulator"`
@@ -316,6 +318,16 @@ type Jobs struct {
 	// Workers bounds the jobs taken from the queue at once: running, or
 	// waiting on their lane for capacity (default 128).
 	Workers int `yaml:"workers"`
+}
+
+// Tracing configures OpenTelemetry traces, exported over OTLP/HTTP.
+type Tracing struct {
+	// OTLPEndpoint is the OTLP/HTTP traces URL, e.g.
+	// http://127.0.0.1:4318/v1/traces; "" turns tracing off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// SampleRatio is the share of new traces recorded, from 0 to 1; a
+	// request that arrives with a traceparent follows its sampled flag.
+	SampleRatio float64 `yaml:"sample_ratio"`
 }
 
 // Log configures logging.

@@ -32,6 +32,7 @@ const (
 	defaultJobsWorkers    = 128
 	defaultResultTTL      = 72 * time.Hour
 	defaultLogLevel       = "info"
+	defaultSampleRatio    = 1.0
 	defaultSimLatency     = 20 * time.Millisecond
 	defaultSimTokenGap    = 10 * time.Millisecond
 )
@@ -63,6 +64,8 @@ const (
 //	callbacks.max_attempts: unset (deprecated; the schedule's length + 1)
 //	jobs.result_ttl: 72h
 //	log.level: info
+//	tracing.otlp_endpoint: ""          # off
+//	tracing.sample_ratio: 1
 //
 // Defaults inside list entries are applied while decoding them:
 //
@@ -103,6 +106,7 @@ func Default() *Config {
 		Callbacks: Callbacks{RetrySchedule: defaultRetrySchedule()},
 		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: defaultJobsWorkers},
 		Log:       Log{Level: defaultLogLevel},
+		Tracing:   Tracing{SampleRatio: defaultSampleRatio},
 	}
 }
 

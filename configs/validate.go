@@ -415,6 +415,7 @@ func (c *Config) validateRest(ps *problems) {
 	default:
 		ps.add("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
 	}
+	c.validateTracing(ps)
 	if s := c.Simulator; s != nil {
 		if !loopbackHostPort(s.Listen) {
 			ps.add("simulator.listen", "must be a loopback host:port (127.x.x.x, [::1] or localhost)")
@@ -532,5 +533,20 @@ func (c *Config) validateSchedule(ps *problems) {
 			ps.add(p, "%s must be shorter than jobs.result_ttl (%s), which keeps the job record between attempts; "+
 				"shorten the schedule or lengthen result_ttl", d.Std(), c.Jobs.ResultTTL.Std())
 		}
+	}
+}
+
+// validateTracing checks the tracing block: an http(s) endpoint URL with
+// a host, and a sample ratio within [0, 1].
+func (c *Config) validateTracing(ps *problems) {
+	t := c.Tracing
+	if t.OTLPEndpoint != "" {
+		u, err := url.Parse(t.OTLPEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			ps.add("tracing.otlp_endpoint", "must be an http(s) URL with a host and no credentials, like http://127.0.0.1:4318/v1/traces")
+		}
+	}
+	if !(t.SampleRatio >= 0 && t.SampleRatio <= 1) {
+		ps.add("tracing.sample_ratio", "must be between 0 and 1")
 	}
 }

@@ -17,6 +17,10 @@ const LevelTrace = slog.LevelDebug - 4
 
 var _ server.Logger = (*slogLogger)(nil)
 
+// payloadWarning starts nats-server's start-up warning about a max
+// payload over 8 MB, which the relay needs for large request bodies.
+const payloadWarning = "Maximum payloads over "
+
 // slogLogger adapts a *slog.Logger to nats-server's server.Logger. Fatalf
 // logs at error level and never exits the process; the last fatal message is
 // kept so that Start can report why the server did not come up. It is safe
@@ -57,6 +61,12 @@ func (sl *slogLogger) Noticef(format string, v ...any) { sl.log(slog.LevelInfo, 
 
 // Warnf logs at warn level.
 func (sl *slogLogger) Warnf(format string, v ...any) {
+	if strings.HasPrefix(format, payloadWarning) {
+		// The relay sizes the payload to its largest request body on
+		// purpose (Options.MaxPayload): not a problem to warn about.
+		sl.log(slog.LevelDebug, format, v)
+		return
+	}
 	sl.noteWriteErr(format, v)
 	sl.log(slog.LevelWarn, format, v)
 }

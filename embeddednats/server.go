@@ -100,6 +100,9 @@ type Options struct {
 	// with the servers at Cluster.Routes. ServerName must then be unique
 	// in the cluster (and stay the same across restarts).
 	Cluster *ClusterOptions
+	// MaxPayload is the largest message the server accepts, in bytes;
+	// zero means the package's MaxPayload (NATS's ceiling).
+	MaxPayload int32
 }
 
 // ClusterOptions make the embedded server a node of a JetStream cluster:
@@ -183,7 +186,8 @@ func splitListen(addr string) (string, int, error) {
 }
 
 // serverOptions maps validated options onto nats-server options.
-// MaxPayload is the largest message the embedded server accepts.
+// MaxPayload is the largest message the embedded server accepts unless
+// Options.MaxPayload says less: NATS's ceiling.
 const MaxPayload = 64 << 20
 
 func (o Options) serverOptions(auth server.Authentication) *server.Options {
@@ -204,6 +208,9 @@ func (o Options) serverOptions(auth server.Authentication) *server.Options {
 		// Jobs carry whole request bodies (up to max_body_bytes, 32 MiB by
 		// default); 64 MB is the largest payload NATS allows.
 		MaxPayload: MaxPayload,
+	}
+	if o.MaxPayload > 0 && o.MaxPayload < MaxPayload {
+		so.MaxPayload = o.MaxPayload
 	}
 	if o.Listen != "" {
 		// validate has already checked the address.

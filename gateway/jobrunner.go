@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
@@ -54,12 +53,14 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	if err != nil {
 		return jobs.Outcome{Err: fmt.Errorf("job body: %w", err)}
 	}
-	req := &workers.Request{Format: format, Body: body, Fields: fields, Header: http.Header{}}
+	ctx, header := jobContext(ctx, &j)
+	req := &workers.Request{Format: format, Body: body, Fields: fields, Header: header}
 	router := jr.Router()
 	if !router.Has(fields.Model) {
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
 	}
-	g, _, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
+	park := startJobPark(ctx, &j)
+	g, waited, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
 		Lane:  j.Lane,
 		Key:   j.KeyName,
 		Route: fields.Model,
@@ -68,6 +69,7 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 		// end parked synchronous requests of the same route early.
 		Hold: holdFunc(router, req),
 	})
+	endJobPark(park, waited, err)
 	switch {
 	case err == nil:
 	case errors.Is(err, lanes.ErrLaneFull):

@@ -59,7 +59,7 @@ type written struct{}
 func (s *Server) ownHandler(api string, h func(c echo.Context, st *state, k *key) (int, any, *apiError)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
-		requestID := newRequestID()
+		requestID := requestIDOf(c)
 		hd := c.Response().Header()
 		hd["X-Request-Id"] = []string{requestID}
 		hd["Request-Id"] = []string{requestID}
@@ -137,7 +137,7 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	}
 	j, created, err := s.jobs.Submit(c.Request().Context(), jobs.Submission{
 		Key: k.Name, Endpoint: req.Endpoint, Model: d.route, Body: req.Body, Lane: d.lane.Name,
-		CallbackURL: req.CallbackURL, Metadata: req.Metadata, IdempotencyKey: idem,
+		CallbackURL: req.CallbackURL, Metadata: req.Metadata, IdempotencyKey: idem, RequestID: requestIDOf(c),
 	})
 	if err != nil {
 		return 0, nil, jobError(err, "")

@@ -24,7 +24,7 @@ func (s *Server) handleModels(c echo.Context) error {
 	f := formatOf(c.Request())
 	k, aerr := st.authenticate(c.Request())
 	if aerr != nil {
-		s.writeError(c, f, newRequestID(), aerr)
+		s.writeError(c, f, requestIDOf(c), aerr)
 		return nil
 	}
 	var ids []string
@@ -55,7 +55,7 @@ func (s *Server) handleModels(c echo.Context) error {
 		}
 		b = append(b, "]}"...)
 	}
-	c.Response().Header()["X-Request-Id"] = []string{newRequestID()}
+	c.Response().Header()["X-Request-Id"] = []string{requestIDOf(c)}
 	return c.JSONBlob(http.StatusOK, b)
 }
 
@@ -63,7 +63,7 @@ func (s *Server) handleModels(c echo.Context) error {
 func (s *Server) handleModel(c echo.Context) error {
 	st := s.state.Load()
 	f := formatOf(c.Request())
-	rid := newRequestID()
+	rid := requestIDOf(c)
 	k, aerr := st.authenticate(c.Request())
 	if aerr != nil {
 		s.writeError(c, f, rid, aerr)
@@ -120,7 +120,7 @@ func last(s []string) string {
 // OpenAI-compatible providers.
 func (s *Server) handleCountTokens(c echo.Context) error {
 	st := s.state.Load()
-	rid := newRequestID()
+	rid := requestIDOf(c)
 	f := workers.FormatAnthropic
 	k, aerr := st.authenticate(c.Request())
 	if aerr != nil {

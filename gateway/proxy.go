@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
@@ -50,6 +51,7 @@ type exchange struct {
 	attempts  int
 	usage     wire.Usage
 	err       error
+	park      trace.Span // the wait on a lane, while parked
 }
 
 // releaseBody gives back the pooled body buffer and its charge to the
@@ -84,7 +86,7 @@ func (s *Server) proxyHandler(f workers.Format) echo.HandlerFunc {
 // begin starts the exchange for the request c carries.
 func (s *Server) begin(c echo.Context, f workers.Format) *exchange {
 	s.metrics.inflight.Inc()
-	x := &exchange{c: c, start: time.Now(), requestID: newRequestID(), format: f, mode: "direct"}
+	x := &exchange{c: c, start: time.Now(), requestID: requestIDOf(c), format: f, mode: "direct"}
 	x.bodyBuf = getBody()
 	return x
 }
@@ -179,6 +181,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		x.req.Body = bytes.Clone(x.req.Body)
 		x.releaseBody()
 	}
+	s.startPark(x)
 	t, err := s.lanes.Park(x.c.Request().Context(), lanes.Waiter{
 		Lane:    x.lane.Name,
 		Key:     x.keyName,
@@ -191,6 +194,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		FailFast: true,
 	})
 	if err != nil {
+		s.endPark(x, 0, err)
 		x.answer = s.laneError(x, err)
 		return nil
 	}
@@ -201,6 +205,7 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 // it calls upstream; else it answers why there is none.
 func (s *Server) resume(x *exchange, grant any, waited time.Duration, err error) *lanes.Ticket {
 	x.queued += waited
+	s.endPark(x, waited, err)
 	if err != nil {
 		x.answer = s.laneError(x, err)
 		return nil
@@ -221,6 +226,7 @@ func (s *Server) call(x *exchange, grant *workers.Grant) *lanes.Ticket {
 	ctx := x.c.Request().Context()
 	if x.req.Header == nil {
 		x.req.Header = forwardHeaders(x.c.Request().Header)
+		x.req.Header["X-Request-Id"] = []string{x.requestID}
 	}
 	called := time.Now()
 	resp, err := x.d.Do(ctx, &x.req, grant)
@@ -250,6 +256,7 @@ func (s *Server) respond(x *exchange, resp *workers.Response) {
 	h["X-Relay-Lane"] = []string{x.lane.Name}
 	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
 	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
+	traceAnswer(c.Request().Context(), resp)
 	for name, v := range resp.Header {
 		h[name] = v
 	}
@@ -384,6 +391,7 @@ func streamErrMsg(err error) string {
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
 	s.metrics.observe(x, strconv.Itoa(x.status), d)
+	traceExchange(ctx, x)
 	s.logRequest(ctx, &requestLine{
 		requestID: x.requestID, api: x.format.String(), key: x.keyName,
 		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,

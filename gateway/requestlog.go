@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -46,7 +47,11 @@ func (s *Server) logRequest(ctx context.Context, l *requestLine) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs, slog.String("request_id", l.requestID), slog.String("api", l.api))
+	if logctx.RequestIDOf(ctx) != l.requestID {
+		// The context's attributes (logctx.Handler) name it otherwise.
+		attrs = append(attrs, slog.String(logctx.RequestID, l.requestID))
+	}
+	attrs = append(attrs, slog.String("api", l.api))
 	if l.method != "" {
 		attrs = append(attrs, slog.String("method", l.method), slog.String("path", l.path))
 	}
@@ -59,9 +64,9 @@ func (s *Server) logRequest(ctx context.Context, l *requestLine) {
 	if l.proxied {
 		attrs = append(attrs, slog.Int("attempts", l.attempts))
 	}
-	attrs = append(attrs, slog.Duration("duration", l.duration))
+	attrs = append(attrs, slog.Float64("duration_ms", float64(l.duration.Microseconds())/1000))
 	if l.proxied {
-		attrs = append(attrs, slog.String("mode", l.mode), slog.Duration("queued", l.queued))
+		attrs = append(attrs, slog.String("mode", l.mode), slog.Int64("queue_ms", l.queued.Milliseconds()))
 	}
 	if l.reparks > 0 {
 		attrs = append(attrs, slog.Int("reparks", l.reparks))

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/logctx"
 )
 
 // Options configure a Server.
@@ -115,7 +116,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	deps = deps.withDefaults()
 	s := &Server{
 		opts:    opts,
-		log:     deps.Logger,
+		log:     slog.New(logctx.Handler(deps.Logger.Handler())),
 		metrics: newMetrics(deps.Registry),
 		ready:   deps.Ready,
 		lanes:   deps.Lanes,
@@ -129,6 +130,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleEchoError
+	e.Use(s.requestContext)
 	e.POST("/v1/messages", s.proxyHandler(workers.FormatAnthropic))
 	e.POST("/v1/chat/completions", s.proxyHandler(workers.FormatOpenAI))
 	e.POST("/v1/messages/count_tokens", s.handleCountTokens)
@@ -234,7 +236,7 @@ func (s *Server) handleEchoError(err error, c echo.Context) {
 		ae = errInternal("internal error")
 		ae.cause = err
 	}
-	s.writeError(c, formatOf(c.Request()), newRequestID(), ae)
+	s.writeError(c, formatOf(c.Request()), requestIDOf(c), ae)
 }
 
 // formatOf guesses the API format of a request outside the two proxy

@@ -30,7 +30,7 @@ func (r *Router) attempt(ctx context.Context, req *Request, t *target, permit *a
 	}
 	callCtx, cancel := context.WithTimeout(ctx, t.Timeout)
 	start := time.Now()
-	resp, err := t.Provider.Call(callCtx, &Call{Body: body, Stream: req.Fields.Stream, Header: req.Header})
+	resp, err := t.Provider.Call(callCtx, &Call{Body: body, Stream: req.Fields.Stream, Header: upstreamHeader(ctx, req.Header)})
 	if err != nil {
 		cancel()
 		return nil, r.callFailure(ctx, callCtx, t, permit, start, err)

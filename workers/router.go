@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -121,6 +122,7 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = slog.New(logctx.Handler(log.Handler()))
 	if opts.Backoff <= 0 {
 		opts.Backoff = defaultBackoff
 	}
@@ -305,7 +307,9 @@ func (tr *tries) call(ctx context.Context, t *target, permit *actor.Permit) (res
 	if !contains(tr.tried, t) {
 		tr.tried = append(tr.tried, t)
 	}
-	resp, fail := tr.r.attempt(ctx, tr.req, t, permit)
+	actx, at := startAttempt(ctx, tr.req, t, tr.attempts)
+	resp, fail := tr.r.attempt(actx, tr.req, t, permit)
+	tr.r.endAttempt(ctx, at, resp, fail)
 	if fail == nil {
 		resp.Attempts = tr.attempts
 		return resp, true
@@ -318,9 +322,6 @@ func (tr *tries) call(ctx context.Context, t *target, permit *actor.Permit) (res
 		tr.err = fmt.Errorf("%w: %v", ErrInvalidRequest, fail.Err)
 		return nil, true
 	}
-	tr.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream attempt failed",
-		slog.String("provider", fail.Provider), slog.String("kind", fail.Kind.String()),
-		slog.Int("status", fail.Status), slog.String("error", fail.Err.Error()))
 	if tr.failed == nil {
 		tr.failed = make(map[*target]*Failure, 2)
 	}

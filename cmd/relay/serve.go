@@ -29,6 +29,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/callbacks"
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
@@ -58,6 +59,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			cleanups[i](sctx)
 		}
 	}()
+	stopTracing, err := setupTracing(ctx, cfg.Tracing, log)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func(c context.Context) {
+		if err := stopTracing(c); err != nil {
+			log.Warn("tracing shutdown", "error", err)
+		}
+	})
 
 	if cfg.Simulator != nil {
 		sim, err := simupstream.Start(ctx, cfg.Simulator.Listen, simupstream.Options{
@@ -336,9 +346,10 @@ func startNATS(ctx context.Context, cfg *configs.Config, log *slog.Logger) (nats
 		ServerName: c.ServerName,
 		Listen:     c.Listen,
 		StoreDir:   c.StoreDir,
-		Logger:     log,
+		Logger:     natsLogger(log),
 		Tenants:    tenants,
 		Users:      users,
+		MaxPayload: natsMaxPayload(cfg.MaxBodyBytes),
 	}
 	if cl := c.Cluster; cl != nil {
 		opts.Cluster = &embeddednats.ClusterOptions{Name: cl.Name, Listen: cl.Listen, Routes: cl.Routes, Password: cl.Password}
@@ -407,7 +418,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(logctx.Handler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})))
 }
 
 // adminMux serves pprof; it is mounted on admin_listen only, with the

@@ -93,7 +93,12 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 // attempt makes attempt n of cb's round, records it and acknowledges the
 // message or sends it back until the next attempt is due.
 func (s *Service) attempt(ctx context.Context, msg jetstream.Msg, cb *callbackMsg, n int) {
+	ctx, span := startCallback(ctx, cb, n)
+	start := time.Now()
 	res := s.opts.Callbacks.Attempt(ctx, CallbackAttempt{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: n})
+	endCallback(span, &res)
+	s.log.Info("callback attempt", "job_id", cb.ID, "request_id", cb.RequestID, "attempt", n, "round", cb.Round,
+		"outcome", res.Outcome, "status", res.Status, "duration_ms", time.Since(start).Milliseconds())
 	if ctx.Err() != nil && res.Outcome != CallbackDelivered {
 		// Shutting down mid-attempt: the attempt is not recorded and is
 		// made again after the restart.
@@ -260,7 +265,8 @@ func (s *Service) publishResend(ctx context.Context, j *Job, round int) error {
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}
-	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, Round: round})
+	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, Round: round,
+		RequestID: j.RequestID, Trace: injectTrace(ctx)})
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}

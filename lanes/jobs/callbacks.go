@@ -99,6 +99,9 @@ type callbackMsg struct {
 	URL   string          `json:"url"`
 	Body  json.RawMessage `json:"body"`
 	Round int             `json:"round,omitempty"`
+	// RequestID and Trace are the submission's (see message).
+	RequestID string            `json:"request_id,omitempty"`
+	Trace     map[string]string `json:"trace,omitempty"`
 }
 
 // enqueueCallback stores the pending delivery of j's callback, if any.
@@ -106,7 +109,7 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 	if j.CallbackURL == "" {
 		return nil
 	}
-	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data})
+	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, RequestID: j.RequestID, Trace: injectTrace(ctx)})
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}
@@ -123,7 +126,7 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 		j.Callback = &CallbackState{Outcome: CallbackPending}
 		return true
 	}); err != nil {
-		s.log.Warn("record callback state", "job", j.ID, "error", err)
+		s.log.Warn("record callback state", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 	}
 	return nil
 }

@@ -30,6 +30,8 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	defer s.active.Delete(m.ID)
+	ctx, span := startRun(ctx, &m)
+	defer span.End()
 	rec, _, err := s.ensure(ctx, &m)
 	if err != nil {
 		s.retryLater(msg, m.ID, err)
@@ -57,7 +59,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		if claimed { // dead-lettered just now
 			s.metrics.jobs.WithLabelValues(j.Status).Inc()
 			s.metrics.dead.Inc()
-			s.log.Error("job dead-lettered", "job", j.ID, "lane", j.Lane, "interrupted", j.Interrupted)
+			s.log.Error("job dead-lettered", "job_id", j.ID, "request_id", j.RequestID, "lane", j.Lane, "interrupted", j.Interrupted)
 		}
 		s.complete(ctx, msg, &j)
 		return
@@ -124,7 +126,7 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byt
 		}
 		sj, ok, err := s.start(ctx, j.ID)
 		if err != nil {
-			s.log.Warn("start job", "job", j.ID, "error", err)
+			s.log.Warn("start job", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 			return false
 		}
 		if ok {
@@ -165,6 +167,7 @@ func (s *Service) settle(ctx context.Context, msg jetstream.Msg, j *Job, out Out
 		if now.Before(deadline) {
 			delay := max(jitter(s.opts.RetryBase, s.opts.RetryMax, j.Attempts), out.RetryAfter)
 			delay = min(delay, deadline.Sub(now))
+			s.log.Info("job will retry", "job_id", j.ID, "request_id", j.RequestID, "delay_ms", delay.Milliseconds(), "error", out.Err)
 			s.requeue(msg, j, delay, out.Err)
 			return
 		}
@@ -263,16 +266,16 @@ func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause 
 		}
 		return true
 	}); err != nil {
-		s.log.Warn("requeue job", "job", j.ID, "error", err)
+		s.log.Warn("requeue job", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 	}
 	if err := msg.NakWithDelay(delay); err != nil {
-		s.log.Warn("nak job message", "job", j.ID, "error", err)
+		s.log.Warn("nak job message", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 	}
 }
 
 // retryLater redelivers a message whose handling hit a store error.
 func (s *Service) retryLater(msg jetstream.Msg, id string, err error) {
-	s.log.Warn("job store error; will retry", "job", id, "error", err)
+	s.log.Warn("job store error; will retry", "job_id", id, "error", err)
 	s.storeTrouble()
 	_ = msg.NakWithDelay(time.Second)
 }
@@ -303,7 +306,7 @@ func (s *Service) persist(ctx context.Context, msg jetstream.Msg, id string, wri
 			return false
 		}
 		if n == 1 {
-			s.log.Warn("job store error; retrying until the store is back", "job", id, "error", err)
+			s.log.Warn("job store error; retrying until the store is back", "job_id", id, "error", err)
 		}
 		s.storeTrouble()
 		_ = msg.InProgress()
@@ -362,7 +365,7 @@ func (s *Service) complete(ctx context.Context, msg jetstream.Msg, j *Job) {
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
-		s.log.Warn("ack job message", "job", j.ID, "error", err)
+		s.log.Warn("ack job message", "job_id", j.ID, "request_id", j.RequestID, "error", err)
 	}
 }
 

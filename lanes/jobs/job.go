@@ -95,6 +95,9 @@ type Submission struct {
 	IdempotencyKey string
 	// BatchID and CustomID tie the job to a message batch item.
 	BatchID, CustomID string
+	// RequestID is the id of the request that submitted the job, kept
+	// with it so the logs of its runs and callbacks name it.
+	RequestID string
 }
 
 // Job is a job's record: what GET /v1/jobs/{id}, the NATS result message
@@ -114,6 +117,8 @@ type Job struct {
 	Lane string `json:"lane"`
 	// KeyName names the relay key that owns the job.
 	KeyName string `json:"key_name"`
+	// RequestID is the id of the request that submitted the job.
+	RequestID string `json:"request_id,omitempty"`
 	// CallbackURL receives the final state, if set.
 	CallbackURL string `json:"callback_url,omitempty"`
 	// Metadata is the client's, as submitted.

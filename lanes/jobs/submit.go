@@ -28,13 +28,17 @@ type message struct {
 	CustomID    string          `json:"custom_id,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
 	Body        json.RawMessage `json:"body"`
+	RequestID   string          `json:"request_id,omitempty"`
+	// Trace is the W3C trace context of the submission, which the run
+	// and the callback continue on whichever relay executes the job.
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // record returns the queued record of m.
 func (m *message) record() Job {
 	return Job{ID: m.ID, Object: "job", Status: StatusQueued, Endpoint: m.Endpoint, Model: m.Model, Lane: m.Lane,
 		KeyName: m.Key, CallbackURL: m.CallbackURL, Metadata: m.Metadata, BatchID: m.BatchID, CustomID: m.CustomID,
-		CreatedAt: m.CreatedAt}
+		CreatedAt: m.CreatedAt, RequestID: m.RequestID}
 }
 
 // validate checks what the service itself owns about a submission.
@@ -219,7 +223,7 @@ func notAccepted(j *Job) bool {
 func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub *Submission) (message, error) {
 	m := message{ID: id, Key: sub.Key, Endpoint: sub.Endpoint, Model: sub.Model, Lane: sub.Lane,
 		CallbackURL: sub.CallbackURL, Metadata: sub.Metadata, BatchID: sub.BatchID, CustomID: sub.CustomID,
-		CreatedAt: now.Truncate(time.Millisecond), Body: sub.Body}
+		CreatedAt: now.Truncate(time.Millisecond), Body: sub.Body, RequestID: sub.RequestID, Trace: injectTrace(ctx)}
 	data, err := json.Marshal(&m)
 	if err != nil {
 		return m, fmt.Errorf("jobs: encode: %w", err)
