@@ -14,6 +14,7 @@ package modelglob
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -81,45 +82,63 @@ func Specificity(pattern string) int {
 }
 
 // Overlap reports whether some id matches both a and b. It is exact for
-// '*'-patterns (and literal names): it walks the product of the two
-// patterns' automata, in time proportional to len(a) times len(b).
+// '*'-patterns (and literal names).
 func Overlap(a, b string) bool {
+	_, ok := Witness(a, b)
+	return ok
+}
+
+// Witness returns the shortest id, found first, that matches both a and
+// b, and whether there is one. It walks the product of the two patterns'
+// automata breadth first, in time and space proportional to len(a) times
+// len(b).
+func Witness(a, b string) (string, bool) {
 	w := len(b) + 1
-	seen := make([]bool, (len(a)+1)*w)
-	stack := []int{0}
+	type step struct {
+		from int
+		c    int // the character the step takes, or -1
+	}
+	prev := make([]step, (len(a)+1)*w)
+	seen := make([]bool, len(prev))
+	queue := []int{0}
 	seen[0] = true
-	push := func(i, j int) {
+	visit := func(from, i, j, c int) {
 		if k := i*w + j; !seen[k] {
-			seen[k] = true
-			stack = append(stack, k)
+			seen[k], prev[k] = true, step{from: from, c: c}
+			queue = append(queue, k)
 		}
 	}
-	for len(stack) > 0 {
-		k := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
+	for len(queue) > 0 {
+		k := queue[0]
+		queue = queue[1:]
 		i, j := k/w, k%w
 		if i == len(a) && j == len(b) {
-			return true
+			var rev []byte // the characters taken on the way to k
+			for ; k != 0; k = prev[k].from {
+				if c := prev[k].c; c >= 0 {
+					rev = append(rev, byte(c))
+				}
+			}
+			slices.Reverse(rev)
+			return string(rev), true
 		}
 		aStar := i < len(a) && a[i] == '*'
 		bStar := j < len(b) && b[j] == '*'
-		switch {
-		case aStar || bStar:
-			if aStar {
-				push(i+1, j) // a's '*' takes nothing more
-				if j < len(b) && !bStar {
-					push(i, j+1) // a's '*' takes b's next character
-				}
+		if aStar {
+			visit(k, i+1, j, -1) // a's '*' takes nothing more
+			if j < len(b) && !bStar {
+				visit(k, i, j+1, int(b[j])) // a's '*' takes b's next character
 			}
-			if bStar {
-				push(i, j+1)
-				if i < len(a) && !aStar {
-					push(i+1, j)
-				}
+		}
+		if bStar {
+			visit(k, i, j+1, -1)
+			if i < len(a) && !aStar {
+				visit(k, i+1, j, int(a[i]))
 			}
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			push(i+1, j+1)
+		}
+		if !aStar && !bStar && i < len(a) && j < len(b) && a[i] == b[j] {
+			visit(k, i+1, j+1, int(a[i]))
 		}
 	}
-	return false
+	return "", false
 }

@@ -109,6 +109,9 @@ func TestOverlap(t *testing.T) {
 		if got := modelglob.Overlap(tc.b, tc.a); got != tc.want {
 			t.Errorf("Overlap(%q, %q) = %v, want %v", tc.b, tc.a, got, tc.want)
 		}
+		if id, ok := modelglob.Witness(tc.a, tc.b); ok && (!modelglob.Match(tc.a, id) || !modelglob.Match(tc.b, id)) {
+			t.Errorf("Witness(%q, %q) = %q, which does not match both", tc.a, tc.b, id)
+		}
 	}
 }
 
@@ -151,6 +154,9 @@ func TestAgainstRegexp(t *testing.T) {
 		}
 		if got := modelglob.Overlap(a, b); got != witness {
 			t.Fatalf("Overlap(%q, %q) = %v, brute force says %v", a, b, got, witness)
+		}
+		if id, ok := modelglob.Witness(a, b); ok && (!ra.MatchString(id) || !rb.MatchString(id)) {
+			t.Fatalf("Witness(%q, %q) = %q, which does not match both", a, b, id)
 		}
 	}
 }
