@@ -386,7 +386,7 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 	s.metrics.observe(x, strconv.Itoa(x.status), d)
 	s.logRequest(ctx, &requestLine{
 		requestID: x.requestID, api: x.format.String(), key: x.keyName,
-		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,
+		proxied: true, route: x.route, model: x.req.Fields.Model, provider: x.provider, lane: x.lane.Name, stream: x.stream,
 		attempts: x.attempts, mode: x.mode, queued: x.queued,
 		status: x.status, duration: d, reparks: x.reparks, usage: x.usage, err: x.err,
 	})
