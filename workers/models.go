@@ -59,8 +59,14 @@ func (r *Router) ListModels(ctx context.Context) []ModelInfo {
 		out = append(out, ModelInfo{ID: m, Route: m})
 		seen[m] = true
 	}
-	for name, models := range r.upstreamModels(ctx) {
-		for _, m := range models {
+	lists := r.upstreamModels(ctx)
+	names := make([]string, 0, len(lists))
+	for name := range lists {
+		names = append(names, name)
+	}
+	sort.Strings(names) // an id two providers list takes the first's name and date
+	for _, name := range names {
+		for _, m := range lists[name] {
 			rt := r.routes.resolve(m.ID)
 			if seen[m.ID] || rt == nil || !rt.pattern || !r.listsFrom(rt, name) {
 				continue

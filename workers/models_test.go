@@ -253,3 +253,28 @@ func TestListModelsSlowOrDownUpstream(t *testing.T) {
 		t.Errorf("fetches with the upstream failing = %d over 3 calls; want 1 (retried only after a pause)", n)
 	}
 }
+
+// TestFallbackToPatternRoute: a route falling back to a pattern route's
+// pass-through target sends the client's model there unchanged.
+func TestFallbackToPatternRoute(t *testing.T) {
+	down := newUpstream(t, 500)
+	s, url := sim(t)
+	pa := closedProvider(t, "pass", workers.FormatAnthropic, url)
+	failing := target(t, "down", down)
+	failing.Model = "claude-x-1"
+	r, err := workerstest.Router(workers.RouterOptions{Routes: []workers.RouteSpec{
+		{Model: "claude-x", Targets: []workers.Target{failing}, Fallbacks: []string{"claude-*"}},
+		{Model: "claude-*", Targets: []workers.Target{{Provider: pa, ProviderName: "pass", Format: workers.FormatAnthropic, Timeout: 5 * time.Second}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.Do(t.Context(), request(t, "claude-x"), nil)
+	if err != nil || resp.Provider != "pass" || resp.UpstreamModel != "claude-x" {
+		t.Fatalf("Do = %+v, %v; want the fallback's pass-through target with claude-x", resp, err)
+	}
+	reqs := s.Requests()
+	if got := gjson.GetBytes(reqs[len(reqs)-1].Body, "model").String(); got != "claude-x" {
+		t.Errorf("fallback upstream got model %q; want claude-x", got)
+	}
+}
