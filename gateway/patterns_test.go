@@ -26,12 +26,14 @@ import (
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
-// Claude Code 2.1.332's default models: the main model and the small/fast
-// one it uses for titles and summaries. A relay with one claude-* route
-// serves both without any --model or ANTHROPIC_MODEL.
+// Claude Code 2.1.332's default models: the main model (claude-opus-5-5,
+// seen from `claude -p` with no --model against the demo) and the small/fast
+// model ids its binary holds. A relay with one claude-* route serves them
+// all without any --model or ANTHROPIC_MODEL.
 const (
-	claudeCodeMain = "claude-opus-4-6"
+	claudeCodeMain = "claude-opus-5-5"
 	claudeCodeFast = "claude-haiku-4-5-20251001"
+	claudeCodeNext = "claude-haiku-5-5"
 )
 
 // claudeOnlyKey may use the claude-* pattern route only.
@@ -141,7 +143,7 @@ func TestClaudeCodeWithoutModel(t *testing.T) {
 		for _, id := range gjson.GetBytes(b, "data.#.id").Array() {
 			ids = append(ids, id.String())
 		}
-		for _, want := range []string{claudeCodeMain, claudeCodeFast, "claude-sonnet"} {
+		for _, want := range []string{claudeCodeMain, claudeCodeFast, claudeCodeNext, "claude-sonnet"} {
 			if !slices.Contains(ids, want) {
 				t.Errorf("models %v lack %s", ids, want)
 			}
@@ -156,6 +158,7 @@ func TestClaudeCodeWithoutModel(t *testing.T) {
 	}{
 		{"main model streams", claudeCodeMain, true},
 		{"small fast model", claudeCodeFast, false},
+		{"newer small fast model", claudeCodeNext, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,7 +40,7 @@ func TestDemoClaudeCodeDefaults(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	status, list := send(http.MethodGet, "/v1/models?limit=1000", "")
-	for _, want := range []string{`"id":"claude-opus-4-6"`, `"id":"claude-haiku-4-5-20251001"`, `"id":"claude-sonnet"`, `"id":"gpt-4o-mini"`} {
+	for _, want := range []string{`"id":"claude-opus-5-5"`, `"id":"claude-haiku-4-5-20251001"`, `"id":"claude-sonnet"`, `"id":"gpt-4o-mini"`} {
 		if status != 200 || !strings.Contains(list, want) {
 			t.Errorf("GET /v1/models?limit=1000 = %d %s; want %s", status, list, want)
 		}
@@ -49,8 +49,9 @@ func TestDemoClaudeCodeDefaults(t *testing.T) {
 		model  string
 		stream bool
 	}{
-		{"claude-opus-4-6", true},
+		{"claude-opus-5-5", true}, // Claude Code 2.1.332's default main model
 		{"claude-haiku-4-5-20251001", false},
+		{"claude-haiku-5-5", false},
 	}
 	for _, tc := range tests {
 		body := `{"model":"` + tc.model + `","max_tokens":32000,"stream":` + map[bool]string{true: "true", false: "false"}[tc.stream] +
@@ -61,7 +62,7 @@ func TestDemoClaudeCodeDefaults(t *testing.T) {
 		}
 	}
 	status, n := send(http.MethodPost, "/v1/messages/count_tokens?beta=true",
-		`{"model":"claude-opus-4-6","messages":[{"role":"user","content":"hi there"}]}`)
+		`{"model":"claude-opus-5-5","messages":[{"role":"user","content":"hi there"}]}`)
 	if status != 200 || gjson.Get(n, "input_tokens").Int() < 1 {
 		t.Errorf("count_tokens = %d %s", status, n)
 	}

@@ -27,6 +27,8 @@ type simModel struct {
 // and small/fast models are among them.
 func listedModels() []simModel {
 	return []simModel{
+		{"claude-opus-5-5", "Claude Opus 5.5 (simulated)", "2026-09-01T00:00:00Z", 1788220800},
+		{"claude-haiku-5-5", "Claude Haiku 5.5 (simulated)", "2026-09-01T00:00:00Z", 1788220800},
 		{"claude-opus-4-6", "Claude Opus 4.6 (simulated)", "2026-02-05T00:00:00Z", 1770249600},
 		{"claude-sonnet-4-6", "Claude Sonnet 4.6 (simulated)", "2026-02-17T00:00:00Z", 1771286400},
 		{"claude-sonnet-4-5", "Claude Sonnet 4.5 (simulated)", "2025-09-29T00:00:00Z", 1759104000},
