@@ -370,8 +370,13 @@ func TestPatternRouteLabels(t *testing.T) {
 		}
 	}
 	mt := r.metricsText(t)
-	if !strings.Contains(mt, `route="claude-*"`) {
-		t.Errorf("metrics lack route=\"claude-*\"")
+	for _, want := range []string{
+		`relay_requests_total{code="200",lane="interactive",mode="direct",provider="anthropic-p",route="claude-*"} 3`,
+		`relay_fast_rejections_total{reason="breaker_open",route="claude-*"} 0`, // seeded by pattern
+	} {
+		if !strings.Contains(mt, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	logs := r.logs.String()
 	for _, m := range models {
