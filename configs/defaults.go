@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/relaygw/relay/workers/modelglob"
 )
 
 // Default values, as documented on Default and in configs/relay.yaml.
@@ -217,8 +219,8 @@ func (c *Config) applyDerived() {
 			if t.Weight == 0 {
 				t.Weight = 1
 			}
-			if t.Model == "" {
-				t.Model = r.Model
+			if t.Model == "" && !modelglob.IsPattern(r.Model) {
+				t.Model = r.Model // a pattern route's target passes the client's model through
 			}
 		}
 	}

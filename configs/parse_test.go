@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/relaygw/relay/workers/modelglob"
 )
 
 // minimalYAML is the smallest valid document; tests append to it.
@@ -680,7 +682,9 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, r := range c.Routes {
 			for _, tg := range r.Targets {
-				if _, ok := c.Provider(tg.Provider); !ok || tg.Weight < 1 || tg.Model == "" {
+				// A pattern route's target without a model passes the
+				// client's model through (issue 16).
+				if _, ok := c.Provider(tg.Provider); !ok || tg.Weight < 1 || (tg.Model == "" && !modelglob.IsPattern(r.Model)) {
 					t.Fatalf("route %q target %+v is not usable", r.Model, tg)
 				}
 			}

@@ -110,6 +110,13 @@ func TestParseBadFiles(t *testing.T) {
 			},
 			notWant: []string{"hunter2", "dup-secret-value", "tab"},
 		},
+		"patterns.yaml": {want: []string{
+			`routes[1].model: pattern "*-4-6-v1" overlaps routes[0] "claude-*", which is as specific (7 literal characters): both match "claude-4-6-v1"; make one more specific or add an exact route (line 9)`,
+			`routes[2].model: pattern "claude-**": a pattern must not have "**" (write one *) (line 11)`,
+			`routes[3].model: pattern "**": a pattern must have a literal character (it would match every model)`,
+			`routes[6].model: duplicate route "claude-*" (also routes[0])`,
+			`keys[0].routes[1]: unknown route "claude-opus-*"`,
+		}, notWant: []string{`routes[5].model`, `routes[4].model`}},
 		"lanes.yaml": {want: []string{
 			"lanes[0].max_depth: must be > 0",
 			"lanes[0].max_wait: must be > 0",
@@ -344,6 +351,32 @@ func TestProblemsInFileOrder(t *testing.T) {
 	for i := 1; i < len(probs); i++ {
 		if probs[i].Line < probs[i-1].Line {
 			t.Errorf("problem %d (line %d) comes after line %d:\n%v", i, probs[i].Line, probs[i-1].Line, err)
+		}
+	}
+}
+
+// TestPatternTargets: a pattern route's target without a model keeps it
+// empty (the client's model passes through); exact routes' targets take
+// the route's model as before.
+func TestPatternTargets(t *testing.T) {
+	data, err := os.ReadFile("testdata/good/patterns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseWithEnv(data, testLookup())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ route, want string }{
+		{"claude-*", ""},
+		{"*-mini", "gpt-4o-mini"},
+		{"gpt-4o", "gpt-4o"},
+		{"claude-sonnet", "claude-sonnet-4-5"},
+	}
+	for _, tc := range tests {
+		r, ok := c.Route(tc.route)
+		if !ok || r.Targets[0].Model != tc.want {
+			t.Errorf("route %q target model = %+v, %v; want %q", tc.route, r.Targets, ok, tc.want)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relaygw/relay/workers/modelglob"
 )
 
 // Validate checks c and returns every problem at once, as Problem values
@@ -285,6 +287,8 @@ func (c *Config) validateRoutes(ps *problems) {
 			ps.add(p+".model", "must not be \"*\" (it means every route in keys[].routes)")
 		case strings.TrimSpace(r.Model) != r.Model:
 			ps.add(p+".model", "must not start or end with white space")
+		case modelglob.IsPattern(r.Model) && modelglob.Check(r.Model) != nil:
+			ps.add(p+".model", "pattern %q: %v", r.Model, modelglob.Check(r.Model))
 		default:
 			if j, dup := models[r.Model]; dup {
 				ps.add(p+".model", "duplicate route %q (also routes[%d])", r.Model, j)
@@ -321,6 +325,34 @@ func (c *Config) validateRoutes(ps *problems) {
 		}
 	}
 	c.checkFallbackCycles(ps, models)
+	c.checkPatternOverlaps(ps, models)
+}
+
+// checkPatternOverlaps reports two patterns that can match one model id
+// with the same number of literal characters: neither is more specific,
+// so which serves the id would depend on file order. It is reported at
+// the later route, with a model id both match.
+func (c *Config) checkPatternOverlaps(ps *problems, models map[string]int) {
+	var pats []int
+	for i, r := range c.Routes {
+		if j, ok := models[r.Model]; ok && j == i && modelglob.IsPattern(r.Model) {
+			pats = append(pats, i)
+		}
+	}
+	for x, j := range pats {
+		b := c.Routes[j].Model
+		for _, i := range pats[:x] {
+			a := c.Routes[i].Model
+			if modelglob.Specificity(a) != modelglob.Specificity(b) {
+				continue
+			}
+			if id, ok := modelglob.Witness(a, b); ok {
+				ps.add(fmt.Sprintf("routes[%d].model", j),
+					"pattern %q overlaps routes[%d] %q, which is as specific (%d literal characters): both match %q; "+
+						"make one more specific or add an exact route", b, i, a, modelglob.Specificity(a), id)
+			}
+		}
+	}
 }
 
 // checkFallbackCycles reports each cycle of two or more routes in the

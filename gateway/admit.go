@@ -72,12 +72,14 @@ func newFastMetrics(reg prometheus.Registerer) *fastMetrics {
 	return m
 }
 
-// seed makes the series of every route d serves exist at zero.
+// seed makes the series of every route d serves exist at zero (pattern
+// routes by their pattern).
 func (m *fastMetrics) seed(d Dispatcher) {
-	if d == nil {
+	rl, ok := d.(routeLister)
+	if !ok {
 		return
 	}
-	for _, route := range d.Models() {
+	for route := range rl.RouteProviders() {
 		for _, reason := range fastReasons {
 			m.rejections.WithLabelValues(route, reason)
 		}

@@ -447,7 +447,7 @@ func mustProvider(t testing.TB, o workers.ProviderOptions) *workers.HTTPProvider
 	if err != nil {
 		t.Fatalf("NewProvider(%s): %v", o.Name, err)
 	}
-	t.Cleanup(p.CloseIdleConnections)
+	t.Cleanup(p.Close) // its model list fetch too
 	return p
 }
 

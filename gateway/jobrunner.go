@@ -18,7 +18,8 @@ import (
 // JobDispatcher is what a JobRunner needs of a Router.
 type JobDispatcher interface {
 	workers.Admitter
-	Has(model string) bool
+	// Route names the route serving model, if any.
+	Route(model string) (string, bool)
 	Do(ctx context.Context, req *workers.Request, g *workers.Grant) (*workers.Response, error)
 }
 
@@ -56,14 +57,15 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	ctx, header := jobContext(ctx, &j)
 	req := &workers.Request{Format: format, Body: body, Fields: fields, Header: header}
 	router := jr.Router()
-	if !router.Has(fields.Model) {
+	route, ok := router.Route(fields.Model)
+	if !ok {
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
 	}
 	park := startJobPark(ctx, &j)
 	g, waited, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
 		Lane:  j.Lane,
 		Key:   j.KeyName,
-		Route: fields.Model,
+		Route: route,
 		Admit: admitFunc(router, req),
 		// Jobs wait and retry (not FailFast); their Hold lets the lanes
 		// end parked synchronous requests of the same route early.

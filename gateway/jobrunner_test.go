@@ -26,8 +26,11 @@ func TestJobRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Done(actor.Outcome{Kind: actor.Canceled})
+	passThrough := ok.target(nil)
+	passThrough.Model = ""
 	r, err := workerstest.Router(workers.RouterOptions{Backoff: time.Millisecond, Routes: []workers.RouteSpec{
 		{Model: "ok", Targets: []workers.Target{ok.target(nil)}},
+		{Model: "pat-*", Targets: []workers.Target{passThrough}},
 		{Model: "bad", Targets: []workers.Target{bad.target(nil)}},
 		{Model: "down", Targets: []workers.Target{down.target(nil)}},
 		{Model: "full", Targets: []workers.Target{newUpstream(t, "full", simupstream.Options{}).target(fullActor)}},
@@ -52,6 +55,7 @@ func TestJobRunner(t *testing.T) {
 		wantErr   bool
 	}{
 		{name: "success", model: "ok", lane: "batch", wantCode: 200},
+		{name: "a pattern route serves a job", model: "pat-anything", lane: "batch", wantCode: 200},
 		{name: "upstream 4xx ends the job", model: "bad", lane: "batch", wantCode: 400},
 		{name: "every target failing is retryable", model: "down", lane: "batch", retryable: true, wantErr: true},
 		{name: "no capacity within the wait is retryable", model: "full", lane: "batch", retryable: true, wantErr: true},

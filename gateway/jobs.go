@@ -136,7 +136,7 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 		return 0, nil, errBadRequest("Idempotency-Key: longer than 255 characters")
 	}
 	j, created, err := s.jobs.Submit(c.Request().Context(), jobs.Submission{
-		Key: k.Name, Endpoint: req.Endpoint, Model: d.route, Body: req.Body, Lane: d.lane.Name,
+		Key: k.Name, Endpoint: req.Endpoint, Model: d.fields.Model, Body: req.Body, Lane: d.lane.Name,
 		CallbackURL: req.CallbackURL, Metadata: req.Metadata, IdempotencyKey: idem, RequestID: requestIDOf(c),
 	})
 	if err != nil {

@@ -47,8 +47,9 @@ type decision struct {
 	// fields are the body's peeked fields; zero when it could not be
 	// read.
 	fields wire.Fields
-	// route is the route serving fields.Model; "" when none does (a
-	// client's unknown model names no metric label).
+	// route names the route serving fields.Model (a pattern route's
+	// pattern, never the client's model, so metric labels stay bounded);
+	// "" when none does.
 	route string
 	// lane is the lane to run on; its MaxWait is the longest the request
 	// may wait parked.
@@ -88,16 +89,20 @@ func (st *state) peek(body []byte) (wire.Fields, *apiError) {
 	return f, nil
 }
 
-// route returns the route serving model for k: 404 when none does; 403,
-// with the route, when k may not use it.
+// route returns the name of the route serving model for k: 404 when none
+// does; 403, with the route, when k may not use it.
 func (st *state) route(k *key, model string) (string, *apiError) {
-	if st.dispatcher == nil || !st.dispatcher.Has(model) {
+	if st.dispatcher == nil {
 		return "", errModelNotFound(model)
 	}
-	if !k.mayUseRoute(model) {
-		return model, errPermission("this key may not use model " + strconv.Quote(model))
+	route, ok := st.dispatcher.Route(model)
+	if !ok {
+		return "", errModelNotFound(model)
 	}
-	return model, nil
+	if !k.mayUseRoute(route) {
+		return route, errPermission("this key may not use model " + strconv.Quote(model))
+	}
+	return route, nil
 }
 
 // chooseLane returns the lane named name or, for "", the default of

@@ -394,7 +394,7 @@ func (s *Server) finish(ctx context.Context, x *exchange) {
 	traceExchange(ctx, x)
 	s.logRequest(ctx, &requestLine{
 		requestID: x.requestID, api: x.format.String(), key: x.keyName,
-		proxied: true, route: x.route, provider: x.provider, lane: x.lane.Name, stream: x.stream,
+		proxied: true, route: x.route, model: x.req.Fields.Model, provider: x.provider, lane: x.lane.Name, stream: x.stream,
 		attempts: x.attempts, mode: x.mode, queued: x.queued,
 		status: x.status, duration: d, reparks: x.reparks, usage: x.usage, err: x.err,
 	})

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/wire"
@@ -23,6 +24,7 @@ type requestLine struct {
 	// proxied requests only, from route to queued.
 	proxied  bool
 	route    string
+	model    string // the client's; logged when a pattern route served it
 	provider string
 	lane     string
 	stream   bool
@@ -35,6 +37,21 @@ type requestLine struct {
 	reparks  int
 	usage    wire.Usage
 	err      error
+}
+
+// maxLoggedModel bounds the client's model in a log line: a pattern route
+// matches ids of any length.
+const maxLoggedModel = 200
+
+// truncate cuts s to at most n bytes, on a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // logRequest writes l: at warn for 5xx answers, else at info.
@@ -57,7 +74,11 @@ func (s *Server) logRequest(ctx context.Context, l *requestLine) {
 	}
 	attrs = append(attrs, slog.String("key", l.key))
 	if l.proxied {
-		attrs = append(attrs, slog.String("route", l.route), slog.String("provider", l.provider),
+		attrs = append(attrs, slog.String("route", l.route))
+		if l.route != "" && l.model != l.route {
+			attrs = append(attrs, slog.String("model", truncate(l.model, maxLoggedModel)))
+		}
+		attrs = append(attrs, slog.String("provider", l.provider),
 			slog.String("lane", l.lane), slog.Bool("stream", l.stream))
 	}
 	attrs = append(attrs, slog.Int("status", l.status))

@@ -26,10 +26,12 @@ type Dispatcher interface {
 	// Do serves req, with grant (may be nil) for the first call, and
 	// returns the answer in the client's format.
 	Do(ctx context.Context, req *workers.Request, grant *workers.Grant) (*workers.Response, error)
-	// Has reports whether a route serves model.
-	Has(model string) bool
-	// Models returns the public model names served.
-	Models() []string
+	// Route returns the name of the route serving model (a pattern route's
+	// pattern), and whether one does.
+	Route(model string) (string, bool)
+	// ListModels returns the models served, sorted by id: exact routes, and
+	// what pattern routes' upstreams list, as known when ctx ends.
+	ListModels(ctx context.Context) []workers.ModelInfo
 }
 
 // Parker parks requests no provider can take yet. *lanes.Set implements it.
@@ -53,7 +55,9 @@ type Key struct {
 	DefaultLane string
 	// Lanes the key may use.
 	Lanes []string
-	// Routes the key may use; "*" allows all.
+	// Routes the key may use, by route name (a pattern route's pattern,
+	// as written); "*" allows all. A model is allowed when the route
+	// serving it is.
 	Routes []string
 }
 
@@ -182,19 +186,5 @@ func (st *state) authenticate(r *http.Request) (*key, *apiError) {
 	return found, nil
 }
 
-func (k *key) mayUseRoute(model string) bool { return k.allRoutes || k.routes[model] }
-
-// visibleModels returns the models of d that k may use.
-func (k *key) visibleModels(d Dispatcher) []string {
-	all := d.Models()
-	if k.allRoutes {
-		return all
-	}
-	out := all[:0]
-	for _, m := range all {
-		if k.routes[m] {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+// mayUseRoute reports whether k may use the route named route.
+func (k *key) mayUseRoute(route string) bool { return k.allRoutes || k.routes[route] }

@@ -79,17 +79,18 @@ func statusOutcome(status int) actor.OutcomeKind {
 
 // upstreamBody expresses the client's body in t's format with t's model.
 func (r *Router) upstreamBody(req *Request, t *target) ([]byte, error) {
+	model := t.upstreamModel(req.Fields.Model)
 	switch {
 	case t.Format == req.Format && t.Format == FormatOpenAI && req.Fields.Stream && !req.Fields.HasStreamOptions:
 		// Ask for the usage chunk the token accounting needs; the Stream
 		// drops it, as the client did not ask for it.
-		return wire.AskUsage(nil, wire.RewriteModel(nil, req.Body, req.Fields, t.Model), req.Fields), nil
+		return wire.AskUsage(nil, wire.RewriteModel(nil, req.Body, req.Fields, model), req.Fields), nil
 	case t.Format == req.Format:
-		return wire.RewriteModel(nil, req.Body, req.Fields, t.Model), nil
+		return wire.RewriteModel(nil, req.Body, req.Fields, model), nil
 	case req.Format == FormatAnthropic:
-		return translate.AnthropicToOpenAIRequest(req.Body, t.Model, r.maxDepth)
+		return translate.AnthropicToOpenAIRequest(req.Body, model, r.maxDepth)
 	default:
-		return translate.OpenAIToAnthropicRequest(req.Body, t.Model, r.maxDepth)
+		return translate.OpenAIToAnthropicRequest(req.Body, model, r.maxDepth)
 	}
 }
 
@@ -158,7 +159,7 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 		Header:        passHeaders(resp.Header, t.Format == req.Format),
 		Body:          data,
 		Provider:      t.ProviderName,
-		UpstreamModel: t.Model,
+		UpstreamModel: t.upstreamModel(req.Fields.Model),
 		Usage:         usage,
 	}, nil
 }
@@ -227,7 +228,7 @@ func (r *Router) passError(req *Request, t *target, permit *actor.Permit, resp *
 		Header:        h,
 		Body:          data,
 		Provider:      t.ProviderName,
-		UpstreamModel: t.Model,
+		UpstreamModel: t.upstreamModel(req.Fields.Model),
 	}
 }
 
@@ -266,7 +267,7 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 		Header:        h,
 		Stream:        s,
 		Provider:      t.ProviderName,
-		UpstreamModel: t.Model,
+		UpstreamModel: t.upstreamModel(req.Fields.Model),
 	}, nil
 }
 

@@ -35,8 +35,8 @@ func (g *Grant) Release() {
 // call. When none does, it returns an *Error whose Refusals say why and
 // until when (Error.RetryAfter).
 func (r *Router) Admit(req *Request) (*Grant, error) {
-	rt, ok := r.routes[req.Fields.Model]
-	if !ok {
+	rt := r.routes.resolve(req.Fields.Model)
+	if rt == nil {
 		return nil, ErrUnknownModel
 	}
 	tr := tries{r: r, req: req, inTokens: -1}

@@ -19,8 +19,8 @@ import (
 // provider only short of concurrency or bucket tokens), and for an
 // unknown model. It takes each provider's lock once and calls nobody.
 func (r *Router) Hold(req *Request) (until time.Time, reason actor.Reason) {
-	rt, ok := r.routes[req.Fields.Model]
-	if !ok {
+	rt := r.routes.resolve(req.Fields.Model)
+	if rt == nil {
 		return time.Time{}, ""
 	}
 	for _, cand := range rt.chain {

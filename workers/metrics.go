@@ -76,12 +76,13 @@ func (m *Metrics) known(providers []string) {
 	}
 }
 
-// RouteProviders returns each route's label (its model) and the names of
+// RouteProviders returns each route's label (its model, or its pattern for
+// a pattern route) and the names of
 // the providers its targets call (its own, not its fallbacks'), for
 // creating metric series before the first request.
 func (r *Router) RouteProviders() map[string][]string {
-	out := make(map[string][]string, len(r.routes))
-	for _, rt := range r.routes {
+	out := make(map[string][]string, len(r.routes.byName))
+	for _, rt := range r.routes.byName {
 		if _, done := out[rt.model]; done {
 			continue
 		}

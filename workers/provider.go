@@ -88,6 +88,10 @@ type HTTPProvider struct {
 	sickUntil atomic.Int64
 	// probe is the key probe state (see ProbeKey).
 	probe keyProbe
+	// modelsURL lists the upstream's models; modelList caches them
+	// (see UpstreamModels).
+	modelsURL string
+	modelList modelCache
 }
 
 // Fallbacks for the options whose zero means them (see ProviderOptions).
@@ -129,10 +133,12 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 	case FormatAnthropic:
 		p.endpoint = base + "/v1/messages"
 		p.probeURL = base + "/v1/models?limit=1"
+		p.modelsURL = base + "/v1/models"
 		p.authName, p.authValue = "X-Api-Key", opts.APIKey
 	case FormatOpenAI:
 		p.endpoint = base + "/chat/completions"
 		p.probeURL = base + "/models"
+		p.modelsURL = base + "/models"
 		p.authName, p.authValue = "Authorization", "Bearer "+opts.APIKey
 	default:
 		return nil, fmt.Errorf("provider %s: unknown format %d", opts.Name, opts.Format)
@@ -158,6 +164,7 @@ func NewProvider(opts ProviderOptions) (*HTTPProvider, error) {
 		// FirstByteTimeout (see Call).
 		ResponseHeaderTimeout: opts.Timeout,
 	}
+	p.modelList.bg, p.modelList.cancel = context.WithCancel(context.Background())
 	p.client = &http.Client{
 		Transport: p.transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error {

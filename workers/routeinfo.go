@@ -24,8 +24,8 @@ type TargetInfo struct {
 
 // RouteInfos describes the router's routes, sorted by model.
 func (r *Router) RouteInfos() []RouteInfo {
-	out := make([]RouteInfo, 0, len(r.routes))
-	for _, rt := range r.routes {
+	out := make([]RouteInfo, 0, len(r.routes.byName))
+	for _, rt := range r.routes.byName {
 		ri := RouteInfo{Model: rt.model}
 		for _, t := range rt.targets {
 			ri.Targets = append(ri.Targets, TargetInfo{Provider: t.ProviderName, Model: t.Model, Weight: t.Weight})

@@ -98,8 +98,8 @@ type RouterOptions struct {
 // concurrent use and immutable apart from its round-robin state: a new
 // configuration means a new Router.
 type Router struct {
-	routes      map[string]*route
-	models      []string
+	routes      *routeTable
+	models      []string // the exact routes' names, sorted
 	maxAttempts int
 	metrics     *Metrics
 	log         *slog.Logger
@@ -128,7 +128,7 @@ func NewRouter(opts RouterOptions) (*Router, error) {
 	}
 	r := &Router{
 		routes:      routes,
-		models:      models(routes),
+		models:      routes.exactModels(),
 		maxAttempts: opts.MaxAttempts,
 		metrics:     opts.Metrics,
 		log:         log,
@@ -156,12 +156,20 @@ func (o RouterOptions) check() error {
 }
 
 // Has reports whether a route serves model.
-func (r *Router) Has(model string) bool {
-	_, ok := r.routes[model]
-	return ok
+func (r *Router) Has(model string) bool { return r.routes.resolve(model) != nil }
+
+// Route returns the name of the route serving model (its pattern, for a
+// pattern route), and whether one does. Metrics, logs and keys' allowed
+// routes go by this name, never by the client's model.
+func (r *Router) Route(model string) (string, bool) {
+	if rt := r.routes.resolve(model); rt != nil {
+		return rt.model, true
+	}
+	return "", false
 }
 
-// Models returns the public model names served, sorted.
+// Models returns the names of the exact routes, sorted; pattern routes
+// are listed by ListModels.
 func (r *Router) Models() []string { return append([]string(nil), r.models...) }
 
 // Do serves req. It picks a target of the request's route by weight among
@@ -178,8 +186,8 @@ func (r *Router) Models() []string { return append([]string(nil), r.models...) }
 //
 // A non-nil grant, from Admit, is used for the first call.
 func (r *Router) Do(ctx context.Context, req *Request, g *Grant) (*Response, error) {
-	rt, ok := r.routes[req.Fields.Model]
-	if !ok {
+	rt := r.routes.resolve(req.Fields.Model)
+	if rt == nil {
 		g.Release()
 		return nil, ErrUnknownModel
 	}

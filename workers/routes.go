@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/modelglob"
 )
 
 // Target is one provider serving a route.
@@ -20,7 +21,9 @@ type Target struct {
 	ProviderName string
 	// Format is the provider's API format.
 	Format Format
-	// Model is the upstream model name.
+	// Model is the upstream model name. Empty on a target of a pattern
+	// route passes the client's model through unchanged; on a target of
+	// an exact route it means the route's model.
 	Model string
 	// Weight is the target's share of the route's traffic (at least 1).
 	Weight int
@@ -38,7 +41,10 @@ type Target struct {
 // RouteSpec describes one route: the model a client sends, its targets and
 // the routes to fall back on.
 type RouteSpec struct {
-	// Model is the public model name.
+	// Model is the public model name, or a pattern of them (see
+	// modelglob): a client's model is served by the route named exactly
+	// so, else by the matching pattern with the most literal characters,
+	// the first in Routes among equals.
 	Model string
 	// Targets serve the route.
 	Targets []Target
@@ -49,6 +55,7 @@ type RouteSpec struct {
 // route is a RouteSpec ready for smooth weighted round-robin selection.
 type route struct {
 	model     string
+	pattern   bool // model is a modelglob pattern
 	targets   []*target
 	fallbacks []*route
 	chain     []*route // the route, then its fallbacks breadth first
@@ -62,43 +69,93 @@ type target struct {
 	current int // smooth weighted round-robin state, guarded by route.mu
 }
 
+// routeTable is a router's routes: by name, and the patterns in the
+// order a client's model is tried against them.
+type routeTable struct {
+	byName   map[string]*route
+	patterns []*route // most literal characters first, then in spec order
+}
+
+// resolve returns the route serving model: the exact route of that name,
+// else the first matching pattern; nil when none does.
+func (rt *routeTable) resolve(model string) *route {
+	if r, ok := rt.byName[model]; ok && !r.pattern {
+		return r
+	}
+	for _, r := range rt.patterns {
+		if modelglob.Match(r.model, model) {
+			return r
+		}
+	}
+	return nil
+}
+
 // buildRoutes links specs into routes, resolving fallbacks.
-func buildRoutes(specs []RouteSpec) (map[string]*route, error) {
-	routes := make(map[string]*route, len(specs))
+func buildRoutes(specs []RouteSpec) (*routeTable, error) {
+	tab := &routeTable{byName: make(map[string]*route, len(specs))}
 	for _, s := range specs {
-		if _, dup := routes[s.Model]; dup {
+		if _, dup := tab.byName[s.Model]; dup {
 			return nil, fmt.Errorf("route %q defined twice", s.Model)
 		}
-		if len(s.Targets) == 0 {
-			return nil, fmt.Errorf("route %q has no targets", s.Model)
+		rt, err := newRoute(s)
+		if err != nil {
+			return nil, err
 		}
-		rt := &route{model: s.Model}
-		for _, t := range s.Targets {
-			if t.Weight <= 0 {
-				t.Weight = 1
-			}
-			if t.Model == "" {
-				t.Model = s.Model
-			}
-			rt.targets = append(rt.targets, &target{Target: t})
-			rt.total += t.Weight
+		tab.byName[s.Model] = rt
+		if rt.pattern {
+			tab.patterns = append(tab.patterns, rt)
 		}
-		routes[s.Model] = rt
 	}
+	sort.SliceStable(tab.patterns, func(i, j int) bool {
+		return modelglob.Specificity(tab.patterns[i].model) > modelglob.Specificity(tab.patterns[j].model)
+	})
 	for _, s := range specs {
-		rt := routes[s.Model]
+		rt := tab.byName[s.Model]
 		for _, fb := range s.Fallbacks {
-			f, ok := routes[fb]
+			f, ok := tab.byName[fb]
 			if !ok {
 				return nil, fmt.Errorf("route %q: unknown fallback %q", s.Model, fb)
 			}
 			rt.fallbacks = append(rt.fallbacks, f)
 		}
 	}
-	for _, rt := range routes {
+	for _, rt := range tab.byName {
 		rt.chain = rt.buildChain()
 	}
-	return routes, nil
+	return tab, nil
+}
+
+// newRoute returns the route of s, without its fallbacks.
+func newRoute(s RouteSpec) (*route, error) {
+	if len(s.Targets) == 0 {
+		return nil, fmt.Errorf("route %q has no targets", s.Model)
+	}
+	rt := &route{model: s.Model, pattern: modelglob.IsPattern(s.Model)}
+	if rt.pattern {
+		if err := modelglob.Check(s.Model); err != nil {
+			return nil, fmt.Errorf("route %q: %w", s.Model, err)
+		}
+	}
+	for _, t := range s.Targets {
+		if t.Weight <= 0 {
+			t.Weight = 1
+		}
+		if t.Model == "" && !rt.pattern {
+			t.Model = s.Model
+		}
+		rt.targets = append(rt.targets, &target{Target: t})
+		rt.total += t.Weight
+	}
+	return rt, nil
+}
+
+// upstreamModel is the model t is called with for a client's model: its
+// own, or for a pass-through target the client's, unchanged.
+func (t *target) upstreamModel(client string) string {
+	if t.Model == "" {
+		return client
+	}
+	return t.Model
 }
 
 // pick chooses the next target by smooth weighted round-robin (the nginx
@@ -149,11 +206,13 @@ func (rt *route) buildChain() []*route {
 	return out
 }
 
-// models returns the sorted public model names of routes.
-func models(routes map[string]*route) []string {
-	out := make([]string, 0, len(routes))
-	for m := range routes {
-		out = append(out, m)
+// exactModels returns the sorted names of the exact (not pattern) routes.
+func (rt *routeTable) exactModels() []string {
+	out := make([]string, 0, len(rt.byName))
+	for m, r := range rt.byName {
+		if !r.pattern {
+			out = append(out, m)
+		}
 	}
 	sort.Strings(out)
 	return out

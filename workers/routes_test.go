@@ -23,7 +23,7 @@ func TestPickSmoothWeighted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := routes["m"]
+	rt := routes.byName["m"]
 	none := func(*target) bool { return false }
 	var seq strings.Builder
 	for i := 0; i < 7; i++ {
@@ -52,7 +52,7 @@ func TestPickSkipsAndPrefersHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := routes["m"]
+	rt := routes.byName["m"]
 	for i := 0; i < 5; i++ {
 		if got := rt.pick(func(*target) bool { return false }).ProviderName; got != "well" {
 			t.Fatalf("pick = %s; want the healthy target", got)
@@ -77,6 +77,8 @@ func TestBuildRoutesErrors(t *testing.T) {
 		{"duplicate", []RouteSpec{{Model: "m", Targets: []Target{{Provider: p}}}, {Model: "m", Targets: []Target{{Provider: p}}}}, "twice"},
 		{"no targets", []RouteSpec{{Model: "m"}}, "no targets"},
 		{"unknown fallback", []RouteSpec{{Model: "m", Targets: []Target{{Provider: p}}, Fallbacks: []string{"x"}}}, "unknown fallback"},
+		{"catch-all pattern", []RouteSpec{{Model: "*", Targets: []Target{{Provider: p}}}}, "literal character"},
+		{"double star", []RouteSpec{{Model: "claude-**", Targets: []Target{{Provider: p}}}}, "**"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,10 +102,68 @@ func TestChainBreadthFirstOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, r := range routes["a"].chain {
+	for _, r := range routes.byName["a"].chain {
 		got = append(got, r.model)
 	}
 	if strings.Join(got, ",") != "a,b,c,d" {
 		t.Errorf("chain = %v; want a,b,c,d", got)
+	}
+}
+
+// TestResolve: exact routes win over patterns, then the pattern with the
+// most literal characters, then the first in spec order; pass-through
+// targets keep the client's model, others rename it.
+func TestResolve(t *testing.T) {
+	p := &fakeProvider{true}
+	tg := []Target{{Provider: p}}
+	tab, err := buildRoutes([]RouteSpec{
+		{Model: "claude-*", Targets: tg},
+		{Model: "claude-opus-*", Targets: []Target{{Provider: p, Model: "claude-opus-4-6"}}},
+		{Model: "claude-sonnet", Targets: tg},
+		{Model: "*-mini", Targets: tg}, // 5 literal characters
+		{Model: "gpt-*", Targets: tg},  // 4: loses to *-mini
+		{Model: "o1-*", Targets: tg},   // 3
+		{Model: "*-o1x", Targets: tg},  // 4
+		{Model: "a*", Targets: tg},     // 1: first of two equals
+		{Model: "*z", Targets: tg},     // 1
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		model, route, upstream string
+	}{
+		{"claude-sonnet", "claude-sonnet", "claude-sonnet"},
+		{"claude-sonnet-4-6", "claude-*", "claude-sonnet-4-6"},
+		{"claude-opus-4-6", "claude-opus-*", "claude-opus-4-6"},
+		{"claude-opus-4-5-20251101", "claude-opus-*", "claude-opus-4-6"},
+		{"claude-haiku-4-5-20251001", "claude-*", "claude-haiku-4-5-20251001"},
+		{"gpt-4o-mini", "*-mini", "gpt-4o-mini"},
+		{"gpt-4o", "gpt-*", "gpt-4o"},
+		{"o1-preview", "o1-*", "o1-preview"},
+		{"az", "a*", "az"},
+		{"zz", "*z", "zz"},
+		{"claude", "", ""},
+		{"mistral-large", "", ""},
+		{"", "", ""},
+	}
+	for _, tc := range tests {
+		rt := tab.resolve(tc.model)
+		if tc.route == "" {
+			if rt != nil {
+				t.Errorf("resolve(%q) = %q; want no route", tc.model, rt.model)
+			}
+			continue
+		}
+		if rt == nil || rt.model != tc.route {
+			t.Errorf("resolve(%q) = %v; want route %q", tc.model, rt, tc.route)
+			continue
+		}
+		if got := rt.targets[0].upstreamModel(tc.model); got != tc.upstream {
+			t.Errorf("upstream model for %q = %q; want %q", tc.model, got, tc.upstream)
+		}
+	}
+	if got := tab.exactModels(); strings.Join(got, ",") != "claude-sonnet" {
+		t.Errorf("exactModels = %v; want only the exact route", got)
 	}
 }

@@ -227,7 +227,7 @@ func (b *builder) commit(st *state) {
 	}
 	for name, old := range b.providers {
 		if cur, ok := st.providers[name]; !ok || cur.p != old.p {
-			old.p.CloseIdleConnections()
+			old.p.Close() // stops its model list fetch; calls in flight go on
 		}
 	}
 	b.providers = st.providers
@@ -264,11 +264,12 @@ func (b *builder) Actors() []*actor.Actor {
 	return out
 }
 
-// closeIdle closes every provider's idle connections.
+// closeIdle closes every provider's idle connections and stops their
+// model list fetches.
 func (b *builder) closeIdle() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, bp := range b.providers {
-		bp.p.CloseIdleConnections()
+		bp.p.Close()
 	}
 }

@@ -305,3 +305,62 @@ func TestSDKErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestModelsPagination pages GET /v1/models in Anthropic's shape the way
+// the official SDK's auto-pager and Claude Code do.
+func TestModelsPagination(t *testing.T) {
+	s := start(t, simupstream.Options{})
+	hdr := map[string]string{"anthropic-version": "2023-06-01"}
+	get := func(t *testing.T, query string) (int, []byte) {
+		t.Helper()
+		resp, body, err := do(t.Context(), httpClient(t), http.MethodGet, s.URL()+"/v1/models"+query, "", hdr)
+		if err != nil {
+			t.Fatalf("GET /v1/models%s: %v", query, err)
+		}
+		return resp.StatusCode, body
+	}
+	_, all := get(t, "?limit=1000")
+	ids := gjson.GetBytes(all, "data.#.id").Array()
+	if len(ids) < 4 || gjson.GetBytes(all, "has_more").Bool() {
+		t.Fatalf("?limit=1000 = %s; want every model on one page", all)
+	}
+	var paged []string
+	after := ""
+	for range len(ids) {
+		q := "?limit=2"
+		if after != "" {
+			q += "&after_id=" + after
+		}
+		_, page := get(t, q)
+		for _, id := range gjson.GetBytes(page, "data.#.id").Array() {
+			paged = append(paged, id.String())
+		}
+		if !gjson.GetBytes(page, "has_more").Bool() {
+			break
+		}
+		after = gjson.GetBytes(page, "last_id").String()
+	}
+	if len(paged) != len(ids) {
+		t.Fatalf("paged by 2: %v; want the %d models of one page", paged, len(ids))
+	}
+	_, before := get(t, "?limit=2&before_id="+ids[3].String())
+	if got := gjson.GetBytes(before, "data.#.id").String(); got != `["`+ids[1].String()+`","`+ids[2].String()+`"]` ||
+		!gjson.GetBytes(before, "has_more").Bool() {
+		t.Errorf("before_id=%s limit=2: %s", ids[3], before)
+	}
+	tests := []struct {
+		query  string
+		status int
+	}{
+		{"?limit=0", 400},
+		{"?limit=1001", 400},
+		{"?limit=x", 400},
+		{"?after_id=a&before_id=b", 400},
+		{"?after_id=no-such-model", 200},
+	}
+	for _, tc := range tests {
+		if st, body := get(t, tc.query); st != tc.status {
+			t.Errorf("GET /v1/models%s = %d %s; want %d", tc.query, st, body, tc.status)
+		}
+	}
+}

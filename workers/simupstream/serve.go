@@ -182,11 +182,26 @@ func (x *exchange) handle(ep endpoint, body []byte) {
 		x.chatCompletion(&req, cut)
 	case epModels:
 		if x.format == formatAnthropic {
-			x.writeJSON(s.tpl.anthModels, cut)
+			x.anthropicModels(cut)
 		} else {
 			x.writeJSON(s.tpl.oaiModels, cut)
 		}
 	}
+}
+
+// anthropicModels answers GET /v1/models in Anthropic's shape: every
+// model at once without a query, else the page the query asks for.
+func (x *exchange) anthropicModels(cut bool) {
+	if x.r.URL.RawQuery == "" {
+		x.writeJSON(x.s.tpl.anthModels, cut)
+		return
+	}
+	page, msg := anthropicModelsPage(x.r.URL.Query())
+	if msg != "" {
+		x.writeError(http.StatusBadRequest, msg)
+		return
+	}
+	x.writeJSON(page, cut)
 }
 
 // simHeaders returns the fault and latency for the request: the server's,

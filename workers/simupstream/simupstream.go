@@ -4,8 +4,10 @@
 // It serves the Anthropic Messages API (POST /v1/messages, with SSE when the
 // body says "stream": true, and POST /v1/messages/count_tokens), OpenAI Chat
 // Completions (POST /v1/chat/completions, with SSE and
-// stream_options.include_usage) and GET /v1/models (Anthropic's list shape
-// when the request carries anthropic-version, else OpenAI's). Every reply
+// stream_options.include_usage) and GET /v1/models (Anthropic's list shape,
+// paged by limit (default 20, at most 1000), after_id and before_id, when
+// the request carries anthropic-version, else OpenAI's; among the models
+// are Claude Code's defaults). Any model id is served: every reply
 // echoes the request's model, and its content is the words "tok0 tok1 …",
 // Options.OutputTokens of them, capped by the request's max_tokens.
 // input_tokens is the length of all message text divided by four (at least 1).

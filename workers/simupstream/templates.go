@@ -1,6 +1,7 @@
 package simupstream
 
 import (
+	"net/url"
 	"strconv"
 )
 
@@ -9,7 +10,7 @@ type templates struct {
 	text       []byte   // "tok0 tok1 ... tokN-1"
 	ends       []int    // ends[i] is the length of the text of tokens 0..i
 	anthDeltas [][]byte // complete content_block_delta events, one per token
-	anthModels []byte   // GET /v1/models, Anthropic shape
+	anthModels []byte   // GET /v1/models, Anthropic shape, every model on one page
 	oaiModels  []byte   // GET /v1/models, OpenAI shape
 
 	anthBlockStart, anthBlockStop, anthMessageStop, oaiDone []byte // fixed events
@@ -21,11 +22,18 @@ type simModel struct {
 	created             int64
 }
 
-// listedModels returns the models GET /v1/models lists.
+// listedModels returns the models GET /v1/models lists, newest first
+// within each family as Anthropic lists them; Claude Code's default main
+// and small/fast models are among them.
 func listedModels() []simModel {
 	return []simModel{
+		{"claude-opus-5-5", "Claude Opus 5.5 (simulated)", "2026-09-01T00:00:00Z", 1788220800},
+		{"claude-haiku-5-5", "Claude Haiku 5.5 (simulated)", "2026-09-01T00:00:00Z", 1788220800},
+		{"claude-opus-4-6", "Claude Opus 4.6 (simulated)", "2026-02-05T00:00:00Z", 1770249600},
+		{"claude-sonnet-4-6", "Claude Sonnet 4.6 (simulated)", "2026-02-17T00:00:00Z", 1771286400},
 		{"claude-sonnet-4-5", "Claude Sonnet 4.5 (simulated)", "2025-09-29T00:00:00Z", 1759104000},
 		{"claude-haiku-4-5", "Claude Haiku 4.5 (simulated)", "2025-10-01T00:00:00Z", 1759276800},
+		{"claude-haiku-4-5-20251001", "Claude Haiku 4.5 (simulated)", "2025-10-01T00:00:00Z", 1759276800},
 		{"gpt-4o", "GPT-4o (simulated)", "2024-05-13T00:00:00Z", 1715558400},
 		{"gpt-4o-mini", "GPT-4o mini (simulated)", "2024-07-18T00:00:00Z", 1721260800},
 	}
@@ -57,34 +65,93 @@ func newTemplates(n int) templates {
 	}
 
 	models := listedModels()
-	a := []byte(`{"data":[`)
+	t.anthModels = appendAnthropicModels(nil, models, false)
 	o := []byte(`{"object":"list","data":[`)
 	for i, m := range models {
 		if i > 0 {
-			a = append(a, ',')
 			o = append(o, ',')
 		}
-		a = append(a, `{"type":"model","id":`...)
-		a = appendJSONString(a, m.id)
-		a = append(a, `,"display_name":`...)
-		a = appendJSONString(a, m.name)
-		a = append(a, `,"created_at":`...)
-		a = appendJSONString(a, m.createdAt)
-		a = append(a, '}')
-
 		o = append(o, `{"id":`...)
 		o = appendJSONString(o, m.id)
 		o = append(o, `,"object":"model","created":`...)
 		o = strconv.AppendInt(o, m.created, 10)
 		o = append(o, `,"owned_by":"simupstream"}`...)
 	}
-	a = append(a, `],"has_more":false,"first_id":`...)
-	a = appendJSONString(a, models[0].id)
-	a = append(a, `,"last_id":`...)
-	a = appendJSONString(a, models[len(models)-1].id)
-	t.anthModels = append(a, '}')
 	t.oaiModels = append(o, "]}"...)
 	return t
+}
+
+// appendAnthropicModels appends Anthropic's list page of models.
+func appendAnthropicModels(b []byte, models []simModel, hasMore bool) []byte {
+	b = append(b, `{"data":[`...)
+	for i, m := range models {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"type":"model","id":`...)
+		b = appendJSONString(b, m.id)
+		b = append(b, `,"display_name":`...)
+		b = appendJSONString(b, m.name)
+		b = append(b, `,"created_at":`...)
+		b = appendJSONString(b, m.createdAt)
+		b = append(b, '}')
+	}
+	b = append(b, `],"has_more":`...)
+	b = strconv.AppendBool(b, hasMore)
+	for _, f := range [2]string{`,"first_id":`, `,"last_id":`} {
+		b = append(b, f...)
+		switch {
+		case len(models) == 0:
+			b = append(b, "null"...)
+		case f == `,"first_id":`:
+			b = appendJSONString(b, models[0].id)
+		default:
+			b = appendJSONString(b, models[len(models)-1].id)
+		}
+	}
+	return append(b, '}')
+}
+
+// anthropicModelsPage answers GET /v1/models in Anthropic's shape with
+// its pagination: limit (1..1000, default 20), then after_id or
+// before_id. An id not listed gives an empty page. It returns an error
+// message for a bad query.
+func anthropicModelsPage(q url.Values) ([]byte, string) {
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, "limit: must be an integer from 1 to 1000"
+		}
+		limit = n
+	}
+	after, before := q.Get("after_id"), q.Get("before_id")
+	if after != "" && before != "" {
+		return nil, "after_id and before_id cannot be used together"
+	}
+	models := listedModels()
+	lo, hi := 0, len(models)
+	if id := after + before; id != "" {
+		i := 0
+		for i < len(models) && models[i].id != id {
+			i++
+		}
+		switch {
+		case i == len(models):
+			lo, hi = 0, 0
+		case after != "":
+			lo = i + 1
+		default:
+			hi = i
+			lo = max(0, hi-limit)
+		}
+	}
+	end := min(hi, lo+limit)
+	hasMore := end < hi
+	if before != "" {
+		hasMore = lo > 0
+	}
+	return appendAnthropicModels(nil, models[lo:end], hasMore), ""
 }
 
 // token returns the text of token i, with its leading space.
