@@ -9,9 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // repoFile reads a file of the repository.
@@ -201,5 +204,51 @@ func TestDeployFiles(t *testing.T) {
 	defer cancel()
 	if b, err := exec.CommandContext(ctx, sa, "verify", path).CombinedOutput(); err != nil || len(b) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, b)
+	}
+}
+
+// TestClusterCompose checks the three-relay example deploy/cluster: one
+// compose service per node, each with its own name and volume and the
+// shared config, which validates for every node's environment. (No
+// container engine runs here; TestClusterEmbeddedKillRelay runs three
+// relays with embedded clustering as real processes.)
+func TestClusterCompose(t *testing.T) {
+	var compose struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Hostname    string            `yaml:"hostname"`
+			Environment map[string]string `yaml:"environment"`
+			Volumes     []string          `yaml:"volumes"`
+		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal([]byte(repoFile(t, "deploy/cluster/compose.yaml")), &compose); err != nil {
+		t.Fatalf("deploy/cluster/compose.yaml: %v", err)
+	}
+	cfg := repoFile(t, "deploy/cluster/relay.yaml")
+	abs, _ := filepath.Abs(filepath.Join("..", "..", "deploy", "cluster", "relay.yaml"))
+	for _, node := range []string{"relay-1", "relay-2", "relay-3"} {
+		svc, ok := compose.Services[node]
+		switch {
+		case !ok:
+			t.Fatalf("compose.yaml has no service %s", node)
+		case svc.Image != "relay" || svc.Hostname != node || svc.Environment["RELAY_NODE"] != node:
+			t.Errorf("service %s: image %q, hostname %q, RELAY_NODE %q", node, svc.Image, svc.Hostname, svc.Environment["RELAY_NODE"])
+		case !slices.Contains(svc.Volumes, node+":/data") || !slices.Contains(svc.Volumes, "./relay.yaml:/etc/relay/relay.yaml:ro"):
+			t.Errorf("service %s: volumes %q: want its own %s:/data and the shared config", node, svc.Volumes, node)
+		case svc.Environment["RELAY_CLUSTER_PASSWORD"] == "":
+			t.Errorf("service %s does not pass RELAY_CLUSTER_PASSWORD", node)
+		}
+		if _, ok := compose.Volumes[node]; !ok {
+			t.Errorf("compose.yaml declares no volume %s", node)
+		}
+		if !strings.Contains(cfg, node+":6222") {
+			t.Errorf("deploy/cluster/relay.yaml's routes lack %s:6222", node)
+		}
+		env := []string{"ANTHROPIC_API_KEY=a", "OPENAI_API_KEY=o", "RELAY_KEY=cluster-test-key-0123456789",
+			"RELAY_ADMIN_TOKEN=cluster-admin-token-0123456789", "RELAY_CLUSTER_PASSWORD=cluster-password-0123", "RELAY_NODE=" + node}
+		if out, stderr, code := runRelay(t, t.TempDir(), env, "config", "validate", "--config", abs); code != 0 {
+			t.Errorf("deploy/cluster/relay.yaml does not validate for %s: %s%s", node, out, stderr)
+		}
 	}
 }
