@@ -4,6 +4,7 @@
 package configs
 
 import (
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -119,6 +120,17 @@ func defaultRetrySchedule() []Duration {
 		Duration(2 * time.Hour), Duration(5 * time.Hour), Duration(10 * time.Hour)}
 }
 
+// fitDefaultSchedule returns the default retry schedule without the delays
+// a job record kept ttl would not outlive (a shorter jobs.result_ttl than
+// the default's longest delay, 10 h); any other schedule is returned as
+// it is, and validation refuses delays that do not fit.
+func fitDefaultSchedule(s []Duration, ttl Duration) []Duration {
+	if ttl <= 0 || !slices.Equal(s, defaultRetrySchedule()) {
+		return s
+	}
+	return slices.DeleteFunc(s, func(d Duration) bool { return d >= ttl })
+}
+
 // DefaultBreaker returns the breaker settings used for fields a provider
 // leaves out.
 func DefaultBreaker() Breaker {
@@ -212,6 +224,7 @@ func (s *Simulator) UnmarshalYAML(n *yaml.Node) error {
 // target weights and models, and keys' lanes, default lane and routes.
 func (c *Config) applyDerived() {
 	c.NATS.Replicas = c.NATS.ReplicaCount()
+	c.Callbacks.RetrySchedule = fitDefaultSchedule(c.Callbacks.RetrySchedule, c.Jobs.ResultTTL)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j := range r.Targets {

@@ -18,6 +18,7 @@ func TestCallbackSchedule(t *testing.T) {
 		wantErr []string
 	}{
 		{name: "default", yaml: "", want: def},
+		{name: "default cut to a short result_ttl", yaml: "jobs: {result_ttl: 1h}", want: def[:3]},
 		{name: "own schedule", yaml: "callbacks: {retry_schedule: [1s, 1m]}", want: []time.Duration{time.Second, time.Minute}},
 		{name: "empty: one attempt", yaml: "callbacks: {retry_schedule: []}", want: []time.Duration{}},
 		{name: "max_attempts cuts", yaml: "callbacks: {max_attempts: 5}", want: def[:4]},

@@ -72,15 +72,7 @@ type relayProc struct {
 }
 
 // freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return natstest.FreeAddr(t) }
 
 // config renders the configuration with the given client keys; broken
 // adds a problem that validation rejects.

@@ -3,7 +3,11 @@ package natstest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,14 +19,49 @@ import (
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a
 // moment ago (for servers that must know their peers' ports up front).
+// The port is picked at random below the kernel's ephemeral range, which
+// outgoing connections draw from: a port from ":0" is in that range, and
+// between its check and the server's bind another test's connection may
+// take it (seen as "address already in use" under load). Ports handed out
+// are not handed out again in this process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	lo, hi := quietPorts()
+	for range 64 {
+		p := lo + rand.IntN(hi-lo)
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("natstest: free port: %v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// handedOut holds the ports FreeAddr returned.
+var handedOut sync.Map
+
+// quietPorts returns a port range below the ephemeral range (Linux's
+// ip_local_port_range, default 32768-60999).
+func quietPorts() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				hi = n
+			}
+		}
+	}
+	return hi - 10000, hi
 }
 
 // StartCluster starts n in-process servers that form one JetStream
