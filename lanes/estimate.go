@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/relaygw/relay/lanes/recent"
 )
 
 // ErrCannotServeInTime means no capacity is expected before the request's
@@ -40,9 +42,6 @@ func (e *EarlyError) Unwrap() error { return ErrCannotServeInTime }
 
 // The drain estimate: how fast a lane serves one route's parked requests.
 const (
-	// drainSamples is how many recent dispatches of one route from one
-	// lane are remembered.
-	drainSamples = 64
 	// drainWindow is how far back a dispatch counts.
 	drainWindow = 30 * time.Second
 	// drainMinSamples is how many dispatches within drainWindow make the
@@ -54,45 +53,9 @@ const (
 	drainPrune = 256
 )
 
-// drain is a sliding window of the recent dispatches of one route's
-// parked requests from one lane: a ring of their times.
-type drain struct {
-	at   [drainSamples]time.Time
-	next int
-	n    int // samples held, at most drainSamples
-}
-
-func (d *drain) observe(now time.Time) {
-	d.at[d.next] = now
-	d.next = (d.next + 1) % drainSamples
-	d.n = min(d.n+1, drainSamples)
-}
-
-// newest returns the time of the last dispatch.
-func (d *drain) newest() time.Time {
-	return d.at[(d.next-1+drainSamples)%drainSamples]
-}
-
-// rate returns the dispatches per second over the k remembered
-// dispatches within drainWindow of now: (k-1) intervals over the time
-// from the oldest of them to now, so a flow that stopped slows the rate
-// as time passes. trusted is false with fewer than drainMinSamples.
-func (d *drain) rate(now time.Time) (perSecond float64, trusted bool) {
-	k := 0
-	var oldest time.Time
-	for i := 1; i <= d.n; i++ {
-		t := d.at[(d.next-i+drainSamples)%drainSamples]
-		if now.Sub(t) > drainWindow {
-			break
-		}
-		k, oldest = k+1, t
-	}
-	if k < drainMinSamples {
-		return 0, false
-	}
-	span := max(now.Sub(oldest), time.Millisecond)
-	return float64(k-1) / span.Seconds(), true
-}
+// drain is the recent dispatches of one route's parked requests from
+// one lane.
+type drain = recent.Ring
 
 // observeDrain records a dispatch of route's request from l; s.mu is held.
 func (l *lane) observeDrain(route string, now time.Time) {
@@ -103,7 +66,7 @@ func (l *lane) observeDrain(route string, now time.Time) {
 	if d == nil {
 		if len(l.drains) >= drainPrune {
 			for r, x := range l.drains {
-				if now.Sub(x.newest()) > drainWindow {
+				if now.Sub(x.Newest()) > drainWindow {
 					delete(l.drains, r)
 				}
 			}
@@ -111,7 +74,7 @@ func (l *lane) observeDrain(route string, now time.Time) {
 		d = &drain{}
 		l.drains[route] = d
 	}
-	d.observe(now)
+	d.Observe(now)
 }
 
 // ahead counts the requests of rq that the dispatcher takes before a new
@@ -145,7 +108,7 @@ func (l *lane) estimate(now time.Time, route, key string) (wait time.Duration, a
 	if ahead == 0 || d == nil {
 		return 0, ahead, false
 	}
-	rate, ok := d.rate(now)
+	rate, ok := d.Rate(now, drainWindow, drainMinSamples)
 	if !ok {
 		return 0, ahead, false
 	}

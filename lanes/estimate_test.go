@@ -35,9 +35,9 @@ func TestDrainRate(t *testing.T) {
 			now := start
 			for range tc.n {
 				now = now.Add(tc.every)
-				d.observe(now)
+				d.Observe(now)
 			}
-			rate, ok := d.rate(now.Add(tc.after))
+			rate, ok := d.Rate(now.Add(tc.after), drainWindow, drainMinSamples)
 			if ok != tc.trusted || ok && (rate < tc.min || rate > tc.max) {
 				t.Errorf("rate = %.2f/s trusted %v; want trusted %v within [%g, %g]", rate, ok, tc.trusted, tc.min, tc.max)
 			}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/relaygw/relay/lanes/recent"
 )
 
 // A queued job's place in its lane's work queue (GET /v1/jobs/{id}:
@@ -163,8 +165,6 @@ func (s *Service) directGet(ctx context.Context, req map[string]any, id string) 
 
 // The estimated start: how fast this relay starts a lane's jobs.
 const (
-	// startSamples is how many recent starts per lane are remembered.
-	startSamples = 64
 	// startWindow is how far back a start counts.
 	startWindow = 5 * time.Minute
 	// startMinSamples is how many starts within startWindow make an
@@ -176,13 +176,7 @@ const (
 // The zero value is ready.
 type laneStarts struct {
 	mu    sync.Mutex
-	lanes map[string]*startRing
-}
-
-type startRing struct {
-	at   [startSamples]time.Time
-	next int
-	n    int
+	lanes map[string]*recent.Ring
 }
 
 // observe records a start of a job of lane at now.
@@ -190,16 +184,14 @@ func (ls *laneStarts) observe(lane string, now time.Time) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.lanes == nil {
-		ls.lanes = map[string]*startRing{}
+		ls.lanes = map[string]*recent.Ring{}
 	}
 	r := ls.lanes[lane]
 	if r == nil {
-		r = &startRing{}
+		r = &recent.Ring{}
 		ls.lanes[lane] = r
 	}
-	r.at[r.next] = now
-	r.next = (r.next + 1) % startSamples
-	r.n = min(r.n+1, startSamples)
+	r.Observe(now)
 }
 
 // wait estimates when a job with ahead jobs before it starts: ahead+1
@@ -213,18 +205,9 @@ func (ls *laneStarts) wait(lane string, ahead int, now time.Time) (time.Duration
 	if r == nil {
 		return 0, false
 	}
-	k := 0
-	var oldest time.Time
-	for i := 1; i <= r.n; i++ {
-		t := r.at[(r.next-i+startSamples)%startSamples]
-		if now.Sub(t) > startWindow {
-			break
-		}
-		k, oldest = k+1, t
-	}
-	if k < startMinSamples {
+	rate, ok := r.Rate(now, startWindow, startMinSamples)
+	if !ok {
 		return 0, false
 	}
-	rate := float64(k-1) / max(now.Sub(oldest), time.Millisecond).Seconds()
 	return time.Duration(float64(ahead+1) / rate * float64(time.Second)), true
 }
