@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,7 +139,18 @@ func TestClusterR3(t *testing.T) {
 	js := natstest.JetStream(t, nodes[1])
 	decl := assets.New(js, assets.Options{Replicas: 3})
 	var runs countingRunner
-	s := start(t, js, &runs, jobs.Options{Assets: decl})
+	// Under load the new cluster may still be electing leaders: retry as
+	// the relay does at start.
+	var opened *jobs.Service
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := assets.UntilPlaced(ctx, slog.New(slog.DiscardHandler), "open jobs", func() (err error) {
+		opened, err = jobs.Open(ctx, js, &runs, defaultOpts(t, jobs.Options{Assets: decl}))
+		return err
+	}); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	s := run(t, opened)
 	const n = 40
 	ids := make([]string, n)
 	var wg sync.WaitGroup

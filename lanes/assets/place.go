@@ -1,4 +1,4 @@
-package main
+package assets
 
 import (
 	"context"
@@ -12,17 +12,17 @@ import (
 )
 
 // A relay of a cluster may start before enough of its peers: declaring
-// replicated streams then fails until they are up. untilPlaced retries.
+// replicated streams then fails until they are up. UntilPlaced retries.
 
-// placeRetryMax caps the wait between tries of untilPlaced.
+// placeRetryMax caps the wait between tries of UntilPlaced.
 const placeRetryMax = 5 * time.Second
 
-// untilPlaced runs declare until it succeeds, retrying (with a log line
+// UntilPlaced runs declare until it succeeds, retrying (with a log line
 // each time) while JetStream answers that the cluster cannot place the
 // assets yet: no meta leader or too few peers for the replicas
 // (10008, 10023, 10005), or a timeout. Other errors, and ctx ending,
 // return at once.
-func untilPlaced(ctx context.Context, log *slog.Logger, what string, declare func() error) error {
+func UntilPlaced(ctx context.Context, log *slog.Logger, what string, declare func() error) error {
 	delay := 250 * time.Millisecond
 	for {
 		err := declare()
