@@ -386,3 +386,27 @@ func TestOpenRefusesMissingSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestRunStopsWhenIdle: with nothing running, Run returns as soon as its
+// context ends, not after the shutdown grace period that running work
+// may use (the executor heartbeat once kept it for the whole grace).
+func TestRunStopsWhenIdle(t *testing.T) {
+	st := newStore(t)
+	s := open(t, st.js, okRunner, jobs.Options{ShutdownGrace: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	mustSubmit(t, s, sub("team-a")) // a job that runs and ends at once
+	natstest.Eventually(t, 30*time.Second, "queue empty", func() bool {
+		return natstest.StreamMsgs(t, st.js, jobs.JobsStream, "") == 0
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second): // half the grace period
+		t.Fatal("idle Run still running 30 s after its context ended (grace period 1 min)")
+	}
+}

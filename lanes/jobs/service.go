@@ -284,12 +284,20 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
+	// The heartbeat lasts as long as running work does: until the pull
+	// loops have returned (their work done) or the grace period is over.
+	beatCtx, stopBeat := context.WithCancel(workCtx)
+	beatDone := make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		s.beat(beatCtx)
+	}()
 	var wg sync.WaitGroup
-	// The heartbeat lasts as long as running work does.
-	wg.Go(func() { s.beat(workCtx) })
 	wg.Go(func() { s.pullLoop(ctx, workCtx, jobs, s.opts.Workers, s.waiting, s.execute) })
 	wg.Go(func() { s.pullLoop(ctx, workCtx, cbs, s.opts.CallbackWorkers, nil, s.deliverOne) })
 	wg.Wait()
+	stopBeat()
+	<-beatDone
 	if c, ok := s.opts.Callbacks.(idleCloser); ok {
 		c.CloseIdleConnections()
 	}
