@@ -17,6 +17,13 @@ import (
 
 // ensure returns the record of m, creating it (queued) when missing.
 func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
+	return s.ensureRecord(ctx, m, false)
+}
+
+// ensureRecord is ensure; with indexed, a record found already created
+// (by the executor, which won the race with Submit) gets its index entry
+// too, so a job is listed by the time its submission is answered.
+func (s *Service) ensureRecord(ctx context.Context, m *message, indexed bool) (Job, uint64, error) {
 	j := m.record()
 	data, _ := json.Marshal(&j)
 	rev, err := s.state.Create(ctx, m.ID, data)
@@ -29,7 +36,13 @@ func (s *Service) ensure(ctx context.Context, m *message) (Job, uint64, error) {
 	if !isConflict(err) {
 		return Job{}, 0, fmt.Errorf("jobs: record job: %w", err)
 	}
-	return s.load(ctx, m.ID)
+	j, rev, err = s.load(ctx, m.ID)
+	if err == nil && indexed && !notAccepted(&j) {
+		if err := s.putIndex(ctx, &j); err != nil {
+			s.log.Warn("index job", "job", m.ID, "error", err)
+		}
+	}
+	return j, rev, err
 }
 
 // load returns a job's record and its revision, or ErrNotFound.

@@ -135,7 +135,7 @@ func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Subm
 		}
 		return s.settleUnknown(ctx, &m, err)
 	}
-	j, _, err := s.ensure(ctx, &m)
+	j, _, err := s.ensureRecord(ctx, &m, true)
 	if err != nil {
 		// Stored, so it runs: the executor creates the record.
 		s.log.Warn("job stored without its record (the executor will create it)", "job", id, "error", err)
