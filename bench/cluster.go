@@ -160,14 +160,17 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	dead := &atomic.Int32{}
 	dead.Store(-1)
 	var once1, once2 sync.Once
+	// untilBusy waits (up to 2 s) until jobs run upstream, so that a kill
+	// finds some of the dead relay's in flight.
+	untilBusy := func() {
+		for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	fault := func(done int) {
 		if done >= o.chaos/3 {
 			once1.Do(func() {
-				// Kill while jobs run upstream, so some were the dead
-				// relay's.
-				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
-					time.Sleep(20 * time.Millisecond)
-				}
+				untilBusy()
 				kill1 = time.Now()
 				_ = syscall.Kill(nodes[2].c.PID(), syscall.SIGKILL)
 				dead.Store(2)
@@ -184,9 +187,7 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		}
 		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
 			once2.Do(func() {
-				for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
-					time.Sleep(20 * time.Millisecond)
-				}
+				untilBusy()
 				kill2 = time.Now()
 				_ = syscall.Kill(nodes[1].c.PID(), syscall.SIGKILL)
 				dead.Store(1)

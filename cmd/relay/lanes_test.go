@@ -73,15 +73,21 @@ func (p *relayProc) parkSome(n int, check func()) {
 
 // messageAsync is message for any goroutine: it returns 0 on failure.
 func (p *relayProc) messageAsync() int {
-	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/v1/messages",
-		strings.NewReader(`{"model":"claude-sonnet","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`))
+	return p.send(context.Background(), httpClient, "claude-sonnet")
+}
+
+// send posts a small Anthropic request for model with canaryKey through
+// client and returns the status (0 when no answer came).
+func (p *relayProc) send(ctx context.Context, client *http.Client, model string) int {
+	body := `{"model":"` + model + `","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.addr+"/v1/messages", strings.NewReader(body))
 	if err != nil {
 		return 0
 	}
 	req.Header.Set("x-api-key", canaryKey)
 	req.Header.Set("anthropic-version", "2023-06-01")
 	req.Header.Set("content-type", "application/json")
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0
 	}

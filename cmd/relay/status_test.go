@@ -53,21 +53,7 @@ var longClient = &http.Client{}
 // askModel sends one request for model and returns its status code (0 when the
 // request failed or ctx ended first).
 func (p *relayProc) askModel(ctx context.Context, model string) int {
-	body := `{"model":"` + model + `","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.addr+"/v1/messages", strings.NewReader(body))
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("x-api-key", canaryKey)
-	req.Header.Set("anthropic-version", "2023-06-01")
-	req.Header.Set("content-type", "application/json")
-	resp, err := longClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode
+	return p.send(ctx, longClient, model)
 }
 
 // statusRelay starts the relay of statusConfig and brings it into the
