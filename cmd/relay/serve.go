@@ -95,7 +95,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	decl := assets.New(js, assets.Options{Replicas: cfg.NATS.ReplicaCount(), Logger: log, Registry: reg})
 	var set *lanes.Set
-	if err := assets.UntilPlaced(ctx, log, "open lanes", func() (err error) {
+	if err := assets.UntilPlaced(ctx, log, "open lanes", func(ctx context.Context) (err error) {
 		set, err = lanes.Open(ctx, lanes.Options{Lanes: laneSpecs(cfg), JetStream: js, Registry: reg, Logger: log, Assets: decl})
 		return err
 	}); err != nil {
@@ -112,7 +112,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
 	var svc *jobs.Service
-	if err := assets.UntilPlaced(ctx, log, "open jobs", func() (err error) {
+	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
 		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
 		return err
 	}); err != nil {

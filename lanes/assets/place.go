@@ -17,15 +17,25 @@ import (
 // placeRetryMax caps the wait between tries of UntilPlaced.
 const placeRetryMax = 5 * time.Second
 
+// placeTryTimeout bounds one try of UntilPlaced. A request to a cluster
+// that is still electing its meta leader can go unanswered; without a
+// bound of its own, one such try would use up the caller's whole
+// deadline (TestClusterR3 once waited its full minute on one declare).
+const placeTryTimeout = 10 * time.Second
+
 // UntilPlaced runs declare until it succeeds, retrying (with a log line
 // each time) while JetStream answers that the cluster cannot place the
 // assets yet: no meta leader or too few peers for the replicas
 // (10008, 10023, 10005), or a timeout. Other errors, and ctx ending,
-// return at once.
-func UntilPlaced(ctx context.Context, log *slog.Logger, what string, declare func() error) error {
+// return at once. Each try gets its own context, bounded by
+// placeTryTimeout; declare must be safe to run again after a try that
+// timed out.
+func UntilPlaced(ctx context.Context, log *slog.Logger, what string, declare func(ctx context.Context) error) error {
 	delay := 250 * time.Millisecond
 	for {
-		err := declare()
+		tctx, cancel := context.WithTimeout(ctx, placeTryTimeout)
+		err := declare(tctx)
+		cancel()
 		if err == nil || !placementPending(err) {
 			return err
 		}

@@ -144,7 +144,7 @@ func TestClusterR3(t *testing.T) {
 	var opened *jobs.Service
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if err := assets.UntilPlaced(ctx, slog.New(slog.DiscardHandler), "open jobs", func() (err error) {
+	if err := assets.UntilPlaced(ctx, slog.New(slog.DiscardHandler), "open jobs", func(ctx context.Context) (err error) {
 		opened, err = jobs.Open(ctx, js, &runs, defaultOpts(t, jobs.Options{Assets: decl}))
 		return err
 	}); err != nil {
