@@ -52,6 +52,8 @@ type Config struct {
 	Routes []Route `yaml:"routes"`
 	// Keys are the relay API keys clients authenticate with.
 	Keys []Key `yaml:"keys"`
+	// Prices turn usage into cost, by upstream model; optional.
+	Prices []Price `yaml:"prices"`
 	// Retry bounds the upstream calls made for one request and for all.
 	Retry Retry `yaml:"retry"`
 	// Callbacks configures job result delivery to callback URLs.
@@ -251,6 +253,66 @@ type Key struct {
 	Lanes []string `yaml:"lanes"`
 	// Routes are the route models the key may use; "*" means all.
 	Routes []string `yaml:"routes"`
+	// KeyLimits are the key's own limits, checked together with the
+	// providers' before a request is admitted; zero means no limit of
+	// that kind.
+	KeyLimits `yaml:",inline"`
+	// Budget, when set, caps what the key may spend per period.
+	Budget *Budget `yaml:"budget"`
+}
+
+// KeyLimits are a key's own limits. Zero means "no limit of that kind".
+type KeyLimits struct {
+	// RPM is the key's requests per minute.
+	RPM int `yaml:"rpm" json:"rpm,omitempty"`
+	// InputTPM is the key's input tokens per minute.
+	InputTPM int `yaml:"input_tpm" json:"input_tpm,omitempty"`
+	// OutputTPM is the key's output tokens per minute.
+	OutputTPM int `yaml:"output_tpm" json:"output_tpm,omitempty"`
+	// MaxConcurrency bounds the key's in-flight upstream calls.
+	MaxConcurrency int `yaml:"max_concurrency" json:"max_concurrency,omitempty"`
+}
+
+// Budget periods.
+const (
+	// BudgetDay resets at midnight UTC.
+	BudgetDay = "day"
+	// BudgetMonth resets at midnight UTC on the first of each month.
+	BudgetMonth = "month"
+	// BudgetTotal never resets.
+	BudgetTotal = "total"
+)
+
+// Budget caps a key's spend per period: in USD (priced by the prices
+// table) or in tokens (input plus output, cache tokens included).
+// Exactly one of USD and Tokens is set.
+type Budget struct {
+	// USD is the most the key may spend per period, in US dollars.
+	USD float64 `yaml:"usd" json:"usd,omitempty"`
+	// Tokens is the most tokens the key may use per period.
+	Tokens int64 `yaml:"tokens" json:"tokens,omitempty"`
+	// Period is day, month or total.
+	Period string `yaml:"period" json:"period"`
+}
+
+// Price is what one upstream model costs, in USD per million tokens.
+type Price struct {
+	// Model is the upstream model id, or a glob of them ("claude-sonnet-*");
+	// the exact entry wins, then the one with the most literal characters.
+	Model string `yaml:"model"`
+	// Input is the price of a million input tokens.
+	Input float64 `yaml:"input"`
+	// Output is the price of a million output tokens.
+	Output float64 `yaml:"output"`
+	// CacheRead is the price of a million input tokens read from the
+	// prompt cache; 0 means Input.
+	CacheRead float64 `yaml:"cache_read"`
+	// CacheWrite is the price of a million input tokens written to the
+	// prompt cache; 0 means Input.
+	CacheWrite float64 `yaml:"cache_write"`
+	// BatchDiscount is the share taken off for batch items (0.5 for the
+	// providers' batch APIs' half price); 0 means none.
+	BatchDiscount float64 `yaml:"batch_discount"`
 }
 
 // Retry bounds retries. Before the first byte reaches a client, a failed

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -62,6 +63,41 @@ func (c *Config) validateKeys(ps *problems) {
 			}
 		}
 		c.checkKeyAccess(ps, p, k)
+		CheckKeyLimits(ps.adder(p), k.KeyLimits, k.Budget)
+	}
+}
+
+// CheckKeyLimits calls bad with the field and the reason for every
+// problem of a key's limits and budget (the admin API checks keys made at
+// run time with it too).
+func CheckKeyLimits(bad func(field, reason string), l KeyLimits, b *Budget) {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"rpm", l.RPM}, {"input_tpm", l.InputTPM}, {"output_tpm", l.OutputTPM}, {"max_concurrency", l.MaxConcurrency}} {
+		if f.v < 0 {
+			bad(f.name, "must be >= 0")
+		}
+	}
+	if b == nil {
+		return
+	}
+	switch {
+	case b.USD < 0 || math.IsNaN(b.USD) || math.IsInf(b.USD, 0):
+		bad("budget.usd", "must be a positive number")
+	case b.Tokens < 0:
+		bad("budget.tokens", "must be > 0")
+	case b.USD > 0 && b.Tokens > 0:
+		bad("budget", "set one of usd and tokens, not both")
+	case b.USD == 0 && b.Tokens == 0:
+		bad("budget", "set usd or tokens (> 0)")
+	}
+	switch b.Period {
+	case BudgetDay, BudgetMonth, BudgetTotal:
+	case "":
+		bad("budget.period", "must be set to day, month or total")
+	default:
+		bad("budget.period", fmt.Sprintf("must be day, month or total, not %q", b.Period))
 	}
 }
 

@@ -82,3 +82,8 @@ type problems []Problem
 func (ps *problems) add(path, format string, args ...any) {
 	*ps = append(*ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
+
+// adder returns a function that records a problem at prefix.field.
+func (ps *problems) adder(prefix string) func(field, reason string) {
+	return func(field, reason string) { ps.add(prefix+"."+field, "%s", reason) }
+}

@@ -31,6 +31,7 @@ func (c *Config) Validate() error {
 	c.validateProviders(&ps)
 	c.validateRoutes(&ps)
 	c.validateKeys(&ps)
+	c.validatePrices(&ps)
 	c.validateRest(&ps)
 	return joinProblems(ps)
 }
