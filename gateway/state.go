@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
@@ -59,6 +60,10 @@ type Key struct {
 	// as written); "*" allows all. A model is allowed when the route
 	// serving it is.
 	Routes []string
+	// Limits are the key's own limits (zero: none of that kind).
+	Limits configs.KeyLimits
+	// Budget caps the key's spend per period; nil when it has none.
+	Budget *configs.Budget
 }
 
 // Lane is one priority lane as the gateway sees it.

@@ -210,6 +210,8 @@ func gatewayConfig(cfg *configs.Config, router *workers.Router) (gateway.Config,
 			DefaultLane: kc.DefaultLane,
 			Lanes:       kc.Lanes,
 			Routes:      kc.Routes,
+			Limits:      kc.KeyLimits,
+			Budget:      kc.Budget,
 		})
 	}
 	return gc, nil
