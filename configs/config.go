@@ -60,6 +60,9 @@ type Config struct {
 	Callbacks Callbacks `yaml:"callbacks"`
 	// Jobs configures asynchronous jobs.
 	Jobs Jobs `yaml:"jobs"`
+	// Usage configures metering: usage events on NATS and the stored
+	// counters GET /v1/usage and /admin/usage answer from.
+	Usage Usage `yaml:"usage"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 	// Admin configures the admin endpoints on AdminListen.
@@ -380,6 +383,19 @@ type Jobs struct {
 	// Workers bounds the jobs taken from the queue at once: running, or
 	// waiting on their lane for capacity (default 128).
 	Workers int `yaml:"workers"`
+}
+
+// Usage configures metering.
+type Usage struct {
+	// Retention is how long usage events are kept on stream RELAY_USAGE
+	// (subjects relay.usage.<key>), for billing consumers to read
+	// (default 720h, 30 days). A consumer that falls further behind loses
+	// the oldest events.
+	Retention Duration `yaml:"retention"`
+	// CounterRetention is how long a key's counters of one day are kept
+	// after their last update (default 9600h, about 400 days); 0 keeps
+	// them forever. GET /v1/usage and /admin/usage read them.
+	CounterRetention Duration `yaml:"counter_retention"`
 }
 
 // Tracing configures OpenTelemetry traces, exported over OTLP/HTTP.

@@ -34,6 +34,8 @@ const (
 	defaultRetryFloor     = 3
 	defaultJobsWorkers    = 128
 	defaultResultTTL      = 72 * time.Hour
+	defaultUsageRetention = 720 * time.Hour
+	defaultCounterKeep    = 9600 * time.Hour
 	defaultLogLevel       = "info"
 	defaultSampleRatio    = 1.0
 	defaultSimLatency     = 20 * time.Millisecond
@@ -66,6 +68,8 @@ const (
 //	callbacks.retry_schedule: [5s, 5m, 30m, 2h, 5h, 10h]
 //	callbacks.max_attempts: unset (deprecated; the schedule's length + 1)
 //	jobs.result_ttl: 72h
+//	usage.retention: 720h              # usage events on RELAY_USAGE
+//	usage.counter_retention: 9600h     # per-key day counters; 0: forever
 //	log.level: info
 //	tracing.otlp_endpoint: ""          # off
 //	tracing.sample_ratio: 1
@@ -108,6 +112,7 @@ func Default() *Config {
 		Retry:     Retry{MaxAttempts: defaultRetryAttempts, BudgetRatio: defaultRetryRatio, BudgetFloor: defaultRetryFloor},
 		Callbacks: Callbacks{RetrySchedule: defaultRetrySchedule()},
 		Jobs:      Jobs{ResultTTL: Duration(defaultResultTTL), Workers: defaultJobsWorkers},
+		Usage:     Usage{Retention: Duration(defaultUsageRetention), CounterRetention: Duration(defaultCounterKeep)},
 		Log:       Log{Level: defaultLogLevel},
 		Tracing:   Tracing{SampleRatio: defaultSampleRatio},
 	}

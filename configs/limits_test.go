@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestKeyLimitsAndPrices: per-key limits, budgets and the prices table
@@ -47,6 +48,15 @@ func TestKeyLimitsAndPrices(t *testing.T) {
 			{Path: "prices[1].batch_discount", Msg: "must be >= 0 and < 1 (0.5 is half price)"},
 			{Path: "prices[2].model", Msg: "must be set (an upstream model id or a glob)"},
 		}},
+		{"usage retention", func(c *Config) {
+			c.Usage = Usage{Retention: Duration(time.Minute), CounterRetention: Duration(time.Hour)}
+		}, []Problem{
+			{Path: "usage.retention", Msg: "must be at least 1h (how long usage events stay on RELAY_USAGE)"},
+			{Path: "usage.counter_retention", Msg: "must be 0 (forever) or at least 48h (the counters are kept per UTC day)"},
+		}},
+		{"usage counters kept forever", func(c *Config) {
+			c.Usage.CounterRetention = 0
+		}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

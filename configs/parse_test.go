@@ -216,6 +216,8 @@ func TestDefaults(t *testing.T) {
 		{"callbacks.max_attempts", c.Callbacks.MaxAttempts, (*int)(nil)},
 		{"callbacks.allow_private_networks", c.Callbacks.AllowPrivateNetworks, false},
 		{"jobs.result_ttl", c.Jobs.ResultTTL.Std(), 72 * time.Hour},
+		{"usage.retention", c.Usage.Retention.Std(), 720 * time.Hour},
+		{"usage.counter_retention", c.Usage.CounterRetention.Std(), 9600 * time.Hour},
 		{"log.level", c.Log.Level, "info"},
 		{"simulator", c.Simulator, (*Simulator)(nil)},
 	}

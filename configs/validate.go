@@ -443,6 +443,12 @@ func (c *Config) validateRest(ps *problems) {
 	if c.Jobs.Workers < 1 || c.Jobs.Workers > 10000 {
 		ps.add("jobs.workers", "must be between 1 and 10000")
 	}
+	if c.Usage.Retention < Duration(time.Hour) {
+		ps.add("usage.retention", "must be at least 1h (how long usage events stay on RELAY_USAGE)")
+	}
+	if r := c.Usage.CounterRetention; r != 0 && r < Duration(48*time.Hour) {
+		ps.add("usage.counter_retention", "must be 0 (forever) or at least 48h (the counters are kept per UTC day)")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
@@ -35,6 +36,9 @@ type JobRunner struct {
 	// means wire.FallbackMaxDepth). The gateway checked them on submission;
 	// this guards bodies read back from the store.
 	MaxJSONDepth int
+	// Meter records each run an upstream answered (mode job, or batch for
+	// message batch items); nil records nothing.
+	Meter *metering.Meter
 }
 
 var _ jobs.Runner = (*JobRunner)(nil)
@@ -102,5 +106,22 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 		resp.Stream.Close()
 		return jobs.Outcome{Err: errors.New("a job cannot be streamed")}
 	}
+	jr.record(&j, route, resp)
 	return jobs.Outcome{StatusCode: resp.StatusCode, Body: resp.Body, Provider: resp.Provider}
+}
+
+// record meters a run an upstream answered; refusals that state no usage
+// are not metered.
+func (jr *JobRunner) record(j *jobs.Job, route string, resp *workers.Response) {
+	if jr.Meter == nil || !resp.Usage.Known && (resp.StatusCode < 200 || resp.StatusCode > 299) {
+		return
+	}
+	mode := metering.ModeJob
+	if j.BatchID != "" {
+		mode = metering.ModeBatch
+	}
+	jr.Meter.Record(metering.Call{
+		Mode: mode, RequestID: j.RequestID, JobID: j.ID, BatchID: j.BatchID, Key: j.KeyName, Route: route,
+		Provider: resp.Provider, Model: resp.UpstreamModel, Usage: resp.Usage,
+	})
 }

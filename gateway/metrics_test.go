@@ -121,13 +121,20 @@ func TestRequestSeriesAtZero(t *testing.T) {
 		`relay_requests_total{code="200",lane="interactive",mode="direct",provider="anthropic-a",route="claude-sonnet"} 0`,
 		`relay_requests_total{code="200",lane="batch",mode="queued",provider="openai-b",route="gpt-4o"} 0`,
 		`relay_upstream_attempts_total{outcome="429",provider="anthropic-a"} 0`,
-		`relay_tokens_total{direction="output",provider="openai-b"} 0`,
+		`relay_tokens_total{direction="output",key="team-a",provider="openai-b",route="gpt-4o"} 0`,
+		`relay_tokens_total{direction="cache_write",key="team-a",provider="anthropic-a",route="claude-sonnet"} 0`,
+		`relay_tokens_total{direction="input",key="limited",provider="openai-b",route="gpt-4o"} 0`,
+		`relay_cost_usd_total{key="limited",route="gpt-4o"} 0`,
 		`relay_admission_refusals_total{provider="openai-b",reason="breaker_open"} 0`,
 		`relay_request_duration_seconds_count{mode="queued",route="gpt-4o"} 0`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	// Series exist for the routes a key may use only.
+	if strings.Contains(text, `key="limited",route="claude-sonnet"`) {
+		t.Errorf("/metrics has series of key limited on a route it may not use")
 	}
 	if code, _, _ := r.do(t, http.MethodGet, "/metrics", nil, ""); code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)

@@ -50,8 +50,10 @@ type exchange struct {
 	status    int
 	attempts  int
 	usage     wire.Usage
-	err       error
-	park      trace.Span // the wait on a lane, while parked
+	// upstreamModel is the model sent upstream, once an upstream answered.
+	upstreamModel string
+	err           error
+	park          trace.Span // the wait on a lane, while parked
 }
 
 // releaseBody gives back the pooled body buffer and its charge to the
@@ -256,6 +258,7 @@ func (s *Server) respond(x *exchange, resp *workers.Response) {
 	h["X-Relay-Lane"] = []string{x.lane.Name}
 	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
 	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
+	x.upstreamModel = resp.UpstreamModel
 	traceAnswer(c.Request().Context(), resp)
 	for name, v := range resp.Header {
 		h[name] = v
@@ -391,6 +394,7 @@ func streamErrMsg(err error) string {
 func (s *Server) finish(ctx context.Context, x *exchange) {
 	d := time.Since(x.start)
 	s.metrics.observe(x, strconv.Itoa(x.status), d)
+	s.record(x)
 	traceExchange(ctx, x)
 	s.logRequest(ctx, &requestLine{
 		requestID: x.requestID, api: x.format.String(), key: x.keyName,

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/logctx"
 )
@@ -66,6 +67,13 @@ type Deps struct {
 	// Jobs serves the asynchronous /v1/jobs endpoints; nil leaves them
 	// unrouted (404).
 	Jobs JobService
+	// Meter records every answered request's usage and serves GET
+	// /v1/usage from its counters; nil meters into Registry's metrics
+	// only (GET /v1/usage then answers 503).
+	Meter *metering.Meter
+	// Budgets reports keys' remaining budgets in GET /v1/usage; nil
+	// shows none.
+	Budgets BudgetReporter
 }
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
@@ -84,6 +92,8 @@ type Server struct {
 	budget       *bodyBudget
 	bodyRejected prometheus.Counter
 	fast         *fastMetrics // early answers (admit.go)
+	meter        *metering.Meter
+	budgets      BudgetReporter
 }
 
 // withDefaults fills o's unset fields with their defaults.
@@ -107,6 +117,9 @@ func (d Deps) withDefaults() Deps {
 	if d.Ready == nil {
 		d.Ready = func() error { return nil }
 	}
+	if d.Meter == nil {
+		d.Meter = metering.New(metering.Options{Registry: d.Registry, Logger: d.Logger})
+	}
 	return d
 }
 
@@ -123,6 +136,8 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		jobs:    deps.Jobs,
 		budget:  newBodyBudget(defaultBodyMemoryBytes),
 		fast:    newFastMetrics(deps.Registry),
+		meter:   deps.Meter,
+		budgets: deps.Budgets,
 	}
 	s.bodyRejected = registerBodyMetrics(deps.Registry, s.budget)
 	s.SetConfig(cfg)
@@ -136,6 +151,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 	e.POST("/v1/messages/count_tokens", s.handleCountTokens)
 	e.GET("/v1/models", s.handleModels)
 	e.GET("/v1/models/:id", s.handleModel)
+	e.GET("/v1/usage", s.handleUsage)
 	if s.jobs != nil {
 		e.POST("/v1/jobs", s.jobsHandler(s.handleJobSubmit))
 		e.GET("/v1/jobs/:id", s.jobsHandler(s.handleJobGet))
@@ -172,6 +188,7 @@ func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg)
 	s.fast.seed(st.dispatcher)
 	s.metrics.known(cfg)
+	s.seedMeter(cfg, st)
 	s.budget.setLimit(st.bodyMemoryBytes)
 	s.state.Store(st)
 }

@@ -348,7 +348,8 @@ func TestOpenAIStreamUsageAskedForTheClient(t *testing.T) {
 	if up := string(reqs[len(reqs)-1].Body); !strings.Contains(up, `"include_usage":true`) {
 		t.Errorf("upstream body did not ask for usage: %s", up)
 	}
-	if m := r.metricsText(t); !strings.Contains(m, `relay_tokens_total{direction="output",provider="openai-b"}`) {
+	if m := r.metricsText(t); !strings.Contains(m, `relay_tokens_total{direction="output",key="team-a",provider="openai-b",route="gpt-4o"}`) ||
+		strings.Contains(m, `relay_tokens_total{direction="output",key="team-a",provider="openai-b",route="gpt-4o"} 0`+"\n") {
 		t.Errorf("output tokens not counted from the stream:\n%s", m)
 	}
 }

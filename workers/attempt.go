@@ -153,7 +153,6 @@ func (r *Router) bodyAnswer(ctx, callCtx context.Context, req *Request, t *targe
 		}
 	}
 	r.metrics.attempt(t.ProviderName, strconv.Itoa(resp.StatusCode), time.Since(start))
-	r.metrics.tokens(t.ProviderName, usage)
 	return &Response{
 		StatusCode:    resp.StatusCode,
 		Header:        passHeaders(resp.Header, t.Format == req.Format),
@@ -257,7 +256,6 @@ func (r *Router) streamAnswer(ctx context.Context, req *Request, t *target, perm
 		}
 		r.finish(permit, actor.Outcome{Kind: kind, Header: upHeader,
 			InputTokens: u.Input, OutputTokens: u.Output, UsageKnown: u.Known})
-		r.metrics.tokens(t.ProviderName, u)
 		r.metrics.upstreamDone(t.ProviderName, time.Since(start))
 	}
 	h := passHeaders(resp.Header, t.Format == req.Format)

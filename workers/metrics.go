@@ -5,15 +5,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/relaygw/relay/workers/wire"
 )
 
 // Metrics records upstream calls. A nil *Metrics records nothing.
 type Metrics struct {
 	upstream *prometheus.HistogramVec
 	attempts *prometheus.CounterVec
-	tokenCnt *prometheus.CounterVec
 	refused  *prometheus.CounterVec
 	noBudget prometheus.Counter
 }
@@ -30,10 +27,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "relay_upstream_attempts_total",
 			Help: "Upstream calls by provider and outcome (an HTTP status, timeout, unreachable, garbage or provider_auth).",
 		}, []string{"provider", "outcome"}),
-		tokenCnt: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_tokens_total",
-			Help: "Tokens reported by upstreams, by provider and direction (input or output).",
-		}, []string{"provider", "direction"}),
 	}
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_admission_refusals_total",
@@ -43,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "relay_retry_budget_exhausted_total",
 		Help: "Retries not made because the shared retry budget was spent.",
 	})
-	reg.MustRegister(m.upstream, m.attempts, m.tokenCnt, m.refused, m.noBudget)
+	reg.MustRegister(m.upstream, m.attempts, m.refused, m.noBudget)
 	return m
 }
 
@@ -68,8 +61,6 @@ func (m *Metrics) known(providers []string) {
 		for _, o := range knownOutcomes {
 			m.attempts.WithLabelValues(p, o)
 		}
-		m.tokenCnt.WithLabelValues(p, "input")
-		m.tokenCnt.WithLabelValues(p, "output")
 		for _, r := range refusalReasons {
 			m.refused.WithLabelValues(p, r)
 		}
@@ -128,14 +119,6 @@ func (m *Metrics) upstreamDone(provider string, d time.Duration) {
 		return
 	}
 	m.upstream.WithLabelValues(provider).Observe(d.Seconds())
-}
-
-func (m *Metrics) tokens(provider string, u wire.Usage) {
-	if m == nil || !u.Known {
-		return
-	}
-	m.tokenCnt.WithLabelValues(provider, "input").Add(float64(u.Input))
-	m.tokenCnt.WithLabelValues(provider, "output").Add(float64(u.Output))
 }
 
 func (m *Metrics) refusal(provider, reason string) {

@@ -189,8 +189,11 @@ func knownSeries(route, provider, lane string) []struct {
 		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "200")},
 		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "429")},
 		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "timeout")},
-		{"relay_tokens_total", l("provider", provider, "direction", "input")},
-		{"relay_tokens_total", l("provider", provider, "direction", "output")},
+		// key0 is the first key reloadConfig writes; it may use every route.
+		{"relay_tokens_total", l("key", "key0", "route", route, "provider", provider, "direction", "input")},
+		{"relay_tokens_total", l("key", "key0", "route", route, "provider", provider, "direction", "cache_read")},
+		{"relay_cost_usd_total", l("key", "key0", "route", route)},
+		{"relay_usage_unpriced_total", l("route", route)},
 		{"relay_admission_refusals_total", l("provider", provider, "reason", "breaker_open")},
 		{"relay_breaker_state", l("provider", provider)},
 		{"relay_provider_inflight", l("provider", provider)},

@@ -24,6 +24,7 @@ import (
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/lanes/jobs"
@@ -103,6 +104,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { _ = set.Close() })
 
+	meter, err := openMeter(ctx, js, decl, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	// The meter stops after the jobs and the gateway (cleanups run in
+	// reverse): it publishes what they recorded and flushes its counters
+	// before NATS closes.
+	cleanups = append(cleanups, meter.Stop)
+
 	b := &builder{log: log, metrics: wm, onRelease: set.Kick}
 	built, err := b.build(cfg)
 	if err != nil {
@@ -113,7 +123,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 	var svc *jobs.Service
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
-		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
+		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth, Meter: meter}, log, reg)
 		return err
 	}); err != nil {
 		return err
@@ -131,7 +141,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
 
-	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
+	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Meter: meter})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
@@ -163,7 +173,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
 		}
 		mux := adminMux()
-		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log}, mux)
+		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, meter: meter}, mux)
 		cleanups = append(cleanups, func(context.Context) { stopStatus() })
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
@@ -203,6 +213,23 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// openMeter declares the usage stream and counters bucket and starts the
+// meter that records every request's, job's and batch item's usage.
+func openMeter(ctx context.Context, js jetstream.JetStream, decl *assets.Declarer, cfg *configs.Config,
+	log *slog.Logger, reg prometheus.Registerer) (*metering.Meter, error) {
+	var store *metering.Store
+	if err := assets.UntilPlaced(ctx, log, "open usage store", func(ctx context.Context) (err error) {
+		store, err = metering.OpenStore(ctx, js, decl, metering.StoreOptions{
+			Retention: cfg.Usage.Retention.Std(), CounterRetention: cfg.Usage.CounterRetention.Std()})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	m := metering.New(metering.Options{Registry: reg, Logger: log, Store: store})
+	m.Start()
+	return m, nil
 }
 
 // openJobs opens the asynchronous jobs service over JetStream, with

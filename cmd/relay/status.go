@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/gateway/status"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
@@ -54,6 +55,7 @@ type statusDeps struct {
 	reg   prometheus.Gatherer
 	ready func() error
 	log   *slog.Logger
+	meter *metering.Meter // serves GET /admin/usage
 }
 
 // startStatus starts the status page's metric sampler and returns the
@@ -70,6 +72,10 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 		Lanes: d.lanes, Providers: d.b, Routes: d.b, Jobs: d.jobs,
 		Streams: status.NewStreamSource(d.js), Window: win, Ready: d.ready, Version: version,
 	})
-	status.NewHandler(col, status.NewAuth(d.b.AdminToken), d.log).Register(mux)
+	auth := status.NewAuth(d.b.AdminToken)
+	status.NewHandler(col, auth, d.log).Register(mux)
+	if d.meter != nil {
+		mux.Handle("/admin/usage", metering.AdminHandler(d.meter, auth.AllowAdminAPI))
+	}
 	return func() { cancel(); <-done }
 }
