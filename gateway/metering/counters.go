@@ -68,8 +68,11 @@ type counters struct {
 	m     *meterMetrics
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	pending map[string]map[string]*Totals // entry key -> model -> delta
+	// flushing serializes flushes, so that a flush returns only once
+	// every delta recorded before it began is stored (or kept).
+	flushing sync.Mutex
+	mu       sync.Mutex
+	pending  map[string]map[string]*Totals // entry key -> model -> delta
 }
 
 func newCounters(s *Store, m *meterMetrics, log *slog.Logger) *counters {
@@ -123,6 +126,8 @@ func (c *counters) run(ctx context.Context, every time.Duration) {
 // flush adds every pending delta to its entry. Deltas that could not be
 // written go back to pending.
 func (c *counters) flush(ctx context.Context) error {
+	c.flushing.Lock()
+	defer c.flushing.Unlock()
 	c.mu.Lock()
 	pending := c.pending
 	c.pending = map[string]map[string]*Totals{}
