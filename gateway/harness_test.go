@@ -29,11 +29,14 @@ import (
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/lanes"
+	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/callbacks"
+	"github.com/relaygw/relay/workers/pricing"
 	"github.com/relaygw/relay/workers/simupstream"
 	"github.com/relaygw/relay/workers/workerstest"
 )
@@ -63,6 +66,7 @@ type relay struct {
 	JS        jetstream.JetStream     // nil without withLanes or withJobs
 	Jobs      *jobs.Service           // nil without withJobs
 	Runner    *holdRunner             // the jobs service's runner; nil without withJobs
+	Meter     *metering.Meter         // nil without withMeter
 	runJobs   func()                  // starts the jobs service (see withJobsIdle)
 	logs      *syncBuffer
 }
@@ -89,6 +93,14 @@ type relayConfig struct {
 	jobRunner       jobs.Runner              // nil: the real gateway.JobRunner
 	heldJobs        bool                     // the holdRunner starts held
 	jobsIdle        bool                     // the jobs service runs only on relay.runJobs
+	meter           bool                     // meter into a usage store on NATS (withMeter)
+	prices          *pricing.Table           // Config.Prices
+}
+
+// withMeter meters usage into a Store on the relay's NATS, priced by
+// prices; the Meter is relay.Meter.
+func withMeter(prices *pricing.Table) relayOption {
+	return func(c *relayConfig) { c.meter, c.prices = true, prices }
 }
 
 // relayOption shapes the relay newRelay builds.
@@ -198,6 +210,7 @@ func newRelay(t testing.TB, opts ...relayOption) *relay {
 	log := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: level}))
 	r.openLanes(t, &c)
 	router := r.newRouter(t, &c, log)
+	r.openMeter(t, &c)
 	r.openJobs(t, &c, router)
 	cfg := gateway.Config{
 		Dispatcher:      router,
@@ -206,8 +219,9 @@ func newRelay(t testing.TB, opts ...relayOption) *relay {
 		MaxJSONDepth:    c.maxJSONDepth,
 		Lanes:           []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
 		Keys:            c.keys,
+		Prices:          c.prices,
 	}
-	deps := gateway.Deps{Logger: log, Registry: r.Registry}
+	deps := gateway.Deps{Logger: log, Registry: r.Registry, Meter: r.Meter}
 	if r.Lanes != nil {
 		deps.Lanes = r.Lanes
 	}
@@ -238,6 +252,28 @@ func (r *relay) jetStream(t testing.TB, c *relayConfig) jetstream.JetStream {
 		r.JS = natstest.JetStream(t, c.nats)
 	}
 	return r.JS
+}
+
+// openMeter opens the usage store and starts the Meter of withMeter, if
+// any; it stops when the test ends.
+func (r *relay) openMeter(t testing.TB, c *relayConfig) {
+	t.Helper()
+	if !c.meter {
+		return
+	}
+	js := r.jetStream(t, c)
+	store, err := metering.OpenStore(t.Context(), js, assets.New(js, assets.Options{}),
+		metering.StoreOptions{Retention: time.Hour})
+	if err != nil {
+		t.Fatalf("metering.OpenStore: %v", err)
+	}
+	r.Meter = metering.New(metering.Options{Registry: r.Registry, Store: store, FlushInterval: 50 * time.Millisecond})
+	r.Meter.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		r.Meter.Stop(ctx)
+	})
 }
 
 // openLanes opens the lanes.Set of withLanes, if any.
@@ -332,7 +368,7 @@ func (r *relay) openJobs(t testing.TB, c *relayConfig, router *workers.Router) {
 	inner := c.jobRunner
 	if inner == nil {
 		inner = &gateway.JobRunner{Router: func() gateway.JobDispatcher { return router }, Lanes: r.Lanes,
-			MaxJSONDepth: c.maxJSONDepth}
+			MaxJSONDepth: c.maxJSONDepth, Meter: r.Meter}
 	}
 	r.Runner = &holdRunner{inner: inner, started: make(chan string, 16), release: make(chan struct{})}
 	r.Runner.held.Store(c.heldJobs)
