@@ -1,13 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
 	ooption "github.com/openai/openai-go/v3/option"
+
+	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/gateway/metering"
 )
 
 // startDemo runs `relay serve` with configs/demo.yaml on free ports.
@@ -41,7 +46,37 @@ func TestDemoClients(t *testing.T) {
 		t.Run("anthropic/"+name, func(t *testing.T) { demoAnthropicLoop(t, ac, stream) })
 		t.Run("openai/"+name, func(t *testing.T) { demoOpenAILoop(t, oc, stream) })
 	}
+	t.Run("usage shows cost", func(t *testing.T) { demoUsage(t, p) })
 	p.stop()
+}
+
+// demoUsage checks that GET /v1/usage shows the demo key's calls above,
+// priced by the demo's prices table, once the counters are written.
+func demoUsage(t *testing.T, p *relayProc) {
+	var ku metering.KeyUsage
+	natstest.Eventually(t, 30*time.Second, "priced usage of claude-sonnet-4-5", func() bool {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.addr+"/v1/usage", nil)
+		req.Header.Set("x-api-key", "relay-demo-key")
+		resp, err := sdkHTTPClient(t).Do(req)
+		if err != nil {
+			t.Fatalf("GET /v1/usage: %v", err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&ku); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/usage: %d %v", resp.StatusCode, err)
+		}
+		for _, d := range ku.Days {
+			for _, m := range d.Models {
+				if m.Model == "claude-sonnet-4-5" && m.CostUSD > 0 && m.OutputTokens > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if ku.Key != "demo" || ku.Total.Requests < 4 {
+		t.Errorf("demo usage %+v; want the key's calls above", ku)
+	}
 }
 
 // demoAsk sends params with the Anthropic SDK and returns the (accumulated)
