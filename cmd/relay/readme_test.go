@@ -72,6 +72,7 @@ var readmeChecks = []readmeCheck{
 	{"/v1/messages/batches -H", []int{200}, []string{`"type":"message_batch"`}},
 	{"/results", []int{200}, []string{`"custom_id":"a"`, `"custom_id":"b"`, `"type":"succeeded"`}},
 	{"nats sub", nil, nil},
+	{"/v1/usage", []int{200}, []string{`"object":"usage"`, `"key":"demo"`}},
 }
 
 // readmeRun holds what earlier examples produced, for the placeholders of
