@@ -14,8 +14,8 @@ import (
 
 // benchmarkProxy measures one request through the relay to a simulated
 // upstream, both on loopback in this process, with a keep-alive client.
-func benchmarkProxy(b *testing.B, stream bool) {
-	r := newRelayB(b)
+func benchmarkProxy(b *testing.B, stream bool, opts ...relayOption) {
+	r := newRelayB(b, opts...)
 	body := `{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}`
 	if stream {
 		body = `{"model":"claude-sonnet","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
@@ -51,6 +51,13 @@ func benchmarkProxy(b *testing.B, stream bool) {
 
 func BenchmarkProxy(b *testing.B)       { benchmarkProxy(b, false) }
 func BenchmarkProxyStream(b *testing.B) { benchmarkProxy(b, true) }
+
+// BenchmarkProxyMetered is BenchmarkProxyStream with metering into a
+// usage store on NATS (events and counters), priced: its cost over
+// BenchmarkProxyStream is metering's.
+func BenchmarkProxyMetered(b *testing.B) {
+	benchmarkProxy(b, true, withMeter(testPrices))
+}
 
 // BenchmarkBareProxy is the baseline for BenchmarkProxy: a bare
 // httputil.ReverseProxy in front of the same simulated upstream.

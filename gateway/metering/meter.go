@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -78,8 +79,8 @@ func New(o Options) *Meter {
 	return m
 }
 
-// SetPrices replaces the prices table (nil prices nothing); calls
-// recorded from then on use it.
+// SetPrices replaces the prices table (nil prices nothing, and warns of
+// nothing); calls recorded from then on use it.
 func (m *Meter) SetPrices(t *pricing.Table) { m.prices.Store(t) }
 
 // KeyRoutes is one key's name and the routes it may use, with each
@@ -120,9 +121,10 @@ func (m *Meter) Record(c Call) {
 	if c.Usage.Known {
 		pu := pricing.Usage{Input: int64(c.Usage.Input), Output: int64(c.Usage.Output),
 			CacheRead: int64(c.Usage.CacheRead), CacheWrite: int64(c.Usage.CacheWrite)}
-		ev.CostUSD, ev.Priced = m.prices.Load().Cost(c.Model, pu, c.Mode == ModeBatch)
+		table := m.prices.Load()
+		ev.CostUSD, ev.Priced = table.Cost(c.Model, pu, c.Mode == ModeBatch)
 		if !ev.Priced {
-			m.noPrice(ev.Route, ev.Model)
+			m.noPrice(ev.Route, ev.Model, table != nil)
 		}
 	}
 	m.metrics.observe(&ev)
@@ -133,9 +135,13 @@ func (m *Meter) Record(c Call) {
 	m.pub.enqueue(&ev)
 }
 
-// noPrice counts a call of an unpriced model and warns once per model.
-func (m *Meter) noPrice(route, model string) {
+// noPrice counts a call of an unpriced model and, when there is a prices
+// table, warns once per model.
+func (m *Meter) noPrice(route, model string, haveTable bool) {
 	m.metrics.unpriced.WithLabelValues(route).Inc()
+	if !haveTable {
+		return
+	}
 	m.mu.Lock()
 	warn := !m.unpriced[model] && len(m.unpriced) < maxWarned
 	if warn {
@@ -143,7 +149,7 @@ func (m *Meter) noPrice(route, model string) {
 	}
 	m.mu.Unlock()
 	if warn {
-		m.log.Warn("usage of a model the prices table does not price: it costs 0", "model", model, "route", route)
+		m.log.Warn("usage of a model the prices table does not price: it costs 0", "model", truncate(model, maxLoggedModel), "route", route)
 	}
 }
 
@@ -192,4 +198,19 @@ func (m *Meter) Flush(ctx context.Context) error {
 		return nil
 	}
 	return m.counts.flush(ctx)
+}
+
+// maxLoggedModel bounds a model id in a log line: pattern routes pass
+// ids of any length through.
+const maxLoggedModel = 200
+
+// truncate cuts s to at most n bytes, on a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
