@@ -280,6 +280,10 @@ func TestReport(t *testing.T) {
 		a.Days[0].Models[0].Model != "claude-x" || a.Days[0].Models[1].Model != "gpt-y" {
 		t.Errorf("team-a: %+v", a)
 	}
+	empty, err := m.Usage(t.Context(), day("2025-01-01"), day("2025-01-31"))
+	if err != nil || len(empty.Keys) != 0 || empty.Total.Requests != 0 {
+		t.Errorf("a range without usage: %+v, %v; want no keys", empty, err)
+	}
 	ku, err := m.KeyUsage(t.Context(), "team-a", day("2026-11-01"), day("2026-12-31"))
 	if err != nil {
 		t.Fatal(err)
