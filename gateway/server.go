@@ -75,6 +75,8 @@ type Server struct {
 	echo    *echo.Echo
 	http    *http.Server
 	state   atomic.Pointer[state]
+	// runtime holds the keys made at run time (SetRuntimeKeys).
+	runtime atomic.Pointer[keyTable]
 	metrics *metrics
 	ready   func() error
 	lanes   Parker
@@ -169,7 +171,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // in flight finish on the configuration they started with.
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
-	st := newState(cfg)
+	st := newState(cfg, &s.runtime)
 	s.fast.seed(st.dispatcher)
 	s.metrics.known(cfg)
 	s.budget.setLimit(st.bodyMemoryBytes)
