@@ -70,11 +70,11 @@ type Deps struct {
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	echo    *echo.Echo
-	http    *http.Server
-	state   atomic.Pointer[state]
+	opts  Options
+	log   *slog.Logger
+	echo  *echo.Echo
+	http  *http.Server
+	state atomic.Pointer[state]
 	// runtime holds the keys made at run time (SetRuntimeKeys).
 	runtime atomic.Pointer[keyTable]
 	metrics *metrics

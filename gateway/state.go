@@ -124,7 +124,7 @@ type state struct {
 	names map[string]bool
 	// runtime is the Server's table of keys made through the admin API,
 	// shared by every state (it changes without a reload).
-	runtime *atomic.Pointer[keyTable]
+	runtime      *atomic.Pointer[keyTable]
 	lanes        map[string]Lane
 	dispatcher   Dispatcher
 	maxBodyBytes int64
