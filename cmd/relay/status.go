@@ -54,6 +54,7 @@ type statusDeps struct {
 	reg   prometheus.Gatherer
 	ready func() error
 	log   *slog.Logger
+	auth  *status.Auth // the admin token check, shared with the admin API
 }
 
 // startStatus starts the status page's metric sampler and returns the
@@ -70,6 +71,6 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 		Lanes: d.lanes, Providers: d.b, Routes: d.b, Jobs: d.jobs,
 		Streams: status.NewStreamSource(d.js), Window: win, Ready: d.ready, Version: version,
 	})
-	status.NewHandler(col, status.NewAuth(d.b.AdminToken), d.log).Register(mux)
+	status.NewHandler(col, d.auth, d.log).Register(mux)
 	return func() { cancel(); <-done }
 }
