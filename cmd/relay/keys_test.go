@@ -186,6 +186,26 @@ func TestKeysTwoRelays(t *testing.T) {
 	outputs = append(outputs, out, errOut)
 	natstest.Eventually(t, time.Second, "update reaches the other relay", func() bool { return b.ask(fresh, "claude-haiku") == 200 })
 
+	// Rotate with no grace: the old secret stops at once, and its open
+	// NATS connection is closed.
+	nc, err := nats.Connect("nats://"+natsA, nats.Token(fresh), nats.CustomInboxPrefix("_INBOX.team-b"), nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("tenant connect: %v", err)
+	}
+	defer nc.Close()
+	out, errOut, code = keysCLI(t, env, "rotate", "team-b", "--admin-url", "http://"+a.admin, "--grace", "0s")
+	if code != 0 || strings.Contains(out, "previous_valid_until") {
+		t.Fatalf("keys rotate --grace 0s: exit %d: %s %s", code, out, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &rot); err != nil || rot.Key == "" || rot.Key == fresh {
+		t.Fatalf("keys rotate printed %q (%v)", out, err)
+	}
+	previous := fresh
+	fresh = rot.Key
+	natstest.Eventually(t, time.Second, "secret rotated without grace refused on the other relay, its NATS connection closed", func() bool {
+		return b.ask(previous, "claude-sonnet") == 401 && b.ask(fresh, "claude-sonnet") == 200 && nc.IsClosed()
+	})
+
 	// Revoke on A: refused on B within a second, on HTTP and NATS.
 	out, errOut, code = keysCLI(t, env, "revoke", "team-b", "--admin-url", "http://"+a.admin)
 	if code != 0 || !strings.Contains(out, `"revoked": true`) {
@@ -240,7 +260,7 @@ func TestKeysTwoRelays(t *testing.T) {
 	where = append(where, "CLI outputs\x00"+strings.Join(outputs, "\n"), "NATS\x00"+allStreamMessages(t, "nats://"+natsA))
 	for _, w := range where {
 		label, text, _ := strings.Cut(w, "\x00")
-		for what, s := range map[string]string{"first secret": secret, "rotated secret": fresh, "file key": canaryKey} {
+		for what, s := range map[string]string{"first secret": secret, "rotated secret": previous, "last secret": fresh, "file key": canaryKey} {
 			if strings.Contains(text, s) {
 				t.Errorf("%s appears in %s", what, label)
 			}

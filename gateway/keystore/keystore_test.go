@@ -80,11 +80,17 @@ func (s *syncBuffer) String() string {
 // newRelay starts a relay's key store over js, until the test ends.
 func newRelay(t *testing.T, js jetstream.JetStream) *relay {
 	t.Helper()
+	return newRelayR(t, js, 1)
+}
+
+// newRelayR is newRelay with the bucket declared with replicas.
+func newRelayR(t *testing.T, js jetstream.JetStream, replicas int) *relay {
+	t.Helper()
 	r := &relay{cfg: testConfig(), logs: &syncBuffer{}, reg: prometheus.NewRegistry(), js: js}
 	tok := adminToken
 	r.token.Store(&tok)
 	log := slog.New(slog.NewJSONHandler(r.logs, nil))
-	store, err := keystore.Open(t.Context(), assets.New(js, assets.Options{}))
+	store, err := keystore.Open(t.Context(), assets.New(js, assets.Options{Replicas: replicas}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +232,31 @@ func TestKeysAcrossRelays(t *testing.T) {
 			t.Errorf("relay_admin_key_changes_total{action=%q} = %v, want %v", action, got, want)
 		}
 	}
+}
+
+// TestKeysClusterR3: on a three-node JetStream cluster the bucket has
+// three replicas, and a key created through a relay on one node works on
+// a relay on another node within a second, and its revoke too.
+func TestKeysClusterR3(t *testing.T) {
+	nodes := natstest.StartCluster(t, 3)
+	a := newRelayR(t, natstest.JetStream(t, nodes[0]), 3)
+	b := newRelayR(t, natstest.JetStream(t, nodes[2]), 3)
+	info, err := a.js.Stream(t.Context(), "KV_"+keystore.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().Config.Replicas; n != 3 {
+		t.Fatalf("bucket replicas %d, want 3", n)
+	}
+	start := time.Now()
+	created := a.adminOK(t, "POST", "/admin/keys", `{"name":"r3"}`, 201)
+	secret := created["key"].(string)
+	natstest.Eventually(t, time.Second, "key works through another node", func() bool { return b.authCode(t, secret) == 200 })
+	t.Logf("created through node 1, accepted through node 3 after %v", time.Since(start))
+	start = time.Now()
+	b.adminOK(t, "DELETE", "/admin/keys/r3", "", 200)
+	natstest.Eventually(t, time.Second, "revoke reaches another node", func() bool { return a.authCode(t, secret) == 401 })
+	t.Logf("revoked through node 3, refused through node 1 after %v", time.Since(start))
 }
 
 // changes returns relay_admin_key_changes_total{action}.
