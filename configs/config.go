@@ -416,8 +416,9 @@ type Log struct {
 
 // Admin configures the admin endpoints served on admin_listen.
 type Admin struct {
-	// Token is the bearer token the admin endpoints (the status page
-	// included) require; "" leaves them refused (pprof excepted).
+	// Token is the bearer token the admin endpoints (the status page and
+	// the keys API /admin/keys included) require; "" leaves them refused
+	// (pprof excepted).
 	Token string `yaml:"token"`
 }
 

@@ -103,16 +103,23 @@ func CheckKeyLimits(bad func(field, reason string), l KeyLimits, b *Budget) {
 
 // checkKeyAccess checks a key's lanes, default lane and routes.
 func (c *Config) checkKeyAccess(ps *problems, p string, k Key) {
+	c.CheckKeyAccess(ps.adder(p), k)
+}
+
+// CheckKeyAccess calls bad with the field ("lanes[1]", "default_lane",
+// "routes[0]") and the reason for every lane or route k names that c
+// does not have (the admin API checks keys made at run time with it too).
+func (c *Config) CheckKeyAccess(bad func(field, reason string), k Key) {
 	for j, l := range k.Lanes {
 		if _, ok := c.Lane(l); !ok {
-			ps.add(fmt.Sprintf("%s.lanes[%d]", p, j), "unknown lane %q", l)
+			bad(fmt.Sprintf("lanes[%d]", j), fmt.Sprintf("unknown lane %q", l))
 		}
 	}
 	if k.DefaultLane != "" {
 		if _, ok := c.Lane(k.DefaultLane); !ok {
-			ps.add(p+".default_lane", "unknown lane %q", k.DefaultLane)
+			bad("default_lane", fmt.Sprintf("unknown lane %q", k.DefaultLane))
 		} else if len(k.Lanes) > 0 && !slices.Contains(k.Lanes, k.DefaultLane) {
-			ps.add(p+".default_lane", "lane %q is not in the key's lanes", k.DefaultLane)
+			bad("default_lane", fmt.Sprintf("lane %q is not in the key's lanes", k.DefaultLane))
 		}
 	}
 	for j, r := range k.Routes {
@@ -120,7 +127,7 @@ func (c *Config) checkKeyAccess(ps *problems, p string, k Key) {
 			continue
 		}
 		if _, ok := c.Route(r); !ok {
-			ps.add(fmt.Sprintf("%s.routes[%d]", p, j), "unknown route %q (use \"*\" for every route)", r)
+			bad(fmt.Sprintf("routes[%d]", j), fmt.Sprintf("unknown route %q (use \"*\" for every route)", r))
 		}
 	}
 }
@@ -157,3 +164,7 @@ func (c *Config) Route(model string) (Route, bool) {
 	}
 	return Route{}, false
 }
+
+// ValidKeyName reports whether s may name a key: letters, digits, _ and -
+// (one NATS subject token, one KV key).
+func ValidKeyName(s string) bool { return validName(s) }

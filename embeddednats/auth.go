@@ -45,7 +45,8 @@ const (
 
 // Tenant is a relay key allowed on the client port. A client that presents
 // the key's secret as token or password may only read the key's own
-// results and usage; see [Options.Tenants].
+// results and usage; see [Options.Tenants]. A key with two valid secrets
+// (a rotation's grace period) is listed twice, with the same Name.
 type Tenant struct {
 	// Name is the key name: one NATS subject token.
 	Name string
@@ -295,7 +296,14 @@ func TenantPermissions(name string) *server.Permissions {
 func (t *access) principals() map[string]string {
 	out := make(map[string]string, len(t.tenants)+len(t.users)+len(t.nkeys))
 	for _, tn := range t.tenants {
-		out[tenantUser+tn.Name] = hex.EncodeToString(tn.SHA256[:])
+		// A tenant may be listed once per valid secret (a rotated key in
+		// its grace period): dropping one changes its fingerprint.
+		id := tenantUser + tn.Name
+		if prev, ok := out[id]; ok {
+			out[id] = prev + "," + hex.EncodeToString(tn.SHA256[:])
+		} else {
+			out[id] = hex.EncodeToString(tn.SHA256[:])
+		}
 	}
 	for name, u := range t.users {
 		out[name] = fmt.Sprintf("%x|%q|%q", sha256.Sum256([]byte(u.Password)), u.Publish, u.Subscribe)

@@ -34,11 +34,11 @@ func policyState(t *testing.T) *state {
 		Dispatcher: router,
 		Lanes:      []Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
 		Keys: []Key{
-			{Name: "all", DefaultLane: "interactive", Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
-			{Name: "narrow", DefaultLane: "interactive", Lanes: []string{"interactive"}, Routes: []string{"claude"}},
-			{Name: "none", DefaultLane: "interactive", Lanes: []string{"interactive"}},
+			{Name: "all", SHA256: [32]byte{1}, DefaultLane: "interactive", Lanes: []string{"interactive", "batch"}, Routes: []string{"*"}},
+			{Name: "narrow", SHA256: [32]byte{2}, DefaultLane: "interactive", Lanes: []string{"interactive"}, Routes: []string{"claude"}},
+			{Name: "none", SHA256: [32]byte{3}, DefaultLane: "interactive", Lanes: []string{"interactive"}},
 		},
-	})
+	}, nil)
 }
 
 // TestAdmit decides requests of each kind: lane defaults, lane and model
@@ -140,7 +140,7 @@ func TestBatchLimits(t *testing.T) {
 			wantErr: "requests: at most 2 requests are allowed in a message batch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := newState(tc.cfg)
+			st := newState(tc.cfg, nil)
 			if st.maxBatchRequests != tc.wantReqs || st.maxBatchBytes != tc.wantBytes {
 				t.Fatalf("limits %d requests, %d bytes; want %d, %d", st.maxBatchRequests, st.maxBatchBytes, tc.wantReqs, tc.wantBytes)
 			}

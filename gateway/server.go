@@ -78,11 +78,13 @@ type Deps struct {
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	echo    *echo.Echo
-	http    *http.Server
-	state   atomic.Pointer[state]
+	opts  Options
+	log   *slog.Logger
+	echo  *echo.Echo
+	http  *http.Server
+	state atomic.Pointer[state]
+	// runtime holds the keys made at run time (SetRuntimeKeys).
+	runtime atomic.Pointer[keyTable]
 	metrics *metrics
 	ready   func() error
 	lanes   Parker
@@ -185,7 +187,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // in flight finish on the configuration they started with.
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
-	st := newState(cfg)
+	st := newState(cfg, &s.runtime)
 	s.fast.seed(st.dispatcher)
 	s.metrics.known(cfg)
 	s.seedMeter(cfg, st)

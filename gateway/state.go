@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaygw/relay/configs"
@@ -65,6 +66,18 @@ type Key struct {
 	Limits configs.KeyLimits
 	// Budget caps the key's spend per period; nil when it has none.
 	Budget *configs.Budget
+	// Grace is an earlier secret still accepted until its expiry (the
+	// grace period of a rotation); nil when there is none. Only keys made
+	// through the admin API have one.
+	Grace *GraceSecret
+}
+
+// GraceSecret is a key's previous secret, valid until Until.
+type GraceSecret struct {
+	// SHA256 is the SHA-256 of the previous secret.
+	SHA256 [32]byte
+	// Until is when the previous secret stops working.
+	Until time.Time
 }
 
 // Lane is one priority lane as the gateway sees it.
@@ -108,7 +121,13 @@ type Config struct {
 
 // state is a Config prepared for fast lookups.
 type state struct {
-	keys         []*key
+	// keys are the configuration's keys by the SHA-256 of their secret;
+	// names holds their names, which shadow runtime keys of the same name.
+	keys  map[[32]byte]*key
+	names map[string]bool
+	// runtime is the Server's table of keys made through the admin API,
+	// shared by every state (it changes without a reload).
+	runtime      *atomic.Pointer[keyTable]
 	lanes        map[string]Lane
 	dispatcher   Dispatcher
 	maxBodyBytes int64
@@ -129,8 +148,11 @@ type key struct {
 
 const defaultMaxBodyBytes = 32 << 20
 
-func newState(c Config) *state {
+func newState(c Config, runtime *atomic.Pointer[keyTable]) *state {
 	st := &state{
+		keys:             make(map[[32]byte]*key, len(c.Keys)),
+		names:            make(map[string]bool, len(c.Keys)),
+		runtime:          runtime,
 		lanes:            make(map[string]Lane, len(c.Lanes)),
 		dispatcher:       c.Dispatcher,
 		maxBodyBytes:     positiveOr(c.MaxBodyBytes, defaultMaxBodyBytes),
@@ -143,19 +165,60 @@ func newState(c Config) *state {
 		st.lanes[l.Name] = l
 	}
 	for _, k := range c.Keys {
-		kk := &key{Key: k, lanes: map[string]bool{}, routes: map[string]bool{}}
-		for _, l := range k.Lanes {
-			kk.lanes[l] = true
-		}
-		for _, r := range k.Routes {
-			if r == "*" {
-				kk.allRoutes = true
-			}
-			kk.routes[r] = true
-		}
-		st.keys = append(st.keys, kk)
+		st.keys[k.SHA256] = newKey(k)
+		st.names[k.Name] = true
 	}
 	return st
+}
+
+// newKey prepares k for lookups.
+func newKey(k Key) *key {
+	kk := &key{Key: k, lanes: map[string]bool{}, routes: map[string]bool{}}
+	for _, l := range k.Lanes {
+		kk.lanes[l] = true
+	}
+	for _, r := range k.Routes {
+		if r == "*" {
+			kk.allRoutes = true
+		}
+		kk.routes[r] = true
+	}
+	return kk
+}
+
+// keyTable holds the keys made through the admin API, by the SHA-256 of
+// their current secret and of a rotated one still in its grace period.
+type keyTable struct {
+	bySum map[[32]byte]tableEntry
+}
+
+// tableEntry is one accepted secret: its key, and when it stops working
+// (zero: never; set for a rotated secret's grace period).
+type tableEntry struct {
+	key   *key
+	until time.Time
+}
+
+// newKeyTable indexes keys by secret.
+func newKeyTable(keys []Key) *keyTable {
+	t := &keyTable{bySum: make(map[[32]byte]tableEntry, len(keys))}
+	for _, k := range keys {
+		kk := newKey(k)
+		if g := k.Grace; g != nil {
+			t.bySum[g.SHA256] = tableEntry{key: kk, until: g.Until}
+		}
+		t.bySum[k.SHA256] = tableEntry{key: kk} // the current secret wins a clash
+	}
+	return t
+}
+
+// SetRuntimeKeys replaces the keys made at run time (through the admin
+// API; see package gateway/keystore), which work next to the
+// configuration's and survive its reloads. A runtime key with the name of
+// a configuration key is ignored: the file wins. Requests already
+// authenticated keep the key they started with.
+func (s *Server) SetRuntimeKeys(keys []Key) {
+	s.runtime.Store(newKeyTable(keys))
 }
 
 // positiveOr returns v, or def when v is not positive (unset).
@@ -167,9 +230,11 @@ func positiveOr[T int | int64 | time.Duration](v, def T) T {
 }
 
 // authenticate returns the key whose secret the request presents, from
-// x-api-key or Authorization: Bearer. Every configured key is compared, in
-// constant time over SHA-256 digests, so timing reveals nothing about which
-// key, or how much of one, matched.
+// x-api-key or Authorization: Bearer: a configuration key, else a runtime
+// key (a rotated secret only within its grace period). Keys are found by
+// the SHA-256 of the secret in a map, so the cost does not grow with the
+// number of keys, and what timing could reveal is about a digest, not
+// about the secret; the digest found is compared again in constant time.
 func (st *state) authenticate(r *http.Request) (*key, *apiError) {
 	secret := r.Header.Get("X-Api-Key")
 	if secret == "" {
@@ -182,16 +247,36 @@ func (st *state) authenticate(r *http.Request) (*key, *apiError) {
 		return nil, errAuth("missing API key: send x-api-key or Authorization: Bearer")
 	}
 	sum := sha256.Sum256([]byte(secret))
-	var found *key
-	for _, k := range st.keys {
-		if subtle.ConstantTimeCompare(sum[:], k.SHA256[:]) == 1 {
-			found = k
-		}
+	if k := st.lookup(sum, time.Now()); k != nil {
+		return k, nil
 	}
-	if found == nil {
-		return nil, errAuth("invalid API key")
+	return nil, errAuth("invalid API key")
+}
+
+// lookup returns the key whose secret has the digest sum at now, or nil.
+func (st *state) lookup(sum [32]byte, now time.Time) *key {
+	if k, ok := st.keys[sum]; ok && subtle.ConstantTimeCompare(sum[:], k.SHA256[:]) == 1 {
+		return k
 	}
-	return found, nil
+	if st.runtime == nil {
+		return nil
+	}
+	t := st.runtime.Load()
+	if t == nil {
+		return nil
+	}
+	e, ok := t.bySum[sum]
+	if !ok || st.names[e.key.Name] || (!e.until.IsZero() && !now.Before(e.until)) {
+		return nil
+	}
+	want := e.key.SHA256
+	if g := e.key.Grace; g != nil && !e.until.IsZero() {
+		want = g.SHA256
+	}
+	if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+		return nil
+	}
+	return e.key
 }
 
 // mayUseRoute reports whether k may use the route named route.

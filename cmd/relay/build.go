@@ -38,7 +38,11 @@ type builder struct {
 	actors    map[string]*actor.Actor
 	router    atomic.Pointer[workers.Router] // the latest committed
 	admin     atomic.Pointer[string]         // admin.token of the latest committed
+	cfg       atomic.Pointer[configs.Config] // the latest committed
 }
+
+// Config returns the configuration of the latest commit.
+func (b *builder) Config() *configs.Config { return b.cfg.Load() }
 
 // Router returns the router of the latest configuration committed.
 func (b *builder) Router() gateway.JobDispatcher { return b.router.Load() }
@@ -61,6 +65,7 @@ type state struct {
 	tenants   []embeddednats.Tenant
 	users     []embeddednats.User
 	admin     string // admin.token
+	cfg       *configs.Config
 }
 
 // build prepares cfg and commits it: the start of serve, and tests.
@@ -82,7 +87,7 @@ func (b *builder) prepare(cfg *configs.Config) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{providers: providers, lanes: laneSpecs(cfg), admin: cfg.Admin.Token}
+	st := &state{providers: providers, lanes: laneSpecs(cfg), admin: cfg.Admin.Token, cfg: cfg}
 	st.actors, st.limits = b.buildActors(cfg)
 	if st.router, err = b.buildRouter(cfg, st); err != nil {
 		return nil, err
@@ -240,6 +245,7 @@ func (b *builder) commit(st *state) {
 	b.actors = st.actors
 	b.router.Store(st.router)
 	b.admin.Store(&st.admin)
+	b.cfg.Store(st.cfg)
 }
 
 // actorOptions maps a provider's limits onto its actor's options.

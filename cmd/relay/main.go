@@ -6,6 +6,7 @@
 //	relay config validate [--config PATH]
 //	relay version
 //	relay healthcheck [--url URL]
+//	relay keys list|show|create|update|rotate|revoke [NAME] [FLAGS]
 //
 // PATH defaults to $RELAY_CONFIG, then configs/relay.yaml.
 package main
@@ -28,6 +29,8 @@ const usage = `usage:
   relay config validate [--config PATH]  check a configuration file
   relay version                          print version, commit and Go version
   relay healthcheck [--url URL]          exit 0 when URL (default http://127.0.0.1:8080/healthz) answers 200
+  relay keys list|show|create|update|rotate|revoke [NAME]
+                                         manage keys through the admin API (relay keys help)
 
 PATH defaults to $RELAY_CONFIG, then configs/relay.yaml.
 `
@@ -76,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "healthcheck":
 		return healthcheck(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return keysCommand(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -72,6 +72,17 @@ var readmeChecks = []readmeCheck{
 	{"/v1/messages/batches -H", []int{200}, []string{`"type":"message_batch"`}},
 	{"/results", []int{200}, []string{`"custom_id":"a"`, `"custom_id":"b"`, `"type":"succeeded"`}},
 	{"nats sub", nil, nil},
+	{"localhost:8081/admin/keys -H", []int{201}, []string{`"name":"team-b"`, `"key":"rk-`, `"source":"api"`}},
+	{"x-api-key: rk-…", []int{200}, []string{`"type":"message"`}},
+	{"localhost:8081/admin/keys -H", []int{200}, []string{`"name":"demo"`, `"source":"config"`, `"name":"team-b"`}},
+	{"-X PATCH", []int{200}, []string{`"rpm":120`, `"gpt-4o"`}},
+	{"/rotate", []int{200}, []string{`"key":"rk-`, `"previous_valid_until"`}},
+	{"-X DELETE localhost:8081", []int{200}, []string{`"revoked":true`}},
+	{"keys create team-c", nil, []string{`"name": "team-c"`, `"key": "rk-`, `"usd": 20`}},
+	{"keys list", nil, []string{`"name": "team-c"`, `"name": "demo"`}},
+	{"keys update team-c", nil, []string{`"claude-sonnet"`}},
+	{"keys rotate team-c", nil, []string{`"previous_valid_until"`}},
+	{"keys revoke team-c", nil, []string{`"revoked": true`}},
 	{"/v1/usage", []int{200}, []string{`"object":"usage"`, `"key":"demo"`}},
 }
 
@@ -84,6 +95,7 @@ type readmeRun struct {
 	client  *http.Client
 	jobID   string
 	batchID string
+	secret  string // the last key secret the admin API answered
 }
 
 // TestReadmeExamples runs every shell example in the README against the
@@ -144,8 +156,9 @@ func startDemoNATS(t *testing.T, natsAddr string) *relayProc {
 	}
 	dir := t.TempDir()
 	return startServe(t, relayOpts{grace: "2s"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
+		p.admin = freePort(t)
 		p.writeConfig(strings.NewReplacer("127.0.0.1:8080", p.addr, "127.0.0.1:18790", p.sim,
-			"127.0.0.1:4222", natsAddr, "127.0.0.1:8081", freePort(t), "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
+			"127.0.0.1:4222", natsAddr, "127.0.0.1:8081", p.admin, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
 	})
 }
 
@@ -154,6 +167,10 @@ func (r *readmeRun) run(l pipeline, chk readmeCheck) {
 	t := r.t
 	switch l[0][0] {
 	case "go":
+		if slices.Contains(l[0], "keys") {
+			r.keysCommand(l[0], chk)
+			return
+		}
 		// The two commands: the demo this test runs is the first one.
 		if strings.Contains(strings.Join(l[0], " "), "serve") && !slices.Contains(l[0], "configs/demo.yaml") {
 			t.Fatalf("the README's serve command does not run configs/demo.yaml: %q", l[0])
@@ -197,11 +214,42 @@ func filter(t *testing.T, cmd []string, body string) string {
 	return out.String()
 }
 
-// remember keeps the ids a submit or a batch create answered.
+// keysCommand runs a `go run ./cmd/relay keys ...` example with the
+// built binary, on the demo's configuration as this test rewrote it, and
+// with no admin token in the environment (the demo's file has one).
+func (r *readmeRun) keysCommand(args []string, chk readmeCheck) {
+	t := r.t
+	t.Helper()
+	i := slices.Index(args, "keys")
+	if i < 0 || !slices.Contains(args[:i], "./cmd/relay") {
+		t.Fatalf("README example %q: want go run ./cmd/relay keys …", args)
+	}
+	rest := slices.Clone(args[i:])
+	for j, a := range rest {
+		if a == "configs/demo.yaml" {
+			rest[j] = r.p.cfgPath
+		}
+	}
+	out, errOut, code := runRelay(t, t.TempDir(), []string{"RELAY_ADMIN_TOKEN="}, rest...)
+	if code != 0 {
+		t.Fatalf("%q: exit %d: %s", args, code, errOut)
+	}
+	for _, want := range chk.contains {
+		if !strings.Contains(out, want) {
+			t.Errorf("%q: output lacks %q:\n%s", args, want, out)
+		}
+	}
+}
+
+// remember keeps the ids a submit or a batch create answered, and the
+// secret an admin key creation answered.
 func (r *readmeRun) remember(body string) {
-	var v struct{ ID string }
+	var v struct{ ID, Key string }
 	if json.Unmarshal([]byte(body), &v) != nil {
 		return
+	}
+	if strings.HasPrefix(v.Key, "rk-") {
+		r.secret = v.Key
 	}
 	switch {
 	case strings.HasPrefix(v.ID, "job_"):
@@ -256,10 +304,18 @@ func (r *readmeRun) curl(args []string) (int, string) {
 func (r *readmeRun) request(method, target, data string, hasData bool, hdr http.Header) *http.Request {
 	t := r.t
 	t.Helper()
-	if !strings.HasPrefix(target, "localhost:8080/") {
-		t.Fatalf("README URL %q: want localhost:8080/…", target)
+	addr := r.p.addr
+	switch {
+	case strings.HasPrefix(target, "localhost:8080/"):
+	case strings.HasPrefix(target, "localhost:8081/"):
+		addr = r.p.admin // the admin API
+	default:
+		t.Fatalf("README URL %q: want localhost:8080/… or localhost:8081/…", target)
 	}
-	path := strings.TrimPrefix(target, "localhost:8080")
+	path := target[len("localhost:8080"):]
+	if v := hdr.Get("X-Api-Key"); v == "rk-…" {
+		hdr.Set("X-Api-Key", r.secret)
+	}
 	path = strings.ReplaceAll(path, "job_01K…", r.jobID)
 	if strings.Contains(path, "msgbatch_…") {
 		path = strings.ReplaceAll(path, "msgbatch_…", r.batchID)
@@ -277,7 +333,7 @@ func (r *readmeRun) request(method, target, data string, hasData bool, hdr http.
 	if hasData {
 		body = strings.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+r.p.addr+path, body)
+	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}

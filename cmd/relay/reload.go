@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/configs"
-	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
@@ -38,7 +37,7 @@ type reloader struct {
 	gateway *gateway.Server
 	lanes   *lanes.Set
 	jobs    *jobs.Service
-	nats    *embeddednats.Server // nil with nats.url
+	keys    *runtimeKeys
 	counter *prometheus.CounterVec
 }
 
@@ -103,8 +102,9 @@ func (r *reloader) reload(why string) {
 
 // swap puts a built state in place: actors' limits and the router, the
 // gateway's configuration, the lanes (and the jobs' view of their
-// max_wait), and the embedded NATS server's
-// client access. The lanes and NATS steps were checked when st was built;
+// max_wait), and the keys' access: the gateway's view of the keys made
+// through the admin API (checked against the new lanes) and the embedded
+// NATS server's client access (the file's and the API's keys). The lanes and NATS steps were checked when st was built;
 // what can still fail there (resizing the lanes' mirror stream, listing
 // NATS connections) is logged.
 func (r *reloader) swap(st *state) {
@@ -113,9 +113,5 @@ func (r *reloader) swap(st *state) {
 	if err := errors.Join(r.lanes.Update(st.lanes), r.jobs.SetLaneWaits(laneWaits(st.lanes))); err != nil {
 		r.log.Warn("lanes update", "error", err)
 	}
-	if r.nats != nil {
-		if err := r.nats.SetAccess(st.tenants, st.users); err != nil {
-			r.log.Error("NATS client access not updated", "error", err)
-		}
-	}
+	r.keys.setConfig(st.cfg, st.tenants, st.users)
 }

@@ -24,7 +24,9 @@ import (
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/embeddednats"
 	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/gateway/keystore"
 	"github.com/relaygw/relay/gateway/metering"
+	"github.com/relaygw/relay/gateway/status"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/lanes/jobs"
@@ -143,6 +145,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Meter: meter})
 
+	keys := newRuntimeKeys(log, reg, gw, nconn.srv, cfg, built.tenants, built.users)
+	store, stopKeys, err := startKeys(ctx, js, decl, keys)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func(context.Context) { stopKeys() })
+	adminAuth := status.NewAuth(b.AdminToken)
+	keysAdmin := keystore.NewAdmin(keystore.AdminOptions{Store: store, Auth: adminAuth, Config: b.Config, Logger: log, Registry: reg})
+
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
 		Help: "Configuration reloads by result (success or failure).",
@@ -173,7 +184,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
 		}
 		mux := adminMux()
-		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, meter: meter}, mux)
+		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, meter: meter, auth: adminAuth}, mux)
+		keysAdmin.Register(mux)
 		cleanups = append(cleanups, func(context.Context) { stopStatus() })
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
@@ -186,7 +198,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, nats: nconn.srv, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, keys: keys, counter: reloads}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {

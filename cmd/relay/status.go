@@ -56,6 +56,7 @@ type statusDeps struct {
 	ready func() error
 	log   *slog.Logger
 	meter *metering.Meter // serves GET /admin/usage
+	auth  *status.Auth    // the admin token check, shared with the admin API
 }
 
 // startStatus starts the status page's metric sampler and returns the
@@ -72,10 +73,9 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 		Lanes: d.lanes, Providers: d.b, Routes: d.b, Jobs: d.jobs,
 		Streams: status.NewStreamSource(d.js), Window: win, Ready: d.ready, Version: version,
 	})
-	auth := status.NewAuth(d.b.AdminToken)
-	status.NewHandler(col, auth, d.log).Register(mux)
+	status.NewHandler(col, d.auth, d.log).Register(mux)
 	if d.meter != nil {
-		mux.Handle("/admin/usage", metering.AdminHandler(d.meter, auth.AllowAdminAPI))
+		mux.Handle("/admin/usage", metering.AdminHandler(d.meter, d.auth.AllowAdminAPI))
 	}
 	return func() { cancel(); <-done }
 }

@@ -1,25 +1,28 @@
 package status
 
-import "net/http"
+import (
+	"errors"
+	"net/http"
+)
 
-// AllowAdminAPI authorizes a request to an admin API endpoint other than
-// the status page (GET /admin/usage) by the same rule: Authorization:
-// Bearer <admin.token>, compared in constant time, or a status page
-// session, with failures throttled. When it refuses, it answers with a
-// JSON error (401, 403 without admin.token, 429 when throttled) and
-// returns false.
+// AllowAdminAPI authorizes a request to an admin API endpoint (GET
+// /admin/usage; the keys API uses CheckBearer itself) by CheckBearer's
+// rule: Authorization: Bearer <admin.token>, compared in constant time,
+// with failures throttled. When it refuses, it answers as the keys API
+// does, with a JSON error (401; 503 without admin.token; 429 when
+// throttled), and returns false.
 func (a *Auth) AllowAdminAPI(w http.ResponseWriter, r *http.Request) bool {
-	switch a.check(r) {
-	case allowed:
+	switch err := a.CheckBearer(r); {
+	case err == nil:
 		return true
-	case disabled:
-		writeJSONError(w, http.StatusForbidden, "the admin API is off: set admin.token in the configuration")
-	case throttled:
+	case errors.Is(err, ErrAdminDisabled):
+		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, ErrThrottled):
 		w.Header().Set("Retry-After", "1")
-		writeJSONError(w, http.StatusTooManyRequests, "too many failed attempts; try again shortly")
+		writeJSONError(w, http.StatusTooManyRequests, err.Error())
 	default:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="relay admin"`)
-		writeJSONError(w, http.StatusUnauthorized, "send Authorization: Bearer <admin.token>")
+		writeJSONError(w, http.StatusUnauthorized, err.Error())
 	}
 	return false
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -78,6 +79,35 @@ func (a *Auth) check(r *http.Request) verdict {
 		}
 	}
 	return missing
+}
+
+// Errors of CheckBearer.
+var (
+	// ErrAdminDisabled: admin.token is not set, so nothing is allowed.
+	ErrAdminDisabled = errors.New("the admin API is off: set admin.token in the configuration")
+	// ErrBadToken: the bearer token is missing or wrong.
+	ErrBadToken = errors.New("missing or wrong admin token: send Authorization: Bearer <admin.token>")
+	// ErrThrottled: too many wrong tokens lately.
+	ErrThrottled = errors.New("too many failed attempts; try again shortly")
+)
+
+// CheckBearer authenticates an API call by its Authorization: Bearer
+// header alone (no session cookie: the admin API is for scripts), with
+// the same constant-time comparison and the same throttle of failures as
+// the status page: nil, ErrAdminDisabled, ErrBadToken or ErrThrottled.
+func (a *Auth) CheckBearer(r *http.Request) error {
+	token := a.token()
+	if token == "" {
+		return ErrAdminDisabled
+	}
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "bearer") && equalTokens(strings.TrimSpace(got), token) {
+		return nil
+	}
+	if a.failure() == throttled {
+		return ErrThrottled
+	}
+	return ErrBadToken
 }
 
 // failure counts a failed attempt: refused, or throttled past the budget.
