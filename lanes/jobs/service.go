@@ -194,6 +194,10 @@ type Service struct {
 	instance  string             // this executor's id (owners.go)
 	executors jetstream.KeyValue // ExecutorsBucket
 	waiting   chan struct{}      // slots of jobs pulled and not started (nil: no bound)
+
+	// publish stores a job message (js.PublishMsg; tests lose its
+	// answers to reach the settling of unknown outcomes).
+	publish func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // Open checks o, creates the streams and buckets idempotently and returns
@@ -214,6 +218,7 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		trouble:  make(chan struct{}, 1),
 		bcache:   &batchCache{entries: map[string]*cacheEntry{}},
 		instance: newInstance(),
+		publish:  js.PublishMsg,
 	}
 	if o.MaxWaiting > 0 {
 		s.waiting = make(chan struct{}, o.MaxWaiting)
