@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,9 +117,10 @@ func (m *markedSim) inFlight(relay string) []string {
 // when it was killed at kill), how many were called again after the kill
 // (by another relay, or by relay once restarted), how many ended on relay anyway (their answer had arrived), and
 // the longest time from kill to such a call's start: the recovery time.
-func (m *markedSim) recovery(held []string, relay string, kill time.Time) (restarted, finishedThere int, longest time.Duration) {
+func (m *markedSim) recovery(held []string, relay string, kill time.Time) (restarted, finishedThere int, first, median, longest time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var ds []time.Duration
 	for _, marker := range held {
 		again := false
 		for _, c := range m.calls[marker] {
@@ -128,11 +130,15 @@ func (m *markedSim) recovery(held []string, relay string, kill time.Time) (resta
 			case !c.start.Before(kill) && !again: // by a survivor or the restarted relay
 				again = true
 				restarted++
-				longest = max(longest, c.start.Sub(kill))
+				ds = append(ds, c.start.Sub(kill))
 			}
 		}
 	}
-	return restarted, finishedThere, longest
+	if len(ds) == 0 {
+		return restarted, finishedThere, 0, 0, 0
+	}
+	slices.Sort(ds)
+	return restarted, finishedThere, ds[0], ds[len(ds)/2], ds[len(ds)-1]
 }
 
 // clusterNode is one relay of the scenario.
@@ -153,9 +159,12 @@ type clusterReport struct {
 	RepeatedCalls                  int           // jobs called upstream more than once
 	ResultDuplicates               int           // jobs with more than one RELAY_RESULTS message
 	Recovery1, Recovery2           time.Duration // kill → the last held job called again elsewhere
-	Held1, Held2                   int           // jobs in flight upstream on the killed relay at the kill
-	Restarted1, Restarted2         int           // of those, called again by another relay
-	FinishedThere1, FinishedThere2 int           // of those, answered to the killed relay before it died
+	First1, First2                 time.Duration // kill → the first one
+	Leaders1, Leaders2             []string      // the job assets whose leader was the killed node
+	Median1, Median2               time.Duration
+	Held1, Held2                   int // jobs in flight upstream on the killed relay at the kill
+	Restarted1, Restarted2         int // of those, called again by another relay
+	FinishedThere1, FinishedThere2 int // of those, answered to the killed relay before it died
 	Kill1At, Kill2At               time.Duration
 	CallbackIDsOK                  bool
 	DeliveredCallbacks, Wanted     int
@@ -234,10 +243,11 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	// killBusy waits (up to 30 s) until nd has jobs in flight upstream
 	// (calls that last faultLatency), then kills it and returns the
 	// time and those jobs' markers.
-	killBusy := func(nd *clusterNode) (time.Time, []string) {
+	killBusy := func(nd *clusterNode, server string, leaders *[]string) (time.Time, []string) {
 		for i := 0; i < 1500 && len(m.inFlight(nd.name)) < 3; i++ {
 			time.Sleep(20 * time.Millisecond)
 		}
+		*leaders = leadersOn(ctx, nodes[0].natsAddr, server)
 		held := m.inFlight(nd.name)
 		at := time.Now()
 		_ = syscall.Kill(nd.c.PID(), syscall.SIGKILL)
@@ -246,7 +256,7 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	fault := func(done int) {
 		if done >= o.chaos/3 {
 			once1.Do(func() {
-				kill1, held1 = killBusy(nodes[2])
+				kill1, held1 = killBusy(nodes[2], "relay3", &rep.Leaders1)
 				dead.Store(2)
 				fmt.Fprintln(log, "cluster: killed relay 3")
 				go func() {
@@ -261,7 +271,7 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		}
 		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
 			once2.Do(func() {
-				kill2, held2 = killBusy(nodes[1])
+				kill2, held2 = killBusy(nodes[1], "relay2", &rep.Leaders2)
 				dead.Store(1)
 				fmt.Fprintln(log, "cluster: killed relay 2 (a node of the cluster)")
 			})
@@ -273,8 +283,8 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		return nil, err
 	}
 	rep.Held1, rep.Held2 = len(held1), len(held2)
-	rep.Restarted1, rep.FinishedThere1, rep.Recovery1 = m.recovery(held1, nodes[2].name, kill1)
-	rep.Restarted2, rep.FinishedThere2, rep.Recovery2 = m.recovery(held2, nodes[1].name, kill2)
+	rep.Restarted1, rep.FinishedThere1, rep.First1, rep.Median1, rep.Recovery1 = m.recovery(held1, nodes[2].name, kill1)
+	rep.Restarted2, rep.FinishedThere2, rep.First2, rep.Median2, rep.Recovery2 = m.recovery(held2, nodes[1].name, kill2)
 	return rep, nil
 }
 
@@ -601,13 +611,62 @@ func (r *clusterReport) print(w io.Writer) error {
 	t.add("jobs with more than one result message", fmt.Sprint(r.ResultDuplicates))
 	t.add("accepted jobs with a callback", fmt.Sprintf("%d / %d (webhook-id = job id: %v)", r.DeliveredCallbacks, r.Wanted, r.CallbackIDsOK))
 	t.add("kill 1 (relay 3 at "+secs3(r.Kill1At)+"): jobs in flight upstream on it", held(r.Held1, r.Restarted1, r.FinishedThere1))
-	t.add("recovery after kill 1 (kill → last of them called by another relay)", secs3(r.Recovery1))
+	t.add("kill 1: job assets led by the killed node", leaders(r.Leaders1))
+	t.add("recovery after kill 1 (kill → last of them called again)", secs3(r.Recovery1))
+	t.add("  first / median of them called again", secs3(r.First1)+" / "+secs3(r.Median1))
 	t.add("kill 2 (relay 2 at "+secs3(r.Kill2At)+"): jobs in flight upstream on it", held(r.Held2, r.Restarted2, r.FinishedThere2))
+	t.add("kill 2: job assets led by the killed node", leaders(r.Leaders2))
 	t.add("recovery after kill 2", secs3(r.Recovery2))
+	t.add("  first / median of them called again", secs3(r.First2)+" / "+secs3(r.Median2))
 	return t.write(w)
 }
 
 // held describes the jobs a killed relay had in flight.
 func held(n, restarted, finished int) string {
 	return fmt.Sprintf("%d (%d called again elsewhere, %d answered before the kill)", n, restarted, finished)
+}
+
+func leaders(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// leadersOn returns which of the assets a job's takeover needs (the job
+// stream and its consumer, the records, the executors' liveness keys)
+// have their raft leader on server, asked through natsAddr. A relay's
+// death takes such leaders with it: JetStream elects new ones after its
+// election timeout (4 to 9 s), during which they do not answer.
+func leadersOn(ctx context.Context, natsAddr, server string) []string {
+	nc, err := nats.Connect("nats://"+natsAddr, nats.UserInfo(benchNATSUser, benchNATSPassword))
+	if err != nil {
+		return []string{"(unknown: " + err.Error() + ")"}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out []string
+	for _, name := range []string{"RELAY_JOBS", "KV_RELAY_JOB_STATE", "KV_RELAY_EXECUTORS"} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		if ci := st.CachedInfo().Cluster; ci != nil && ci.Leader == server {
+			out = append(out, name)
+		}
+		if name != "RELAY_JOBS" {
+			continue
+		}
+		if c, err := st.Consumer(ctx, "relay-jobs"); err == nil {
+			if ci := c.CachedInfo().Cluster; ci != nil && ci.Leader == server {
+				out = append(out, "consumer relay-jobs")
+			}
+		}
+	}
+	return out
 }

@@ -41,11 +41,14 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term() // its submitter was answered with an error
 		return
 	}
-	if rec.Status == StatusRunning && s.ownerAlive(ctx, rec.Owner) {
-		// Redelivered while its owner still runs it (heartbeats late):
-		// never a second run; look again shortly.
-		_ = msg.NakWithDelay(ownerBusyDelay)
-		return
+	if rec.Status == StatusRunning {
+		if alive, again := s.ownerAlive(ctx, rec.Owner); alive {
+			// Redelivered while its owner still runs it (heartbeats
+			// late): never a second run; look again when the owner's
+			// key would have expired.
+			_ = msg.NakWithDelay(again)
+			return
+		}
 	}
 	if m.BatchID != "" && s.batchGate(ctx, msg, &m) {
 		return // ended without running: batch expired, canceled or gone
