@@ -134,7 +134,7 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	} else if err != nil {
 		return nil, err
 	}
-	st, err := d.js.Stream(ctx, "KV_"+cfg.Bucket)
+	st, err := d.streamSoon(ctx, "KV_"+cfg.Bucket)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +145,30 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	// Bound again: a handle reads with direct get as the stream allowed
 	// it when bound.
 	return d.js.KeyValue(ctx, cfg.Bucket)
+}
+
+// streamSoonWait bounds how long streamSoon waits for a stream just
+// created to be found.
+const streamSoonWait = 5 * time.Second
+
+// streamSoon returns the stream name, which was just created (here or
+// by another relay): on a cluster, a stream whose creation was
+// acknowledged can still be answered "not found" (10059) for a moment,
+// until its replicas have formed their group; that is retried for up to
+// streamSoonWait.
+func (d *Declarer) streamSoon(ctx context.Context, name string) (jetstream.Stream, error) {
+	deadline := time.Now().Add(streamSoonWait)
+	for {
+		st, err := d.js.Stream(ctx, name)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) || time.Now().After(deadline) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // createBucket creates cfg's bucket. nats.go's CreateKeyValue always
@@ -192,7 +216,7 @@ func (d *Declarer) createBucket(ctx context.Context, cfg jetstream.KeyValueConfi
 // replicas follow the stream's (0: inherited, also when the stream is
 // scaled later); an existing consumer keeps the replica count it has.
 func (d *Declarer) Consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	st, err := d.js.Stream(ctx, stream)
+	st, err := d.streamSoon(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
