@@ -33,8 +33,9 @@ const (
 	// heartbeat a job whose run was lost (a crash) is delivered again.
 	// Running jobs send in-progress heartbeats every third of it; a
 	// redelivery runs the job again only once its owner's liveness key
-	// has expired (owners.go), so a dead relay's jobs start elsewhere
-	// within about 4-5 s.
+	// has expired (owners.go, 3 s after its last beat), so a dead
+	// relay's jobs start elsewhere about 3 s after it died (see the
+	// package doc, Heartbeats).
 	DefaultAckWait = 3 * time.Second
 	// DefaultMaxInterrupted is the lost runs before a dead letter.
 	DefaultMaxInterrupted = 5
