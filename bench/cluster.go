@@ -156,6 +156,7 @@ type clusterReport struct {
 	Lost                           int           // accepted, not succeeded by the end
 	ErrorButRan                    int           // answered an error, reached the upstream
 	RanTwice                       int           // two completed upstream calls
+	Twice                          []string      // the first ten of those, with their calls
 	RepeatedCalls                  int           // jobs called upstream more than once
 	ResultDuplicates               int           // jobs with more than one RELAY_RESULTS message
 	Recovery1, Recovery2           time.Duration // kill → the last held job called again elsewhere
@@ -240,6 +241,7 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	dead := &atomic.Int32{}
 	dead.Store(-1)
 	var once1, once2 sync.Once
+	var killed2 atomic.Bool
 	// killBusy waits (up to 30 s) until nd has jobs in flight upstream
 	// (calls that last faultLatency), then kills it and returns the
 	// time and those jobs' markers.
@@ -272,14 +274,17 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
 			once2.Do(func() {
 				kill2, held2 = killBusy(nodes[1], "relay2", &rep.Leaders2)
+				killed2.Store(true)
 				dead.Store(1)
 				fmt.Fprintln(log, "cluster: killed relay 2 (a node of the cluster)")
 			})
 		}
 	}
-	_, outs := submitPaced(ctx, nodes, cbURL, o.chaos, 8, dead, fault)
+	// Past o.chaos jobs, submitting goes on until the second kill (relay 3
+	// must be back first, which takes long on a loaded machine).
+	_, outs := submitPaced(ctx, nodes, cbURL, o.chaos, 8, dead, fault, func() bool { return !killed2.Load() })
 	rep.Kill1At, rep.Kill2At = kill1.Sub(start), nonNeg(kill2, start)
-	if err := finishCluster(ctx, rep, nodes[0], outs, m, cb); err != nil {
+	if err := finishCluster(ctx, rep, nodes[0], outs, m, cb, start); err != nil {
 		return nil, err
 	}
 	rep.Held1, rep.Held2 = len(held1), len(held2)
@@ -432,9 +437,10 @@ func submitSpread(ctx context.Context, nodes []*clusterNode, cbURL, prefix strin
 
 // submitPaced submits n jobs from clients submitters, each pausing 50 ms
 // between jobs, avoiding the node dead names, and calls fault after each
-// answer with the number answered so far.
-func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, clients int, dead *atomic.Int32, fault func(int)) (float64, []submission) {
-	outs := make([]submission, n)
+// answer with the number answered so far; past n it goes on while more
+// says so (up to 3n jobs).
+func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, clients int, dead *atomic.Int32, fault func(int), more func() bool) (float64, []submission) {
+	outs := make([]submission, 3*n)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: newTransport(clients)}
 	var next, answered atomic.Int64
 	var wg sync.WaitGroup
@@ -442,7 +448,7 @@ func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, cli
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1)) - 1
-				if i >= n {
+				if i >= len(outs) || i >= n && !more() {
 					return
 				}
 				k := i % len(nodes)
@@ -456,7 +462,13 @@ func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, cli
 		})
 	}
 	wg.Wait()
-	return 0, outs
+	var sent []submission
+	for _, o := range outs {
+		if o.marker != "" {
+			sent = append(sent, o)
+		}
+	}
+	return 0, sent
 }
 
 // submitMarkedJob posts one job whose content is marker.
@@ -485,7 +497,7 @@ func submitMarkedJob(ctx context.Context, client *http.Client, addr, cbURL, mark
 // finishCluster waits for the fault phase's accepted jobs to end (up to
 // 3 minutes), then fills in the report from the upstream's calls, the
 // callbacks and RELAY_RESULTS.
-func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, outs []submission, m *markedSim, cb *cbCounter) error {
+func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, outs []submission, m *markedSim, cb *cbCounter, start time.Time) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	deadline := time.Now().Add(3 * time.Minute)
 	pending := map[string]bool{}
@@ -534,7 +546,7 @@ func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, o
 	}
 	// Every job of the run, the throughput phases' too (they may still run
 	// during the fault phase).
-	for _, calls := range m.calls {
+	for marker, calls := range m.calls {
 		completed := 0
 		for _, c := range calls {
 			if c.completed {
@@ -543,6 +555,9 @@ func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, o
 		}
 		if completed > 1 {
 			rep.RanTwice++
+			if len(rep.Twice) < 10 {
+				rep.Twice = append(rep.Twice, describeCalls(marker, calls, start))
+			}
 		}
 		if len(calls) > 1 {
 			rep.RepeatedCalls++
@@ -607,6 +622,9 @@ func (r *clusterReport) print(w io.Writer) error {
 	t.add("lost (accepted, not succeeded)", fmt.Sprint(r.Lost))
 	t.add("answered an error but ran", fmt.Sprint(r.ErrorButRan))
 	t.add("ran twice to completion", fmt.Sprint(r.RanTwice))
+	for _, d := range r.Twice {
+		t.add("  ran twice", d)
+	}
 	t.add("jobs called upstream again (dead relay's in-flight)", fmt.Sprint(r.RepeatedCalls))
 	t.add("jobs with more than one result message", fmt.Sprint(r.ResultDuplicates))
 	t.add("accepted jobs with a callback", fmt.Sprintf("%d / %d (webhook-id = job id: %v)", r.DeliveredCallbacks, r.Wanted, r.CallbackIDsOK))
@@ -669,4 +687,14 @@ func leadersOn(ctx context.Context, natsAddr, server string) []string {
 		}
 	}
 	return out
+}
+
+// describeCalls shows a job's calls: relay, start (seconds after the
+// fault phase began) and whether each completed.
+func describeCalls(marker string, calls []*upCall, start time.Time) string {
+	parts := []string{marker + ":"}
+	for _, c := range calls {
+		parts = append(parts, fmt.Sprintf("%s@%s(%s)", c.relay, secs3(c.start.Sub(start)), map[bool]string{true: "done", false: "cut"}[c.completed]))
+	}
+	return strings.Join(parts, " ")
 }
