@@ -101,7 +101,12 @@ func (s *Service) ownerAlive(ctx context.Context, id string) (bool, time.Duratio
 	if id == "" || id == s.instance {
 		return false, 0 // none recorded, or this process (which no longer runs it)
 	}
-	e, err := s.executors.Get(ctx, id)
+	// Bounded: while the bucket elects a leader a read gets no answer
+	// (JetStream's default timeout is 5 s), and the delivery holds a
+	// worker and a waiting slot meanwhile.
+	gctx, cancel := context.WithTimeout(ctx, ownerRecheckMax)
+	defer cancel()
+	e, err := s.executors.Get(gctx, id)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		return false, 0
