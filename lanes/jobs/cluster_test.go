@@ -261,3 +261,54 @@ func TestUnknownPublishOutcomeExecutorFirst(t *testing.T) {
 		t.Errorf("%d runs; want 1", c)
 	}
 }
+
+// TestLiveOwnerNotDoubled: a job redelivered while the relay that claimed
+// it still beats (its InProgress were lost, its liveness key is fresh)
+// is left to it: not run again, still running. Once that relay stops
+// beating (its key expires), another relay runs it, once, counting one
+// interrupted run.
+func TestLiveOwnerNotDoubled(t *testing.T) {
+	st := newStore(t)
+	const ackWait = 600 * time.Millisecond
+	other := open(t, st.js, okRunner, jobs.Options{AckWait: ackWait})
+	other.SetInstance("xotherrelay")
+	j := mustSubmit(t, other, sub("team-a"))
+	if id, err := other.SimulateCrash(t.Context(), jobs.CrashWhileRunning, jobs.Outcome{}); err != nil || id != j.ID {
+		t.Fatalf("SimulateCrash = %s, %v", id, err)
+	}
+	kv, err := st.js.KeyValue(t.Context(), jobs.ExecutorsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other relay beats (its job message gets no InProgress).
+	ctx, stopBeat := context.WithCancel(t.Context())
+	beatDone := make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		for ctx.Err() == nil {
+			_, _ = kv.Put(ctx, "xotherrelay", []byte("alive"))
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopBeat(); <-beatDone }()
+
+	runs := newIDRunner()
+	s := start(t, st.js, runs, jobs.Options{AckWait: ackWait})
+	time.Sleep(5 * ackWait) // several redeliveries
+	if c := runs.count(j.ID); c != 0 {
+		t.Fatalf("the job of a live relay ran %d times here; want 0", c)
+	}
+	if got, err := s.Get(t.Context(), "team-a", j.ID); err != nil || got.Status != jobs.StatusRunning {
+		t.Fatalf("job = %+v, %v; want still running under the live relay", got, err)
+	}
+
+	stopBeat()
+	<-beatDone
+	got := waitJob(t, s.Service, "team-a", j.ID, status(jobs.StatusSucceeded))
+	if c := runs.count(j.ID); c != 1 || got.Interrupted != 1 {
+		t.Errorf("after the owner stopped: %d runs, interrupted %d; want 1 and 1", c, got.Interrupted)
+	}
+}

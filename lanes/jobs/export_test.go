@@ -90,3 +90,7 @@ func (s *Service) SetPublish(hook func(ctx context.Context, msg *nats.Msg, publi
 		return hook(ctx, m, real)
 	}
 }
+
+// SetInstance names s's executor instance (as in job records' Owner and
+// RELAY_EXECUTORS keys), for a test that plays another relay.
+func (s *Service) SetInstance(id string) { s.instance = id }
