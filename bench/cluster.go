@@ -335,6 +335,11 @@ func (c *cbCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// clusterConcurrency is each relay's provider max_concurrency: room for
+// a survivor to start a dead relay's jobs beside its own at once, so the
+// recovery time measures the takeover, not a wait for capacity.
+const clusterConcurrency = 256
+
 // startClusterNodes starts n relays; with n > 1 their embedded servers
 // form one cluster.
 func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstream string) ([]*clusterNode, error) {
@@ -353,7 +358,7 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 		nodes[i] = nd
 	}
 	for i, nd := range nodes {
-		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream+"/"+nd.name, 64, 0)
+		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream+"/"+nd.name, clusterConcurrency, 0)
 		if n > 1 {
 			cfg.NATS.ServerName = fmt.Sprintf("relay%d", i+1)
 			cfg.NATS.Cluster = &relayCluster{Name: prefix, Listen: nd.route, Routes: routes}
