@@ -128,7 +128,12 @@ func TestReplicasOnCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cfg := jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.FileStorage}
-	if _, err := assets.New(js, assets.Options{Replicas: 1}).Stream(ctx, cfg); err != nil {
+	// The cluster may still be electing its meta leader (a request then
+	// goes unanswered): retried as a relay does.
+	if err := assets.UntilPlaced(ctx, slog.New(slog.DiscardHandler), "stream R", func(ctx context.Context) error {
+		_, err := assets.New(js, assets.Options{Replicas: 1}).Stream(ctx, cfg)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	r3 := assets.New(js, assets.Options{Replicas: 3})
