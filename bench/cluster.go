@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,19 +33,40 @@ import (
 // clusterOptions are the scenario's flags.
 type clusterOptions struct {
 	common
-	jobs    int           // jobs of each throughput phase
-	chaos   int           // jobs of the fault phase
-	clients int           // concurrent submitters
-	latency time.Duration // upstream time to first byte
+	jobs         int           // jobs of each throughput phase
+	chaos        int           // jobs of the fault phase
+	clients      int           // concurrent submitters
+	latency      time.Duration // upstream time to first byte (throughput phases)
+	faultLatency time.Duration // upstream time to first byte (fault phase)
 }
 
-// markedSim is the in-process upstream: per job marker, the start times
-// of its calls and how many completed.
+// upCall is one upstream call of a job: which relay made it (the path
+// prefix of its provider's base URL), when it started and ended, and
+// whether it completed (the relay read the whole answer).
+type upCall struct {
+	relay      string
+	start, end time.Time
+	completed  bool
+}
+
+// markedSim is the in-process upstream: per job marker (its content),
+// every call. Each relay's provider base URL is the sim's URL plus
+// "/<relay name>", so a call tells which relay made it.
 type markedSim struct {
-	sim  *simupstream.Server
-	mu   sync.Mutex
-	from map[string][]time.Time
-	done map[string]int
+	fast, slow *simupstream.Server
+	slowOn     atomic.Bool // the fault phase: answers take faultLatency
+	mu         sync.Mutex
+	calls      map[string][]*upCall
+}
+
+func newMarkedSim(o clusterOptions) *markedSim {
+	return &markedSim{fast: simupstream.New(simupstream.Options{Latency: o.latency}),
+		slow: simupstream.New(simupstream.Options{Latency: o.faultLatency}), calls: map[string][]*upCall{}}
+}
+
+func (m *markedSim) Close() {
+	m.fast.Close()
+	m.slow.Close()
 }
 
 func (m *markedSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -58,16 +80,65 @@ func (m *markedSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if json.Unmarshal(body, &req) == nil && len(req.Messages) > 0 {
 		marker = req.Messages[0].Content
 	}
+	relay, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	c := &upCall{relay: relay, start: time.Now()}
 	m.mu.Lock()
-	m.from[marker] = append(m.from[marker], time.Now())
+	m.calls[marker] = append(m.calls[marker], c)
 	m.mu.Unlock()
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	m.sim.Handler().ServeHTTP(w, r)
-	if r.Context().Err() == nil {
-		m.mu.Lock()
-		m.done[marker]++
-		m.mu.Unlock()
+	r.URL.Path = "/" + rest
+	sim := m.fast
+	if m.slowOn.Load() {
+		sim = m.slow
 	}
+	sim.Handler().ServeHTTP(w, r)
+	m.mu.Lock()
+	c.end, c.completed = time.Now(), r.Context().Err() == nil
+	m.mu.Unlock()
+}
+
+// inFlight returns the markers whose call from relay has not ended.
+func (m *markedSim) inFlight(relay string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for marker, calls := range m.calls {
+		for _, c := range calls {
+			if c.relay == relay && c.end.IsZero() {
+				out = append(out, marker)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// recovery returns, of the jobs in held (in flight upstream on relay
+// when it was killed at kill), how many were called again after the kill
+// (by another relay, or by relay once restarted), how many ended on relay anyway (their answer had arrived), and
+// the longest time from kill to such a call's start: the recovery time.
+func (m *markedSim) recovery(held []string, relay string, kill time.Time) (restarted, finishedThere int, first, median, longest time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ds []time.Duration
+	for _, marker := range held {
+		again := false
+		for _, c := range m.calls[marker] {
+			switch {
+			case c.relay == relay && c.start.Before(kill) && c.completed:
+				finishedThere++
+			case !c.start.Before(kill) && !again: // by a survivor or the restarted relay
+				again = true
+				restarted++
+				ds = append(ds, c.start.Sub(kill))
+			}
+		}
+	}
+	if len(ds) == 0 {
+		return restarted, finishedThere, 0, 0, 0
+	}
+	slices.Sort(ds)
+	return restarted, finishedThere, ds[0], ds[len(ds)/2], ds[len(ds)-1]
 }
 
 // clusterNode is one relay of the scenario.
@@ -78,19 +149,26 @@ type clusterNode struct {
 
 // clusterReport is the scenario's result.
 type clusterReport struct {
-	Jobs, Chaos, Clients       int
-	OneRelayRate, ThreeRate    float64 // accepted submissions per second
-	Accepted, AnsweredError    int
-	Unanswered                 int
-	Lost                       int // accepted, not succeeded by the end
-	ErrorButRan                int // answered an error, reached the upstream
-	RanTwice                   int // two completed upstream calls
-	RepeatedCalls              int // jobs called upstream more than once
-	ResultDuplicates           int // jobs with more than one RELAY_RESULTS message
-	Recovery1, Recovery2       time.Duration
-	Kill1At, Kill2At           time.Duration
-	CallbackIDsOK              bool
-	DeliveredCallbacks, Wanted int
+	Jobs, Chaos, Clients           int
+	OneRelayRate, ThreeRate        float64 // accepted submissions per second
+	Accepted, AnsweredError        int
+	Unanswered                     int
+	Lost                           int           // accepted, not succeeded by the end
+	ErrorButRan                    int           // answered an error, reached the upstream
+	RanTwice                       int           // two completed upstream calls
+	Twice                          []string      // the first ten of those, with their calls
+	RepeatedCalls                  int           // jobs called upstream more than once
+	ResultDuplicates               int           // jobs with more than one RELAY_RESULTS message
+	Recovery1, Recovery2           time.Duration // kill → the last held job called again elsewhere
+	First1, First2                 time.Duration // kill → the first one
+	Leaders1, Leaders2             []string      // the job assets whose leader was the killed node
+	Median1, Median2               time.Duration
+	Held1, Held2                   int // jobs in flight upstream on the killed relay at the kill
+	Restarted1, Restarted2         int // of those, called again by another relay
+	FinishedThere1, FinishedThere2 int // of those, answered to the killed relay before it died
+	Kill1At, Kill2At               time.Duration
+	CallbackIDsOK                  bool
+	DeliveredCallbacks, Wanted     int
 }
 
 func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -99,7 +177,8 @@ func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&o.jobs, "jobs", 1500, "jobs submitted in each throughput phase")
 	fs.IntVar(&o.chaos, "chaos", 600, "jobs submitted in the fault phase")
 	fs.IntVar(&o.clients, "clients", 32, "concurrent submitters")
-	fs.DurationVar(&o.latency, "latency", 300*time.Millisecond, "upstream time to first byte")
+	fs.DurationVar(&o.latency, "latency", 300*time.Millisecond, "upstream time to first byte (throughput phases)")
+	fs.DurationVar(&o.faultLatency, "fault-latency", 3*time.Second, "upstream time to first byte in the fault phase (long, so a kill finds jobs in flight)")
 	if err := o.parse(fs, args); err != nil {
 		return err
 	}
@@ -125,8 +204,8 @@ func clusterMain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 // runCluster runs the phases.
 func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*clusterReport, error) {
-	m := &markedSim{sim: simupstream.New(simupstream.Options{Latency: o.latency}), from: map[string][]time.Time{}, done: map[string]int{}}
-	defer m.sim.Close()
+	m := newMarkedSim(o)
+	defer m.Close()
 	up, err := serveLocal(ctx, m)
 	if err != nil {
 		return nil, err
@@ -155,24 +234,31 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 	rep.ThreeRate, _ = submitSpread(ctx, nodes, cbURL, "three", o.jobs, o.clients, nil)
 
 	fmt.Fprintln(log, "cluster: fault phase")
+	m.slowOn.Store(true)
 	start := time.Now()
 	var kill1, kill2 time.Time
+	var held1, held2 []string
 	dead := &atomic.Int32{}
 	dead.Store(-1)
 	var once1, once2 sync.Once
-	// untilBusy waits (up to 2 s) until jobs run upstream, so that a kill
-	// finds some of the dead relay's in flight.
-	untilBusy := func() {
-		for i := 0; i < 100 && m.sim.Stats().InFlight < 3; i++ {
+	var killed2 atomic.Bool
+	// killBusy waits (up to 30 s) until nd has jobs in flight upstream
+	// (calls that last faultLatency), then kills it and returns the
+	// time and those jobs' markers.
+	killBusy := func(nd *clusterNode, server string, leaders *[]string) (time.Time, []string) {
+		for i := 0; i < 1500 && len(m.inFlight(nd.name)) < 3; i++ {
 			time.Sleep(20 * time.Millisecond)
 		}
+		*leaders = leadersOn(ctx, nodes[0].natsAddr, server)
+		held := m.inFlight(nd.name)
+		at := time.Now()
+		_ = syscall.Kill(nd.c.PID(), syscall.SIGKILL)
+		return at, held
 	}
 	fault := func(done int) {
 		if done >= o.chaos/3 {
 			once1.Do(func() {
-				untilBusy()
-				kill1 = time.Now()
-				_ = syscall.Kill(nodes[2].c.PID(), syscall.SIGKILL)
+				kill1, held1 = killBusy(nodes[2], "relay3", &rep.Leaders1)
 				dead.Store(2)
 				fmt.Fprintln(log, "cluster: killed relay 3")
 				go func() {
@@ -187,19 +273,23 @@ func runCluster(ctx context.Context, l *lab, o clusterOptions, log io.Writer) (*
 		}
 		if done >= 2*o.chaos/3 && dead.Load() == -1 && !kill1.IsZero() {
 			once2.Do(func() {
-				untilBusy()
-				kill2 = time.Now()
-				_ = syscall.Kill(nodes[1].c.PID(), syscall.SIGKILL)
+				kill2, held2 = killBusy(nodes[1], "relay2", &rep.Leaders2)
+				killed2.Store(true)
 				dead.Store(1)
 				fmt.Fprintln(log, "cluster: killed relay 2 (a node of the cluster)")
 			})
 		}
 	}
-	_, outs := submitPaced(ctx, nodes, cbURL, o.chaos, 8, dead, fault)
+	// Past o.chaos jobs, submitting goes on until the second kill (relay 3
+	// must be back first, which takes long on a loaded machine).
+	_, outs := submitPaced(ctx, nodes, cbURL, o.chaos, 8, dead, fault, func() bool { return !killed2.Load() })
 	rep.Kill1At, rep.Kill2At = kill1.Sub(start), nonNeg(kill2, start)
-	if err := finishCluster(ctx, rep, nodes[0], outs, m, cb, kill1, kill2); err != nil {
+	if err := finishCluster(ctx, rep, nodes[0], outs, m, cb, start); err != nil {
 		return nil, err
 	}
+	rep.Held1, rep.Held2 = len(held1), len(held2)
+	rep.Restarted1, rep.FinishedThere1, rep.First1, rep.Median1, rep.Recovery1 = m.recovery(held1, nodes[2].name, kill1)
+	rep.Restarted2, rep.FinishedThere2, rep.First2, rep.Median2, rep.Recovery2 = m.recovery(held2, nodes[1].name, kill2)
 	return rep, nil
 }
 
@@ -245,6 +335,11 @@ func (c *cbCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// clusterConcurrency is each relay's provider max_concurrency: room for
+// a survivor to start a dead relay's jobs beside its own at once, so the
+// recovery time measures the takeover, not a wait for capacity.
+const clusterConcurrency = 256
+
 // startClusterNodes starts n relays; with n > 1 their embedded servers
 // form one cluster.
 func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstream string) ([]*clusterNode, error) {
@@ -263,7 +358,7 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 		nodes[i] = nd
 	}
 	for i, nd := range nodes {
-		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream, 64, 0)
+		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream+"/"+nd.name, clusterConcurrency, 0)
 		if n > 1 {
 			cfg.NATS.ServerName = fmt.Sprintf("relay%d", i+1)
 			cfg.NATS.Cluster = &relayCluster{Name: prefix, Listen: nd.route, Routes: routes}
@@ -291,13 +386,18 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 	return nodes, nil
 }
 
+// clusterReadyTimeout bounds how long a relay of the cluster may take to
+// become ready: its peers' routes, the meta leader election and the
+// placement of R3 assets take long on a loaded machine.
+const clusterReadyTimeout = 90 * time.Second
+
 // restartNode starts (again) the relay of nd and waits until it is ready.
 func restartNode(ctx context.Context, l *lab, nd *clusterNode) (*child, error) {
 	bin, err := l.relay(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c, err := l.start(ctx, nd.name, nd.addr, "/readyz", syscall.SIGKILL, bin, "serve", "--config", nd.cfgPath)
+	c, err := l.startWithin(ctx, clusterReadyTimeout, nd.name, nd.addr, "/readyz", syscall.SIGKILL, bin, "serve", "--config", nd.cfgPath)
 	if err == nil {
 		nd.c = c
 	}
@@ -342,9 +442,10 @@ func submitSpread(ctx context.Context, nodes []*clusterNode, cbURL, prefix strin
 
 // submitPaced submits n jobs from clients submitters, each pausing 50 ms
 // between jobs, avoiding the node dead names, and calls fault after each
-// answer with the number answered so far.
-func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, clients int, dead *atomic.Int32, fault func(int)) (float64, []submission) {
-	outs := make([]submission, n)
+// answer with the number answered so far; past n it goes on while more
+// says so (up to 3n jobs).
+func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, clients int, dead *atomic.Int32, fault func(int), more func() bool) (float64, []submission) {
+	outs := make([]submission, 3*n)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: newTransport(clients)}
 	var next, answered atomic.Int64
 	var wg sync.WaitGroup
@@ -352,7 +453,7 @@ func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, cli
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1)) - 1
-				if i >= n {
+				if i >= len(outs) || i >= n && !more() {
 					return
 				}
 				k := i % len(nodes)
@@ -366,7 +467,13 @@ func submitPaced(ctx context.Context, nodes []*clusterNode, cbURL string, n, cli
 		})
 	}
 	wg.Wait()
-	return 0, outs
+	var sent []submission
+	for _, o := range outs {
+		if o.marker != "" {
+			sent = append(sent, o)
+		}
+	}
+	return 0, sent
 }
 
 // submitMarkedJob posts one job whose content is marker.
@@ -393,9 +500,9 @@ func submitMarkedJob(ctx context.Context, client *http.Client, addr, cbURL, mark
 }
 
 // finishCluster waits for the fault phase's accepted jobs to end (up to
-// 3 minutes), then fills in the report from the upstream's counts, the
+// 3 minutes), then fills in the report from the upstream's calls, the
 // callbacks and RELAY_RESULTS.
-func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, outs []submission, m *markedSim, cb *cbCounter, kill1, kill2 time.Time) error {
+func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, outs []submission, m *markedSim, cb *cbCounter, start time.Time) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	deadline := time.Now().Add(3 * time.Minute)
 	pending := map[string]bool{}
@@ -437,36 +544,31 @@ func finishCluster(ctx context.Context, rep *clusterReport, live *clusterNode, o
 			rep.Unanswered++
 		default:
 			rep.AnsweredError++
-			if len(m.from[s.marker]) > 0 {
+			if len(m.calls[s.marker]) > 0 {
 				rep.ErrorButRan++
 			}
 		}
-		if m.done[s.marker] > 1 {
-			rep.RanTwice++
+	}
+	// Every job of the run, the throughput phases' too (they may still run
+	// during the fault phase).
+	for marker, calls := range m.calls {
+		completed := 0
+		for _, c := range calls {
+			if c.completed {
+				completed++
+			}
 		}
-		calls := m.from[s.marker]
+		if completed > 1 {
+			rep.RanTwice++
+			if len(rep.Twice) < 10 {
+				rep.Twice = append(rep.Twice, describeCalls(marker, calls, start))
+			}
+		}
 		if len(calls) > 1 {
 			rep.RepeatedCalls++
-			rep.Recovery1 = max(rep.Recovery1, recoveryAfter(calls, kill1, kill2))
-			rep.Recovery2 = max(rep.Recovery2, recoveryAfter(calls, kill2, time.Time{}))
 		}
 	}
 	return nil
-}
-
-// recoveryAfter returns how long after kill the job whose calls started
-// at calls was called again, when its first call was before kill (and
-// its repeat before until, when set).
-func recoveryAfter(calls []time.Time, kill, until time.Time) time.Duration {
-	if kill.IsZero() || !calls[0].Before(kill) {
-		return 0
-	}
-	for _, c := range calls[1:] {
-		if c.After(kill) && (until.IsZero() || c.Before(until)) {
-			return c.Sub(kill)
-		}
-	}
-	return 0
 }
 
 // jobSucceeded reports whether GET /v1/jobs/{id} says succeeded.
@@ -525,10 +627,79 @@ func (r *clusterReport) print(w io.Writer) error {
 	t.add("lost (accepted, not succeeded)", fmt.Sprint(r.Lost))
 	t.add("answered an error but ran", fmt.Sprint(r.ErrorButRan))
 	t.add("ran twice to completion", fmt.Sprint(r.RanTwice))
+	for _, d := range r.Twice {
+		t.add("  ran twice", d)
+	}
 	t.add("jobs called upstream again (dead relay's in-flight)", fmt.Sprint(r.RepeatedCalls))
 	t.add("jobs with more than one result message", fmt.Sprint(r.ResultDuplicates))
 	t.add("accepted jobs with a callback", fmt.Sprintf("%d / %d (webhook-id = job id: %v)", r.DeliveredCallbacks, r.Wanted, r.CallbackIDsOK))
-	t.add("recovery after kill 1 (relay 3 at "+secs3(r.Kill1At)+")", secs3(r.Recovery1))
-	t.add("recovery after kill 2 (relay 2 at "+secs3(r.Kill2At)+")", secs3(r.Recovery2))
+	t.add("kill 1 (relay 3 at "+secs3(r.Kill1At)+"): jobs in flight upstream on it", held(r.Held1, r.Restarted1, r.FinishedThere1))
+	t.add("kill 1: job assets led by the killed node", leaders(r.Leaders1))
+	t.add("recovery after kill 1 (kill → last of them called again)", secs3(r.Recovery1))
+	t.add("  first / median of them called again", secs3(r.First1)+" / "+secs3(r.Median1))
+	t.add("kill 2 (relay 2 at "+secs3(r.Kill2At)+"): jobs in flight upstream on it", held(r.Held2, r.Restarted2, r.FinishedThere2))
+	t.add("kill 2: job assets led by the killed node", leaders(r.Leaders2))
+	t.add("recovery after kill 2", secs3(r.Recovery2))
+	t.add("  first / median of them called again", secs3(r.First2)+" / "+secs3(r.Median2))
 	return t.write(w)
+}
+
+// held describes the jobs a killed relay had in flight.
+func held(n, restarted, finished int) string {
+	return fmt.Sprintf("%d (%d called again elsewhere, %d answered before the kill)", n, restarted, finished)
+}
+
+func leaders(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// leadersOn returns which of the assets a job's takeover needs (the job
+// stream and its consumer, the records, the executors' liveness keys)
+// have their raft leader on server, asked through natsAddr. A relay's
+// death takes such leaders with it: JetStream elects new ones after its
+// election timeout (4 to 9 s), during which they do not answer.
+func leadersOn(ctx context.Context, natsAddr, server string) []string {
+	nc, err := nats.Connect("nats://"+natsAddr, nats.UserInfo(benchNATSUser, benchNATSPassword))
+	if err != nil {
+		return []string{"(unknown: " + err.Error() + ")"}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out []string
+	for _, name := range []string{"RELAY_JOBS", "KV_RELAY_JOB_STATE", "KV_RELAY_EXECUTORS"} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		if ci := st.CachedInfo().Cluster; ci != nil && ci.Leader == server {
+			out = append(out, name)
+		}
+		if name != "RELAY_JOBS" {
+			continue
+		}
+		if c, err := st.Consumer(ctx, "relay-jobs"); err == nil {
+			if ci := c.CachedInfo().Cluster; ci != nil && ci.Leader == server {
+				out = append(out, "consumer relay-jobs")
+			}
+		}
+	}
+	return out
+}
+
+// describeCalls shows a job's calls: relay, start (seconds after the
+// fault phase began) and whether each completed.
+func describeCalls(marker string, calls []*upCall, start time.Time) string {
+	parts := []string{marker + ":"}
+	for _, c := range calls {
+		parts = append(parts, fmt.Sprintf("%s@%s(%s)", c.relay, secs3(c.start.Sub(start)), map[bool]string{true: "done", false: "cut"}[c.completed]))
+	}
+	return strings.Join(parts, " ")
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -20,11 +21,14 @@ import (
 const readyTimeout = 30 * time.Second
 
 // lab owns the temporary directory and every subprocess of one scenario run.
-// It is not safe for concurrent use. Close stops the children and removes the
-// directory; the caller must call it.
+// Its methods are safe for concurrent use (the cluster scenario starts
+// relays at once). Close stops the children and removes the directory;
+// the caller must call it.
 type lab struct {
-	dir      string
-	self     string // the bench binary, re-executed for _upstream and _proxy
+	dir  string
+	self string // the bench binary, re-executed for _upstream and _proxy
+
+	mu       sync.Mutex
 	root     string // module root, where the relay is built
 	relayBin string // prebuilt relay, or "" to build on first use
 	children []*child
@@ -46,6 +50,8 @@ func newLab(relayBin string) (*lab, error) {
 
 // Close stops every child and removes the temporary directory.
 func (l *lab) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	err := stopAll(l.children)
 	l.children = nil
 	if rerr := os.RemoveAll(l.dir); rerr != nil {
@@ -56,15 +62,25 @@ func (l *lab) Close() error {
 
 func (l *lab) path(name string) string { return filepath.Join(l.dir, name) }
 
-// start starts one child and waits until GET readyPath answers 200.
+// start starts one child and waits (up to readyTimeout) until GET
+// readyPath answers 200.
 func (l *lab) start(ctx context.Context, name, addr, readyPath string, deathSig syscall.Signal, bin string, args ...string) (*child, error) {
+	return l.startWithin(ctx, readyTimeout, name, addr, readyPath, deathSig, bin, args...)
+}
+
+// startWithin is start waiting up to wait for readiness.
+func (l *lab) startWithin(ctx context.Context, wait time.Duration, name, addr, readyPath string, deathSig syscall.Signal, bin string, args ...string) (*child, error) {
+	l.mu.Lock()
 	l.seq++
 	c, err := startChild(name, addr, l.path(fmt.Sprintf("%02d-%s.log", l.seq, name)), deathSig, bin, args...)
+	if err == nil {
+		l.children = append(l.children, c)
+	}
+	l.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	l.children = append(l.children, c)
-	if err := c.waitReady(ctx, readyPath, readyTimeout); err != nil {
+	if err := c.waitReady(ctx, readyPath, wait); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -119,6 +135,8 @@ func (l *lab) startRelay(ctx context.Context, cfg relayConfig) (*child, error) {
 
 // relay returns the relay binary, building ./cmd/relay on first use.
 func (l *lab) relay(ctx context.Context) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.relayBin != "" {
 		return l.relayBin, nil
 	}

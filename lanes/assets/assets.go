@@ -126,15 +126,15 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	}
 	_, err := d.js.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		if _, err = d.js.CreateKeyValue(ctx, cfg); err == nil {
-			d.log.Info("created bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas, "ttl", cfg.TTL.String())
-		} else if !errors.Is(err, jetstream.ErrBucketExists) {
+		if err = d.createBucket(ctx, cfg, direct); err == nil {
+			d.log.Info("created bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas, "ttl", cfg.TTL.String(), "direct_get", direct)
+		} else if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, err
 		}
 	} else if err != nil {
 		return nil, err
 	}
-	st, err := d.js.Stream(ctx, "KV_"+cfg.Bucket)
+	st, err := d.streamSoon(ctx, "KV_"+cfg.Bucket)
 	if err != nil {
 		return nil, err
 	}
@@ -147,11 +147,76 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	return d.js.KeyValue(ctx, cfg.Bucket)
 }
 
+// streamSoonWait bounds how long streamSoon waits for a stream just
+// created to be found.
+const streamSoonWait = 5 * time.Second
+
+// streamSoon returns the stream name, which was just created (here or
+// by another relay): on a cluster, a stream whose creation was
+// acknowledged can still be answered "not found" (10059) for a moment,
+// until its replicas have formed their group; that is retried for up to
+// streamSoonWait.
+func (d *Declarer) streamSoon(ctx context.Context, name string) (jetstream.Stream, error) {
+	deadline := time.Now().Add(streamSoonWait)
+	for {
+		st, err := d.js.Stream(ctx, name)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) || time.Now().After(deadline) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// createBucket creates cfg's bucket. nats.go's CreateKeyValue always
+// allows direct gets; without direct the bucket's stream is created here
+// with the configuration CreateKeyValue would give it (history, TTL, the
+// duplicates window of min(TTL, 2 min), rollups, no deletes, discard
+// new), but direct gets off from the start, so no handle ever binds to it
+// with direct gets and converge has nothing to change (no warning on a
+// fresh store).
+func (d *Declarer) createBucket(ctx context.Context, cfg jetstream.KeyValueConfig, direct bool) error {
+	if direct {
+		_, err := d.js.CreateKeyValue(ctx, cfg)
+		return err
+	}
+	if cfg.Mirror != nil || len(cfg.Sources) > 0 || cfg.LimitMarkerTTL != 0 {
+		return fmt.Errorf("bucket %s: mirrors, sources and limit markers need direct gets here", cfg.Bucket)
+	}
+	history := int64(max(cfg.History, 1))
+	dup := 2 * time.Minute
+	if cfg.TTL > 0 && cfg.TTL < dup {
+		dup = cfg.TTL
+	}
+	unlimited := func(n int64) int64 {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	var compression jetstream.StoreCompression
+	if cfg.Compression {
+		compression = jetstream.S2Compression
+	}
+	_, err := d.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "KV_" + cfg.Bucket, Description: cfg.Description, Subjects: []string{"$KV." + cfg.Bucket + ".>"},
+		MaxMsgsPerSubject: history, MaxBytes: unlimited(cfg.MaxBytes), MaxAge: cfg.TTL,
+		MaxMsgSize: int32(unlimited(int64(cfg.MaxValueSize))), Storage: cfg.Storage, Replicas: cfg.Replicas,
+		Placement: cfg.Placement, AllowRollup: true, DenyDelete: true, Duplicates: dup, MaxMsgs: -1,
+		MaxConsumers: -1, AllowDirect: false, RePublish: cfg.RePublish, Compression: compression,
+		Discard: jetstream.DiscardNew, Metadata: cfg.Metadata,
+	})
+	return err
+}
+
 // Consumer creates or updates a durable consumer on stream with cfg. Its
 // replicas follow the stream's (0: inherited, also when the stream is
 // scaled later); an existing consumer keeps the replica count it has.
 func (d *Declarer) Consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	st, err := d.js.Stream(ctx, stream)
+	st, err := d.streamSoon(ctx, stream)
 	if err != nil {
 		return nil, err
 	}

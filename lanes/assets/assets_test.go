@@ -1,7 +1,10 @@
 package assets_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -125,7 +128,12 @@ func TestReplicasOnCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cfg := jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.FileStorage}
-	if _, err := assets.New(js, assets.Options{Replicas: 1}).Stream(ctx, cfg); err != nil {
+	// The cluster may still be electing its meta leader (a request then
+	// goes unanswered): retried as a relay does.
+	if err := assets.UntilPlaced(ctx, slog.New(slog.DiscardHandler), "stream R", func(ctx context.Context) error {
+		_, err := assets.New(js, assets.Options{Replicas: 1}).Stream(ctx, cfg)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	r3 := assets.New(js, assets.Options{Replicas: 3})
@@ -156,4 +164,44 @@ func TestReplicasOnCluster(t *testing.T) {
 		info, err := c.Info(ctx)
 		return err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2
 	})
+}
+
+// TestFreshBucketNoConvergence: on a fresh store a bucket is created with
+// the direct-get setting asked for from the start, so declaring it (once,
+// then again as the next relay would) changes nothing afterwards and logs
+// no warning.
+func TestFreshBucketNoConvergence(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			js := natstest.JetStream(t, natstest.Start(t))
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			cfg := jetstream.KeyValueConfig{Bucket: "F", TTL: 4 * time.Second, Storage: jetstream.FileStorage, History: 1}
+			for range 2 {
+				kv, err := assets.New(js, assets.Options{Logger: log}).KeyValue(ctx, cfg, direct)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+					t.Fatal(err)
+				}
+				if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
+					t.Fatalf("Get = %v, %v", e, err)
+				}
+			}
+			st, err := js.Stream(ctx, "KV_F")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := st.CachedInfo().Config; c.AllowDirect != direct || c.MaxAge != 4*time.Second || c.Duplicates != 4*time.Second ||
+				c.MaxMsgsPerSubject != 1 || !c.AllowRollup || !c.DenyDelete || c.Discard != jetstream.DiscardNew {
+				t.Errorf("KV_F config = %+v; want a KV stream with allow_direct %v", c, direct)
+			}
+			if logs.Len() > 0 {
+				t.Errorf("declaring a fresh bucket logged warnings:\n%s", logs.String())
+			}
+		})
+	}
 }

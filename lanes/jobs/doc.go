@@ -156,24 +156,53 @@
 //
 // # Heartbeats and ack wait (several relays)
 //
-// A running job's message is kept in progress (InProgress every AckWait/3,
-// AckWait 3 s by default), and its record names the executor instance
-// running it (Owner, a random id per process). Every running Service puts
-// its instance id in the KV bucket RELAY_EXECUTORS every second; the
-// bucket's TTL (4 s) removes the key of a process that died. When a
-// message is redelivered (its heartbeats stopped for AckWait) and its
-// record is "running":
+// Two heartbeats, for two questions. The job message's ack wait answers
+// "is anyone still working on this job?": a running job's message is
+// kept in progress (InProgress every AckWait/3, AckWait 3 s by default),
+// so JetStream redelivers it only when no InProgress came for AckWait.
+// The executor's liveness key answers "is the process that claimed it
+// still alive?": its record names the executor instance running it
+// (Owner, a random id per process), and every running Service puts its
+// instance id in the KV bucket RELAY_EXECUTORS every 500 ms; the bucket's
+// TTL (3 s) removes the key of a process that stopped putting it. When a
+// message is redelivered and its record is "running":
 //
 //   - under an owner whose key exists, the job is still running there
-//     (heartbeats were late, or a partition): the delivery is Nak'ed for
-//     500 ms and nothing changes, so a live run is never doubled;
+//     (its InProgress were late or lost: a slow process, a partition, a
+//     consumer leader election): the delivery is Nak'ed until the
+//     owner's key would expire (the key's time plus the TTL, between
+//     100 ms and 1 s) and nothing changes, so a live run is never doubled;
 //   - under an owner whose key is gone (or none), the owner died: the job
 //     goes back to queued and runs here (relay_jobs_repeated_runs_total:
 //     its upstream call may have been made twice).
 //
-// A killed relay's running jobs thus start elsewhere AckWait to AckWait +
-// the key TTL after its last heartbeat: about 3-5 s. A store error while
-// checking liveness counts as alive (wait rather than run twice).
+// A store error while checking liveness counts as alive (wait rather than
+// run twice).
+//
+// Timings. A relay killed at T sent its last InProgress in (T-1 s, T]
+// and its last beat in (T-0.5 s, T]: its jobs are redelivered in
+// (T+2 s, T+3 s] and its key is gone in (T+2.5 s, T+3 s] (the server
+// expires keys within 250 ms), so its running jobs restart elsewhere
+// about 3 s after the kill, plus a few store round trips each. A job it
+// had pulled but not started is still queued: redelivered after the ack
+// wait, it runs at once. The two timeouts are aligned on purpose: a
+// longer TTL than the ack wait would only delay recovery, a shorter one
+// would not speed it up (the redelivery waits for the ack wait anyway).
+// What makes a double run possible is a live process that neither sent
+// InProgress for 3 s nor landed a beat for 2.5 s (five in a row; each
+// put may take up to 1.5 s): a stall of the whole process or of its NATS
+// connection. Then its job runs twice, both runs write the same terminal
+// record by compare-and-set (the first wins) and the result and callback
+// carry the job id, so the caller still sees one result; only the
+// upstream call is repeated.
+//
+// On an embedded cluster a relay's death also stops its NATS node: a
+// stream or consumer whose raft leader it was answers nothing until the
+// other nodes elect a new one, after nats-server's election timeout (4 to
+// 9 s, not configurable). When that is the job consumer, no redelivery
+// happens before the election, and a dead relay's jobs restart 4-9 s
+// plus the above after the kill; when it is RELAY_JOB_STATE, the
+// takeover's record writes wait for the election.
 //
 // With Options.MaxWaiting, the executor pulls no new job while that many
 // pulled jobs wait for capacity; with Options.HandBack, a job not started

@@ -32,7 +32,10 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 	defer s.active.Delete(m.ID)
 	ctx, span := startRun(ctx, &m)
 	defer span.End()
-	rec, _, err := s.ensure(ctx, &m)
+	rec, err := bounded(ctx, func(ctx context.Context) (Job, error) {
+		rec, _, err := s.ensure(ctx, &m)
+		return rec, err
+	})
 	if err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
@@ -41,16 +44,23 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term() // its submitter was answered with an error
 		return
 	}
-	if rec.Status == StatusRunning && s.ownerAlive(ctx, rec.Owner) {
-		// Redelivered while its owner still runs it (heartbeats late):
-		// never a second run; look again shortly.
-		_ = msg.NakWithDelay(ownerBusyDelay)
-		return
+	if rec.Status == StatusRunning {
+		if alive, again := s.ownerAlive(ctx, rec.Owner); alive {
+			// Redelivered while its owner still runs it (heartbeats
+			// late): never a second run; look again when the owner's
+			// key would have expired.
+			_ = msg.NakWithDelay(again)
+			return
+		}
 	}
 	if m.BatchID != "" && s.batchGate(ctx, msg, &m) {
 		return // ended without running: batch expired, canceled or gone
 	}
-	j, claimed, err := s.prepare(ctx, m.ID)
+	var claimed bool
+	j, err := bounded(ctx, func(ctx context.Context) (j Job, err error) {
+		j, claimed, err = s.prepare(ctx, m.ID)
+		return j, err
+	})
 	if err != nil {
 		s.retryLater(msg, m.ID, err)
 		return
@@ -90,6 +100,21 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	s.settle(ctx, msg, &j, out)
+}
+
+// takeoverOpTimeout bounds the store steps before a delivered job runs
+// (reading or creating its record, taking over a dead owner's run). A
+// bucket electing a new leader (its node died with a relay) answers
+// nothing until elected, and JetStream's default timeout is 5 s: with
+// this bound the delivery goes back (retryLater) and is tried again soon
+// after the election, not up to 5 s after it. Both steps may be repeated.
+const takeoverOpTimeout = 2 * time.Second
+
+// bounded runs op with a context bounded by takeoverOpTimeout.
+func bounded(ctx context.Context, op func(context.Context) (Job, error)) (Job, error) {
+	ctx, cancel := context.WithTimeout(ctx, takeoverOpTimeout)
+	defer cancel()
+	return op(ctx)
 }
 
 // run calls the Runner for j (whose record it updates to running when
@@ -195,12 +220,10 @@ var ErrNotStarted = errors.New("job not started")
 // crash came is still queued and is not counted as interrupted.
 func (s *Service) prepare(ctx context.Context, id string) (Job, bool, error) {
 	now := s.now().UTC()
-	return s.update(ctx, id, func(j *Job) bool {
+	j, changed, err := s.update(ctx, id, func(j *Job) bool {
 		if j.Terminal() || j.Status != StatusRunning {
 			return false
 		}
-		// Its upstream call may have been made: it is made again.
-		s.metrics.repeated.Inc()
 		j.Owner = ""
 		j.Interrupted++
 		if j.Interrupted >= s.opts.MaxInterrupted {
@@ -213,6 +236,12 @@ func (s *Service) prepare(ctx context.Context, id string) (Job, bool, error) {
 		j.Status = StatusQueued
 		return true
 	})
+	if err == nil && changed {
+		// Its upstream call may have been made: it is made again
+		// (counted once the takeover is written, not per try).
+		s.metrics.repeated.Inc()
+	}
+	return j, changed, err
 }
 
 // start moves a queued job to running (attempts+1), reporting false when

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -74,3 +75,22 @@ func (s *Service) PublishOnly(ctx context.Context, sub Submission) (string, erro
 	_, err := s.publishJob(ctx, id, s.now().UTC(), &sub)
 	return id, err
 }
+
+// SetPublish replaces how s stores job messages: hook gets each publish
+// with the real one (JetStream's PublishMsg) to call or not, so a test
+// can lose an acknowledgement as a broken connection does. nil restores
+// the real one.
+func (s *Service) SetPublish(hook func(ctx context.Context, msg *nats.Msg, publish func(context.Context, *nats.Msg) (*jetstream.PubAck, error)) (*jetstream.PubAck, error)) {
+	real := func(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) }
+	if hook == nil {
+		s.publish = s.js.PublishMsg
+		return
+	}
+	s.publish = func(ctx context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+		return hook(ctx, m, real)
+	}
+}
+
+// SetInstance names s's executor instance (as in job records' Owner and
+// RELAY_EXECUTORS keys), for a test that plays another relay.
+func (s *Service) SetInstance(id string) { s.instance = id }

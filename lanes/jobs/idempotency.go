@@ -40,34 +40,37 @@ func (s *Service) claim(ctx context.Context, sub *Submission, id string) (prev s
 }
 
 // resumeClaim returns the job of prev, the earlier submission holding
-// sub's idempotency key. One claimed but never recorded (a crash between
-// the claim and the job message) is finished now, under the claimed id
-// and its time (now if the id tells none).
-func (s *Service) resumeClaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, error) {
+// sub's idempotency key, and whether this call created it. One claimed
+// but never recorded (a crash between the claim and the job message) is
+// finished now, under the claimed id and its time (now if the id tells
+// none); one not accepted (answered with an error, never run) is replaced
+// by a new job under a fresh id (created).
+func (s *Service) resumeClaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, bool, error) {
 	if j, _, err := s.load(ctx, prev); err == nil && notAccepted(&j) {
 		// The earlier attempt was answered with an error and never runs:
 		// this one is the submission, under a fresh id.
 		return s.reclaim(ctx, sub, prev, now)
 	} else if err == nil {
-		return j, nil
+		return j, false, nil
 	} else if !errors.Is(err, ErrNotFound) {
-		return Job{}, err
+		return Job{}, false, err
 	}
 	if t, err := TimeOf(prev); err == nil {
 		now = t.UTC()
 	}
-	return s.store(ctx, prev, now, sub, false)
+	j, err := s.store(ctx, prev, now, sub, false)
+	return j, false, err
 }
 
 // reclaim moves sub's idempotency key from prev (a job not accepted) to
-// a fresh id by compare-and-set, and stores the job under it. Losing the
-// compare-and-set means a concurrent retry moved it: that one's job is
-// returned.
-func (s *Service) reclaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, error) {
+// a fresh id by compare-and-set, and stores the job under it (created).
+// Losing the compare-and-set means a concurrent retry moved it: that
+// one's job is returned.
+func (s *Service) reclaim(ctx context.Context, sub *Submission, prev string, now time.Time) (Job, bool, error) {
 	ik := idemKey(sub.Key, sub.IdempotencyKey)
 	e, err := s.idem.Get(ctx, ik)
 	if err != nil {
-		return Job{}, fmt.Errorf("jobs: idempotency key: %w", err)
+		return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
 	}
 	cur, _, _ := strings.Cut(string(e.Value()), " ")
 	if cur != prev {
@@ -78,9 +81,10 @@ func (s *Service) reclaim(ctx context.Context, sub *Submission, prev string, now
 		if isConflict(err) {
 			return s.reclaim(ctx, sub, prev, now)
 		}
-		return Job{}, fmt.Errorf("jobs: idempotency key: %w", err)
+		return Job{}, false, fmt.Errorf("jobs: idempotency key: %w", err)
 	}
-	return s.store(ctx, id, now, sub, true)
+	j, err := s.store(ctx, id, now, sub, true)
+	return j, err == nil, err
 }
 
 // fingerprint is the hex SHA-256 of what a submission asks for: its

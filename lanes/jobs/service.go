@@ -33,8 +33,9 @@ const (
 	// heartbeat a job whose run was lost (a crash) is delivered again.
 	// Running jobs send in-progress heartbeats every third of it; a
 	// redelivery runs the job again only once its owner's liveness key
-	// has expired (owners.go), so a dead relay's jobs start elsewhere
-	// within about 4-5 s.
+	// has expired (owners.go, 3 s after its last beat), so a dead
+	// relay's jobs start elsewhere about 3 s after it died (see the
+	// package doc, Heartbeats).
 	DefaultAckWait = 3 * time.Second
 	// DefaultMaxInterrupted is the lost runs before a dead letter.
 	DefaultMaxInterrupted = 5
@@ -194,6 +195,10 @@ type Service struct {
 	instance  string             // this executor's id (owners.go)
 	executors jetstream.KeyValue // ExecutorsBucket
 	waiting   chan struct{}      // slots of jobs pulled and not started (nil: no bound)
+
+	// publish stores a job message (js.PublishMsg; tests lose its
+	// answers to reach the settling of unknown outcomes).
+	publish func(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // Open checks o, creates the streams and buckets idempotently and returns
@@ -214,6 +219,7 @@ func Open(ctx context.Context, js jetstream.JetStream, r Runner, o Options) (*Se
 		trouble:  make(chan struct{}, 1),
 		bcache:   &batchCache{entries: map[string]*cacheEntry{}},
 		instance: newInstance(),
+		publish:  js.PublishMsg,
 	}
 	if o.MaxWaiting > 0 {
 		s.waiting = make(chan struct{}, o.MaxWaiting)

@@ -75,7 +75,9 @@ func firstNonSpace(b []byte) byte {
 // message is in RELAY_JOBS (file storage, PubAck received, on a majority
 // of the replicas); then the job will run, whatever becomes of its
 // record. created is false when sub.IdempotencyKey named an earlier
-// submission of the same key, whose job is returned instead.
+// submission of the same key, whose job is returned instead (but true
+// when that earlier submission was not accepted: answered with an error,
+// it never runs, and this one is the job, under a fresh id).
 //
 // Order, and why the answer tells the truth: (1) with an idempotency key,
 // claim it with kv.Create (first wins) for a fresh id; (2) publish the
@@ -114,8 +116,7 @@ func (s *Service) submit(ctx context.Context, sub Submission) (Job, bool, error)
 			return Job{}, false, err
 		}
 		if held {
-			j, err := s.resumeClaim(ctx, &sub, prev, now)
-			return j, false, err
+			return s.resumeClaim(ctx, &sub, prev, now)
 		}
 	}
 	j, err := s.store(ctx, id, now, &sub, true)
@@ -240,7 +241,7 @@ func (s *Service) publishJob(ctx context.Context, id string, now time.Time, sub 
 	unknown := false // a try whose outcome is unknown makes the whole one unknown
 	for {
 		actx, cancel := context.WithTimeout(ctx, publishTry)
-		_, err := s.js.PublishMsg(actx, msg)
+		_, err := s.publish(actx, msg)
 		cancel()
 		switch {
 		case err == nil:
