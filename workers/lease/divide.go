@@ -51,7 +51,9 @@ func (l Limits) Vector() Vector {
 }
 
 // Any reports whether l limits anything.
-func (l Limits) Any() bool { return l.RPM > 0 || l.InputTPM > 0 || l.OutputTPM > 0 || l.MaxConcurrency > 0 }
+func (l Limits) Any() bool {
+	return l.RPM > 0 || l.InputTPM > 0 || l.OutputTPM > 0 || l.MaxConcurrency > 0
+}
 
 // Policy tunes how a limit is divided.
 type Policy struct {

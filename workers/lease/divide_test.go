@@ -87,10 +87,10 @@ func TestDivideConcurrency(t *testing.T) {
 // holds, a dead relay's hold blocks its share until it expires.
 func TestRaise(t *testing.T) {
 	tests := []struct {
-		name            string
-		capacity        float64
-		targets, held   map[string]float64
-		want            map[string]float64
+		name          string
+		capacity      float64
+		targets, held map[string]float64
+		want          map[string]float64
 	}{
 		{"first grants", 300, map[string]float64{"a": 150, "b": 150}, nil, map[string]float64{"a": 150, "b": 150}},
 		{"shift waits for the decrease", 300, map[string]float64{"a": 50, "b": 250}, map[string]float64{"a": 150, "b": 150},
