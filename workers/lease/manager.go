@@ -110,9 +110,15 @@ type Manager struct {
 	kv        jetstream.KeyValue
 }
 
-// held is the manager's state of one resource.
+// held is the manager's state of one resource. mu is held by the round
+// that steps it (and by Set, to change res); view, under viewMu, is what
+// Statuses reads, so that /readyz never waits for a round.
 type held struct {
+	mu  sync.Mutex
 	res Resource
+
+	viewMu sync.Mutex
+	view   Status
 
 	// rates
 	last     Demand
@@ -171,7 +177,9 @@ func (m *Manager) Set(rs []Resource) {
 	next := make(map[string]*held, len(rs))
 	for _, r := range rs {
 		if h, ok := m.resources[r.ID()]; ok {
+			h.mu.Lock()
 			h.res = r
+			h.mu.Unlock()
 			next[r.ID()] = h
 			continue
 		}
@@ -182,7 +190,9 @@ func (m *Manager) Set(rs []Resource) {
 	}
 	for id, h := range m.resources {
 		if _, ok := next[id]; !ok {
+			h.mu.Lock()
 			h.res.Holder.Apply(Grant{Whole: true})
+			h.mu.Unlock()
 			if m.o.Metrics != nil && h.res.Kind == "provider" {
 				m.o.Metrics.remove(h.res.Name)
 			}
@@ -273,6 +283,8 @@ func grantsKey(r Resource) string    { return "g." + keyID(r) }
 
 // step runs one round for one resource. kv nil: NATS is unreachable.
 func (m *Manager) step(ctx context.Context, kv jetstream.KeyValue, h *held) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	now := m.o.Now()
 	m.mu.Lock()
 	policy := m.o.Policy

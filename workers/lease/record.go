@@ -91,10 +91,18 @@ type grantEntry struct {
 	Expires time.Time `json:"expires"`
 	// Epoch is the record epoch that issued Share.
 	Epoch uint64 `json:"epoch"`
-	// Held is what the relay may still use of earlier grants until
-	// HeldUntil, unless it acknowledged Epoch (demandRecord.Applied).
-	Held      Vector    `json:"held"`
-	HeldUntil time.Time `json:"held_until"`
+	// Earlier are the relay's earlier grants it may still be using: each
+	// counts until it expires or the relay acknowledges a later epoch
+	// (demandRecord.Applied), as a relay applies one record at a time
+	// and never an older one.
+	Earlier []pending `json:"earlier,omitempty"`
+}
+
+// pending is an earlier grant.
+type pending struct {
+	Epoch   uint64    `json:"epoch"`
+	Share   Vector    `json:"share"`
+	Expires time.Time `json:"expires"`
 }
 
 // grantsRecord is all grants of one resource (key g.<resource>), written
@@ -110,17 +118,34 @@ type grantsRecord struct {
 	Learned     Learned               `json:"learned"`
 }
 
-// heldAt returns what relay r may still be using at now under the
-// record's entry e, given the epoch it acknowledged and its calls in
-// flight.
-func heldAt(e grantEntry, now time.Time, applied uint64, inFlight int) Vector {
-	var h Vector
-	if e.Expires.After(now) {
-		h = e.Share
+// inUse returns the grants of entry e the relay may still be using at
+// now, given the epoch it acknowledged: those of that epoch or later,
+// unexpired. Equal consecutive shares are merged (latest epoch and
+// expiry, which is conservative).
+func inUse(e grantEntry, now time.Time, applied uint64) []pending {
+	all := append(append([]pending(nil), e.Earlier...), pending{Epoch: e.Epoch, Share: e.Share, Expires: e.Expires})
+	var out []pending
+	for _, p := range all {
+		if !p.Expires.After(now) || p.Epoch < applied {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Share == p.Share {
+			out[n-1].Epoch = max(out[n-1].Epoch, p.Epoch)
+			out[n-1].Expires = later(out[n-1].Expires, p.Expires)
+			continue
+		}
+		out = append(out, p)
 	}
-	if applied < e.Epoch && e.HeldUntil.After(now) {
+	return out
+}
+
+// heldOf is the most of each kind among grants, and at least the calls
+// in flight.
+func heldOf(ps []pending, inFlight int) Vector {
+	var h Vector
+	for _, p := range ps {
 		for k := range NumKinds {
-			h[k] = max(h[k], e.Held[k])
+			h[k] = max(h[k], p.Share[k])
 		}
 	}
 	h[MaxConcurrency] = max(h[MaxConcurrency], float64(inFlight))
@@ -156,9 +181,11 @@ func coordinate(prev *grantsRecord, self string, now time.Time, period time.Dura
 		next.Learned = next.Learned.merge(d.Learned.current(now))
 	}
 	held := make(map[string]Vector, len(old)+len(demands))
+	earlier := make(map[string][]pending, len(old))
 	for r, e := range old {
 		d := byRelay[r]
-		held[r] = heldAt(e, now, d.Applied, d.InFlight)
+		earlier[r] = inUse(e, now, d.Applied)
+		held[r] = heldOf(earlier[r], d.InFlight)
 	}
 	for r, d := range byRelay {
 		if _, ok := held[r]; !ok {
@@ -171,33 +198,16 @@ func coordinate(prev *grantsRecord, self string, now time.Time, period time.Dura
 	grants := Raise(capacity, Divide(limits, claims, p), held)
 	expires := now.Add(period)
 	for r, g := range grants {
-		e := old[r]
-		heldUntil := later(e.Expires, e.HeldUntil)
-		next.Grants[r] = grantEntry{Share: g, Expires: expires, Epoch: next.Epoch, Held: held[r], HeldUntil: heldUntil}
+		next.Grants[r] = grantEntry{Share: g, Expires: expires, Epoch: next.Epoch, Earlier: earlier[r]}
 	}
-	for r, e := range old {
-		if _, live := grants[r]; live {
+	for r := range old {
+		if _, live := grants[r]; live || len(earlier[r]) == 0 {
 			continue
 		}
-		if h := held[r]; e.Expires.After(now) || e.HeldUntil.After(now) {
-			// Gone (no demand): keep counting what it holds until expiry.
-			next.Grants[r] = grantEntry{Epoch: next.Epoch, Held: h, HeldUntil: later(e.Expires, e.HeldUntil)}
-		}
+		// Gone (no demand): keep counting what it may use until expiry.
+		next.Grants[r] = grantEntry{Epoch: next.Epoch, Earlier: earlier[r]}
 	}
 	return next
-}
-
-// sumHeld returns, per kind, the sum over the record's relays of what
-// each may still use at now (no acknowledgements assumed).
-func (g *grantsRecord) sumHeld(now time.Time) Vector {
-	var s Vector
-	for _, e := range g.Grants {
-		h := heldAt(e, now, 0, 0)
-		for k := range NumKinds {
-			s[k] += h[k]
-		}
-	}
-	return s
 }
 
 func later(a, b time.Time) time.Time {

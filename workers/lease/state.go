@@ -70,14 +70,24 @@ func (m *Metrics) Whole(provider string, l Limits) {
 // Forget removes a provider's series (it left the configuration).
 func (m *Metrics) Forget(provider string) { m.remove(provider) }
 
-// report updates h's gauges after a round.
+// report updates h's view and gauges after a round; h.mu is held.
 func (m *Manager) report(h *held, rec demandRecord) {
+	st := Status{Resource: h.res, Share: h.share, Safe: h.safe, Coordinator: h.coordRev != 0, GrantedAt: h.grantedAt, Relays: h.relays}
+	limits := h.res.Limits.Vector()
+	for k := range NumKinds {
+		if limits[k] > 0 {
+			st.Fraction = h.share[k] / limits[k]
+			break
+		}
+	}
+	h.viewMu.Lock()
+	h.view = st
+	h.viewMu.Unlock()
 	mt := m.o.Metrics
 	if mt == nil || h.res.Kind != "provider" {
 		return
 	}
 	name := h.res.Name
-	limits := h.res.Limits.Vector()
 	for k := range NumKinds {
 		v := h.share[k]
 		if limits[k] <= 0 {
@@ -123,17 +133,13 @@ type Status struct {
 // Statuses returns every resource's status, sorted by ID.
 func (m *Manager) Statuses() []Status {
 	hs := m.snapshot()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	out := make([]Status, 0, len(hs))
 	for _, h := range hs {
-		st := Status{Resource: h.res, Share: h.share, Safe: h.safe, Coordinator: h.coordRev != 0, GrantedAt: h.grantedAt, Relays: h.relays}
-		limits := h.res.Limits.Vector()
-		for k := range NumKinds {
-			if limits[k] > 0 {
-				st.Fraction = h.share[k] / limits[k]
-				break
-			}
+		h.viewMu.Lock()
+		st := h.view
+		h.viewMu.Unlock()
+		if st.Resource.Name == "" {
+			continue // not stepped yet
 		}
 		out = append(out, st)
 	}
