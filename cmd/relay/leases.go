@@ -88,7 +88,7 @@ func (l *leases) apply(cfg *configs.Config) {
 	if l.m == nil {
 		var names []string
 		for _, pc := range cfg.Providers {
-			l.metrics.Whole(pc.Name, providerLimits(pc))
+			l.metrics.Whole(pc.Name)
 			names = append(names, pc.Name)
 		}
 		for _, old := range l.known {

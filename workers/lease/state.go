@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
 	m := &Metrics{
-		share:  g("relay_lease_share", "This relay's granted share of a provider's limit, in the limit's units (requests or tokens per minute, calls); the whole limit without a cluster.", "provider", "limit"),
+		share:  g("relay_lease_share", "This relay's granted share of a provider's limit, in the limit's units (requests or tokens per minute, calls); 0 without a lease (a relay alone holds its whole limits).", "provider", "limit"),
 		demand: g("relay_lease_demand", "This relay's demand on a provider reported to its cluster, in requests per minute (recent use plus what drains its backlog within a lease period).", "provider"),
 		age:    g("relay_lease_age_seconds", "Seconds since this relay last received a grant for a provider (0 without a cluster).", "provider"),
 		coord:  g("relay_lease_coordinator", "1 when this relay coordinates a provider's leases (divides its limits among the relays).", "provider"),
@@ -57,15 +57,9 @@ func (m *Metrics) remove(provider string) {
 	m.safe.DeleteLabelValues(provider)
 }
 
-// Whole shows a provider held by one relay alone: its share is its whole
-// limit, and nothing else of leases applies.
-func (m *Metrics) Whole(provider string, l Limits) {
-	m.add(provider)
-	v := l.Vector()
-	for k := range NumKinds {
-		m.share.WithLabelValues(provider, Kind(k).String()).Set(v[k])
-	}
-}
+// Whole creates the series of a provider held by one relay alone, with
+// no lease: they stay 0.
+func (m *Metrics) Whole(provider string) { m.add(provider) }
 
 // Forget removes a provider's series (it left the configuration).
 func (m *Metrics) Forget(provider string) { m.remove(provider) }
