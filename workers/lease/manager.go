@@ -545,6 +545,9 @@ func (m *Manager) fallBack(h *held, now time.Time, limits Vector, p Policy) {
 		return
 	}
 	n := max(h.relays, m.o.ExpectedRelays, 1)
+	if n == 1 {
+		p.Reserve = 0 // alone as far as it knows: the whole limit
+	}
 	capacity := p.Capacity(limits)
 	var share Vector
 	for k := range NumKinds {

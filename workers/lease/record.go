@@ -194,6 +194,11 @@ func coordinate(prev *grantsRecord, self string, now time.Time, period time.Dura
 			held[r] = h
 		}
 	}
+	if len(demands) <= 1 {
+		// One relay holds the whole limit, as a relay alone would: the
+		// reserve is for what estimates across relays miss.
+		p.Reserve = 0
+	}
 	capacity := p.Capacity(limits)
 	grants := Raise(capacity, Divide(limits, claims, p), held)
 	expires := now.Add(period)
