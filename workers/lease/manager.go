@@ -33,7 +33,7 @@ const (
 	// RoundsPerPeriod is how many rounds (demand written, coordinator
 	// renewed, grants written and read) a period holds.
 	RoundsPerPeriod = 6
-	DefaultReserve = 0.05
+	DefaultReserve  = 0.05
 	// DefaultFloor is the fraction of each limit handed out evenly as
 	// floors (so each of N relays keeps at least Floor/N of it).
 	DefaultFloor = 0.1
