@@ -33,7 +33,9 @@ const (
 	// RoundsPerPeriod is how many rounds (demand written, coordinator
 	// renewed, grants written and read) a period holds.
 	RoundsPerPeriod = 6
-	DefaultReserve  = 0.05
+	// DefaultReserve is the fraction of each rate limit never granted
+	// while several relays share it.
+	DefaultReserve = 0.05
 	// DefaultFloor is the fraction of each limit handed out evenly as
 	// floors (so each of N relays keeps at least Floor/N of it).
 	DefaultFloor = 0.1
@@ -300,12 +302,13 @@ func grantsKey(r Resource) string    { return "g." + keyID(r) }
 
 // step runs one round for one resource. kv nil: NATS is unreachable.
 func (m *Manager) step(ctx context.Context, kv jetstream.KeyValue, h *held) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := m.o.Now()
+	// Lock order: m.mu before h.mu (Set), never the other way.
 	m.mu.Lock()
 	policy := m.o.Policy
 	m.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := m.o.Now()
 	d := h.res.Holder.Demand()
 	rec := m.demand(h, d, now, policy)
 	limits := h.res.Limits.Vector()
