@@ -258,9 +258,13 @@ func (m *Manager) snapshot() []*held {
 
 // round is one pass over every resource.
 func (m *Manager) round(ctx context.Context) {
+	// Declaring the bucket (once) may take a while on a cluster still
+	// placing assets; a round's NATS calls get a third of a period.
+	bctx, bcancel := context.WithTimeout(ctx, max(m.o.Period, 5*time.Second))
+	kv, err := m.bucket(bctx)
+	bcancel()
 	rctx, cancel := context.WithTimeout(ctx, m.o.Period/3)
 	defer cancel()
-	kv, err := m.bucket(rctx)
 	if err != nil && ctx.Err() == nil {
 		m.log.Debug("leases: bucket unavailable", "error", err)
 	}
