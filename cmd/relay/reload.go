@@ -39,6 +39,7 @@ type reloader struct {
 	jobs    *jobs.Service
 	keys    *runtimeKeys
 	counter *prometheus.CounterVec
+	leases  *leases // nil in tests that build no leases
 }
 
 // run watches until ctx is done. It watches the file's directory, not the
@@ -96,6 +97,9 @@ func (r *reloader) reload(why string) {
 		return
 	}
 	r.swap(st)
+	if r.leases != nil {
+		r.leases.apply(cfg)
+	}
 	r.counter.WithLabelValues("success").Inc()
 	r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
 }

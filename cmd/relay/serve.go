@@ -130,6 +130,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
+	// Leases start once the jobs' assets are placed (their bucket adds no
+	// load to a cluster still placing those), before jobs run and the API listens, and
+	// stop before NATS closes (cleanups run in reverse).
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() {
@@ -140,8 +145,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}()
 	// Jobs stop before NATS closes: running ones go back to their queue.
 	cleanups = append(cleanups, func(context.Context) { stopJobs(); <-jobsDone })
-	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
+	storeReady, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
+	ready := func() error {
+		if err := storeReady(); err != nil {
+			return err
+		}
+		return leased.Check()
+	}
 
 	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Meter: meter})
 
@@ -184,7 +195,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
 		}
 		mux := adminMux()
-		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, meter: meter, auth: adminAuth}, mux)
+		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, meter: meter, auth: adminAuth, shares: leased}, mux)
 		keysAdmin.Register(mux)
 		cleanups = append(cleanups, func(context.Context) { stopStatus() })
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -198,7 +209,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, keys: keys, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, keys: keys, counter: reloads, leases: leased}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {

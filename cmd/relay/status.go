@@ -57,6 +57,9 @@ type statusDeps struct {
 	log   *slog.Logger
 	meter *metering.Meter // serves GET /admin/usage
 	auth  *status.Auth    // the admin token check, shared with the admin API
+	// shares reports the granted share of each provider when clustered
+	// (nil: none).
+	shares *leases
 }
 
 // startStatus starts the status page's metric sampler and returns the
@@ -69,10 +72,14 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 		defer close(done)
 		win.Run(ctx)
 	}()
-	col := status.NewCollector(status.Sources{
+	src := status.Sources{
 		Lanes: d.lanes, Providers: d.b, Routes: d.b, Jobs: d.jobs,
 		Streams: status.NewStreamSource(d.js), Window: win, Ready: d.ready, Version: version,
-	})
+	}
+	if d.shares != nil && d.shares.m != nil {
+		src.Shares = d.shares
+	}
+	col := status.NewCollector(src)
 	status.NewHandler(col, d.auth, d.log).Register(mux)
 	if d.meter != nil {
 		mux.Handle("/admin/usage", metering.AdminHandler(d.meter, d.auth.AllowAdminAPI))
