@@ -159,8 +159,10 @@ func TestJobCallbackResend(t *testing.T) {
 	}
 	ok.Store(true)
 	code, _, j := r.doJSON(t, "POST", "/v1/jobs/"+id+"/callback", canaryKey, nil, "")
-	if c, _ := j["callback"].(map[string]any); code != 202 || c["outcome"] != "pending" || c["resends"].(float64) != 1 {
-		t.Fatalf("re-send = %d %v; want 202 pending", code, j)
+	// The answer reads the job back after the re-send was queued; a fast
+	// delivery may already have ended it.
+	if c, _ := j["callback"].(map[string]any); code != 202 || (c["outcome"] != "pending" && c["outcome"] != "delivered") || c["resends"].(float64) != 1 {
+		t.Fatalf("re-send = %d %v; want 202, pending (or already delivered), one re-send", code, j)
 	}
 	select {
 	case got := <-hooks:

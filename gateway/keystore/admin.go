@@ -382,12 +382,14 @@ func (a *Admin) create(w http.ResponseWriter, r *http.Request) *apiError {
 		KeyLimits: req.KeyLimits, Budget: req.Budget, Created: now, Updated: now}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	if err := a.o.Store.Create(ctx, rec); err != nil {
+	rev, err := a.o.Store.Create(ctx, rec)
+	if err != nil {
 		if errors.Is(err, ErrExists) {
 			return conflict("key %q exists (a revoked key's name is not reused)", req.Name)
 		}
 		return storeError(err)
 	}
+	a.inForce(ctx, rev)
 	a.changed(r, "create", rec.Name)
 	v := a.recordView(rec, cfg)
 	v.Key = secret
@@ -495,13 +497,30 @@ func (a *Admin) mutable(name string, cfg *configs.Config) *apiError {
 	return nil
 }
 
+// inForce waits, briefly, until this relay's own key table holds the
+// write at revision rev, so that a key created, rotated or revoked here
+// works (or is refused) here as soon as the answer arrives; other relays
+// follow within a second. The write is stored either way: past the wait
+// it is answered and applied when the watch catches up.
+func (a *Admin) inForce(ctx context.Context, rev uint64) {
+	ctx, cancel := context.WithTimeout(ctx, inForceWait)
+	defer cancel()
+	if err := a.o.Store.WaitApplied(ctx, rev); err != nil {
+		a.log.Warn("admin change stored but not yet in force on this relay", "error", err.Error())
+	}
+}
+
+// inForceWait bounds inForce.
+const inForceWait = 2 * time.Second
+
 // update applies change to the stored key called name and maps the
 // store's errors to answers.
 func (a *Admin) update(ctx context.Context, name string, change func(*Record) error) (Record, *apiError) {
-	rec, err := a.o.Store.Update(ctx, name, change)
+	rec, rev, err := a.o.Store.Update(ctx, name, change)
 	var ae *apiError
 	switch {
 	case err == nil:
+		a.inForce(ctx, rev)
 		return rec, nil
 	case errors.Is(err, ErrNotFound):
 		return rec, notFound(name)

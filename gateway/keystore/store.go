@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,6 +99,13 @@ func decodeSum(s string) ([32]byte, error) {
 // Store reads and writes key records.
 type Store struct {
 	kv jetstream.KeyValue
+
+	// applied is the bucket revision the Watch of this store has last
+	// applied, so that a write answered by this relay is in force here
+	// before its answer (WaitApplied).
+	mu      sync.Mutex
+	applied uint64
+	moved   chan struct{} // closed and replaced when applied grows
 }
 
 // Open declares the bucket (replicated as nats.replicas says, through
@@ -109,22 +117,55 @@ func Open(ctx context.Context, decl *assets.Declarer) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keystore: declare bucket %s: %w", Bucket, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, moved: make(chan struct{})}, nil
 }
 
-// Create stores r, a new key; ErrExists when its name is taken.
-func (s *Store) Create(ctx context.Context, r Record) error {
+// setApplied records that Watch has applied the bucket up to rev.
+func (s *Store) setApplied(rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rev > s.applied {
+		s.applied = rev
+		close(s.moved)
+		s.moved = make(chan struct{})
+	}
+}
+
+// WaitApplied waits until this store's Watch has applied revision rev of
+// the bucket (a write of this relay), or ctx ends: after it, the write is
+// in force on this relay. It returns at once when no Watch runs that
+// far, with ctx's error.
+func (s *Store) WaitApplied(ctx context.Context, rev uint64) error {
+	for {
+		s.mu.Lock()
+		done, moved := s.applied >= rev, s.moved
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("keystore: change %d not applied here yet: %w", rev, ctx.Err())
+		case <-moved:
+		}
+	}
+}
+
+// Create stores r, a new key, and returns its revision; ErrExists when
+// its name is taken.
+func (s *Store) Create(ctx context.Context, r Record) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("keystore: encode %s: %w", r.Name, err)
+		return 0, fmt.Errorf("keystore: encode %s: %w", r.Name, err)
 	}
-	if _, err := s.kv.Create(ctx, r.Name, b); err != nil {
+	rev, err := s.kv.Create(ctx, r.Name, b)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return ErrExists
+			return 0, ErrExists
 		}
-		return fmt.Errorf("keystore: create %s: %w", r.Name, err)
+		return 0, fmt.Errorf("keystore: create %s: %w", r.Name, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // Get returns the record called name, and its revision.
@@ -144,31 +185,31 @@ func (s *Store) Get(ctx context.Context, name string) (Record, uint64, error) {
 }
 
 // Update changes the record called name with change, which may refuse by
-// returning an error (returned as is). A write that raced another relay's
-// is retried on the new record, so no change is lost.
-func (s *Store) Update(ctx context.Context, name string, change func(*Record) error) (Record, error) {
+// returning an error (returned as is), and returns the new record and its
+// revision. A write that raced another relay's is retried on the new
+// record, so no change is lost.
+func (s *Store) Update(ctx context.Context, name string, change func(*Record) error) (Record, uint64, error) {
 	for {
 		r, rev, err := s.Get(ctx, name)
 		if err != nil {
-			return Record{}, err
+			return Record{}, 0, err
 		}
 		if err := change(&r); err != nil {
-			return Record{}, err
+			return Record{}, 0, err
 		}
 		b, err := json.Marshal(r)
 		if err != nil {
-			return Record{}, fmt.Errorf("keystore: encode %s: %w", name, err)
+			return Record{}, 0, fmt.Errorf("keystore: encode %s: %w", name, err)
 		}
-		_, err = s.kv.Update(ctx, name, b, rev)
+		next, err := s.kv.Update(ctx, name, b, rev)
 		if err == nil {
-			return r, nil
+			return r, next, nil
 		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-			return Record{}, fmt.Errorf("keystore: update %s: %w", name, err)
+		if !assets.IsConflict(err) {
+			return Record{}, 0, fmt.Errorf("keystore: update %s: %w", name, err)
 		}
 		if ctx.Err() != nil {
-			return Record{}, ctx.Err()
+			return Record{}, 0, ctx.Err()
 		}
 	}
 }
@@ -212,6 +253,7 @@ func (s *Store) Watch(ctx context.Context, apply func([]Record), bad func(name s
 	defer func() { _ = w.Stop() }()
 	recs := map[string]Record{}
 	ready := false
+	var last uint64 // the highest revision seen
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -245,8 +287,10 @@ func (s *Store) Watch(ctx context.Context, apply func([]Record), bad func(name s
 			if e == nil { // the current records are all in
 				ready = true
 				emit()
+				s.setApplied(last)
 				continue
 			}
+			last = max(last, e.Revision())
 			switch e.Operation() {
 			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 				delete(recs, e.Key())
@@ -260,6 +304,7 @@ func (s *Store) Watch(ctx context.Context, apply func([]Record), bad func(name s
 			}
 			if ready {
 				emit()
+				s.setApplied(last)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // Counters: each relay adds its calls' usage up in memory, per key, UTC
@@ -206,19 +207,6 @@ func readDay(ctx context.Context, kv jetstream.KeyValue, k string) (dayRecord, u
 	return rec, e.Revision(), nil
 }
 
-// conflictCodes are the JetStream API error codes of a compare-and-set
-// that lost: 10071 (a single server) and 10164 (replicated streams), as
-// in lanes/jobs.
-var conflictCodes = []jetstream.ErrorCode{
-	jetstream.JSErrCodeStreamWrongLastSequence,
-	jetstream.JSErrCodeStreamWrongLastSequenceConstant,
-}
-
-// isConflict reports whether err is a lost compare-and-set.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && slices.Contains(conflictCodes, apiErr.ErrorCode)
-}
+// isConflict reports whether err is a lost compare-and-set
+// (assets.IsConflict).
+func isConflict(err error) bool { return assets.IsConflict(err) }

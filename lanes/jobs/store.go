@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // The record store: reading, creating and updating job and batch records in
@@ -104,24 +104,9 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key, what stri
 	}
 }
 
-// conflictCodes are the JetStream API error codes of a compare-and-set
-// that lost: 10071 (JSStreamWrongLastSequenceErrF, a single server) and
-// 10164 (JSStreamWrongLastSequenceConstantErr, replicated streams).
-var conflictCodes = []jetstream.ErrorCode{
-	jetstream.JSErrCodeStreamWrongLastSequence,
-	jetstream.JSErrCodeStreamWrongLastSequenceConstant,
-}
-
-// isConflict reports whether err is a lost compare-and-set (a KV Update
-// or Create), whatever code JetStream carried it with: matched on the API
-// error code and nats.go's sentinels, never on text.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && slices.Contains(conflictCodes, apiErr.ErrorCode)
-}
+// isConflict reports whether err is a lost compare-and-set
+// (assets.IsConflict).
+func isConflict(err error) bool { return assets.IsConflict(err) }
 
 // finishFields sets the terminal timestamps of j.
 func (s *Service) finishFields(j *Job, now time.Time) {
