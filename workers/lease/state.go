@@ -1,15 +1,13 @@
 package lease
 
 import (
-	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/relaygw/relay/lanes/assets"
 )
 
 // Metrics are the leases' gauges, per provider.
@@ -156,19 +154,6 @@ func (m *Manager) Check() error {
 	return fmt.Errorf("cut off from the cluster: running on a safe share of the limits of %s", strings.Join(names, ", "))
 }
 
-// conflictCodes are the JetStream codes of a lost compare-and-set: 10071
-// (one server) and 10164 (replicated streams).
-var conflictCodes = []jetstream.ErrorCode{
-	jetstream.JSErrCodeStreamWrongLastSequence,
-	jetstream.JSErrCodeStreamWrongLastSequenceConstant,
-}
-
-// isConflict reports whether err is a lost compare-and-set, matched on
-// the API error code and nats.go's sentinels.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && slices.Contains(conflictCodes, apiErr.ErrorCode)
-}
+// isConflict reports whether err is a lost compare-and-set
+// (assets.IsConflict).
+func isConflict(err error) bool { return assets.IsConflict(err) }
