@@ -8,10 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/budgets"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -35,6 +37,9 @@ type JobRunner struct {
 	// means wire.FallbackMaxDepth). The gateway checked them on submission;
 	// this guards bodies read back from the store.
 	MaxJSONDepth int
+	// Quotas enforces the keys' limits and budgets, as for synchronous
+	// requests (the gateway's Deps.Quotas); nil enforces none.
+	Quotas *Quotas
 }
 
 var _ jobs.Runner = (*JobRunner)(nil)
@@ -61,17 +66,25 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	if !ok {
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
 	}
+	kg, out, ok := jr.gate(ctx, &j, format, router, body, fields)
+	if !ok {
+		return out
+	}
 	park := startJobPark(ctx, &j)
 	g, waited, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
-		Lane:  j.Lane,
-		Key:   j.KeyName,
-		Route: route,
-		Admit: admitFunc(router, req),
+		Lane:    j.Lane,
+		Key:     j.KeyName,
+		Route:   route,
+		Admit:   kg.admitFunc(router, req),
+		KeyHold: kg.keyHold(),
 		// Jobs wait and retry (not FailFast); their Hold lets the lanes
 		// end parked synchronous requests of the same route early.
 		Hold: holdFunc(router, req),
 	})
 	endJobPark(park, waited, err)
+	if err != nil {
+		kg.settle(wire.Usage{}, "", false, false)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, lanes.ErrLaneFull):
@@ -84,10 +97,15 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	grant := g.(*workers.Grant)
 	if !start() {
 		grant.Release()
+		kg.settle(wire.Usage{}, "", false, false)
 		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
+	if kg != nil {
+		kg.called = true
 	}
 	resp, err := router.Do(ctx, req, grant)
 	if err != nil {
+		kg.settle(wire.Usage{}, "", false, false)
 		var we *workers.Error
 		switch {
 		case errors.As(err, &we):
@@ -97,10 +115,36 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 		}
 		return jobs.Outcome{Err: err, Retryable: true}
 	}
+	kg.settle(resp.Usage, resp.UpstreamModel, resp.StatusCode < 300, resp.Stream != nil)
 	if resp.Stream != nil {
 		// Jobs are refused at submit when they ask for a stream.
 		resp.Stream.Close()
 		return jobs.Outcome{Err: errors.New("a job cannot be streamed")}
 	}
 	return jobs.Outcome{StatusCode: resp.StatusCode, Body: resp.Body, Provider: resp.Provider}
+}
+
+// gate reserves a job's worst case from its key's budget and returns the
+// gate its admission goes through (nil when its key has neither limits
+// nor a budget). When the budget refuses, ok is false and out ends the
+// job: exhausted, it fails with the budget's 429 answer in the job's
+// format as its result (no retry helps); unreachable, it is retried.
+func (jr *JobRunner) gate(ctx context.Context, j *jobs.Job, f workers.Format, d any, body []byte, fields wire.Fields) (g *gate, out jobs.Outcome, ok bool) {
+	k, known := jr.Quotas.Key(j.KeyName)
+	if !known {
+		return nil, out, true
+	}
+	g = jr.Quotas.newGate(&k, body, fields)
+	if g == nil {
+		return nil, out, true
+	}
+	g.batch = j.BatchID != ""
+	if err := g.reserve(ctx, k.Budget, d, fields.Model); err != nil {
+		if errors.Is(err, budgets.ErrUnreachable) {
+			return nil, jobs.Outcome{Err: err, Retryable: true, RetryAfter: 5 * time.Second}, false
+		}
+		e := budgetError(k.Name, k.Budget, err)
+		return nil, jobs.Outcome{StatusCode: e.statusFor(f), Body: e.body(f, j.RequestID)}, false
+	}
+	return g, out, true
 }

@@ -66,6 +66,9 @@ type Deps struct {
 	// Jobs serves the asynchronous /v1/jobs endpoints; nil leaves them
 	// unrouted (404).
 	Jobs JobService
+	// Quotas enforces the keys' limits and budgets (quota.go); nil
+	// enforces none. Give the JobRunner the same one.
+	Quotas *Quotas
 }
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
@@ -84,6 +87,7 @@ type Server struct {
 	budget       *bodyBudget
 	bodyRejected prometheus.Counter
 	fast         *fastMetrics // early answers (admit.go)
+	quotas       *Quotas      // keys' limits and budgets (quota.go)
 }
 
 // withDefaults fills o's unset fields with their defaults.
@@ -123,6 +127,10 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		jobs:    deps.Jobs,
 		budget:  newBodyBudget(defaultBodyMemoryBytes),
 		fast:    newFastMetrics(deps.Registry),
+		quotas:  deps.Quotas,
+	}
+	if k, ok := deps.Lanes.(kicker); ok && s.quotas != nil {
+		s.quotas.kick = k.Kick
 	}
 	s.bodyRejected = registerBodyMetrics(deps.Registry, s.budget)
 	s.SetConfig(cfg)
@@ -170,6 +178,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg)
+	s.quotas.setConfig(cfg)
 	s.fast.seed(st.dispatcher)
 	s.metrics.known(cfg)
 	s.budget.setLimit(st.bodyMemoryBytes)

@@ -16,6 +16,7 @@ import (
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/pricing"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -101,6 +102,8 @@ type Config struct {
 	// MaxBatchBytes bounds a message batch creation body (0:
 	// MaxBatchBytes, Anthropic's 256 MB).
 	MaxBatchBytes int64
+	// Prices price upstream models for USD budgets (nil prices nothing).
+	Prices *pricing.Table
 }
 
 // state is a Config prepared for fast lookups.

@@ -19,6 +19,7 @@ import (
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
+	"github.com/relaygw/relay/workers/pricing"
 )
 
 // builder turns a validated configuration into what the gateway serves.
@@ -195,7 +196,7 @@ func (b *builder) buildRouter(cfg *configs.Config, st *state) (*workers.Router, 
 // router.
 func gatewayConfig(cfg *configs.Config, router *workers.Router) (gateway.Config, error) {
 	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, BodyMemoryBytes: cfg.BodyMemoryBytes,
-		MaxJSONDepth: cfg.MaxJSONDepth}
+		MaxJSONDepth: cfg.MaxJSONDepth, Prices: pricing.New(cfg.Prices)}
 	for _, l := range cfg.Lanes {
 		gc.Lanes = append(gc.Lanes, gateway.Lane{Name: l.Name, MaxWait: l.MaxWait.Std()})
 	}

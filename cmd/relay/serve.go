@@ -111,9 +111,21 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
+	var quotas *gateway.Quotas
+	if err := assets.UntilPlaced(ctx, log, "open budgets", func(ctx context.Context) (err error) {
+		var stop func()
+		quotas, stop, err = openQuotas(ctx, js, decl, reg, log)
+		if err == nil {
+			cleanups = append(cleanups, func(context.Context) { stop() })
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+
 	var svc *jobs.Service
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
-		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}, log, reg)
+		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth, Quotas: quotas}, log, reg)
 		return err
 	}); err != nil {
 		return err
@@ -131,7 +143,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
 
-	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
+	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Quotas: quotas})
 
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_config_reloads_total",
