@@ -98,7 +98,7 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 	if aerr != nil {
 		return 0, nil, aerr
 	}
-	if aerr := s.budgetSpent(r.Context(), k); aerr != nil {
+	if aerr := s.budgetSpent(r.Context(), st, k, nil, wire.Fields{}); aerr != nil {
 		return 0, nil, aerr
 	}
 

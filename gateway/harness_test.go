@@ -34,6 +34,7 @@ import (
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/callbacks"
+	"github.com/relaygw/relay/workers/pricing"
 	"github.com/relaygw/relay/workers/simupstream"
 	"github.com/relaygw/relay/workers/workerstest"
 )
@@ -89,6 +90,8 @@ type relayConfig struct {
 	jobRunner       jobs.Runner              // nil: the real gateway.JobRunner
 	heldJobs        bool                     // the holdRunner starts held
 	jobsIdle        bool                     // the jobs service runs only on relay.runJobs
+	quotas          *gateway.Quotas          // keys' limits and budgets (nil: none)
+	prices          *pricing.Table           // Config.Prices
 }
 
 // relayOption shapes the relay newRelay builds.
@@ -156,6 +159,12 @@ func withJobRunner(r jobs.Runner) relayOption { return func(c *relayConfig) { c.
 // withHeldJobs starts relay.Runner held: each run waits for its release.
 func withHeldJobs() relayOption { return func(c *relayConfig) { c.heldJobs = true } }
 
+// withQuotas enforces the keys' limits and budgets with q, on
+// synchronous requests and jobs alike, pricing with prices.
+func withQuotas(q *gateway.Quotas, prices *pricing.Table) relayOption {
+	return func(c *relayConfig) { c.quotas, c.prices = q, prices }
+}
+
 // withJobsIdle leaves the jobs service idle until relay.runJobs.
 func withJobsIdle() relayOption { return func(c *relayConfig) { c.jobsIdle = true } }
 
@@ -206,8 +215,9 @@ func newRelay(t testing.TB, opts ...relayOption) *relay {
 		MaxJSONDepth:    c.maxJSONDepth,
 		Lanes:           []gateway.Lane{{Name: "interactive", MaxWait: 30 * time.Second}, {Name: "batch", MaxWait: time.Hour}},
 		Keys:            c.keys,
+		Prices:          c.prices,
 	}
-	deps := gateway.Deps{Logger: log, Registry: r.Registry}
+	deps := gateway.Deps{Logger: log, Registry: r.Registry, Quotas: c.quotas}
 	if r.Lanes != nil {
 		deps.Lanes = r.Lanes
 	}
@@ -332,7 +342,7 @@ func (r *relay) openJobs(t testing.TB, c *relayConfig, router *workers.Router) {
 	inner := c.jobRunner
 	if inner == nil {
 		inner = &gateway.JobRunner{Router: func() gateway.JobDispatcher { return router }, Lanes: r.Lanes,
-			MaxJSONDepth: c.maxJSONDepth}
+			MaxJSONDepth: c.maxJSONDepth, Quotas: c.quotas}
 	}
 	r.Runner = &holdRunner{inner: inner, started: make(chan string, 16), release: make(chan struct{})}
 	r.Runner.held.Store(c.heldJobs)

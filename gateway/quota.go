@@ -373,16 +373,29 @@ type kicker interface{ Kick() }
 // (*lanes.Set).
 type keyCounter interface{ KeyParked(key string) int }
 
-// budgetSpent refuses a job or message batch at submission when its key's
-// budget for the current period is already spent: it could only fail.
-// A budget that cannot be read lets it through (it is checked again when
-// it runs).
-func (s *Server) budgetSpent(ctx context.Context, k *key) *apiError {
+// budgetSpent refuses a job or message batch at submission when what is
+// left of its key's budget for the current period, with nothing reserved,
+// cannot cover it: it could only fail. A job is judged by its worst case
+// (body and fields; a nil body, a batch, by nothing: refused once the
+// budget is spent). A budget that cannot be read lets it through (it is
+// checked again when it runs).
+func (s *Server) budgetSpent(ctx context.Context, st *state, k *key, body []byte, f wire.Fields) *apiError {
 	if s.quotas == nil || s.quotas.Budgets == nil || k.Budget == nil {
 		return nil
 	}
-	st := s.quotas.Budgets.Remaining(ctx, k.Name, k.Budget)
-	if st == nil || st.Stale || st.Spent < st.Limit {
+	bs := s.quotas.Budgets.Remaining(ctx, k.Name, k.Budget)
+	if bs == nil || bs.Stale {
+		return nil
+	}
+	need := 0.0
+	if body != nil {
+		c := s.quotas.newGate(&k.Key, body, f).worstCost(st.dispatcher, f.Model)
+		need = float64(c.Tokens)
+		if bs.Unit == "usd" {
+			need = c.USD
+		}
+	}
+	if left := bs.Limit - bs.Spent; left > 0 && left >= need {
 		return nil
 	}
 	return budgetError(k.Name, k.Budget, budgets.ErrExhausted)
