@@ -9,13 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/workers/budgets"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
 // benchmarkProxy measures one request through the relay to a simulated
 // upstream, both on loopback in this process, with a keep-alive client.
-func benchmarkProxy(b *testing.B, stream bool) {
-	r := newRelayB(b)
+func benchmarkProxy(b *testing.B, stream bool, opts ...relayOption) {
+	r := newRelayB(b, opts...)
 	body := `{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}`
 	if stream {
 		body = `{"model":"claude-sonnet","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
@@ -51,6 +55,17 @@ func benchmarkProxy(b *testing.B, stream bool) {
 
 func BenchmarkProxy(b *testing.B)       { benchmarkProxy(b, false) }
 func BenchmarkProxyStream(b *testing.B) { benchmarkProxy(b, true) }
+
+// BenchmarkProxyKeyQuotas is BenchmarkProxy with the key's own limits
+// and a USD budget (neither ever refuses), for the cost of the key's
+// admission on the whole path.
+func BenchmarkProxyKeyQuotas(b *testing.B) {
+	k := teamA
+	k.Limits = configs.KeyLimits{RPM: 1 << 30, InputTPM: 1 << 40, OutputTPM: 1 << 40, MaxConcurrency: 1 << 20}
+	k.Budget = &configs.Budget{USD: 1e9, Period: configs.BudgetMonth}
+	q := &gateway.Quotas{Limits: keylimits.New(keylimits.Options{}), Budgets: budgets.New(budgets.Options{})}
+	benchmarkProxy(b, false, withKeys(k), withQuotas(q, testPrices))
+}
 
 // BenchmarkBareProxy is the baseline for BenchmarkProxy: a bare
 // httputil.ReverseProxy in front of the same simulated upstream.

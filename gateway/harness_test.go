@@ -187,8 +187,8 @@ func key(name, secret, defaultLane string, laneNames []string, routes ...string)
 }
 
 // newRelayB is newRelay for benchmarks, with logging off.
-func newRelayB(b *testing.B) *relay {
-	return newRelay(b, withQuietLogs())
+func newRelayB(b *testing.B, opts ...relayOption) *relay {
+	return newRelay(b, append([]relayOption{withQuietLogs()}, opts...)...)
 }
 
 // newRelay builds a relay shaped by opts; everything it starts stops when

@@ -70,6 +70,9 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	if !ok {
 		return out
 	}
+	if kg != nil {
+		req.InputEstimate = kg.in
+	}
 	park := startJobPark(ctx, &j)
 	g, waited, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
 		Lane:    j.Lane,

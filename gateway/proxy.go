@@ -159,6 +159,9 @@ func (s *Server) prepare(x *exchange) *apiError {
 	// Header is filled just before the first upstream call: a parked
 	// request does not keep a copy.
 	x.req = workers.Request{Format: x.format, Body: body, Fields: d.fields}
+	if x.gate != nil {
+		x.req.InputEstimate = x.gate.in
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,31 @@ type Quotas struct {
 type quotaConfig struct {
 	keys   map[string]*Key
 	prices *pricing.Table
+	// rates caches, by client model, the prices of the upstream models it
+	// may be sent to ([]pricing.Price), up to maxCachedRates models (a
+	// pattern route passes any model through).
+	rates  sync.Map
+	cached atomic.Int64
+}
+
+// maxCachedRates bounds quotaConfig.rates.
+const maxCachedRates = 4096
+
+// ratesFor returns the prices of the upstream models d may send model to.
+func (qc *quotaConfig) ratesFor(d upstreamModeler, model string) []pricing.Price {
+	if v, ok := qc.rates.Load(model); ok {
+		return v.([]pricing.Price)
+	}
+	var out []pricing.Price
+	for _, m := range d.UpstreamModels(model) {
+		if p, ok := qc.prices.Lookup(m); ok {
+			out = append(out, p)
+		}
+	}
+	if qc.cached.Add(1) <= maxCachedRates {
+		qc.rates.Store(model, out)
+	}
+	return out
 }
 
 // setConfig takes the keys and prices of cfg.
@@ -140,10 +166,8 @@ func (g *gate) worstCost(d any, model string) budgets.Cost {
 		return c
 	}
 	u := pricing.Usage{Input: int64(g.in), Output: int64(g.maxOut)}
-	for _, m := range um.UpstreamModels(model) {
-		if usd, ok := qc.prices.Cost(m, u, g.batch); ok && usd > c.USD {
-			c.USD = usd
-		}
+	for _, p := range qc.ratesFor(um, model) {
+		c.USD = max(c.USD, p.Cost(u, g.batch))
 	}
 	return c
 }

@@ -48,6 +48,7 @@ import (
 	"math"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,7 +120,9 @@ type Ledger struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	mu    sync.Mutex
+	periods atomic.Pointer[periods]
+
+	mu    sync.RWMutex
 	accts map[acctKey]*account
 }
 
@@ -233,23 +236,56 @@ func storeKeyOf(k acctKey) string {
 	return name + "." + k.unit + "." + k.period
 }
 
+// periods caches the ids of the current day and month, which Period
+// would format on every reservation.
+type periods struct {
+	day, month       string
+	dayEnd, monthEnd time.Time
+}
+
+// period is Period(p, now), from the cache while it holds.
+func (l *Ledger) period(p string, now time.Time) (string, time.Time) {
+	c := l.periods.Load()
+	if c == nil || !now.Before(c.dayEnd) || now.Before(c.dayEnd.AddDate(0, 0, -1)) {
+		c = &periods{}
+		c.day, c.dayEnd = Period(configs.BudgetDay, now)
+		c.month, c.monthEnd = Period(configs.BudgetMonth, now)
+		l.periods.Store(c)
+	}
+	switch p {
+	case configs.BudgetDay:
+		return c.day, c.dayEnd
+	case configs.BudgetMonth:
+		return c.month, c.monthEnd
+	}
+	return "total", time.Time{}
+}
+
 // account returns the account of key's budget b for the period holding
 // now, with b's current limit.
 func (l *Ledger) account(key string, b *configs.Budget, now time.Time) *account {
-	period, resets := Period(b.Period, now)
+	period, resets := l.period(b.Period, now)
 	k := acctKey{key: key, unit: unitOf(b), period: period}
-	l.mu.Lock()
+	l.mu.RLock()
 	a := l.accts[k]
+	l.mu.RUnlock()
 	if a == nil {
-		a = &account{acctKey: k, storeKey: storeKeyOf(k), resets: resets}
-		l.accts[k] = a
-		l.metrics.seed(key)
+		l.mu.Lock()
+		if a = l.accts[k]; a == nil {
+			a = &account{acctKey: k, storeKey: storeKeyOf(k), resets: resets}
+			l.accts[k] = a
+			l.metrics.seed(key)
+		}
+		l.mu.Unlock()
 	}
-	l.mu.Unlock()
+	return a
+}
+
+// setLimit gives a the limit of b (a reload may have changed it).
+func (a *account) setLimit(b *configs.Budget) {
 	a.mu.Lock()
 	a.limit = limitOf(b)
 	a.mu.Unlock()
-	return a
 }
 
 // Known makes the accounts, and metric series, of keys with budgets
@@ -258,7 +294,7 @@ func (l *Ledger) Known(budgets map[string]*configs.Budget) {
 	now := l.now()
 	for key, b := range budgets {
 		if b != nil {
-			l.account(key, b, now)
+			l.account(key, b, now).setLimit(b)
 		}
 	}
 }
@@ -284,9 +320,10 @@ func (l *Ledger) Reserve(ctx context.Context, key string, b *configs.Budget, c C
 	}
 	now := l.now()
 	a := l.account(key, b, now)
-	amount := unitsOf(b, c)
+	amount, limit := unitsOf(b, c), limitOf(b)
 	for try := 0; ; try++ {
 		a.mu.Lock()
+		a.limit = limit
 		if now.Before(a.expires) && a.avail() >= amount {
 			a.reserved += amount
 			a.lastUse = now
@@ -619,6 +656,7 @@ func (l *Ledger) Remaining(ctx context.Context, key string, b *configs.Budget) *
 	}
 	now := l.now()
 	a := l.account(key, b, now)
+	a.setLimit(b)
 	stale := l.sync(ctx, a, 0, false) != nil
 	a.mu.Lock()
 	defer a.mu.Unlock()
