@@ -78,6 +78,9 @@ const (
 	idleReturn = 5 * time.Second
 	// storeTimeout bounds one round trip to the store.
 	storeTimeout = 2 * time.Second
+	// rereadEvery is how often an idle key's state is read again, for
+	// relay_key_budget_remaining.
+	rereadEvery = 5 * time.Second
 	// maxConflicts bounds the compare-and-set retries of one sync.
 	maxConflicts = 16
 )
@@ -147,6 +150,7 @@ type account struct {
 	// seenRead whether there was one.
 	seenSpent int64
 	seenRead  bool
+	lastRead  time.Time
 	failing   bool
 }
 
@@ -548,7 +552,7 @@ func (l *Ledger) syncOnce(ctx context.Context, a *account, want int64, giveBack 
 	if _, ok := rec.Leases[l.relay]; ok {
 		a.expires = rec.Leases[l.relay].Expires
 	}
-	a.seenSpent, a.seenRead = rec.Spent, true
+	a.seenSpent, a.seenRead, a.lastRead = rec.Spent, true, now
 	wasFailing := a.failing
 	a.failing = false
 	remaining := limit - rec.Spent - a.spent - a.reserved
@@ -612,7 +616,8 @@ func (l *Ledger) flushAll(ctx context.Context, all bool) {
 		a.mu.Lock()
 		ended := !a.resets.IsZero() && !now.Before(a.resets)
 		idle := a.reserved == 0 && now.Sub(a.lastUse) >= idleReturn
-		due := a.spent != 0 || !a.seenRead || a.failing || (a.held > 0 && (idle || ended || a.expires.Sub(now) < l.ttl/2))
+		due := a.spent != 0 || !a.seenRead || a.failing || now.Sub(a.lastRead) >= rereadEvery ||
+			(a.held > 0 && (idle || ended || a.expires.Sub(now) < l.ttl/2))
 		a.mu.Unlock()
 		if all || due {
 			_ = l.sync(ctx, a, 0, all || idle || ended)
