@@ -33,6 +33,9 @@ type Quotas struct {
 	Limits *keylimits.Limiter
 	// Budgets holds the keys' budgets; nil enforces no budget.
 	Budgets *budgets.Ledger
+	// Lookup, when set, finds keys the configuration does not hold (keys
+	// made at run time), for jobs, which carry only their key's name.
+	Lookup func(name string) (Key, bool)
 
 	cfg atomic.Pointer[quotaConfig]
 	// kick tells the lanes a key's capacity freed (Server.New sets it).
@@ -88,21 +91,23 @@ func (q *Quotas) setConfig(cfg Config) {
 	if q.Budgets != nil {
 		q.Budgets.Known(known)
 	}
-	if q.Limits != nil {
-		q.Limits.Forget(func(name string) bool { return qc.keys[name] != nil })
-	}
+	// The keys' limiters are kept: a key's buckets survive a reload, and
+	// keys made at run time are not in cfg.
 }
 
-// Key returns the key named name as the last configuration had it.
+// Key returns the key named name as the last configuration had it, else
+// as Lookup finds it.
 func (q *Quotas) Key(name string) (Key, bool) {
 	if q == nil {
 		return Key{}, false
 	}
-	qc := q.cfg.Load()
-	if qc == nil || qc.keys[name] == nil {
-		return Key{}, false
+	if qc := q.cfg.Load(); qc != nil && qc.keys[name] != nil {
+		return *qc.keys[name], true
 	}
-	return *qc.keys[name], true
+	if q.Lookup != nil {
+		return q.Lookup(name)
+	}
+	return Key{}, false
 }
 
 // Remaining reads what is left of the budget of the key named name (nil
