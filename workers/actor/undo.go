@@ -36,6 +36,9 @@ func (p *Permit) Undo() {
 	}
 	p.done = true
 	a.inFlight--
+	a.used.Requests--
+	a.used.InputTokens -= float64(p.inCharged)
+	a.used.OutputTokens -= float64(p.outCharged)
 	a.req.settle(now, p.reqLim, 1, 0, false, true)
 	a.in.settle(now, p.inLim, p.inCharged, 0, false, true)
 	a.out.settle(now, p.outLim, p.outCharged, 0, false, true)
