@@ -806,6 +806,25 @@ func (s *Set) KeyParked(key string) int {
 	return s.keys[key]
 }
 
+// KeyParkedByLane returns the number of requests of key parked on each
+// lane, highest priority first (a key's backlog, for its lease).
+func (s *Set) KeyParkedByLane(key string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, len(s.lanes))
+	if s.keys[key] == 0 {
+		return out
+	}
+	for i, l := range s.lanes {
+		for _, rq := range l.routes {
+			if kq := rq.byKey[key]; kq != nil {
+				out[i] += kq.queue.Len()
+			}
+		}
+	}
+	return out
+}
+
 // openRoute returns the next route of l, in turn, not blocked in this pass.
 func (s *Set) openRoute(l *lane) *routeQ {
 	n := len(l.routes)

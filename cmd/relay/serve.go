@@ -110,14 +110,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
-	// Leases stop before NATS closes (cleanups run in reverse).
-	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
-	cleanups = append(cleanups, func(context.Context) { stopLeases() })
-
 	var quotas *gateway.Quotas
 	if err := assets.UntilPlaced(ctx, log, "open budgets", func(ctx context.Context) (err error) {
 		var stop func()
-		quotas, stop, err = openQuotas(ctx, js, decl, reg, log)
+		quotas, stop, err = openQuotas(ctx, decl, reg, log)
 		if err == nil {
 			cleanups = append(cleanups, func(context.Context) { stop() })
 		}
@@ -125,6 +121,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
+
+	// Leases stop before NATS closes (cleanups run in reverse); they hold
+	// the providers' limits and the keys' for the cluster.
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, quotas, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 
 	var svc *jobs.Service
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {

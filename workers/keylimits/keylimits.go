@@ -11,8 +11,10 @@
 // (a configuration reload, a key changed through the admin API), so a
 // key's buckets survive a reload.
 //
-// On several relays a key's limits are divided by the number of live
-// relays (Options.Relays), so together they hold the key to its limits.
+// On several relays a key's limits are held for the whole cluster by a
+// capacity lease (package workers/lease, through Actor), like a
+// provider's; without one they may be divided statically by the number
+// of relays (Options.Relays).
 package keylimits
 
 import (
@@ -91,8 +93,13 @@ func options(name string, lim configs.KeyLimits, n int) actor.Options {
 	}
 }
 
-// actorFor returns the Actor of the key named name with limits lim,
-// making it or updating it in place; nil when lim sets no limit.
+// Actor returns the Actor of the key named name with limits lim, making
+// it or updating it in place; nil when lim sets no limit. A cluster's
+// lease holds the key's limits through it (workers/lease.ActorHolder:
+// its share of the cluster's limits).
+func (l *Limiter) Actor(name string, lim configs.KeyLimits) *actor.Actor { return l.actorFor(name, lim) }
+
+// actorFor is Actor.
 func (l *Limiter) actorFor(name string, lim configs.KeyLimits) *actor.Actor {
 	if !Limited(lim) {
 		return nil
