@@ -97,7 +97,9 @@ func options(name string, lim configs.KeyLimits, n int) actor.Options {
 // it or updating it in place; nil when lim sets no limit. A cluster's
 // lease holds the key's limits through it (workers/lease.ActorHolder:
 // its share of the cluster's limits).
-func (l *Limiter) Actor(name string, lim configs.KeyLimits) *actor.Actor { return l.actorFor(name, lim) }
+func (l *Limiter) Actor(name string, lim configs.KeyLimits) *actor.Actor {
+	return l.actorFor(name, lim)
+}
 
 // actorFor is Actor.
 func (l *Limiter) actorFor(name string, lim configs.KeyLimits) *actor.Actor {
