@@ -110,6 +110,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
+
+	var svc *jobs.Service
+	runner := &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth}
+	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
+		svc, err = openJobs(ctx, js, decl, cfg, runner, log, reg)
+		return err
+	}); err != nil {
+		return err
+	}
+	// The budgets' bucket, like the leases', is declared once the jobs'
+	// assets are placed; jobs run only later, with the keys' quotas.
 	var quotas *gateway.Quotas
 	if err := assets.UntilPlaced(ctx, log, "open budgets", func(ctx context.Context) (err error) {
 		var stop func()
@@ -121,19 +132,13 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
-
-	// Leases stop before NATS closes (cleanups run in reverse); they hold
-	// the providers' limits and the keys' for the cluster.
+	runner.Quotas = quotas
+	// Leases start once the jobs' assets are placed (their bucket adds no
+	// load to a cluster still placing those), before jobs run and the API listens, and
+	// stop before NATS closes (cleanups run in reverse). They hold the
+	// providers' limits and the keys' for the cluster.
 	leased, stopLeases := startLeases(cfg, js, decl, b, set, quotas, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopLeases() })
-
-	var svc *jobs.Service
-	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
-		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth, Quotas: quotas}, log, reg)
-		return err
-	}); err != nil {
-		return err
-	}
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() {
