@@ -12,30 +12,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes/assets"
 	"github.com/relaygw/relay/workers/budgets"
-	"github.com/relaygw/relay/workers/keylimits"
 )
 
-// openQuotas declares RELAY_BUDGETS (within ctx) and returns the Quotas,
-// with what runs them (the ledger's writes) started;
-// stop ends them and gives the unused budget chunks back.
-func openQuotas(ctx context.Context, decl *assets.Declarer, reg prometheus.Registerer, log *slog.Logger) (*gateway.Quotas, func(), error) {
+// openBudgets declares RELAY_BUDGETS (within ctx) and returns the keys'
+// budgets, with the ledger's writes started; stop ends them and gives the
+// unused budget chunks back.
+func openBudgets(ctx context.Context, decl *assets.Declarer, reg prometheus.Registerer, log *slog.Logger) (*budgets.Ledger, func(), error) {
 	kv, err := decl.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: budgets.Bucket, History: 1,
 		Storage: jetstream.FileStorage, Description: "relay: keys' budgets (spent, and the chunks relays hold) per period"}, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("budgets bucket: %w", err)
 	}
 	ledger := budgets.New(budgets.Options{Store: budgets.KVStore{KV: kv}, Registry: reg, Logger: log})
-	// The keys' limits are held for the cluster by leases (leases.go):
-	// no static division here.
-	q := &gateway.Quotas{Limits: keylimits.New(keylimits.Options{}), Budgets: ledger}
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		ledger.Run(rctx)
 	}()
-	return q, func() { cancel(); <-done }, nil
+	return ledger, func() { cancel(); <-done }, nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/callbacks"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/simupstream"
 )
@@ -119,12 +120,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
-	// The budgets' bucket, like the leases', is declared once the jobs'
-	// assets are placed; jobs run only later, with the keys' quotas.
-	var quotas *gateway.Quotas
+	// The keys' limits are held for the cluster by leases with the
+	// providers'; their budgets by RELAY_BUDGETS (quotas.go).
+	quotas := &gateway.Quotas{Limits: keylimits.New(keylimits.Options{})}
+	// Leases start once the jobs' assets are placed (their bucket adds no
+	// load to a cluster still placing those), before jobs run and the API listens, and
+	// stop before NATS closes (cleanups run in reverse).
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, quotas, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopLeases() })
+	// The budgets' bucket is declared last, before jobs run and the API
+	// listens.
 	if err := assets.UntilPlaced(ctx, log, "open budgets", func(ctx context.Context) (err error) {
 		var stop func()
-		quotas, stop, err = openQuotas(ctx, decl, reg, log)
+		quotas.Budgets, stop, err = openBudgets(ctx, decl, reg, log)
 		if err == nil {
 			cleanups = append(cleanups, func(context.Context) { stop() })
 		}
@@ -133,12 +141,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return err
 	}
 	runner.Quotas = quotas
-	// Leases start once the jobs' assets are placed (their bucket adds no
-	// load to a cluster still placing those), before jobs run and the API listens, and
-	// stop before NATS closes (cleanups run in reverse). They hold the
-	// providers' limits and the keys' for the cluster.
-	leased, stopLeases := startLeases(cfg, js, decl, b, set, quotas, log, reg)
-	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() {
