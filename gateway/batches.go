@@ -98,6 +98,9 @@ func (s *Server) handleBatchCreate(c echo.Context, bs BatchService, st *state, k
 	if aerr != nil {
 		return 0, nil, aerr
 	}
+	if aerr := s.budgetSpent(r.Context(), st, k, nil, wire.Fields{}); aerr != nil {
+		return 0, nil, aerr
+	}
 
 	// The bytes read stay charged to the body memory budget until the
 	// batch is stored: its items hold about as much.

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/gateway"
+	"github.com/relaygw/relay/workers/budgets"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
@@ -57,6 +61,17 @@ func BenchmarkProxyStream(b *testing.B) { benchmarkProxy(b, true) }
 // BenchmarkProxyStream is metering's.
 func BenchmarkProxyMetered(b *testing.B) {
 	benchmarkProxy(b, true, withMeter(testPrices))
+}
+
+// BenchmarkProxyKeyQuotas is BenchmarkProxy with the key's own limits
+// and a USD budget (neither ever refuses), for the cost of the key's
+// admission on the whole path.
+func BenchmarkProxyKeyQuotas(b *testing.B) {
+	k := teamA
+	k.Limits = configs.KeyLimits{RPM: 1 << 30, InputTPM: 1 << 40, OutputTPM: 1 << 40, MaxConcurrency: 1 << 20}
+	k.Budget = &configs.Budget{USD: 1e9, Period: configs.BudgetMonth}
+	q := &gateway.Quotas{Limits: keylimits.New(keylimits.Options{}), Budgets: budgets.New(budgets.Options{})}
+	benchmarkProxy(b, false, withKeys(k), withQuotas(q, budgetPrices))
 }
 
 // BenchmarkBareProxy is the baseline for BenchmarkProxy: a bare

@@ -45,6 +45,7 @@ const (
 	kindIdempotencyReused
 	kindTooLarge
 	kindRateLimited
+	kindBudget
 	kindOverloaded
 	kindBodyBudget
 	kindStoreUnavailable
@@ -78,6 +79,9 @@ var errorClasses = [numKinds]errorClass{
 	kindTooLarge:          {status: 413, anthropic: "request_too_large", openaiType: "invalid_request_error", openaiCode: "request_too_large"},
 	// Every provider is at its limit, or a lane is full.
 	kindRateLimited: {status: 429, anthropic: "rate_limit_error", openaiType: "requests", openaiCode: "rate_limit_exceeded"},
+	// The key's budget is spent: no retry helps before it renews
+	// (OpenAI's own answer to an exhausted quota).
+	kindBudget: {status: 429, anthropic: "rate_limit_error", openaiType: "insufficient_quota", openaiCode: "insufficient_quota"},
 	// Every target failed, or a parked request waited its longest.
 	kindOverloaded: {status: StatusOverloaded, anthropic: "overloaded_error", openaiType: "server_error", openaiCode: "service_unavailable"},
 	// The body memory budget stayed full: 503 in both formats (the relay

@@ -45,6 +45,9 @@ func TestErrorClasses(t *testing.T) {
 			}
 			wantOA := "invalid_request_error"
 			switch {
+			case k == kindBudget:
+				// OpenAI answers an exhausted quota so, type and code.
+				wantOA = "insufficient_quota"
 			case c.status == 429:
 				wantOA = "requests"
 			case c.status >= 500:

@@ -94,6 +94,7 @@ type relayConfig struct {
 	heldJobs        bool                     // the holdRunner starts held
 	jobsIdle        bool                     // the jobs service runs only on relay.runJobs
 	meter           bool                     // meter into a usage store on NATS (withMeter)
+	quotas          *gateway.Quotas          // keys' limits and budgets (nil: none)
 	prices          *pricing.Table           // Config.Prices
 }
 
@@ -168,6 +169,12 @@ func withJobRunner(r jobs.Runner) relayOption { return func(c *relayConfig) { c.
 // withHeldJobs starts relay.Runner held: each run waits for its release.
 func withHeldJobs() relayOption { return func(c *relayConfig) { c.heldJobs = true } }
 
+// withQuotas enforces the keys' limits and budgets with q, on
+// synchronous requests and jobs alike, pricing with prices.
+func withQuotas(q *gateway.Quotas, prices *pricing.Table) relayOption {
+	return func(c *relayConfig) { c.quotas, c.prices = q, prices }
+}
+
 // withJobsIdle leaves the jobs service idle until relay.runJobs.
 func withJobsIdle() relayOption { return func(c *relayConfig) { c.jobsIdle = true } }
 
@@ -221,7 +228,7 @@ func newRelay(t testing.TB, opts ...relayOption) *relay {
 		Keys:            c.keys,
 		Prices:          c.prices,
 	}
-	deps := gateway.Deps{Logger: log, Registry: r.Registry, Meter: r.Meter}
+	deps := gateway.Deps{Logger: log, Registry: r.Registry, Meter: r.Meter, Quotas: c.quotas}
 	if r.Lanes != nil {
 		deps.Lanes = r.Lanes
 	}
@@ -368,7 +375,7 @@ func (r *relay) openJobs(t testing.TB, c *relayConfig, router *workers.Router) {
 	inner := c.jobRunner
 	if inner == nil {
 		inner = &gateway.JobRunner{Router: func() gateway.JobDispatcher { return router }, Lanes: r.Lanes,
-			MaxJSONDepth: c.maxJSONDepth, Meter: r.Meter}
+			MaxJSONDepth: c.maxJSONDepth, Meter: r.Meter, Quotas: c.quotas}
 	}
 	r.Runner = &holdRunner{inner: inner, started: make(chan string, 16), release: make(chan struct{})}
 	r.Runner.held.Store(c.heldJobs)

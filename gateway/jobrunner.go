@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/relaygw/relay/gateway/metering"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/budgets"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -39,6 +41,9 @@ type JobRunner struct {
 	// Meter records each run an upstream answered (mode job, or batch for
 	// message batch items); nil records nothing.
 	Meter *metering.Meter
+	// Quotas enforces the keys' limits and budgets, as for synchronous
+	// requests (the gateway's Deps.Quotas); nil enforces none.
+	Quotas *Quotas
 }
 
 var _ jobs.Runner = (*JobRunner)(nil)
@@ -65,17 +70,28 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	if !ok {
 		return jobs.Outcome{Err: fmt.Errorf("model %q is no longer served by this relay", fields.Model)}
 	}
+	kg, out, ok := jr.gate(ctx, &j, format, router, body, fields)
+	if !ok {
+		return out
+	}
+	if kg != nil {
+		req.InputEstimate = kg.in
+	}
 	park := startJobPark(ctx, &j)
 	g, waited, err := jr.Lanes.Acquire(ctx, lanes.Waiter{
-		Lane:  j.Lane,
-		Key:   j.KeyName,
-		Route: route,
-		Admit: admitFunc(router, req),
+		Lane:    j.Lane,
+		Key:     j.KeyName,
+		Route:   route,
+		Admit:   kg.admitFunc(router, req),
+		KeyHold: kg.keyHold(),
 		// Jobs wait and retry (not FailFast); their Hold lets the lanes
 		// end parked synchronous requests of the same route early.
 		Hold: holdFunc(router, req),
 	})
 	endJobPark(park, waited, err)
+	if err != nil {
+		kg.settle(wire.Usage{}, "", false, false)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, lanes.ErrLaneFull):
@@ -88,10 +104,15 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 	grant := g.(*workers.Grant)
 	if !start() {
 		grant.Release()
+		kg.settle(wire.Usage{}, "", false, false)
 		return jobs.Outcome{Err: jobs.ErrNotStarted}
+	}
+	if kg != nil {
+		kg.called = true
 	}
 	resp, err := router.Do(ctx, req, grant)
 	if err != nil {
+		kg.settle(wire.Usage{}, "", false, false)
 		var we *workers.Error
 		switch {
 		case errors.As(err, &we):
@@ -101,6 +122,7 @@ func (jr *JobRunner) Run(ctx context.Context, j jobs.Job, body []byte, start fun
 		}
 		return jobs.Outcome{Err: err, Retryable: true}
 	}
+	kg.settle(resp.Usage, resp.UpstreamModel, resp.StatusCode < 300, resp.Stream != nil)
 	if resp.Stream != nil {
 		// Jobs are refused at submit when they ask for a stream.
 		resp.Stream.Close()
@@ -124,4 +146,29 @@ func (jr *JobRunner) record(j *jobs.Job, route string, resp *workers.Response) {
 		Mode: mode, RequestID: j.RequestID, JobID: j.ID, BatchID: j.BatchID, Key: j.KeyName, Route: route,
 		Provider: resp.Provider, Model: resp.UpstreamModel, Usage: resp.Usage,
 	})
+}
+
+// gate reserves a job's worst case from its key's budget and returns the
+// gate its admission goes through (nil when its key has neither limits
+// nor a budget). When the budget refuses, ok is false and out ends the
+// job: exhausted, it fails with the budget's 429 answer in the job's
+// format as its result (no retry helps); unreachable, it is retried.
+func (jr *JobRunner) gate(ctx context.Context, j *jobs.Job, f workers.Format, d any, body []byte, fields wire.Fields) (g *gate, out jobs.Outcome, ok bool) {
+	k, known := jr.Quotas.Key(j.KeyName)
+	if !known {
+		return nil, out, true
+	}
+	g = jr.Quotas.newGate(&k, body, fields)
+	if g == nil {
+		return nil, out, true
+	}
+	g.batch = j.BatchID != ""
+	if err := g.reserve(ctx, k.Budget, d, fields.Model); err != nil {
+		if errors.Is(err, budgets.ErrUnreachable) {
+			return nil, jobs.Outcome{Err: err, Retryable: true, RetryAfter: 5 * time.Second}, false
+		}
+		e := budgetError(k.Name, k.Budget, err)
+		return nil, jobs.Outcome{StatusCode: e.statusFor(f), Body: e.body(f, j.RequestID)}, false
+	}
+	return g, out, true
 }

@@ -122,6 +122,9 @@ func (s *Server) handleJobSubmit(c echo.Context, st *state, k *key) (int, any, *
 	if aerr != nil {
 		return 0, nil, aerr
 	}
+	if aerr := s.budgetSpent(c.Request().Context(), st, k, req.Body, d.fields); aerr != nil {
+		return 0, nil, aerr
+	}
 	if len(req.Metadata) > 0 && string(req.Metadata) != "null" && bytes.TrimSpace(req.Metadata)[0] != '{' {
 		return 0, nil, errBadRequest("metadata must be a JSON object")
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/workers"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -50,10 +51,15 @@ type exchange struct {
 	status    int
 	attempts  int
 	usage     wire.Usage
-	// upstreamModel is the model sent upstream, once an upstream answered.
+	err       error
+	park      trace.Span // the wait on a lane, while parked
+	// gate is the request's admission by its key's limits and budget
+	// (quota.go); nil when the key has neither.
+	gate *gate
+	// upstreamModel is the model sent upstream, once an upstream
+	// answered; answered reports an upstream answer (2xx) went out.
 	upstreamModel string
-	err           error
-	park          trace.Span // the wait on a lane, while parked
+	answered      bool
 }
 
 // releaseBody gives back the pooled body buffer and its charge to the
@@ -109,6 +115,8 @@ func (s *Server) end(x *exchange) {
 		s.writeError(x.c, x.format, x.requestID, e)
 	}
 	x.releaseBody()
+	// A stream that ended with an error was cut short.
+	x.gate.settle(x.usage, x.upstreamModel, x.answered, x.stream && x.err != nil)
 	s.metrics.inflight.Dec()
 	s.finish(x.c.Request().Context(), x)
 }
@@ -143,10 +151,17 @@ func (s *Server) prepare(x *exchange) *apiError {
 		return aerr
 	}
 	x.lane, x.d = d.lane, st.dispatcher
+	x.gate = s.quotas.newGate(&k.Key, body, d.fields)
+	if err := x.gate.reserve(r.Context(), k.Budget, st.dispatcher, d.fields.Model); err != nil {
+		return budgetError(k.Name, k.Budget, err)
+	}
 	x.deadline = time.Now().Add(d.lane.MaxWait)
 	// Header is filled just before the first upstream call: a parked
 	// request does not keep a copy.
 	x.req = workers.Request{Format: x.format, Body: body, Fields: d.fields}
+	if x.gate != nil {
+		x.req.InputEstimate = x.gate.in
+	}
 	return nil
 }
 
@@ -156,18 +171,36 @@ func (s *Server) prepare(x *exchange) *apiError {
 // lanes it leaves admission to Do.
 func (s *Server) acquire(x *exchange) *lanes.Ticket {
 	if s.lanes == nil {
+		if err := x.gate.admitKey(); err != nil {
+			var kr *keylimits.Refusal
+			errors.As(err, &kr)
+			x.answer = keyRefusalError(kr)
+			return nil
+		}
 		return s.call(x, nil)
 	}
 	if !s.lanes.Parked(x.route) {
-		g, err := x.d.Admit(&x.req)
+		g, err := x.gate.admit(x.d, &x.req)
 		if err == nil {
 			return s.call(x, g)
 		}
 		var we *workers.Error
-		if !errors.As(err, &we) || !we.Transient() {
+		var kr *keylimits.Refusal
+		if !errors.As(err, &kr) && (!errors.As(err, &we) || !we.Transient()) {
 			// Parking cannot help a request whose providers all need an
 			// operator (their keys were refused).
 			x.answer = s.dispatchError(x, err)
+			return nil
+		}
+	}
+	if x.gate.keyHold() != nil {
+		// Over its key's limits for longer than it may wait: 429 now.
+		ahead := 0
+		if kc, ok := s.lanes.(keyCounter); ok {
+			ahead = kc.KeyParked(x.keyName)
+		}
+		if w := x.gate.keyWait(ahead); w > x.lane.MaxWait {
+			x.answer = keyLimitError(x.keyName, w, &about{lane: x.lane})
 			return nil
 		}
 	}
@@ -189,7 +222,8 @@ func (s *Server) acquire(x *exchange) *lanes.Ticket {
 		Key:     x.keyName,
 		Route:   x.route,
 		MaxWait: x.lane.MaxWait,
-		Admit:   admitFunc(x.d, &x.req),
+		Admit:   x.gate.admitFunc(x.d, &x.req),
+		KeyHold: x.gate.keyHold(),
 		// Answered at once, or early, when nothing can serve it before
 		// its wait ends (admit.go).
 		Hold:     holdFunc(x.d, &x.req),
@@ -231,6 +265,9 @@ func (s *Server) call(x *exchange, grant *workers.Grant) *lanes.Ticket {
 		x.req.Header["X-Request-Id"] = []string{x.requestID}
 	}
 	called := time.Now()
+	if x.gate != nil {
+		x.gate.called = true
+	}
 	resp, err := x.d.Do(ctx, &x.req, grant)
 	x.upstream += time.Since(called)
 	if err != nil {
@@ -258,7 +295,7 @@ func (s *Server) respond(x *exchange, resp *workers.Response) {
 	h["X-Relay-Lane"] = []string{x.lane.Name}
 	h["X-Relay-Queue-Ms"] = []string{strconv.FormatInt(x.queued.Milliseconds(), 10)}
 	x.provider, x.attempts, x.status = resp.Provider, resp.Attempts, resp.StatusCode
-	x.upstreamModel = resp.UpstreamModel
+	x.upstreamModel, x.answered = resp.UpstreamModel, resp.StatusCode < 300
 	traceAnswer(c.Request().Context(), resp)
 	for name, v := range resp.Header {
 		h[name] = v

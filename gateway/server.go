@@ -74,6 +74,9 @@ type Deps struct {
 	// Budgets reports keys' remaining budgets in GET /v1/usage; nil
 	// shows none.
 	Budgets BudgetReporter
+	// Quotas enforces the keys' limits and budgets (quota.go); nil
+	// enforces none. Give the JobRunner the same one.
+	Quotas *Quotas
 }
 
 // Server is the relay's HTTP front door. It is safe for concurrent use.
@@ -96,6 +99,7 @@ type Server struct {
 	fast         *fastMetrics // early answers (admit.go)
 	meter        *metering.Meter
 	budgets      BudgetReporter
+	quotas       *Quotas // keys' limits and budgets (quota.go)
 }
 
 // withDefaults fills o's unset fields with their defaults.
@@ -140,6 +144,10 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 		fast:    newFastMetrics(deps.Registry),
 		meter:   deps.Meter,
 		budgets: deps.Budgets,
+		quotas:  deps.Quotas,
+	}
+	if k, ok := deps.Lanes.(kicker); ok && s.quotas != nil {
+		s.quotas.kick = k.Kick
 	}
 	s.bodyRejected = registerBodyMetrics(deps.Registry, s.budget)
 	s.SetConfig(cfg)
@@ -188,6 +196,7 @@ func New(cfg Config, opts Options, deps Deps) *Server {
 // A new BodyMemoryBytes applies to bytes reserved from then on.
 func (s *Server) SetConfig(cfg Config) {
 	st := newState(cfg, &s.runtime)
+	s.quotas.setConfig(cfg)
 	s.fast.seed(st.dispatcher)
 	s.metrics.known(cfg)
 	s.seedMeter(cfg, st)

@@ -115,7 +115,8 @@ type Config struct {
 	// MaxBatchBytes bounds a message batch creation body (0:
 	// MaxBatchBytes, Anthropic's 256 MB).
 	MaxBatchBytes int64
-	// Prices turn metered usage into cost; nil prices nothing.
+	// Prices turn metered usage into cost and price upstream models for
+	// USD budgets; nil prices nothing.
 	Prices *pricing.Table
 }
 
@@ -189,7 +190,8 @@ func newKey(k Key) *key {
 // keyTable holds the keys made through the admin API, by the SHA-256 of
 // their current secret and of a rotated one still in its grace period.
 type keyTable struct {
-	bySum map[[32]byte]tableEntry
+	bySum  map[[32]byte]tableEntry
+	byName map[string]Key // runtime keys only (RuntimeKey)
 }
 
 // tableEntry is one accepted secret: its key, and when it stops working
@@ -218,7 +220,23 @@ func newKeyTable(keys []Key) *keyTable {
 // a configuration key is ignored: the file wins. Requests already
 // authenticated keep the key they started with.
 func (s *Server) SetRuntimeKeys(keys []Key) {
-	s.runtime.Store(newKeyTable(keys))
+	t := newKeyTable(keys)
+	t.byName = make(map[string]Key, len(keys))
+	for _, k := range keys {
+		t.byName[k.Name] = k
+	}
+	s.runtime.Store(t)
+}
+
+// RuntimeKey returns the key made at run time called name (for
+// Quotas.Lookup: jobs carry only their key's name).
+func (s *Server) RuntimeKey(name string) (Key, bool) {
+	t := s.runtime.Load()
+	if t == nil {
+		return Key{}, false
+	}
+	k, ok := t.byName[name]
+	return k, ok
 }
 
 // positiveOr returns v, or def when v is not positive (unset).

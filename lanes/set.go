@@ -79,6 +79,13 @@ type Waiter struct {
 	// provider cooling down), and why; the zero time when one may sooner.
 	// It must be cheap and must not call into the Set.
 	Hold func() (until time.Time, reason string)
+	// KeyHold, when set, reports whether the request's key's own limits
+	// refuse it now, and until when (a zero or past time when only a
+	// finished call of the key can free it: a Kick tells). The dispatcher
+	// then skips the key for the pass and serves the route's other keys:
+	// a key over its limits waits, its neighbours do not. It must be
+	// cheap and must not call into the Set.
+	KeyHold func() (held bool, until time.Time)
 	// FailFast answers the request early, with an *EarlyError, when it
 	// cannot be served before its wait ends: Park refuses it when its
 	// Hold lasts until its deadline or its lane's trusted estimated wait
@@ -125,6 +132,11 @@ type Set struct {
 	routes  map[string]int // parked requests per route
 	closed  bool
 	blocked map[string]bool // scratch: routes refused in the current pass
+	// keyBlocked is scratch too: the key queues whose key's own limits
+	// refused in the current pass.
+	keyBlocked map[*keyQ]bool
+	// keys counts parked requests per key, across lanes and routes.
+	keys map[string]int
 	// swept holds, per route with parked requests, the end of the last
 	// hold whose early answers were given (endHeld).
 	swept map[string]time.Time
@@ -222,6 +234,9 @@ func Open(ctx context.Context, o Options) (*Set, error) {
 		routes:  map[string]int{},
 		blocked: map[string]bool{},
 		swept:   map[string]time.Time{},
+
+		keyBlocked: map[*keyQ]bool{},
+		keys:       map[string]int{},
 	}
 	if err := s.setLanes(o.Lanes); err != nil {
 		return nil, err
@@ -563,6 +578,7 @@ func (s *Set) park(ctx context.Context, w *Waiter) (*Ticket, error) {
 	rq.count++
 	l.depth++
 	s.routes[w.Route]++
+	s.keys[w.Key]++
 	s.parked.Add(1)
 	s.mirror.park(t.id, l.Name, w.Key, w.Route)
 	return t, nil
@@ -594,6 +610,9 @@ func (s *Set) remove(t *Ticket) {
 		l.routes = removeRoute(l.routes, rq)
 	}
 	l.depth--
+	if s.keys[t.w.Key]--; s.keys[t.w.Key] <= 0 {
+		delete(s.keys, t.w.Key)
+	}
 	if s.routes[t.w.Route]--; s.routes[t.w.Route] <= 0 {
 		delete(s.routes, t.w.Route)
 		delete(s.swept, t.w.Route)
@@ -661,13 +680,24 @@ func (s *Set) pass() time.Time {
 		s.metrics.rejected(t.lane.Name, "expired")
 	}
 	clear(s.blocked)
+	clear(s.keyBlocked)
 	var next time.Time
+	later := func(at time.Time) {
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
 	for {
 		l, rq := s.candidate()
 		if l == nil {
 			break
 		}
-		kq := rq.keys[rq.next%len(rq.keys)]
+		i, kq := s.openKey(rq)
+		if kq == nil {
+			// Every key parked on the route is over its own limits.
+			s.blocked[rq.name] = true
+			continue
+		}
 		t := kq.queue.Front().Value.(*Ticket)
 		if err := t.ctx.Err(); err != nil {
 			// Its caller has left and its goroutine has not woken yet:
@@ -676,8 +706,19 @@ func (s *Set) pass() time.Time {
 			s.metrics.rejected(l.Name, "canceled")
 			continue
 		}
+		if held, until := t.keyHeld(); held {
+			s.keyBlocked[kq] = true
+			later(until)
+			continue
+		}
 		g, retryAt, ok := t.w.Admit()
 		if !ok {
+			if held, until := t.keyHeld(); held {
+				// Its key's limits, not the route's providers, refused.
+				s.keyBlocked[kq] = true
+				later(until)
+				continue
+			}
 			s.blocked[rq.name] = true
 			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
 				next = retryAt
@@ -685,7 +726,7 @@ func (s *Set) pass() time.Time {
 			s.endHeld(t, now)
 			continue
 		}
-		rq.next++
+		rq.next = i + 1
 		now := s.now()
 		for _, x := range s.lanes {
 			x.share *= 1 - shareDecay
@@ -731,6 +772,57 @@ func (s *Set) candidate() (*lane, *routeQ) {
 		}
 	}
 	return nil, nil
+}
+
+// openKey returns the next key queue of rq, in turn, whose key's limits
+// did not refuse in this pass, with its index; nil when none is left.
+func (s *Set) openKey(rq *routeQ) (int, *keyQ) {
+	n := len(rq.keys)
+	for i := 0; i < n; i++ {
+		j := (rq.next + i) % n
+		if kq := rq.keys[j]; !s.keyBlocked[kq] {
+			return j, kq
+		}
+	}
+	return 0, nil
+}
+
+// keyHeld asks t's KeyHold, if any, whether its key's limits refuse it.
+func (t *Ticket) keyHeld() (bool, time.Time) {
+	if t.w.KeyHold == nil {
+		return false, time.Time{}
+	}
+	return t.w.KeyHold()
+}
+
+// KeyParked returns the number of requests of key parked, on every lane
+// and route.
+func (s *Set) KeyParked(key string) int {
+	if s.parked.Load() == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[key]
+}
+
+// KeyParkedByLane returns the number of requests of key parked on each
+// lane, highest priority first (a key's backlog, for its lease).
+func (s *Set) KeyParkedByLane(key string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, len(s.lanes))
+	if s.keys[key] == 0 {
+		return out
+	}
+	for i, l := range s.lanes {
+		for _, rq := range l.routes {
+			if kq := rq.byKey[key]; kq != nil {
+				out[i] += kq.queue.Len()
+			}
+		}
+	}
+	return out
 }
 
 // openRoute returns the next route of l, in turn, not blocked in this pass.

@@ -38,6 +38,10 @@ type Request struct {
 	// Header holds client headers to forward upstream: no credentials, no
 	// hop-by-hop headers, no Accept-Encoding.
 	Header http.Header
+	// InputEstimate, when positive, is wire.EstimateInputTokens(Body),
+	// already made by the caller (for its key's limits): admission then
+	// does not walk the body again.
+	InputEstimate int
 }
 
 // Response is an upstream answer in the client's format. Exactly one of
@@ -276,7 +280,10 @@ func (tr *tries) admit(t *target) (*actor.Permit, bool) {
 	in := 0
 	if t.EstimateInput {
 		if tr.inTokens < 0 {
-			tr.inTokens = wire.EstimateInputTokens(tr.req.Body)
+			tr.inTokens = tr.req.InputEstimate
+			if tr.inTokens <= 0 {
+				tr.inTokens = wire.EstimateInputTokens(tr.req.Body)
+			}
 		}
 		in = tr.inTokens
 	}

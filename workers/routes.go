@@ -5,6 +5,7 @@ package workers
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -215,5 +216,25 @@ func (rt *routeTable) exactModels() []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// UpstreamModels returns the upstream models a request for model may be
+// sent to, along its route and fallbacks (a target with no model sends
+// the client's model), for a worst-case price; nil when
+// no route serves model.
+func (r *Router) UpstreamModels(model string) []string {
+	rt := r.routes.resolve(model)
+	if rt == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range rt.chain {
+		for _, t := range c.targets {
+			if m := t.upstreamModel(model); !slices.Contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
 	return out
 }

@@ -201,10 +201,7 @@ func (b *builder) buildRouter(cfg *configs.Config, st *state) (*workers.Router, 
 // router.
 func gatewayConfig(cfg *configs.Config, router *workers.Router) (gateway.Config, error) {
 	gc := gateway.Config{Dispatcher: router, MaxBodyBytes: cfg.MaxBodyBytes, BodyMemoryBytes: cfg.BodyMemoryBytes,
-		MaxJSONDepth: cfg.MaxJSONDepth}
-	if len(cfg.Prices) > 0 {
-		gc.Prices = pricing.New(cfg.Prices)
-	}
+		MaxJSONDepth: cfg.MaxJSONDepth, Prices: pricing.New(cfg.Prices)}
 	for _, l := range cfg.Lanes {
 		gc.Lanes = append(gc.Lanes, gateway.Lane{Name: l.Name, MaxWait: l.MaxWait.Std()})
 	}

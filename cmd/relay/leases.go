@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaygw/relay/configs"
+	"github.com/relaygw/relay/gateway"
 	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/assets"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/lease"
 )
 
@@ -35,13 +37,15 @@ type leases struct {
 	set     *lanes.Set
 	kick    func()
 	known   []string // providers with metric series (a relay alone)
+	// quotas holds the keys' limiters: limited keys are leased too.
+	quotas *gateway.Quotas
 }
 
 // startLeases registers the leases' metrics and, when clustered, starts
 // the manager over js; stop ends it (before NATS closes).
 func startLeases(cfg *configs.Config, js jetstream.JetStream, decl *assets.Declarer, b *builder, set *lanes.Set,
-	log *slog.Logger, reg prometheus.Registerer) (l *leases, stop func()) {
-	l = &leases{metrics: lease.NewMetrics(reg), b: b, set: set, kick: set.Kick}
+	quotas *gateway.Quotas, log *slog.Logger, reg prometheus.Registerer) (l *leases, stop func()) {
+	l = &leases{metrics: lease.NewMetrics(reg), b: b, set: set, kick: set.Kick, quotas: quotas}
 	if !clustered(cfg.NATS) {
 		l.apply(cfg)
 		return l, func() {}
@@ -111,7 +115,28 @@ func (l *leases) apply(cfg *configs.Config) {
 		rs = append(rs, lease.Resource{Kind: "provider", Name: name, Limits: providerLimits(pc),
 			Holder: lease.ActorHolder{Actor: a, Backlog: func() []int { return l.backlog(name) }, OnApply: l.kick}})
 	}
-	l.m.Set(rs)
+	l.m.Set(append(rs, l.keyResources(cfg)...))
+}
+
+// keyResources are the leases of the keys with limits of their own
+// (keys made at run time are not leased: each relay holds their limits
+// in full).
+func (l *leases) keyResources(cfg *configs.Config) []lease.Resource {
+	if l.quotas == nil || l.quotas.Limits == nil {
+		return nil
+	}
+	var rs []lease.Resource
+	for _, kc := range cfg.Keys {
+		if !keylimits.Limited(kc.KeyLimits) {
+			continue
+		}
+		name := kc.Name
+		rs = append(rs, lease.Resource{Kind: "key", Name: name,
+			Limits: lease.Limits{RPM: kc.RPM, InputTPM: kc.InputTPM, OutputTPM: kc.OutputTPM, MaxConcurrency: kc.MaxConcurrency},
+			Holder: lease.ActorHolder{Actor: l.quotas.Limits.Actor(name, kc.KeyLimits),
+				Backlog: func() []int { return l.set.KeyParkedByLane(name) }, OnApply: l.kick}})
+	}
+	return rs
 }
 
 // providerLimits are a provider's configured limits.

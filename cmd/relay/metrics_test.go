@@ -127,14 +127,16 @@ func l(kv ...string) map[string]string {
 // stateGauges may be non-zero on a fresh relay: they report a state or a
 // limit, not something that happened.
 var stateGauges = map[string]bool{"relay_job_store_up": true, "relay_provider_capacity": true,
-	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true}
+	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true, "relay_key_budget_remaining": true}
 
 // TestMetrics checks, against one fresh relay, what it exports before any
 // request (metricsAtStart), docs/METRICS.md's table (metricsTable), the
 // metric names of the dashboard and alert rules (deployMetricNames), and
 // last the series a reload adds (metricsAfterReload).
 func TestMetrics(t *testing.T) {
-	p := startReloadRelay(t, relayOpts{grace: "2s", tokenInterval: "1ms"}, []string{canaryKey}, metricsBody)
+	// The key has a budget, for the budget metrics' series (by key).
+	p := startReloadRelay(t, relayOpts{grace: "2s", tokenInterval: "1ms", keyBudget: "{tokens: 1000000, period: month}"},
+		[]string{canaryKey}, metricsBody)
 	fams := p.scrape()
 	t.Run("at start", func(t *testing.T) { metricsAtStart(t, fams) })
 	t.Run("table", func(t *testing.T) { metricsTable(t, fams) })

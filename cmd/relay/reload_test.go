@@ -35,6 +35,9 @@ func (p *relayProc) reloadConfig(keys []string, body string) string {
 	b.WriteString("keys:\n")
 	for i, k := range keys {
 		fmt.Fprintf(&b, "  - name: key%d\n    key: %s\n", i, k)
+		if p.opts.keyBudget != "" {
+			fmt.Fprintf(&b, "    budget: %s\n", p.opts.keyBudget)
+		}
 	}
 	b.WriteString("log: {level: info}\n")
 	b.WriteString(strings.ReplaceAll(body, "SIM", p.sim))

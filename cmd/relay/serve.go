@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/callbacks"
+	"github.com/relaygw/relay/workers/keylimits"
 	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/simupstream"
 )
@@ -124,17 +126,43 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
 
 	var svc *jobs.Service
+	runner := &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth, Meter: meter}
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
-		svc, err = openJobs(ctx, js, decl, cfg, &gateway.JobRunner{Router: b.Router, Lanes: set, MaxJSONDepth: cfg.MaxJSONDepth, Meter: meter}, log, reg)
+		svc, err = openJobs(ctx, js, decl, cfg, runner, log, reg)
 		return err
 	}); err != nil {
 		return err
 	}
+	// The keys' limits are held for the cluster by leases with the
+	// providers'; their budgets by RELAY_BUDGETS (quotas.go).
+	quotas := &gateway.Quotas{Limits: keylimits.New(keylimits.Options{})}
+	// Jobs carry only their key's name: keys made at run time are found
+	// in the gateway's table, once there is a gateway.
+	var front atomic.Pointer[gateway.Server]
+	quotas.Lookup = func(name string) (gateway.Key, bool) {
+		if gw := front.Load(); gw != nil {
+			return gw.RuntimeKey(name)
+		}
+		return gateway.Key{}, false
+	}
 	// Leases start once the jobs' assets are placed (their bucket adds no
 	// load to a cluster still placing those), before jobs run and the API listens, and
 	// stop before NATS closes (cleanups run in reverse).
-	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, quotas, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopLeases() })
+	// The budgets' bucket is declared last, before jobs run and the API
+	// listens.
+	if err := assets.UntilPlaced(ctx, log, "open budgets", func(ctx context.Context) (err error) {
+		var stop func()
+		quotas.Budgets, stop, err = openBudgets(ctx, decl, reg, log)
+		if err == nil {
+			cleanups = append(cleanups, func(context.Context) { stop() })
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	runner.Quotas = quotas
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() {
@@ -154,7 +182,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return leased.Check()
 	}
 
-	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Meter: meter})
+	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc, Meter: meter, Quotas: quotas, Budgets: quotas})
+	front.Store(gw)
 
 	keys := newRuntimeKeys(log, reg, gw, nconn.srv, cfg, built.tenants, built.users)
 	store, stopKeys, err := startKeys(ctx, js, decl, keys)

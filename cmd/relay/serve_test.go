@@ -53,6 +53,7 @@ type relayOpts struct {
 	grace         string // shutdown_grace
 	tokenInterval string // simulator.token_interval
 	admin         bool   // serve admin_listen
+	keyBudget     string // every client key's budget (YAML flow), "" for none
 }
 
 // relayProc is a `relay serve` subprocess on loopback ports.

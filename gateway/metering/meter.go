@@ -119,10 +119,8 @@ func (m *Meter) Record(c Call) {
 		Tokens: TokensOf(c.Usage), UsageKnown: c.Usage.Known,
 	}
 	if c.Usage.Known {
-		pu := pricing.Usage{Input: int64(c.Usage.Input), Output: int64(c.Usage.Output),
-			CacheRead: int64(c.Usage.CacheRead), CacheWrite: int64(c.Usage.CacheWrite)}
 		table := m.prices.Load()
-		ev.CostUSD, ev.Priced = table.Cost(c.Model, pu, c.Mode == ModeBatch)
+		ev.CostUSD, ev.Priced = table.Cost(c.Model, pricing.Of(c.Usage), c.Mode == ModeBatch)
 		if !ev.Priced {
 			m.noPrice(ev.Route, ev.Model, table != nil)
 		}

@@ -26,7 +26,9 @@ const placeTryTimeout = 10 * time.Second
 // UntilPlaced runs declare until it succeeds, retrying (with a log line
 // each time) while JetStream answers that the cluster cannot place the
 // assets yet: no meta leader or too few peers for the replicas
-// (10008, 10023, 10005), or a timeout. Other errors, and ctx ending,
+// (10008, 10023, 10005), a stream another relay is creating right now
+// that is not found yet (10059, seen while a cluster forms under load),
+// or a timeout. Other errors, and ctx ending,
 // return at once. Each try gets its own context, bounded by
 // placeTryTimeout; declare must be safe to run again after a try that
 // timed out.
@@ -55,7 +57,7 @@ func placementPending(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case 10008, 10023, 10005:
+		case 10008, 10023, 10005, 10059:
 			return true
 		}
 		return false

@@ -356,6 +356,7 @@ type Permit struct {
 	done       bool // guarded by a.mu
 	probe      bool
 	gen        uint64
+	reqLim     *rate.Limiter
 	inLim      *rate.Limiter
 	outLim     *rate.Limiter
 	inCharged  int
@@ -436,6 +437,7 @@ func (a *Actor) Admit(inTokens, maxOut int) (*Permit, error) {
 		a:          a,
 		probe:      a.br.admit(),
 		gen:        a.br.gen,
+		reqLim:     a.req.lim,
 		inLim:      a.in.lim,
 		outLim:     a.out.lim,
 		inCharged:  in,

@@ -9,6 +9,7 @@ package pricing
 import (
 	"github.com/relaygw/relay/configs"
 	"github.com/relaygw/relay/workers/modelglob"
+	"github.com/relaygw/relay/workers/wire"
 )
 
 // Usage is what one call used. Input counts every input token, cache
@@ -108,4 +109,9 @@ func (t *Table) Cost(model string, u Usage, batch bool) (float64, bool) {
 		return 0, false
 	}
 	return p.Cost(u, batch), true
+}
+
+// Of returns the usage an upstream stated, in the table's terms.
+func Of(u wire.Usage) Usage {
+	return Usage{Input: int64(u.Input), Output: int64(u.Output), CacheRead: int64(u.CacheRead), CacheWrite: int64(u.CacheWrite)}
 }
