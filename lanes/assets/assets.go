@@ -175,7 +175,7 @@ func (d *Declarer) streamSoon(ctx context.Context, name string) (jetstream.Strea
 // allows direct gets; without direct the bucket's stream is created here
 // with the configuration CreateKeyValue would give it (history, TTL, the
 // duplicates window of min(TTL, 2 min), rollups, no deletes, discard
-// new), but direct gets off from the start, so no handle ever binds to it
+// new, per-key TTLs when it has limit markers), but direct gets off from the start, so no handle ever binds to it
 // with direct gets and converge has nothing to change (no warning on a
 // fresh store).
 func (d *Declarer) createBucket(ctx context.Context, cfg jetstream.KeyValueConfig, direct bool) error {
@@ -183,8 +183,8 @@ func (d *Declarer) createBucket(ctx context.Context, cfg jetstream.KeyValueConfi
 		_, err := d.js.CreateKeyValue(ctx, cfg)
 		return err
 	}
-	if cfg.Mirror != nil || len(cfg.Sources) > 0 || cfg.LimitMarkerTTL != 0 {
-		return fmt.Errorf("bucket %s: mirrors, sources and limit markers need direct gets here", cfg.Bucket)
+	if cfg.Mirror != nil || len(cfg.Sources) > 0 {
+		return fmt.Errorf("bucket %s: mirrors and sources need direct gets here", cfg.Bucket)
 	}
 	history := int64(max(cfg.History, 1))
 	dup := 2 * time.Minute
@@ -208,6 +208,8 @@ func (d *Declarer) createBucket(ctx context.Context, cfg jetstream.KeyValueConfi
 		Placement: cfg.Placement, AllowRollup: true, DenyDelete: true, Duplicates: dup, MaxMsgs: -1,
 		MaxConsumers: -1, AllowDirect: false, RePublish: cfg.RePublish, Compression: compression,
 		Discard: jetstream.DiscardNew, Metadata: cfg.Metadata,
+		// Per-key TTLs (limit markers), as CreateKeyValue sets them up.
+		AllowMsgTTL: cfg.LimitMarkerTTL != 0, SubjectDeleteMarkerTTL: cfg.LimitMarkerTTL,
 	})
 	return err
 }
