@@ -245,9 +245,18 @@ func (c *cbCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// startClusterNodes starts n relays; with n > 1 their embedded servers
-// form one cluster.
+// startClusterNodes starts n relays of the jobs configuration; with n > 1
+// their embedded servers form one cluster.
 func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstream string) ([]*clusterNode, error) {
+	return startClusterNodesWith(ctx, l, prefix, n, func(nd *clusterNode) relayConfig {
+		return jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream, 64, 0)
+	})
+}
+
+// startClusterNodesWith starts n relays configured by mk (which sets the
+// listen and NATS addresses from the node); with n > 1 their embedded
+// servers form one cluster.
+func startClusterNodesWith(ctx context.Context, l *lab, prefix string, n int, mk func(nd *clusterNode) relayConfig) ([]*clusterNode, error) {
 	nodes := make([]*clusterNode, n)
 	var routes []string
 	for i := range nodes {
@@ -263,7 +272,7 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 		nodes[i] = nd
 	}
 	for i, nd := range nodes {
-		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream, 64, 0)
+		cfg := mk(nd)
 		if n > 1 {
 			cfg.NATS.ServerName = fmt.Sprintf("relay%d", i+1)
 			cfg.NATS.Cluster = &relayCluster{Name: prefix, Listen: nd.route, Routes: routes}

@@ -347,6 +347,9 @@ func (x *exchange) takeRate() bool {
 // when the bucket will be full again.
 func (x *exchange) setRateHeaders(now time.Time, tokens float64) {
 	s := x.s
+	if s.opts.NoRateHeaders {
+		return
+	}
 	tokens = max(0, tokens)
 	reset := time.Duration((float64(s.burst) - tokens) / s.opts.RPS * float64(time.Second))
 	limit := strconv.Itoa(s.burst)

@@ -61,7 +61,7 @@
 // Like a real provider's, the limits answer 429 (rate_limit_error in the
 // caller's shape) with retry-after past them: MaxConcurrency (requests in
 // flight), RPS (a token bucket, with anthropic-ratelimit-requests-* /
-// x-ratelimit-*-requests headers on every reply) and PerSecond / PerMinute
+// x-ratelimit-*-requests headers on every reply unless NoRateHeaders) and PerSecond / PerMinute
 // (sliding windows: at most that many requests admitted in any one second
 // or minute; they send no rate-limit headers, so a relay in front learns
 // nothing from them and what the upstream sees is the relay's own
@@ -116,6 +116,10 @@ type Options struct {
 	// burst max(1, RPS)); requests beyond it get 429 with retry-after (whole
 	// seconds, rounded up) and retry-after-ms headers.
 	RPS float64
+	// NoRateHeaders leaves out the rate-limit headers RPS adds to every
+	// reply, so a relay in front learns nothing from them (retry-after on
+	// a 429 stays).
+	NoRateHeaders bool
 	// PerSecond, when >0, is a hard limit of requests admitted in any
 	// sliding one-second window; a request past it gets 429 with
 	// retry-after (whole seconds, rounded up) and retry-after-ms saying
