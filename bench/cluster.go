@@ -306,7 +306,7 @@ func restartNode(ctx context.Context, l *lab, nd *clusterNode) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := l.start(ctx, nd.name, nd.addr, "/readyz", syscall.SIGKILL, bin, "serve", "--config", nd.cfgPath)
+	c, err := l.startWithin(ctx, clusterReadyTimeout, nd.name, nd.addr, "/readyz", syscall.SIGKILL, bin, "serve", "--config", nd.cfgPath)
 	if err == nil {
 		nd.c = c
 	}

@@ -16,8 +16,13 @@ import (
 	"time"
 )
 
-// readyTimeout bounds how long a child may take to become ready.
-const readyTimeout = 30 * time.Second
+// readyTimeout bounds how long a child may take to become ready;
+// clusterReadyTimeout a relay of a cluster, which waits for a majority of
+// nodes and for JetStream to place its assets (slow on a loaded machine).
+const (
+	readyTimeout        = 30 * time.Second
+	clusterReadyTimeout = 90 * time.Second
+)
 
 // lab owns the temporary directory and every subprocess of one scenario run.
 // It is not safe for concurrent use. Close stops the children and removes the
@@ -58,13 +63,18 @@ func (l *lab) path(name string) string { return filepath.Join(l.dir, name) }
 
 // start starts one child and waits until GET readyPath answers 200.
 func (l *lab) start(ctx context.Context, name, addr, readyPath string, deathSig syscall.Signal, bin string, args ...string) (*child, error) {
+	return l.startWithin(ctx, readyTimeout, name, addr, readyPath, deathSig, bin, args...)
+}
+
+// startWithin is start with its own readiness timeout.
+func (l *lab) startWithin(ctx context.Context, timeout time.Duration, name, addr, readyPath string, deathSig syscall.Signal, bin string, args ...string) (*child, error) {
 	l.seq++
 	c, err := startChild(name, addr, l.path(fmt.Sprintf("%02d-%s.log", l.seq, name)), deathSig, bin, args...)
 	if err != nil {
 		return nil, err
 	}
 	l.children = append(l.children, c)
-	if err := c.waitReady(ctx, readyPath, readyTimeout); err != nil {
+	if err := c.waitReady(ctx, readyPath, timeout); err != nil {
 		return nil, err
 	}
 	return c, nil
