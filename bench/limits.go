@@ -285,7 +285,13 @@ func runLimitsCase(ctx context.Context, l *lab, o limitsOptions, n int, log io.W
 	defer sim.Close()
 	prefix := fmt.Sprintf("limits%d", n)
 	nodes, err := startClusterNodesWith(ctx, l, prefix, n, func(nd *clusterNode) relayConfig {
-		return limitsRelayConfig(nd, l.path(nd.name), sim.URL(), o)
+		cfg := limitsRelayConfig(nd, l.path(nd.name), sim.URL(), o)
+		if n == 1 {
+			// A relay alone: no client port, so nothing shares its
+			// limits (and it takes no leases).
+			cfg.NATS.Listen = ""
+		}
+		return cfg
 	})
 	if err != nil {
 		return lc, err
