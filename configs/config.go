@@ -111,6 +111,11 @@ type NATS struct {
 	// bucket and durable consumer the relay creates: 1 or 3. 0 (or left
 	// out): 3 with a cluster of 3 or more nodes, else 1.
 	Replicas int `yaml:"replicas"`
+	// LeasePeriod is how long a relay's share of the providers' limits
+	// (a capacity lease) lasts when several relays share NATS (nats.url,
+	// nats.cluster or nats.listen): demands are reported and grants renewed
+	// every third of it. 0 (left out): 3s. Within [1s, 1m].
+	LeasePeriod Duration `yaml:"lease_period"`
 }
 
 // NATSCluster makes the embedded server a node of a JetStream cluster.

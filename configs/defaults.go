@@ -90,6 +90,7 @@ const (
 //	retry                  -> {max_attempts: 3, budget_ratio: 0.2, budget_floor: 3}
 //	jobs.workers           -> 128
 //	nats.replicas 0        -> 3 with nats.cluster of 2+ routes, else 1
+//	nats.lease_period      -> 3s
 func Default() *Config {
 	return &Config{
 		Listen:          defaultListen,
@@ -98,7 +99,8 @@ func Default() *Config {
 		MaxJSONDepth:    defaultMaxJSONDepth,
 		BodyMemoryBytes: defaultBodyMemory,
 		NATS: NATS{
-			StoreDir: defaultNATSStoreDir,
+			StoreDir:    defaultNATSStoreDir,
+			LeasePeriod: Duration(DefaultLeasePeriod),
 		},
 		Lanes: []Lane{
 			{Name: "interactive", MaxDepth: defaultLaneMaxDepth, MaxWait: Duration(30 * time.Second)},
@@ -112,6 +114,9 @@ func Default() *Config {
 		Tracing:   Tracing{SampleRatio: defaultSampleRatio},
 	}
 }
+
+// DefaultLeasePeriod is nats.lease_period's default.
+const DefaultLeasePeriod = 3 * time.Second
 
 // defaultRetrySchedule is callbacks.retry_schedule's default: about a
 // day of retries, as webhook senders do.

@@ -773,3 +773,22 @@ func (r *rateEstimator) perSecond(now time.Time) float64 {
 	r.decay(now)
 	return r.rate
 }
+
+// ParkedByRoute returns, per lane in priority order, the number of
+// requests parked per route (for the leases of cluster-wide limits, which
+// ask capacity for the providers these routes call).
+func (s *Set) ParkedByRoute() []map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]map[string]int, len(s.lanes))
+	for i, l := range s.lanes {
+		m := make(map[string]int, len(l.routes))
+		for _, rq := range l.routes {
+			if rq.count > 0 {
+				m[rq.name] = rq.count
+			}
+		}
+		out[i] = m
+	}
+	return out
+}

@@ -275,3 +275,14 @@ func (b *builder) closeIdle() {
 		bp.p.Close()
 	}
 }
+
+// actorMap returns the current providers' actors by name.
+func (b *builder) actorMap() map[string]*actor.Actor {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]*actor.Actor, len(b.actors))
+	for n, a := range b.actors {
+		out[n] = a
+	}
+	return out
+}

@@ -119,3 +119,25 @@ func limits(t *testing.T, b *builder, maxConc, rpm int) {
 		t.Errorf("actor limits: max_concurrency %d, rpm %d; want %d, %d", st.MaxConcurrency, st.Requests.PerMinute, maxConc, rpm)
 	}
 }
+
+// TestLeasesOnlyWhenShared: a relay alone (embedded NATS with no cluster
+// and no client port) runs no leases; any way of sharing NATS does.
+func TestLeasesOnlyWhenShared(t *testing.T) {
+	tests := []struct {
+		name string
+		nats configs.NATS
+		want bool
+	}{
+		{"alone", configs.NATS{}, false},
+		{"external", configs.NATS{URL: "nats://127.0.0.1:4222"}, true},
+		{"embedded cluster", configs.NATS{Cluster: &configs.NATSCluster{Name: "c"}}, true},
+		{"client port", configs.NATS{Listen: "127.0.0.1:4222"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := clustered(tc.nats); got != tc.want {
+				t.Errorf("clustered = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}

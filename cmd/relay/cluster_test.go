@@ -79,9 +79,9 @@ type clusterRelay struct {
 	p *relayProc
 }
 
-// providerLimits are the limits of a cluster test's provider sim; 0
+// simLimits are the limits of a cluster test's provider sim; 0
 // means none.
-type providerLimits struct {
+type simLimits struct {
 	conc int // max_concurrency
 	rpm  int
 }
@@ -89,7 +89,7 @@ type providerLimits struct {
 // writeClusterConfig writes a relay configuration for a cluster test: the
 // nats section natsYAML, a provider on upstream with limits lim, the
 // observer user on the embedded client port, result_ttl ttl.
-func writeClusterConfig(t *testing.T, r *jobsRelay, upstream, natsYAML string, lim providerLimits, ttl string) {
+func writeClusterConfig(t *testing.T, r *jobsRelay, upstream, natsYAML string, lim simLimits, ttl string) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
@@ -143,12 +143,12 @@ func waitReadyFor(p *relayProc, d time.Duration) {
 func newClusterRelays(t *testing.T, n int, natsYAML func(i int, r *jobsRelay) string) ([]*clusterRelay, *markedUpstream) {
 	t.Helper()
 	up := newMarkedUpstream(t, 300*time.Millisecond)
-	return clusterRelaysOn(t, n, up.URL, providerLimits{conc: 8}, natsYAML), up
+	return clusterRelaysOn(t, n, up.URL, simLimits{conc: 8}, natsYAML), up
 }
 
 // clusterRelaysOn returns n relays (configured by writeClusterConfig with
 // natsYAML(i, r)) whose provider sim is upstream with limits lim.
-func clusterRelaysOn(t *testing.T, n int, upstream string, lim providerLimits, natsYAML func(i int, r *jobsRelay) string) []*clusterRelay {
+func clusterRelaysOn(t *testing.T, n int, upstream string, lim simLimits, natsYAML func(i int, r *jobsRelay) string) []*clusterRelay {
 	t.Helper()
 	rs := make([]*clusterRelay, n)
 	for i := range rs {
@@ -431,8 +431,8 @@ func TestClusterResultTTLConverges(t *testing.T) {
 	url := "nats://" + ns.addr
 	rs, _ := newClusterRelays(t, 2, func(int, *jobsRelay) string { return fmt.Sprintf("{url: %q}", url) })
 	short, long := rs[0], rs[1]
-	writeClusterConfig(t, short.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), providerLimits{conc: 1}, "1h")
-	writeClusterConfig(t, long.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), providerLimits{conc: 1}, "2h")
+	writeClusterConfig(t, short.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), simLimits{conc: 1}, "1h")
+	writeClusterConfig(t, long.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), simLimits{conc: 1}, "2h")
 	js := observer(t, url)
 	maxAge := func(stream string) time.Duration {
 		st, err := js.Stream(t.Context(), stream)

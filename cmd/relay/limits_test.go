@@ -59,7 +59,7 @@ func startLimitsCluster(t *testing.T) *limitsCluster {
 	t.Cleanup(func() { _ = up.Close() })
 	routes := []string{freePort(t), freePort(t), freePort(t)}
 	nats := embeddedClusterNATS(routes)
-	rs := clusterRelaysOn(t, 3, up.URL(), providerLimits{conc: limConc, rpm: limRPM}, func(i int, r *jobsRelay) string {
+	rs := clusterRelaysOn(t, 3, up.URL(), simLimits{conc: limConc, rpm: limRPM}, func(i int, r *jobsRelay) string {
 		if limLeasePeriod == "" {
 			return nats(i, r)
 		}

@@ -40,6 +40,7 @@ type reloader struct {
 	jobs    *jobs.Service
 	nats    *embeddednats.Server // nil with nats.url
 	counter *prometheus.CounterVec
+	leases  *leases // nil in tests that build no leases
 }
 
 // run watches until ctx is done. It watches the file's directory, not the
@@ -97,6 +98,9 @@ func (r *reloader) reload(why string) {
 		return
 	}
 	r.swap(st)
+	if r.leases != nil {
+		r.leases.apply(cfg)
+	}
 	r.counter.WithLabelValues("success").Inc()
 	r.log.Info("configuration reloaded", "trigger", why, "path", r.path)
 }

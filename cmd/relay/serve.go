@@ -110,6 +110,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
+	// Leases stop before NATS closes (cleanups run in reverse).
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 
 	var svc *jobs.Service
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
@@ -128,8 +131,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}()
 	// Jobs stop before NATS closes: running ones go back to their queue.
 	cleanups = append(cleanups, func(context.Context) { stopJobs(); <-jobsDone })
-	ready, stopHealth := watchStore(natsChecks, svc, set, log, reg)
+	storeReady, stopHealth := watchStore(natsChecks, svc, set, log, reg)
 	cleanups = append(cleanups, func(context.Context) { stopHealth() })
+	ready := func() error {
+		if err := storeReady(); err != nil {
+			return err
+		}
+		return leased.Check()
+	}
 
 	gw := gateway.New(built.gateway, gateway.Options{}, gateway.Deps{Logger: log, Registry: reg, Ready: ready, Lanes: set, Jobs: svc})
 
@@ -163,7 +172,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
 		}
 		mux := adminMux()
-		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log}, mux)
+		stopStatus := startStatus(statusDeps{b: b, lanes: set, jobs: svc, js: js, reg: reg, ready: ready, log: log, shares: leased}, mux)
 		cleanups = append(cleanups, func(context.Context) { stopStatus() })
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(1)
@@ -176,7 +185,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
-	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, nats: nconn.srv, counter: reloads}
+	rl := &reloader{path: path, hup: hup, log: log, builder: b, gateway: gw, lanes: set, jobs: svc, nats: nconn.srv, counter: reloads, leases: leased}
 	rctx, stopReload := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {

@@ -54,6 +54,9 @@ type statusDeps struct {
 	reg   prometheus.Gatherer
 	ready func() error
 	log   *slog.Logger
+	// shares reports the granted share of each provider when clustered
+	// (nil: none).
+	shares *leases
 }
 
 // startStatus starts the status page's metric sampler and returns the
@@ -66,10 +69,14 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 		defer close(done)
 		win.Run(ctx)
 	}()
-	col := status.NewCollector(status.Sources{
+	src := status.Sources{
 		Lanes: d.lanes, Providers: d.b, Routes: d.b, Jobs: d.jobs,
 		Streams: status.NewStreamSource(d.js), Window: win, Ready: d.ready, Version: version,
-	})
+	}
+	if d.shares != nil && d.shares.m != nil {
+		src.Shares = d.shares
+	}
+	col := status.NewCollector(src)
 	status.NewHandler(col, status.NewAuth(d.b.AdminToken), d.log).Register(mux)
 	return func() { cancel(); <-done }
 }

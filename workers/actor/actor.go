@@ -5,6 +5,7 @@ package actor
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -256,6 +257,7 @@ type Actor struct {
 	mu        sync.Mutex
 	name      string
 	maxConc   int
+	noSlots   bool // a share of no concurrency slot: maxConc 0 refuses all
 	inFlight  int
 	req       bucket
 	in        bucket
@@ -263,6 +265,10 @@ type Actor struct {
 	br        breaker
 	coolUntil time.Time
 	authUntil time.Time
+
+	opts  Options // as configured (New, Update)
+	share *Share  // this relay's share of the limits in a cluster; nil: all of them
+	used  Usage   // admitted so far
 }
 
 // New returns an Actor configured by o, with full buckets and a closed
@@ -287,14 +293,36 @@ func RequestBurst(rpm int) int {
 	return max(1, (rpm+59)/60)
 }
 
-// configure applies o's limits; a.mu is held or a is not yet shared.
+// configure applies o's limits, cut to the share when one is set; a.mu
+// is held or a is not yet shared.
 func (a *Actor) configure(now time.Time, o Options) {
+	a.opts = o
 	a.name = o.Name
-	a.maxConc = max(o.MaxConcurrency, 0)
-	a.req.configure(now, o.RPM, RequestBurst(o.RPM))
-	a.in.configure(now, o.InputTPM, 0)
-	a.out.configure(now, o.OutputTPM, 0)
 	a.br.configure(o.Breaker.withProbes())
+	a.applyLimits(now)
+}
+
+// applyLimits sets the concurrency limit and the buckets from the
+// configured options and the share; a.mu is held.
+func (a *Actor) applyLimits(now time.Time) {
+	o, sh := a.opts, a.share
+	a.maxConc = max(o.MaxConcurrency, 0)
+	a.noSlots = false
+	if sh == nil {
+		a.req.configure(now, o.RPM, RequestBurst(o.RPM))
+		a.in.configure(now, o.InputTPM, 0)
+		a.out.configure(now, o.OutputTPM, 0)
+		return
+	}
+	if a.maxConc > 0 {
+		// 0 is unlimited for the option but nothing for a share: a relay
+		// granted no slot waits for its next grant.
+		a.maxConc = min(a.maxConc, max(sh.MaxConcurrency, 0))
+		a.noSlots = a.maxConc == 0
+	}
+	a.req.configureShare(now, o.RPM, sh.RPM, RequestBurst(int(math.Ceil(min(sh.RPM, float64(max(o.RPM, 0)))))))
+	a.in.configureShare(now, o.InputTPM, sh.InputTPM, 0)
+	a.out.configureShare(now, o.OutputTPM, sh.OutputTPM, 0)
 }
 
 // Name returns the provider name the Actor was configured with.
@@ -366,7 +394,7 @@ func (a *Actor) check(now time.Time, in, out int) (Reason, time.Time) {
 	if now.Before(a.coolUntil) {
 		note(ReasonCoolingDown, a.coolUntil)
 	}
-	if a.maxConc > 0 && a.inFlight >= a.maxConc {
+	if (a.maxConc > 0 || a.noSlots) && a.inFlight >= a.maxConc {
 		note(ReasonConcurrency, now)
 	}
 	if ok, t := a.req.ready(now, 1); !ok {
@@ -401,6 +429,9 @@ func (a *Actor) Admit(inTokens, maxOut int) (*Permit, error) {
 	a.in.take(now, in)
 	a.out.take(now, out)
 	a.inFlight++
+	a.used.Requests++
+	a.used.InputTokens += float64(in)
+	a.used.OutputTokens += float64(out)
 	return &Permit{
 		a:          a,
 		probe:      a.br.admit(),

@@ -905,6 +905,25 @@ func BenchmarkAdmitDone(b *testing.B) {
 	})
 }
 
+// BenchmarkAdmitDoneShared is BenchmarkAdmitDone under a cluster share
+// (as workers/lease applies it): admission must cost the same.
+func BenchmarkAdmitDoneShared(b *testing.B) {
+	a := New(Options{Name: "bench", MaxConcurrency: 1 << 20, RPM: 1 << 30, InputTPM: 1 << 30, OutputTPM: 1 << 30})
+	a.SetShare(&Share{MaxConcurrency: 1 << 19, RPM: 1 << 29, InputTPM: 1 << 29, OutputTPM: 1 << 29})
+	o := Outcome{Kind: Success, UsageKnown: true, InputTokens: 90, OutputTokens: 50}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			p, err := a.Admit(100, 200)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			p.Done(o)
+		}
+	})
+}
+
 // TestBreakerOpensOnStreak checks that a provider that starts failing
 // everything is cut off after MinRequests consecutive failures, even with
 // a window full of earlier successes.

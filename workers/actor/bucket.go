@@ -13,26 +13,37 @@ import (
 type bucket struct {
 	lim    *rate.Limiter // nil: no configured limit
 	perMin int           // the configured per-minute limit; 0 when lim is nil
+	rate   float64       // the limiter's per-minute rate: perMin, or a cluster share of it
 	burst  int           // the limiter's burst
 
-	// Learned cap: until capUntil the bucket hands out at most capLeft more.
+	// Learned cap: until capUntil the bucket hands out at most capLeft
+	// more; capAt is when it was learned (here or by a peer relay).
 	capLeft  float64
 	capUntil time.Time
+	capAt    time.Time
 }
 
 // configure sets the per-minute limit (<= 0 removes it) and the burst, the
 // most the bucket holds (<= 0: a full minute's worth). An existing limiter
 // keeps its level, clamped to a lowered burst; a new one starts full.
 func (b *bucket) configure(now time.Time, perMin, burst int) {
+	b.configureShare(now, perMin, float64(perMin), burst)
+}
+
+// configureShare is configure with the limiter running at share per
+// minute (at most perMin) instead of perMin: a relay's share of a limit
+// held by a cluster. The burst is clamped to max(1, share).
+func (b *bucket) configureShare(now time.Time, perMin int, share float64, burst int) {
 	if perMin <= 0 {
-		b.lim, b.perMin, b.burst = nil, 0, 0
+		b.lim, b.perMin, b.rate, b.burst = nil, 0, 0, 0
 		return
 	}
-	if burst <= 0 || burst > perMin {
-		burst = perMin
+	share = min(max(share, 0), float64(perMin))
+	if most := max(1, int(share)); burst <= 0 || burst > most {
+		burst = most
 	}
-	r := rate.Limit(float64(perMin) / 60)
-	b.perMin, b.burst = perMin, burst
+	r := rate.Limit(share / 60)
+	b.perMin, b.rate, b.burst = perMin, share, burst
 	if b.lim == nil {
 		b.lim = rate.NewLimiter(r, burst)
 		return
@@ -75,8 +86,8 @@ func (b *bucket) ready(now time.Time, n int) (bool, time.Time) {
 // given that it lacks need of them at now. It asks the limiter itself so
 // that Admit at the returned time succeeds despite float rounding.
 func (b *bucket) refillAt(now time.Time, need float64, n int) time.Time {
-	exact := need * 60 * float64(time.Second) / float64(b.perMin)
-	if exact > float64(math.MaxInt64/2) {
+	exact := need * 60 * float64(time.Second) / b.rate
+	if b.rate <= 0 || exact > float64(math.MaxInt64/2) {
 		return now.Add(math.MaxInt64 / 2)
 	}
 	d := time.Duration(math.Ceil(exact))
@@ -140,6 +151,7 @@ func (b *bucket) learn(now time.Time, remaining float64, reset time.Time) {
 	}
 	b.capLeft = max(remaining, 0)
 	b.capUntil = reset
+	b.capAt = now
 }
 
 func (b *bucket) state(now time.Time) BucketState {
