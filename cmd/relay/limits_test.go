@@ -216,27 +216,44 @@ func TestClusterLimits(t *testing.T) {
 	t.Parallel()
 	c := startLimitsCluster(t)
 
-	// Over the limit: relay 1's backlog grows; its share must become the
-	// largest within a few lease periods.
-	var sh [3]float64
-	calls, limited := c.phase("over the limit", 3*time.Second, 7*time.Second, func() {
+	// Over the limit: relay 1's backlog grows; within a few lease periods
+	// its shares must be the largest (rpm strictly, max_concurrency at
+	// least as large as any other's), and the cluster then drains at no
+	// less than two thirds of the provider's rate (a relay with the
+	// backlog but no concurrency share would leave it at the other two's
+	// 2 a second).
+	var rpm, conc [3]float64
+	var rate float64
+	calls, limited := c.phase("over the limit", 3*time.Second, 8*time.Second, func() {
+		largest := func() bool {
+			for i := range rpm {
+				rpm[i], conc[i] = c.share(i, "rpm"), c.share(i, "max_concurrency")
+			}
+			return rpm[0] > rpm[1] && rpm[0] > rpm[2] && conc[0] >= conc[1] && conc[0] >= conc[2]
+		}
 		// Until 4 s into the phase: a few lease periods.
-		for deadline := time.Now().Add(time.Second); ; time.Sleep(100 * time.Millisecond) {
-			for i := range sh {
-				sh[i] = c.share(i, "rpm")
-			}
-			if sh[0] > sh[1] && sh[0] > sh[2] {
-				return
-			}
+		for deadline := time.Now().Add(time.Second); !largest(); time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Errorf("4 s into a deep backlog on relay 1: rpm shares %v; want relay 1's the largest", sh)
-				return
+				t.Errorf("4 s into a deep backlog on relay 1: rpm shares %v, max_concurrency shares %v; want relay 1's the largest", rpm, conc)
+				break
 			}
 		}
+		t.Logf("over the limit: shares under load: rpm %v, max_concurrency %v, coordinator relay%d", rpm, conc, c.coordinator()+1)
+		n0, t0 := c.up.Stats().Requests, time.Now()
+		time.Sleep(3 * time.Second)
+		rate = float64(c.up.Stats().Requests-n0) / time.Since(t0).Seconds()
 	})
 	c.checkLimits("over the limit", calls, limited)
-	if sum := sh[0] + sh[1] + sh[2]; sum > limRPM {
-		t.Errorf("rpm shares %v add up to %g; want at most %d", sh, sum, limRPM)
+	if sum := rpm[0] + rpm[1] + rpm[2]; sum > limRPM {
+		t.Errorf("rpm shares %v add up to %g; want at most %d", rpm, sum, limRPM)
+	}
+	if sum := conc[0] + conc[1] + conc[2]; sum > limConc {
+		t.Errorf("max_concurrency shares %v add up to %g; want at most %d", conc, sum, limConc)
+	}
+	if want := 2.0 / 3 * limRPM / 60; rate < want {
+		t.Errorf("with a deep backlog on relay 1 the upstream got %.2f calls a second; want at least %.2f (2/3 of rpm %d)", rate, want, limRPM)
+	} else {
+		t.Logf("over the limit: %.2f calls a second once the shares settled (rpm %d: %.2f)", rate, limRPM, float64(limRPM)/60)
 	}
 
 	// A relay dies holding a lease (not the coordinator, and not relay 1):
@@ -246,7 +263,7 @@ func TestClusterLimits(t *testing.T) {
 	if c.coordinator() == 2 {
 		victim = 1
 	}
-	calls, limited = c.phase("relay killed", 2*time.Second, 7*time.Second, func() { c.kill(victim) })
+	calls, limited = c.phase("relay killed", 2*time.Second, 6*time.Second, func() { c.kill(victim) })
 	c.checkLimits("relay killed", calls, limited)
 	c.restart(victim)
 
@@ -257,7 +274,7 @@ func TestClusterLimits(t *testing.T) {
 		t.Errorf("no relay reports relay_lease_coordinator{provider=\"sim\"} 1; killing relay 1")
 		coord = 0
 	}
-	calls, limited = c.phase("coordinator killed", 2*time.Second, 7*time.Second, func() { c.kill(coord) })
+	calls, limited = c.phase("coordinator killed", 2*time.Second, 6*time.Second, func() { c.kill(coord) })
 	c.checkLimits("coordinator killed", calls, limited)
 	natstest.Eventually(t, 15*time.Second, "a surviving relay coordinating", func() bool {
 		n := c.coordinator()
