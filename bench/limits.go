@@ -559,7 +559,7 @@ func shareCell(r relayLease) string {
 		if !ok {
 			return "-"
 		}
-		return strconv.FormatFloat(v, 'f', -1, 64)
+		return strconv.FormatFloat(v, 'g', 4, 64)
 	}
 	s := f("rpm") + " / " + f("max_concurrency")
 	if r.Coordinator {
