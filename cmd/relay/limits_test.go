@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +47,8 @@ type limitsCluster struct {
 	up  *simupstream.Server
 	mu  sync.Mutex
 	off map[int]bool // relays killed and not yet back
+	// served counts the 200s of each relay in the current phase.
+	served [3]atomic.Int64
 }
 
 // startLimitsCluster starts the upstream and the three relays and waits
@@ -71,16 +75,16 @@ func startLimitsCluster(t *testing.T) *limitsCluster {
 
 // target returns the relay that gets relay i's load: i, or the next one
 // up when i is down.
-func (c *limitsCluster) target(i int) *relayProc {
+func (c *limitsCluster) target(i int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range len(c.rs) {
 		j := (i + k) % len(c.rs)
 		if !c.off[j] {
-			return c.rs[j].p
+			return j
 		}
 	}
-	return c.rs[i].p
+	return i
 }
 
 // kill ends relay i with SIGKILL; its load goes to the next live relay.
@@ -113,8 +117,13 @@ func (c *limitsCluster) load(ctx context.Context) {
 					return
 				case <-tick.C:
 				}
-				p := c.target(i)
-				wg.Go(func() { p.send(ctx, longClient, "claude-sonnet") })
+				j := c.target(i)
+				p := c.rs[j].p
+				wg.Go(func() {
+					if p.send(ctx, longClient, "claude-sonnet") == http.StatusOK {
+						c.served[j].Add(1)
+					}
+				})
 			}
 		})
 	}
@@ -127,6 +136,9 @@ func (c *limitsCluster) load(ctx context.Context) {
 func (c *limitsCluster) phase(name string, before, d time.Duration, during func()) (calls, limited int64) {
 	c.t.Helper()
 	st0 := c.up.Stats()
+	for i := range c.served {
+		c.served[i].Store(0)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -148,8 +160,8 @@ func (c *limitsCluster) phase(name string, before, d time.Duration, during func(
 	<-done
 	st := c.up.Stats()
 	calls, limited = st.Requests-st0.Requests, st.RateLimited-st0.RateLimited
-	c.t.Logf("%s: upstream %d calls, %d answered 429, at most %d open (limit %d); shares %s",
-		name, calls, limited, st.MaxOpen, limConc, c.shares())
+	c.t.Logf("%s: upstream %d calls, %d answered 429, at most %d open (limit %d); 200s by relay %d/%d/%d; shares after the load %s",
+		name, calls, limited, st.MaxOpen, limConc, c.served[0].Load(), c.served[1].Load(), c.served[2].Load(), c.shares())
 	return calls, limited
 }
 
@@ -250,6 +262,12 @@ func TestClusterLimits(t *testing.T) {
 	if sum := conc[0] + conc[1] + conc[2]; sum > limConc {
 		t.Errorf("max_concurrency shares %v add up to %g; want at most %d", conc, sum, limConc)
 	}
+	// Every relay's clients are served, the lightly loaded ones' too.
+	for i := range c.served {
+		if n := c.served[i].Load(); n == 0 {
+			t.Errorf("over the limit: relay %d served no request (offered %g a second)", i+1, limLoad[i])
+		}
+	}
 	if want := 2.0 / 3 * limRPM / 60; rate < want {
 		t.Errorf("with a deep backlog on relay 1 the upstream got %.2f calls a second; want at least %.2f (2/3 of rpm %d)", rate, want, limRPM)
 	} else {
@@ -305,7 +323,7 @@ func TestLimitsHarness(t *testing.T) {
 		for _, o := range tc.off {
 			c.off[o] = true
 		}
-		if got := c.target(tc.i).addr; got != tc.want {
+		if got := c.rs[c.target(tc.i)].p.addr; got != tc.want {
 			t.Errorf("off %v: target(%d) = %s; want %s", tc.off, tc.i, got, tc.want)
 		}
 	}
