@@ -114,7 +114,7 @@ type NATS struct {
 	// LeasePeriod is how long a relay's share of the providers' limits
 	// (a capacity lease) lasts when several relays share NATS (nats.url,
 	// nats.cluster or nats.listen): demands are reported and grants renewed
-	// every third of it. 0 (left out): 3s. Within [1s, 1m].
+	// every sixth of it. 0 (left out): 3s. Within [3s, 1m].
 	LeasePeriod Duration `yaml:"lease_period"`
 }
 

@@ -123,8 +123,8 @@ func (c *Config) validateCluster(ps *problems) {
 			}
 		}
 	}
-	if lp := n.LeasePeriod.Std(); lp != 0 && (lp < time.Second || lp > time.Minute) {
-		ps.add("nats.lease_period", "must be between 1s and 1m")
+	if lp := n.LeasePeriod.Std(); lp != 0 && (lp < 3*time.Second || lp > time.Minute) {
+		ps.add("nats.lease_period", "must be between 3s and 1m")
 	}
 	switch {
 	case n.Replicas != 0 && n.Replicas != 1 && n.Replicas != 3:

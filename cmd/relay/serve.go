@@ -110,9 +110,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	cleanups = append(cleanups, func(context.Context) { b.closeIdle() })
 	reg.MustRegister(workers.NewActorCollector(b.Actors))
-	// Leases stop before NATS closes (cleanups run in reverse).
-	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
-	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 
 	var svc *jobs.Service
 	if err := assets.UntilPlaced(ctx, log, "open jobs", func(ctx context.Context) (err error) {
@@ -121,6 +118,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
+	// Leases start once the jobs' assets are placed (their bucket adds no
+	// load to a cluster still placing those), before jobs run and the API listens, and
+	// stop before NATS closes (cleanups run in reverse).
+	leased, stopLeases := startLeases(cfg, js, decl, b, set, log, reg)
+	cleanups = append(cleanups, func(context.Context) { stopLeases() })
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() {

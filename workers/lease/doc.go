@@ -6,17 +6,20 @@
 //
 // # Protocol
 //
-// Every relay runs one [Manager]. Every third of a lease period it
+// Every relay runs one [Manager]. A grant lasts one lease period; every
+// sixth of it (a round) each relay
 //
 //   - writes its demand for each resource (key d.<resource>.<relay> of the
-//     bucket [Bucket], with a per-key TTL of one period): its recent
+//     bucket [Bucket], with a per-key TTL of half a period): its recent
 //     admission rates (smoothed counters of its [Holder]), its calls in
 //     flight, its parked backlog per lane, the epoch of the last grants
 //     record it applied, and what the upstream taught it;
 //   - coordinates the resources whose coordinator key (c.<resource>) it
-//     holds: the key is created with a TTL of one period and renewed by
-//     compare-and-set, so one relay at a time coordinates and a dead
-//     coordinator is replaced once its key expires. The coordinator reads
+//     holds: the key is created with a TTL of a third of a period (at least
+//     1 s) and renewed by compare-and-set every round, so one relay at a
+//     time coordinates and a dead coordinator is replaced once its key
+//     expires, early enough that its successor's grants reach the relays
+//     before the last grants it wrote expire. The coordinator reads
 //     the live demands and the stored grants record (g.<resource>),
 //     computes the next one and writes it by compare-and-set on the
 //     revision it read, so two coordinators can never both write;

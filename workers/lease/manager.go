@@ -25,7 +25,16 @@ const Bucket = "RELAY_LEASES"
 
 // Defaults of [Options].
 const (
-	DefaultPeriod  = 3 * time.Second
+	// DefaultPeriod is how long a grant lasts.
+	DefaultPeriod = 3 * time.Second
+	// MinPeriod is the shortest period: the coordinator key's TTL (at
+	// least the 1 s JetStream allows) must stay a third of it.
+	MinPeriod = 3 * time.Second
+	// RoundsPerPeriod is how many rounds (demand written, coordinator
+	// renewed, grants written and read) a period holds.
+	RoundsPerPeriod = 6
+	// DefaultReserve is the fraction of each rate limit never granted
+	// while several relays share it.
 	DefaultReserve = 0.05
 	// DefaultFloor is the fraction of each limit handed out evenly as
 	// floors (so each of N relays keeps at least Floor/N of it).
@@ -79,8 +88,10 @@ type Options struct {
 	// assets.Declarer.KeyValue), with per-key TTLs allowed.
 	JetStream jetstream.JetStream
 	KV        func(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
-	// Period is the lease period (DefaultPeriod when 0): grants last one
-	// period, demands are written and grants read every third of it.
+	// Period is the lease period (DefaultPeriod when 0, at least
+	// MinPeriod): a grant lasts one period; demands are written, the
+	// coordinator key renewed and grants written and read every sixth of
+	// it (RoundsPerPeriod).
 	Period time.Duration
 	// Skew is how long before its expiry a relay stops trusting a grant
 	// (clocks differ, records travel); 0: Period/6.
@@ -132,10 +143,13 @@ type held struct {
 	expires      time.Time // local clock: the grant in use stops here
 	grantedAt    time.Time
 	share        Vector
-	relays       int  // last known
-	safe         bool // on a safe share after losing a grant (cut off)
-	onSafe       bool // on a safe share (cut off, or no grant yet)
-	started      bool // had a grant once
+	relays       int       // last known
+	safe         bool      // on a safe share after losing a grant (cut off)
+	onSafe       bool      // on a safe share (cut off, or no grant yet)
+	started      bool      // had a grant once
+	since        time.Time // added to the manager
+	read         bool      // read the grants record (or learned there is none) once
+	othersHold   bool      // before its first grant: others hold unexpired grants
 	learnedAt    [3]time.Time
 	coolUntil    time.Time
 
@@ -148,6 +162,7 @@ func New(o Options) *Manager {
 	if o.Period <= 0 {
 		o.Period = DefaultPeriod
 	}
+	o.Period = max(o.Period, MinPeriod)
 	if o.Skew <= 0 {
 		o.Skew = o.Period / 6
 	}
@@ -183,7 +198,11 @@ func (m *Manager) Set(rs []Resource) {
 			next[r.ID()] = h
 			continue
 		}
-		next[r.ID()] = &held{res: r}
+		h := &held{res: r, since: m.o.Now()}
+		// No share until the first round says what this relay may use.
+		h.onSafe = true
+		r.Holder.Apply(Grant{})
+		next[r.ID()] = h
 		if m.o.Metrics != nil && r.Kind == "provider" {
 			m.o.Metrics.add(r.Name)
 		}
@@ -208,12 +227,12 @@ func (m *Manager) SetPolicy(p Policy) {
 	m.o.Policy = p
 }
 
-// Run runs rounds every third of a period until ctx ends. Each round
+// Run runs rounds every sixth of a period until ctx ends. Each round
 // reports demands, coordinates and applies grants; a round that cannot
 // reach NATS leaves the grants to run out, then falls back to safe
 // shares. Run returns nil when ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
-	tick := time.NewTicker(m.o.Period / 3)
+	tick := time.NewTicker(m.o.Period / RoundsPerPeriod)
 	defer tick.Stop()
 	for {
 		m.round(ctx)
@@ -239,9 +258,13 @@ func (m *Manager) snapshot() []*held {
 
 // round is one pass over every resource.
 func (m *Manager) round(ctx context.Context) {
+	// Declaring the bucket (once) may take a while on a cluster still
+	// placing assets; a round's NATS calls get a third of a period.
+	bctx, bcancel := context.WithTimeout(ctx, max(m.o.Period, 5*time.Second))
+	kv, err := m.bucket(bctx)
+	bcancel()
 	rctx, cancel := context.WithTimeout(ctx, m.o.Period/3)
 	defer cancel()
-	kv, err := m.bucket(rctx)
 	if err != nil && ctx.Err() == nil {
 		m.log.Debug("leases: bucket unavailable", "error", err)
 	}
@@ -283,12 +306,13 @@ func grantsKey(r Resource) string    { return "g." + keyID(r) }
 
 // step runs one round for one resource. kv nil: NATS is unreachable.
 func (m *Manager) step(ctx context.Context, kv jetstream.KeyValue, h *held) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := m.o.Now()
+	// Lock order: m.mu before h.mu (Set), never the other way.
 	m.mu.Lock()
 	policy := m.o.Policy
 	m.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := m.o.Now()
 	d := h.res.Holder.Demand()
 	rec := m.demand(h, d, now, policy)
 	limits := h.res.Limits.Vector()
@@ -365,6 +389,17 @@ func (m *Manager) demand(h *held, d Demand, now time.Time, p Policy) demandRecor
 	return rec
 }
 
+// demandTTL is how long a demand record lives: half a period (at least
+// the 1 s JetStream allows), three rounds.
+func (m *Manager) demandTTL() time.Duration { return max(m.o.Period/2, time.Second) }
+
+// coordTTL is how long a coordinator key lives without renewal: a third
+// of a period (at least 1 s), two rounds. A dead coordinator's successor
+// then writes grants (a round after the key expired) and relays read them
+// (another round) before the grants it wrote last expire (a period less
+// the skew margin): 1/3 + 2/6 < 1 − 1/6 of a period.
+func (m *Manager) coordTTL() time.Duration { return max(m.o.Period/3, time.Second) }
+
 // putDemand writes rec with a TTL of one period.
 func (m *Manager) putDemand(ctx context.Context, kv jetstream.KeyValue, h *held, rec demandRecord) error {
 	b, err := json.Marshal(rec)
@@ -372,7 +407,7 @@ func (m *Manager) putDemand(ctx context.Context, kv jetstream.KeyValue, h *held,
 		return fmt.Errorf("leases: encode demand: %w", err)
 	}
 	_, err = m.o.JetStream.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + Bucket + "." + demandKey(h.res, m.o.Relay), Data: b},
-		jetstream.WithMsgTTL(m.o.Period))
+		jetstream.WithMsgTTL(m.demandTTL()))
 	if err != nil {
 		return fmt.Errorf("leases: write demand: %w", err)
 	}
@@ -394,7 +429,7 @@ func (m *Manager) coordinate(ctx context.Context, kv jetstream.KeyValue, h *held
 		}
 		h.coordRev = rev
 	} else {
-		rev, err := kv.Create(ctx, key, []byte(m.o.Relay), jetstream.KeyTTL(m.o.Period))
+		rev, err := kv.Create(ctx, key, []byte(m.o.Relay), jetstream.KeyTTL(m.coordTTL()))
 		if err != nil {
 			return // another relay coordinates, or NATS is away
 		}
@@ -411,7 +446,7 @@ func (m *Manager) coordinate(ctx context.Context, kv jetstream.KeyValue, h *held
 	}
 	now := m.o.Now()
 	// Demands older than a period are gone, whatever the TTL says.
-	demands = slices.DeleteFunc(demands, func(d demandRecord) bool { return now.Sub(d.At) > m.o.Period+m.o.Skew })
+	demands = slices.DeleteFunc(demands, func(d demandRecord) bool { return now.Sub(d.At) > m.demandTTL()+m.o.Skew })
 	next := coordinate(prev, m.o.Relay, now, m.o.Period, limits, p, demands)
 	b, err := json.Marshal(next)
 	if err != nil {
@@ -432,7 +467,7 @@ func (m *Manager) coordinate(ctx context.Context, kv jetstream.KeyValue, h *held
 // period (jetstream's Update sets no TTL).
 func (m *Manager) casTTL(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	ack, err := m.o.JetStream.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + Bucket + "." + key, Data: value},
-		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(m.o.Period))
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(m.coordTTL()))
 	if err != nil {
 		return 0, fmt.Errorf("leases: renew %s: %w", key, err)
 	}
@@ -487,11 +522,24 @@ func (m *Manager) demands(ctx context.Context, kv jetstream.KeyValue, r Resource
 // readGrants applies a newer grants record.
 func (m *Manager) readGrants(ctx context.Context, kv jetstream.KeyValue, h *held, readAt time.Time) {
 	g, rev, err := m.getGrants(ctx, kv, h.res)
-	if err != nil || g == nil || rev <= h.appliedRev {
+	if err != nil {
+		return
+	}
+	h.read = true
+	if g == nil || rev <= h.appliedRev {
 		return
 	}
 	h.relays = max(g.Relays, 1)
 	e, ok := g.Grants[m.o.Relay]
+	if !ok {
+		h.othersHold = false
+		for _, o := range g.Grants {
+			if o.Expires.After(readAt) || len(inUse(o, readAt, 0)) > 0 {
+				h.othersHold = true
+			}
+		}
+		h.relays = g.Relays + 1 // and this one
+	}
 	if !ok || !e.Expires.After(g.Issued) {
 		return // not granted yet: the next record will
 	}
@@ -544,6 +592,22 @@ func (m *Manager) fallBack(h *held, now time.Time, limits Vector, p Policy) {
 	if h.started && now.Before(h.expires) {
 		return
 	}
+	cutOff := h.started // it had a grant and lost it
+	if !h.started && (!h.read || h.othersHold) {
+		// No grant yet. While other relays hold grants, or before the
+		// bucket could be read, the first grant is waited for with no
+		// share at all (within a round or two); past two periods of that,
+		// the relay counts as cut off.
+		if now.Sub(h.since) < 2*m.o.Period {
+			var zero Vector
+			if !h.onSafe || h.share != zero {
+				h.share, h.onSafe = zero, true
+				h.res.Holder.Apply(Grant{Share: zero})
+			}
+			return
+		}
+		cutOff = true
+	}
 	n := max(h.relays, m.o.ExpectedRelays, 1)
 	if n == 1 {
 		p.Reserve = 0 // alone as far as it knows: the whole limit
@@ -557,7 +621,6 @@ func (m *Manager) fallBack(h *held, now time.Time, limits Vector, p Policy) {
 	if limits[MaxConcurrency] > 0 {
 		share[MaxConcurrency] = max(share[MaxConcurrency], 1)
 	}
-	cutOff := h.started // it had a grant and lost it
 	if h.onSafe && share == h.share && cutOff == h.safe {
 		return
 	}

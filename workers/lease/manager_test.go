@@ -20,7 +20,7 @@ import (
 	"github.com/relaygw/relay/workers/lease"
 )
 
-const testPeriod = 1500 * time.Millisecond
+const testPeriod = 3 * time.Second
 
 var testLimits = lease.Limits{RPM: 600, InputTPM: 60000, MaxConcurrency: 6}
 
@@ -108,7 +108,7 @@ func granted(t *testing.T, rs []*relay) {
 	t.Helper()
 	natstest.Eventually(t, 30*time.Second, "every relay granted", func() bool {
 		for _, r := range rs {
-			if st := status(r.m); st.GrantedAt.IsZero() || st.Safe {
+			if st := status(r.m); st.GrantedAt.IsZero() || st.Safe || st.Share[lease.RPM] <= 0 {
 				return false
 			}
 		}
