@@ -28,9 +28,11 @@ const (
 	limRPM         = 270                    // the provider's rpm: 4.5 a second
 	limConc        = 3                      // the provider's max_concurrency
 	limLatency     = 500 * time.Millisecond // upstream time to first byte
-	// limLeasePeriod is nats.lease_period: short, so shares move and
-	// leases expire within the test's short phases.
-	limLeasePeriod = "1s"
+	// limLeasePeriod is nats.lease_period, the shortest allowed (and the
+	// default): grants every half second, so shares move within the
+	// phases, and a dead relay's lease expires 3 s after its kill, within
+	// the kill phases' 4 s.
+	limLeasePeriod = "3s"
 )
 
 // limLoad is the arrival rate (req/s) sent to each relay: relay 1 well
@@ -64,9 +66,6 @@ func startLimitsCluster(t *testing.T) *limitsCluster {
 	routes := []string{freePort(t), freePort(t), freePort(t)}
 	nats := embeddedClusterNATS(routes)
 	rs := clusterRelaysOn(t, 3, up.URL(), simLimits{conc: limConc, rpm: limRPM}, func(i int, r *jobsRelay) string {
-		if limLeasePeriod == "" {
-			return nats(i, r)
-		}
 		return strings.TrimSuffix(nats(i, r), "}") + ", lease_period: " + limLeasePeriod + "}"
 	})
 	startAll(t, rs)
@@ -151,18 +150,68 @@ func (c *limitsCluster) phase(name string, before, d time.Duration, during func(
 		<-done
 	}()
 	start := time.Now()
+	over := c.watchOpen(start)
+	defer over.stop()
 	time.Sleep(before)
 	if during != nil {
 		during()
 	}
 	time.Sleep(d - time.Since(start))
+	over.cancelAt.Store(int64(time.Since(start)))
 	cancel()
 	<-done
+	over.stop()
+	if over.n > 0 {
+		c.t.Logf("%s: the upstream had more than %d calls open in %d of its samples every 10 ms, first %d at %.2f s into the phase (load cancelled at %.2f s)",
+			name, limConc, over.n, over.first, over.at.Seconds(), time.Duration(over.cancelAt.Load()).Seconds())
+	}
 	st := c.up.Stats()
 	calls, limited = st.Requests-st0.Requests, st.RateLimited-st0.RateLimited
 	c.t.Logf("%s: upstream %d calls, %d answered 429, at most %d open (limit %d); 200s by relay %d/%d/%d; shares after the load %s",
 		name, calls, limited, st.MaxOpen, limConc, c.served[0].Load(), c.served[1].Load(), c.served[2].Load(), c.shares())
 	return calls, limited
+}
+
+// openWatch samples the upstream's open calls every 10 ms, to say when
+// max_concurrency was exceeded; its fields are read after stop.
+type openWatch struct {
+	n        int           // samples over the limit
+	first    int64         // open calls at the first of them
+	at       time.Duration // when, since the phase started
+	cancelAt atomic.Int64  // when the load was cancelled (a time.Duration)
+	quit     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+}
+
+// watchOpen starts sampling; stop ends it.
+func (c *limitsCluster) watchOpen(start time.Time) *openWatch {
+	w := &openWatch{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.quit:
+				return
+			case <-tick.C:
+			}
+			if open := c.up.Stats().Open; open > limConc {
+				if w.n == 0 {
+					w.first, w.at = open, time.Since(start)
+				}
+				w.n++
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the sampling and waits for it.
+func (w *openWatch) stop() {
+	w.once.Do(func() { close(w.quit) })
+	<-w.done
 }
 
 // checkLimits asserts the limits held during a phase: 429s within 5% of
