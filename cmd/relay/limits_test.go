@@ -24,10 +24,15 @@ import (
 
 // Limits of the cluster-limits tests.
 const (
-	limUpstreamRPS = 5                      // the upstream's hard limit
-	limRPM         = 270                    // the provider's rpm: 4.5 a second
-	limConc        = 3                      // the provider's max_concurrency
-	limLatency     = 500 * time.Millisecond // upstream time to first byte
+	limUpstreamRPS = 5   // the upstream's hard limit
+	limRPM         = 270 // the provider's rpm: 4.5 a second
+	limConc        = 3   // the provider's max_concurrency
+	// limLatency is the upstream's time to first byte: one concurrency
+	// slot carries 3.3 calls a second, more than relay 1's rpm share can
+	// use, so the rpm binds the drain (at 500 ms the slots split 1/1/1
+	// capped relay 1 at 2 a second), and a relay alone fills its 3 slots
+	// with its burst.
+	limLatency = 300 * time.Millisecond
 	// limLeasePeriod is nats.lease_period, the shortest allowed (and the
 	// default): grants every half second, so shares move within the
 	// phases, and a dead relay's lease expires 3 s after its kill, within
@@ -38,8 +43,8 @@ const (
 // limLoad is the arrival rate (req/s) sent to each relay: relay 1 well
 // over the whole limit (a deep backlog), relays 2 and 3 under a third of
 // it. Without cluster-wide limits the three together send the upstream
-// 4.5 + 1 + 1 a second against its 5; relay 1 alone holds 3 calls open
-// with 1.5 more from the others.
+// 4.5 + 1 + 1 a second against its 5, and relay 1's bursts fill its 3
+// concurrency slots while the others hold calls open too.
 var limLoad = []float64{8, 1, 1}
 
 // limitsCluster is the three relays and their upstream.
