@@ -340,9 +340,19 @@ func (c *cbCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // recovery time measures the takeover, not a wait for capacity.
 const clusterConcurrency = 256
 
-// startClusterNodes starts n relays; with n > 1 their embedded servers
+// startClusterNodes starts n relays of the jobs configuration, each
+// calling its own path of upstream; with n > 1 their embedded servers
 // form one cluster.
 func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstream string) ([]*clusterNode, error) {
+	return startClusterNodesWith(ctx, l, prefix, n, func(nd *clusterNode) relayConfig {
+		return jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream+"/"+nd.name, clusterConcurrency, 0)
+	})
+}
+
+// startClusterNodesWith starts n relays configured by mk (which sets the
+// listen and NATS addresses from the node); with n > 1 their embedded
+// servers form one cluster.
+func startClusterNodesWith(ctx context.Context, l *lab, prefix string, n int, mk func(nd *clusterNode) relayConfig) ([]*clusterNode, error) {
 	nodes := make([]*clusterNode, n)
 	var routes []string
 	for i := range nodes {
@@ -358,7 +368,7 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 		nodes[i] = nd
 	}
 	for i, nd := range nodes {
-		cfg := jobsRelayConfig(nd.addr, "", nd.natsAddr, l.path(nd.name), upstream+"/"+nd.name, clusterConcurrency, 0)
+		cfg := mk(nd)
 		if n > 1 {
 			cfg.NATS.ServerName = fmt.Sprintf("relay%d", i+1)
 			cfg.NATS.Cluster = &relayCluster{Name: prefix, Listen: nd.route, Routes: routes}
@@ -385,11 +395,6 @@ func startClusterNodes(ctx context.Context, l *lab, prefix string, n int, upstre
 	}
 	return nodes, nil
 }
-
-// clusterReadyTimeout bounds how long a relay of the cluster may take to
-// become ready: its peers' routes, the meta leader election and the
-// placement of R3 assets take long on a loaded machine.
-const clusterReadyTimeout = 90 * time.Second
 
 // restartNode starts (again) the relay of nd and waits until it is ready.
 func restartNode(ctx context.Context, l *lab, nd *clusterNode) (*child, error) {

@@ -17,8 +17,13 @@ import (
 	"time"
 )
 
-// readyTimeout bounds how long a child may take to become ready.
-const readyTimeout = 30 * time.Second
+// readyTimeout bounds how long a child may take to become ready;
+// clusterReadyTimeout a relay of a cluster, which waits for a majority of
+// nodes and for JetStream to place its assets (slow on a loaded machine).
+const (
+	readyTimeout        = 30 * time.Second
+	clusterReadyTimeout = 90 * time.Second
+)
 
 // lab owns the temporary directory and every subprocess of one scenario run.
 // Its methods are safe for concurrent use (the cluster scenario starts

@@ -49,6 +49,12 @@ scenarios:
              throughput vs one relay; then jobs while a relay and later
              another node are killed: lost, answered-error-but-ran, ran
              twice, recovery time
+  cluster-limits
+             one upstream with a hard limit of 10 req/s, a provider with rpm
+             540 and max_concurrency 4, driven at 30 req/s through one relay,
+             then three relays on one cluster: upstream calls and 429s,
+             client 200s and errors, queue wait per lane, upstream
+             concurrency, each relay's lease share over time
 
 Run "go run ./bench SCENARIO -h" for a scenario's flags.
 `
@@ -95,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return parkedMain(ctx, rest, stdout, stderr)
 	case "cluster":
 		return clusterMain(ctx, rest, stdout, stderr)
+	case "cluster-limits":
+		return limitsMain(ctx, rest, stdout, stderr)
 	case "_upstream":
 		return runUpstream(ctx, rest)
 	case "_proxy":

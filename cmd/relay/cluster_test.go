@@ -135,15 +135,28 @@ type clusterRelay struct {
 	p *relayProc
 }
 
-// clusterConfig writes a relay configuration for a cluster test: the nats
-// section natsYAML, a provider on upstream with max_concurrency conc, the
+// simLimits are the limits of a cluster test's provider sim; 0
+// means none.
+type simLimits struct {
+	conc int // max_concurrency
+	rpm  int
+}
+
+// writeClusterConfig writes a relay configuration for a cluster test: the
+// nats section natsYAML, a provider on upstream with limits lim, the
 // observer user on the embedded client port, result_ttl ttl.
-func writeClusterConfig(t *testing.T, r *jobsRelay, upstream, natsYAML string, conc int, ttl string) {
+func writeClusterConfig(t *testing.T, r *jobsRelay, upstream, natsYAML string, lim simLimits, ttl string) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nshutdown_grace: 5s\n", r.addr)
 	fmt.Fprintf(&b, "nats: %s\n", natsYAML)
-	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n    max_concurrency: %d\n", upstream, canaryUpstream, conc)
+	fmt.Fprintf(&b, "providers:\n  - name: sim\n    type: anthropic\n    base_url: %s\n    api_key: %s\n", upstream, canaryUpstream)
+	if lim.conc > 0 {
+		fmt.Fprintf(&b, "    max_concurrency: %d\n", lim.conc)
+	}
+	if lim.rpm > 0 {
+		fmt.Fprintf(&b, "    rpm: %d\n", lim.rpm)
+	}
 	b.WriteString("routes:\n  - model: claude-sonnet\n    targets:\n      - {provider: sim, model: claude-sonnet-4-5}\n")
 	fmt.Fprintf(&b, "keys:\n  - name: key0\n    key: %s\n", canaryKey)
 	fmt.Fprintf(&b, "callbacks: {signing_secret: %q, allow_private_networks: true}\n", r.secret)
@@ -186,13 +199,21 @@ func waitReadyFor(p *relayProc, d time.Duration) {
 func newClusterRelays(t *testing.T, n int, natsYAML func(i int, r *jobsRelay) string) ([]*clusterRelay, *markedUpstream) {
 	t.Helper()
 	up := newMarkedUpstream(t, 300*time.Millisecond)
+	// Each relay calls its own path, so the upstream tells the relays apart.
+	return clusterRelaysOn(t, n, func(i int) string { return fmt.Sprintf("%s/r%d", up.URL, i) }, simLimits{conc: 8}, natsYAML), up
+}
+
+// clusterRelaysOn returns n relays (configured by writeClusterConfig with
+// natsYAML(i, r)) whose provider sim is upstream(i) with limits lim.
+func clusterRelaysOn(t *testing.T, n int, upstream func(i int) string, lim simLimits, natsYAML func(i int, r *jobsRelay) string) []*clusterRelay {
+	t.Helper()
 	rs := make([]*clusterRelay, n)
 	for i := range rs {
 		r := &jobsRelay{t: t, dir: t.TempDir(), addr: freePort(t), natsAddr: freePort(t), secret: "whsec_" + strings.Repeat("QUJD", 8)}
-		writeClusterConfig(t, r, fmt.Sprintf("%s/r%d", up.URL, i), natsYAML(i, r), 8, "1h")
+		writeClusterConfig(t, r, upstream(i), natsYAML(i, r), lim, "1h")
 		rs[i] = &clusterRelay{jobsRelay: r}
 	}
-	return rs, up
+	return rs
 }
 
 // outcome is what a submission was answered.
@@ -526,8 +547,8 @@ func TestClusterResultTTLConverges(t *testing.T) {
 	url := "nats://" + ns.addr
 	rs, _ := newClusterRelays(t, 2, func(int, *jobsRelay) string { return fmt.Sprintf("{url: %q}", url) })
 	short, long := rs[0], rs[1]
-	writeClusterConfig(t, short.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), 1, "1h")
-	writeClusterConfig(t, long.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), 1, "2h")
+	writeClusterConfig(t, short.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), simLimits{conc: 1}, "1h")
+	writeClusterConfig(t, long.jobsRelay, "http://127.0.0.1:1", fmt.Sprintf("{url: %q}", url), simLimits{conc: 1}, "2h")
 	js := observer(t, url)
 	maxAge := func(stream string) time.Duration {
 		st, err := js.Stream(t.Context(), stream)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -91,6 +90,8 @@ type exchange struct {
 	rid    string  // request ID, "req_sim<id>"
 	buf    *[]byte // pooled scratch space, taken lazily
 	flush  http.Flusher
+	at     time.Time  // when the request arrived
+	limit  limitIndex // the cause of a 429 reply, set before it is written
 }
 
 // serve is the server's HTTP handler.
@@ -115,6 +116,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.active.Done()
 	s.requests.Add(1)
+	x.at = time.Now()
+	s.tl.request(x.at)
+	defer s.opened()()
 
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
@@ -144,11 +148,15 @@ func (x *exchange) handle(ep endpoint, body []byte) {
 	}
 	if !s.admit() {
 		w.Header()["Retry-After"] = []string{"1"}
+		x.limit = limConcurrency
 		x.writeError(http.StatusTooManyRequests, msgBusy)
 		return
 	}
 	defer s.inFlight.Add(-1)
 	if s.lim != nil && !x.takeRate() {
+		return
+	}
+	if s.win != nil && !x.takeWindows() {
 		return
 	}
 	fault, latency, ok := x.simHeaders()
@@ -264,6 +272,19 @@ func (s *Server) admit() bool {
 	}
 }
 
+// opened counts a request open and returns the function that counts it
+// closed.
+func (s *Server) opened() func() {
+	n := s.open.Add(1)
+	for {
+		cur := s.maxOpen.Load()
+		if n <= cur || s.maxOpen.CompareAndSwap(cur, n) {
+			break
+		}
+	}
+	return func() { s.open.Add(-1) }
+}
+
 // count records a reply status; 0 means no reply.
 func (s *Server) count(status int) {
 	if status >= 0 && status < maxStatus {
@@ -291,9 +312,14 @@ func (x *exchange) scratch() *[]byte {
 	return x.buf
 }
 
-// writeHeader sends the status line and counts it.
+// writeHeader sends the status line and counts it, a 429 by its cause
+// (x.limit) and in the second the request arrived.
 func (x *exchange) writeHeader(status int) {
 	x.s.count(status)
+	if status == http.StatusTooManyRequests {
+		x.s.limitedBy[x.limit].Add(1)
+		x.s.tl.rateLimited(x.at)
+	}
 	x.w.WriteHeader(status)
 }
 
@@ -307,9 +333,8 @@ func (x *exchange) takeRate() bool {
 	if !res.OK() || delay > 0 {
 		res.CancelAt(now)
 		x.setRateHeaders(now, 0)
-		h := x.w.Header()
-		h.Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(delay.Seconds()))), 10))
-		h.Set("Retry-After-Ms", strconv.FormatInt(max(1, int64(math.Ceil(float64(delay)/float64(time.Millisecond)))), 10))
+		x.setRetryAfter(delay)
+		x.limit = limRPS
 		x.writeError(http.StatusTooManyRequests, msgRateLimited)
 		return false
 	}
@@ -322,6 +347,9 @@ func (x *exchange) takeRate() bool {
 // when the bucket will be full again.
 func (x *exchange) setRateHeaders(now time.Time, tokens float64) {
 	s := x.s
+	if s.opts.NoRateHeaders {
+		return
+	}
 	tokens = max(0, tokens)
 	reset := time.Duration((float64(s.burst) - tokens) / s.opts.RPS * float64(time.Second))
 	limit := strconv.Itoa(s.burst)
@@ -350,6 +378,7 @@ func (x *exchange) applyFault(f Fault) bool {
 		x.writeError(529, msgFault529)
 	case Fault429:
 		x.w.Header()["Retry-After"] = []string{"1"}
+		x.limit = limFault
 		x.writeError(http.StatusTooManyRequests, msgFault429)
 	case Fault401:
 		x.writeError(http.StatusUnauthorized, msgFault401)

@@ -135,6 +135,37 @@ func TestRPSLimit(t *testing.T) {
 	}
 }
 
+// TestNoRateHeaders: with NoRateHeaders the RPS limit sends no
+// rate-limit headers, on a 200 or a 429, but a 429 keeps retry-after.
+func TestNoRateHeaders(t *testing.T) {
+	s := start(t, simupstream.Options{RPS: 1, NoRateHeaders: true})
+	hc := httpClient(t)
+	var limited bool
+	for i := 0; i < 20 && !limited; i++ {
+		resp, _, err := do(t.Context(), hc, http.MethodPost, s.URL()+"/v1/messages", anthropicBody, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range resp.Header {
+			if strings.Contains(strings.ToLower(k), "ratelimit") {
+				t.Errorf("request %d: header %s sent", i, k)
+			}
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			if resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After-Ms") == "" {
+				t.Errorf("429 without retry-after: %v", resp.Header)
+			}
+		}
+	}
+	if !limited {
+		t.Error("20 requests in a row at 1 rps: none refused")
+	}
+	if by := s.Stats().RateLimitedBy; by[simupstream.LimitRPS] < 1 {
+		t.Errorf("rate_limited_by = %v; want rps counted", by)
+	}
+}
+
 func TestMaxConcurrency(t *testing.T) {
 	s := start(t, simupstream.Options{MaxConcurrency: 2})
 	hc := httpClient(t)

@@ -53,7 +53,21 @@
 // POST /_sim/latency?d=DURATION and GET /_sim/stats (the [Stats] as JSON).
 //
 // The order of checks for a request is: record it, the MaxConcurrency limit,
-// the RPS limit, the fault, request validation (400), the latency, the reply.
+// the RPS limit, the PerSecond and PerMinute windows, the fault, request
+// validation (400), the latency, the reply.
+//
+// # Hard limits
+//
+// Like a real provider's, the limits answer 429 (rate_limit_error in the
+// caller's shape) with retry-after past them: MaxConcurrency (requests in
+// flight), RPS (a token bucket, with anthropic-ratelimit-requests-* /
+// x-ratelimit-*-requests headers on every reply unless NoRateHeaders) and PerSecond / PerMinute
+// (sliding windows: at most that many requests admitted in any one second
+// or minute; they send no rate-limit headers, so a relay in front learns
+// nothing from them and what the upstream sees is the relay's own
+// limiting). [Stats] tells tests and benchmarks what happened: requests,
+// 429s by cause, the highest concurrency seen and requests per second
+// over time.
 // Faults other than [FaultCut] answer at once, without the latency.
 //
 // Error replies use the endpoint's real shapes:
@@ -102,6 +116,17 @@ type Options struct {
 	// burst max(1, RPS)); requests beyond it get 429 with retry-after (whole
 	// seconds, rounded up) and retry-after-ms headers.
 	RPS float64
+	// NoRateHeaders leaves out the rate-limit headers RPS adds to every
+	// reply, so a relay in front learns nothing from them (retry-after on
+	// a 429 stays).
+	NoRateHeaders bool
+	// PerSecond, when >0, is a hard limit of requests admitted in any
+	// sliding one-second window; a request past it gets 429 with
+	// retry-after (whole seconds, rounded up) and retry-after-ms saying
+	// when the oldest admission leaves the window. 429s do not count.
+	PerSecond int
+	// PerMinute, when >0, is the same over a sliding 60-second window.
+	PerMinute int
 	// Record keeps the last Record requests for [Server.Requests] (0 = none).
 	Record int
 	// Echo makes replies depend on the conversation (see "Echo mode" in the
@@ -169,6 +194,19 @@ type Stats struct {
 	MaxInFlight int64 `json:"max_in_flight"`
 	// RateLimited counts 429 replies sent, whatever their cause.
 	RateLimited int64 `json:"rate_limited"`
+	// RateLimitedBy counts 429 replies by cause: [LimitConcurrency],
+	// [LimitRPS], [LimitPerSecond], [LimitPerMinute] and [LimitFault], each
+	// present (0 included).
+	RateLimitedBy map[string]int64 `json:"rate_limited_by"`
+	// Open is the number of API requests being handled now, admitted or
+	// not; MaxOpen the highest Open seen. Unlike MaxInFlight it counts the
+	// requests MaxConcurrency refuses, so it shows how many requests a
+	// client had open at once even when the upstream enforces a limit.
+	Open    int64 `json:"open"`
+	MaxOpen int64 `json:"max_open"`
+	// Seconds counts requests and 429s per wall-clock second, for the
+	// seconds of the last hour that had requests, oldest first.
+	Seconds []Second `json:"seconds"`
 }
 
 // Request is a recorded request.
@@ -200,6 +238,8 @@ type Server struct {
 	tpl     templates
 	lim     *rate.Limiter // nil without Options.RPS
 	burst   int
+	win     *windows // nil without Options.PerSecond and PerMinute
+	tl      timeline
 	handler http.Handler
 	bufs    sync.Pool // *[]byte, request bodies and scratch space
 
@@ -211,6 +251,9 @@ type Server struct {
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
 	rateLimited atomic.Int64
+	limitedBy   [len(limitNames)]atomic.Int64
+	open        atomic.Int64
+	maxOpen     atomic.Int64
 	byStatus    [maxStatus]atomic.Int64
 
 	recMu   sync.Mutex
@@ -243,6 +286,9 @@ func New(opts Options) *Server {
 	if opts.RPS > 0 {
 		s.burst = max(1, int(opts.RPS))
 		s.lim = rate.NewLimiter(rate.Limit(opts.RPS), s.burst)
+	}
+	if opts.PerSecond > 0 || opts.PerMinute > 0 {
+		s.win = &windows{perSecond: newWindow(opts.PerSecond, time.Second), perMinute: newWindow(opts.PerMinute, time.Minute)}
 	}
 	if opts.Record > 0 {
 		s.rec = make([]Request, opts.Record)
@@ -317,6 +363,13 @@ func (s *Server) Stats() Stats {
 		InFlight:    s.inFlight.Load(),
 		MaxInFlight: s.maxInFlight.Load(),
 		RateLimited: s.rateLimited.Load(),
+		Open:        s.open.Load(),
+		MaxOpen:     s.maxOpen.Load(),
+		Seconds:     s.tl.seconds(time.Now()),
+	}
+	st.RateLimitedBy = make(map[string]int64, len(limitNames))
+	for i, name := range limitNames {
+		st.RateLimitedBy[name] = s.limitedBy[i].Load()
 	}
 	for code := range s.byStatus {
 		if n := s.byStatus[code].Load(); n != 0 {
