@@ -42,6 +42,9 @@ type runtimeKeys struct {
 	users   []embeddednats.User
 	loaded  chan struct{} // closed at the store's first table
 	once    sync.Once
+	// onKeys, when set before the watch starts, is told every new table
+	// of keys made at run time (the leases of their limits).
+	onKeys func([]gateway.Key)
 }
 
 // newRuntimeKeys returns the wiring for gw and nats (nil with nats.url)
@@ -81,6 +84,9 @@ func (k *runtimeKeys) setConfig(cfg *configs.Config, tenants []embeddednats.Tena
 func (k *runtimeKeys) apply() {
 	keys := keystore.GatewayKeys(k.recs, k.cfg, time.Now())
 	k.gw.SetRuntimeKeys(keys)
+	if k.onKeys != nil {
+		k.onKeys(keys)
+	}
 	k.gauge.WithLabelValues("active").Set(float64(len(keys)))
 	revoked := 0
 	for _, r := range k.recs {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type leases struct {
 	known   []string // providers with metric series (a relay alone)
 	// quotas holds the keys' limiters: limited keys are leased too.
 	quotas *gateway.Quotas
+
+	applyMu sync.Mutex      // guards cfg and runtime; one apply at a time
+	cfg     *configs.Config // the configuration last applied
+	runtime []gateway.Key   // the keys made at run time, last seen
 }
 
 // startLeases registers the leases' metrics and, when clustered, starts
@@ -86,9 +91,30 @@ func leasePolicy(cfg *configs.Config) lease.Policy {
 	return p
 }
 
-// apply puts cfg's providers under leases (or, alone, shows their whole
-// limits); the builder has committed cfg.
+// setRuntimeKeys leases the limits of the keys made at run time, like
+// the file's: without it each relay would hold their limits in full.
+func (l *leases) setRuntimeKeys(keys []gateway.Key) {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.runtime = slices.Clone(keys)
+	if l.m != nil && l.cfg != nil {
+		l.applyLocked()
+	}
+}
+
+// apply puts cfg's providers and limited keys (and the keys made at run
+// time) under leases, or, alone, shows the providers' whole limits; the
+// builder has committed cfg.
 func (l *leases) apply(cfg *configs.Config) {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.cfg = cfg
+	l.applyLocked()
+}
+
+// applyLocked applies l.cfg and l.runtime; l.applyMu is held.
+func (l *leases) applyLocked() {
+	cfg, runtime := l.cfg, l.runtime
 	if l.m == nil {
 		var names []string
 		for _, pc := range cfg.Providers {
@@ -115,26 +141,32 @@ func (l *leases) apply(cfg *configs.Config) {
 		rs = append(rs, lease.Resource{Kind: "provider", Name: name, Limits: providerLimits(pc),
 			Holder: lease.ActorHolder{Actor: a, Backlog: func() []int { return l.backlog(name) }, OnApply: l.kick}})
 	}
-	l.m.Set(append(rs, l.keyResources(cfg)...))
+	l.m.Set(append(rs, l.keyResources(cfg, runtime)...))
 }
 
-// keyResources are the leases of the keys with limits of their own
-// (keys made at run time are not leased: each relay holds their limits
-// in full).
-func (l *leases) keyResources(cfg *configs.Config) []lease.Resource {
+// keyResources are the leases of the keys with limits of their own: the
+// file's, and those made at run time (a name in the file wins).
+func (l *leases) keyResources(cfg *configs.Config, runtime []gateway.Key) []lease.Resource {
 	if l.quotas == nil || l.quotas.Limits == nil {
 		return nil
 	}
 	var rs []lease.Resource
-	for _, kc := range cfg.Keys {
-		if !keylimits.Limited(kc.KeyLimits) {
-			continue
+	seen := make(map[string]bool)
+	add := func(name string, kl configs.KeyLimits) {
+		if seen[name] || !keylimits.Limited(kl) {
+			return
 		}
-		name := kc.Name
+		seen[name] = true
 		rs = append(rs, lease.Resource{Kind: "key", Name: name,
-			Limits: lease.Limits{RPM: kc.RPM, InputTPM: kc.InputTPM, OutputTPM: kc.OutputTPM, MaxConcurrency: kc.MaxConcurrency},
-			Holder: lease.ActorHolder{Actor: l.quotas.Limits.Actor(name, kc.KeyLimits),
+			Limits: lease.Limits{RPM: kl.RPM, InputTPM: kl.InputTPM, OutputTPM: kl.OutputTPM, MaxConcurrency: kl.MaxConcurrency},
+			Holder: lease.ActorHolder{Actor: l.quotas.Limits.Actor(name, kl),
 				Backlog: func() []int { return l.set.KeyParkedByLane(name) }, OnApply: l.kick}})
+	}
+	for _, kc := range cfg.Keys {
+		add(kc.Name, kc.KeyLimits)
+	}
+	for _, k := range runtime {
+		add(k.Name, k.Limits)
 	}
 	return rs
 }

@@ -186,6 +186,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	front.Store(gw)
 
 	keys := newRuntimeKeys(log, reg, gw, nconn.srv, cfg, built.tenants, built.users)
+	keys.onKeys = leased.setRuntimeKeys
 	store, stopKeys, err := startKeys(ctx, js, decl, keys)
 	if err != nil {
 		return err
