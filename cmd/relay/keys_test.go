@@ -121,7 +121,7 @@ func TestKeysTwoRelays(t *testing.T) {
 
 	// Create on A, through the admin URL.
 	out, errOut, code := keysCLI(t, env, "create", "team-b", "--admin-url", "http://"+a.admin, "--lanes", "interactive,batch",
-		"--routes", "claude-sonnet", "--rpm", "600", "--budget-usd", "5", "--budget-period", "month")
+		"--routes", "claude-sonnet", "--rpm", "600", "--budget-tokens", "1000000", "--budget-period", "month")
 	if code != 0 {
 		t.Fatalf("keys create: exit %d: %s", code, errOut)
 	}

@@ -325,6 +325,10 @@ func (s settings) check(cfg *configs.Config) *apiError {
 		cfg.CheckKeyAccess(bad, configs.Key{Lanes: s.Lanes, DefaultLane: s.DefaultLane, Routes: s.Routes})
 	}
 	configs.CheckKeyLimits(bad, s.KeyLimits, s.Budget)
+	if cfg != nil && s.Budget != nil && s.Budget.USD > 0 && len(cfg.Prices) == 0 {
+		// As in the file: with nothing priced, a USD budget could only refuse.
+		bad("budget.usd", "needs a prices table in the configuration (or budget in tokens)")
+	}
 	if len(probs) > 0 {
 		return badRequest("%s", strings.Join(probs, "; "))
 	}

@@ -42,6 +42,7 @@ func testConfig() *configs.Config {
 		Routes: []configs.Route{{Model: "claude-sonnet"}, {Model: "gpt-*"}},
 		Keys: []configs.Key{{Name: "file-key", Key: "file-key-secret-never-shown", Lanes: []string{"interactive"},
 			DefaultLane: "interactive", Routes: []string{"*"}}},
+		Prices: []configs.Price{{Model: "claude-*", Input: 3, Output: 15}},
 	}
 }
 
@@ -339,6 +340,13 @@ func TestAdminBadInput(t *testing.T) {
 				t.Fatalf("%d %s %q; want %d %s containing %q", code, e.Error.Type, e.Error.Message, tc.code, tc.typ, tc.msg)
 			}
 		})
+	}
+	// A USD budget needs prices, as in the file.
+	noPrices := *r.cfg
+	noPrices.Prices = nil
+	r.cfg = &noPrices
+	if code, body := r.call(t, "POST", "/admin/keys", adminToken, `{"name":"x","budget":{"usd":1,"period":"day"}}`); code != 400 || !strings.Contains(body, "needs a prices table") {
+		t.Errorf("USD budget without prices: %d %s; want 400 naming the prices table", code, body)
 	}
 	// Nothing bad was stored.
 	list := r.adminOK(t, "GET", "/admin/keys", "", 200)

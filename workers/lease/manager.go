@@ -119,6 +119,8 @@ type Manager struct {
 	mu        sync.Mutex
 	resources map[string]*held // by Resource.ID
 	kv        jetstream.KeyValue
+
+	wake chan struct{} // a round at once (Set added a resource)
 }
 
 // held is the manager's state of one resource. mu is held by the round
@@ -177,7 +179,7 @@ func New(o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Manager{o: o, log: o.Logger, resources: map[string]*held{}}
+	return &Manager{o: o, log: o.Logger, resources: map[string]*held{}, wake: make(chan struct{}, 1)}
 }
 
 // Relay returns this relay's name in the leases.
@@ -190,6 +192,7 @@ func (m *Manager) Set(rs []Resource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	next := make(map[string]*held, len(rs))
+	added := false
 	for _, r := range rs {
 		if h, ok := m.resources[r.ID()]; ok {
 			h.mu.Lock()
@@ -205,6 +208,15 @@ func (m *Manager) Set(rs []Resource) {
 		next[r.ID()] = h
 		if m.o.Metrics != nil && r.Kind == "provider" {
 			m.o.Metrics.add(r.Name)
+		}
+		added = true
+	}
+	if added {
+		// A new resource (a key made at run time) has no share until a
+		// round: run one now rather than up to a sixth of a period later.
+		select {
+		case m.wake <- struct{}{}:
+		default:
 		}
 	}
 	for id, h := range m.resources {
@@ -240,6 +252,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-m.wake:
 		}
 	}
 }
