@@ -7,7 +7,6 @@ import (
 	"context"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 
 	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/wire"
@@ -39,21 +38,6 @@ type requestLine struct {
 	err      error
 }
 
-// maxLoggedModel bounds the client's model in a log line: a pattern route
-// matches ids of any length.
-const maxLoggedModel = 200
-
-// truncate cuts s to at most n bytes, on a UTF-8 boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
 // logRequest writes l: at warn for 5xx answers, else at info.
 func (s *Server) logRequest(ctx context.Context, l *requestLine) {
 	level := slog.LevelInfo
@@ -76,7 +60,7 @@ func (s *Server) logRequest(ctx context.Context, l *requestLine) {
 	if l.proxied {
 		attrs = append(attrs, slog.String("route", l.route))
 		if l.route != "" && l.model != l.route {
-			attrs = append(attrs, slog.String("model", truncate(l.model, maxLoggedModel)))
+			attrs = append(attrs, slog.String("model", logctx.Model(l.model)))
 		}
 		attrs = append(attrs, slog.String("provider", l.provider),
 			slog.String("lane", l.lane), slog.Bool("stream", l.stream))

@@ -6,10 +6,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/pricing"
 )
 
@@ -147,7 +147,7 @@ func (m *Meter) noPrice(route, model string, haveTable bool) {
 	}
 	m.mu.Unlock()
 	if warn {
-		m.log.Warn("usage of a model the prices table does not price: it costs 0", "model", truncate(model, maxLoggedModel), "route", route)
+		m.log.Warn("usage of a model the prices table does not price: it costs 0", "model", logctx.Model(model), "route", route)
 	}
 }
 
@@ -196,19 +196,4 @@ func (m *Meter) Flush(ctx context.Context) error {
 		return nil
 	}
 	return m.counts.flush(ctx)
-}
-
-// maxLoggedModel bounds a model id in a log line: pattern routes pass
-// ids of any length through.
-const maxLoggedModel = 200
-
-// truncate cuts s to at most n bytes, on a UTF-8 boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

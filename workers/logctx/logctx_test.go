@@ -50,3 +50,18 @@ func TestHandler(t *testing.T) {
 		t.Error("nil handler")
 	}
 }
+
+// TestModel: a model id is cut to MaxModel bytes on a rune boundary.
+func TestModel(t *testing.T) {
+	long := strings.Repeat("a", logctx.MaxModel-1) + "é" + "tail"
+	tests := []struct{ in, want string }{
+		{"claude-sonnet-4-5", "claude-sonnet-4-5"},
+		{strings.Repeat("m", logctx.MaxModel), strings.Repeat("m", logctx.MaxModel)},
+		{long, strings.Repeat("a", logctx.MaxModel-1)},
+	}
+	for _, tc := range tests {
+		if got := logctx.Model(tc.in); got != tc.want {
+			t.Errorf("Model(%.20q...) = %d bytes; want %d", tc.in, len(got), len(tc.want))
+		}
+	}
+}
