@@ -67,10 +67,12 @@ func TestSubmitRunSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := info.GetLastMsgForSubject(t.Context(), jobs.ResultSubject("team-a", j.ID))
-	if err != nil {
-		t.Fatalf("result message: %v", err)
-	}
+	// The record turns succeeded first; the result is published after it.
+	var msg *jetstream.RawStreamMsg
+	natstest.Eventually(t, 10*time.Second, "result message", func() bool {
+		msg, err = info.GetLastMsgForSubject(t.Context(), jobs.ResultSubject("team-a", j.ID))
+		return err == nil
+	})
 	if msg.Header.Get("Relay-Status") != "succeeded" || msg.Header.Get(jetstream.MsgIDHeader) != j.ID {
 		t.Errorf("result headers = %v", msg.Header)
 	}
