@@ -139,7 +139,7 @@ type gate struct {
 	permit  *keylimits.Permit
 	budget  *budgets.Reservation
 	batch   bool
-	// took reports that the upstream was called (or a job started).
+	// called reports that the upstream was called (or a job started).
 	called bool
 }
 
@@ -191,25 +191,42 @@ func (g *gate) reserve(ctx context.Context, b *configs.Budget, d any, model stri
 	return nil
 }
 
-// admit takes the key's capacity, unless it holds it already (a request
-// back on its lane after upstream 429s), and then a provider's from a:
-// both or neither. A refusal by the key's limits is a *keylimits.Refusal.
+// takeKey takes the key's capacity unless the gate holds it already (a
+// request back on its lane after upstream 429s), and reports whether it
+// took it now. A refusal is a *keylimits.Refusal.
+func (g *gate) takeKey() (took bool, err error) {
+	if g.permit != nil {
+		return false, nil
+	}
+	p, err := g.q.Limits.Admit(g.key, g.limits, g.in, g.maxOut)
+	if err != nil {
+		return false, err
+	}
+	g.permit = p
+	return true, nil
+}
+
+// giveBack undoes what takeKey took now, when no provider admitted.
+func (g *gate) giveBack(took bool) {
+	if took {
+		g.permit.Undo()
+		g.permit = nil
+	}
+}
+
+// admit takes the key's capacity and then a provider's from a: both or
+// neither. A refusal by the key's limits is a *keylimits.Refusal.
 func (g *gate) admit(a workers.Admitter, req *workers.Request) (*workers.Grant, error) {
 	if g == nil || !g.limited {
 		return a.Admit(req)
 	}
-	took := false
-	if g.permit == nil {
-		p, err := g.q.Limits.Admit(g.key, g.limits, g.in, g.maxOut)
-		if err != nil {
-			return nil, err
-		}
-		g.permit, took = p, true
+	took, err := g.takeKey()
+	if err != nil {
+		return nil, err
 	}
 	gr, err := a.Admit(req)
-	if err != nil && took {
-		g.permit.Undo()
-		g.permit = nil
+	if err != nil {
+		g.giveBack(took)
 	}
 	return gr, err
 }
@@ -217,15 +234,11 @@ func (g *gate) admit(a workers.Admitter, req *workers.Request) (*workers.Grant, 
 // admitKey takes the key's capacity alone (no lanes: Do admits the
 // provider).
 func (g *gate) admitKey() error {
-	if g == nil || !g.limited || g.permit != nil {
+	if g == nil || !g.limited {
 		return nil
 	}
-	p, err := g.q.Limits.Admit(g.key, g.limits, g.in, g.maxOut)
-	if err != nil {
-		return err
-	}
-	g.permit = p
-	return nil
+	_, err := g.takeKey()
+	return err
 }
 
 // admitFunc is admitFunc (admit.go) through the gate: the key's
@@ -235,24 +248,17 @@ func (g *gate) admitFunc(a workers.Admitter, req *workers.Request) lanes.AdmitFu
 		return admitFunc(a, req)
 	}
 	return func() (lanes.Grant, time.Time, bool) {
-		took := false
-		if g.permit == nil {
-			p, err := g.q.Limits.Admit(g.key, g.limits, g.in, g.maxOut)
-			if err != nil {
-				var kr *keylimits.Refusal
-				if errors.As(err, &kr) {
-					return nil, kr.When, false
-				}
-				return nil, time.Time{}, false
+		took, err := g.takeKey()
+		if err != nil {
+			var kr *keylimits.Refusal
+			if errors.As(err, &kr) {
+				return nil, kr.When, false
 			}
-			g.permit, took = p, true
+			return nil, time.Time{}, false
 		}
 		gr, retryAt, ok := workers.TryAdmit(a, req)
 		if !ok {
-			if took {
-				g.permit.Undo()
-				g.permit = nil
-			}
+			g.giveBack(took)
 			return nil, retryAt, false
 		}
 		return gr, time.Time{}, true

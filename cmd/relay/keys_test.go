@@ -65,21 +65,7 @@ func startKeysRelay(t *testing.T, sim string, natsYAML func(dir string) string) 
 
 // ask sends one small request with key (for model) and returns the status.
 func (r *keysRelay) ask(key, model string) int {
-	body := `{"model":"` + model + `","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
-	req, err := http.NewRequest(http.MethodPost, "http://"+r.p.addr+"/v1/messages", strings.NewReader(body))
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("x-api-key", key)
-	req.Header.Set("anthropic-version", "2023-06-01")
-	req.Header.Set("content-type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode
+	return r.p.sendAs(context.Background(), httpClient, key, model)
 }
 
 // keysCLI runs `relay keys args...` with env and returns stdout, stderr

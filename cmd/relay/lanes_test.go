@@ -79,12 +79,17 @@ func (p *relayProc) messageAsync() int {
 // send posts a small Anthropic request for model with canaryKey through
 // client and returns the status (0 when no answer came).
 func (p *relayProc) send(ctx context.Context, client *http.Client, model string) int {
+	return p.sendAs(ctx, client, canaryKey, model)
+}
+
+// sendAs is send with key.
+func (p *relayProc) sendAs(ctx context.Context, client *http.Client, key, model string) int {
 	body := `{"model":"` + model + `","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.addr+"/v1/messages", strings.NewReader(body))
 	if err != nil {
 		return 0
 	}
-	req.Header.Set("x-api-key", canaryKey)
+	req.Header.Set("x-api-key", key)
 	req.Header.Set("anthropic-version", "2023-06-01")
 	req.Header.Set("content-type", "application/json")
 	resp, err := client.Do(req)
