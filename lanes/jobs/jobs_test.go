@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,38 @@ func TestIDs(t *testing.T) {
 		if want := now.Add(time.Duration(i) * time.Millisecond); err != nil || !got.Equal(want) {
 			t.Fatalf("TimeOf(%q) = %v, %v; want %v", id, got, err, want)
 		}
+	}
+	// Ids of one millisecond sort in the order they were made, from any
+	// number of goroutines, and keep their time.
+	const workers, each = 8, 500
+	ids := make(chan string, workers*each)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				ids <- jobs.NewID(now)
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+	clear(seen)
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("NewID made %q twice in one millisecond", id)
+		}
+		seen[id] = true
+		if got, err := jobs.TimeOf(id); err != nil || !got.Equal(now) {
+			t.Fatalf("TimeOf(%q) = %v, %v; want %v", id, got, err, now)
+		}
+	}
+	prev = jobs.NewID(now)
+	for range 1000 {
+		id := jobs.NewID(now)
+		if id <= prev {
+			t.Fatalf("NewID = %q after %q in the same millisecond; want increasing", id, prev)
+		}
+		prev = id
 	}
 	for _, bad := range []string{"", "job_", "job_8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "job_0000000000000000000000000I", "msg_00000000000000000000000000"} {
 		if jobs.ValidID(bad) {
