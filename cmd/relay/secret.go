@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -72,7 +71,7 @@ func getOrCreateSecret(ctx context.Context, kv jetstream.KeyValue) (secret strin
 	fresh := callbacks.SecretPrefix + base64.StdEncoding.EncodeToString(b)
 	if _, err := kv.Create(ctx, signingSecretKey, []byte(fresh)); err == nil {
 		return fresh, true, nil
-	} else if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	} else if !assets.IsConflict(err) {
 		return "", false, fmt.Errorf("callback signing secret: store: %w", err)
 	}
 	e, err := kv.Get(ctx, signingSecretKey)
