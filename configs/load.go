@@ -58,10 +58,11 @@ func Parse(data []byte) (*Config, error) {
 //
 // Every step runs, however many problems the earlier ones found, so one
 // pass reports every problem of the file: the decoder is lenient (a value
-// of the wrong type is a problem, and the rest is still decoded), and
-// Validate's problems about a path that an earlier step already reported
-// (or about one of its parents or children) are left out, as they would
-// only repeat it. Each problem names its YAML path and line, type and
+// of the wrong type is a problem, and the rest is still decoded; a list
+// element that does not fit keeps its place, so the elements after it keep
+// their indices and are all checked), and Validate's problems about a path
+// whose value was set aside or held an unset variable (or about one of its
+// parents or children) are left out, as they would only repeat it. Each problem names its YAML path and line, type and
 // duration errors included (their path is found from their line). They are
 // joined with errors.Join (see Problems), in file order.
 func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, error) {
@@ -69,13 +70,23 @@ func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, err
 	if err != nil {
 		return nil, err
 	}
-	var probs []Problem
+	var envProbs []Problem
 	substituted := make(map[int]bool)
-	expandEnv(root, "", lookup, &probs, substituted)
-	fc := &fieldChecker{lines: make(map[string]int), seen: make(map[fieldVisit]bool), substituted: substituted}
+	expandEnv(root, "", lookup, &envProbs, substituted)
+	fc := &fieldChecker{lines: make(map[string]int), seen: make(map[fieldVisit]bool),
+		substituted: substituted, envPaths: make(map[string]bool),
+		asideNodes: make(map[*yaml.Node]bool), order: make(map[string]int)}
+	for _, p := range envProbs {
+		fc.envPaths[p.Path] = true
+	}
 	fc.check(root, reflect.TypeFor[Config](), "")
-	probs = append(probs, fc.probs...)
+	probs := append(slices.Clip(envProbs), fc.probs...)
 	lines := fc.lines
+	// A value left holding an unset ${NAME}, or set aside as it did not
+	// fit, is reported once: Validate's problems about it are left out.
+	// (An unknown field or a repeated key is not decoded, so it hides
+	// nothing.)
+	reported := append(slices.Clip(envProbs), fc.setAside...)
 
 	c := Default()
 	if err := root.Decode(c); err != nil {
@@ -87,10 +98,10 @@ func ParseWithEnv(data []byte, lookup func(string) (string, bool)) (*Config, err
 	}
 	c.applyDerived()
 	if err := c.Validate(); err != nil {
-		probs = append(probs, unreported(Problems(withLines(err, lines)), probs)...)
+		probs = append(probs, unreported(Problems(withLines(err, lines)), reported)...)
 	}
 	if len(probs) > 0 {
-		sortProblems(probs)
+		sortProblems(probs, fc.order)
 		return nil, joinProblems(probs)
 	}
 	return c, nil
@@ -139,13 +150,23 @@ func withPaths(probs []Problem, lines map[string]int) []Problem {
 	return probs
 }
 
-// sortProblems orders problems by line, keeping the order of those on the
-// same line (or without one, which go last).
-func sortProblems(probs []Problem) {
+// sortProblems orders problems by line (those without one go last) and
+// those on the same line, as in a flow list, by where their path (or its
+// nearest ancestor in order) comes in the file, keeping the order of
+// problems about the same place.
+func sortProblems(probs []Problem, order map[string]int) {
+	rank := func(p string) int {
+		for ; p != ""; p = parentPath(p) {
+			if r, ok := order[p]; ok {
+				return r
+			}
+		}
+		return -1
+	}
 	slices.SortStableFunc(probs, func(a, b Problem) int {
 		switch {
 		case a.Line == b.Line:
-			return 0
+			return rank(a.Path) - rank(b.Path)
 		case a.Line == 0:
 			return 1
 		case b.Line == 0:
@@ -196,14 +217,21 @@ type fieldVisit struct {
 // fieldChecker walks the node tree against the schema before decoding:
 // it reports every mapping key that is not a field of its struct type and
 // every value that does not fit its field's type, and records the line of
-// every path it sees. A value that does not fit is replaced by null, so
-// that decoding, which then cannot fail on it, goes on with the rest of
-// the file and every problem is reported in one pass.
+// every path it sees. A value that does not fit is set aside, so that
+// decoding, which then cannot fail on it, goes on with the rest of the file
+// and every problem is reported in one pass: a mapping's value becomes
+// null (the field keeps its default) and a list element becomes a
+// placeholder that decodes to the element type's zero value, as yaml.v3
+// would drop a null element and shift the indices of those after it.
 type fieldChecker struct {
 	probs       []Problem
 	lines       map[string]int
 	seen        map[fieldVisit]bool
-	substituted map[int]bool // lines whose values came from the environment
+	substituted map[int]bool        // lines whose values came from the environment
+	envPaths    map[string]bool     // paths whose unset variables are reported
+	setAside    []Problem           // the paths of the values set aside
+	asideNodes  map[*yaml.Node]bool // the nodes set aside, now null
+	order       map[string]int      // each path's rank in file order
 }
 
 // check checks n against type t at path.
@@ -238,20 +266,90 @@ func (fc *fieldChecker) check(n *yaml.Node, t reflect.Type, path string) {
 				fc.probs = append(fc.probs, Problem{Path: p, Msg: "unknown field", Line: k.Line})
 				continue
 			}
-			if _, dup := fc.lines[p]; !dup {
-				fc.lines[p] = k.Line
-			}
+			fc.record(p, k.Line)
 			fc.check(val, ft, p)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			if _, dup := fc.lines[p]; !dup {
-				fc.lines[p] = item.Line
-			}
-			fc.check(item, t.Elem(), p)
+			fc.record(p, item.Line)
+			n.Content[i] = fc.checkElem(item, t.Elem(), p)
 		}
 	}
+}
+
+// checkElem checks the list element n against type t at path and
+// returns the node to decode in its place. yaml.v3 drops a null element of
+// a type that cannot be nil, and the elements after it would then move up
+// one index: so a null element is a problem, and an element that is null
+// or was set aside is replaced by a placeholder of t's zero value, keeping
+// every index. (An alias of a value set aside elsewhere is set aside
+// without a problem of its own: the value's is reported where it is.)
+func (fc *fieldChecker) checkElem(n *yaml.Node, t reflect.Type, path string) *yaml.Node {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice:
+		fc.check(n, t, path)
+		return n // yaml.v3 keeps a null element of these as nil
+	}
+	target := n
+	for target.Kind == yaml.AliasNode && target.Alias != nil {
+		target = target.Alias
+	}
+	switch {
+	case isNull(target) && !fc.asideNodes[target]:
+		fc.probs = append(fc.probs, Problem{Path: path, Line: target.Line,
+			Msg: "empty list element; give it a value or remove it"})
+	case !isNull(target):
+		fc.check(n, t, path)
+		if !isNull(target) {
+			return n
+		}
+	}
+	fc.setAside = append(fc.setAside, Problem{Path: path})
+	ph := placeholder(t)
+	if ph == nil {
+		return n
+	}
+	ph.Line, ph.Column = n.Line, n.Column
+	return ph
+}
+
+// isNull reports whether n is a null scalar.
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// placeholderCandidates are the zero values a list element set aside may
+// be replaced by, tried in order: the first that decodes into the
+// element's type is its placeholder.
+var placeholderCandidates = []yaml.Node{
+	{Kind: yaml.ScalarNode, Tag: "!!str", Value: ""},
+	{Kind: yaml.ScalarNode, Tag: "!!int", Value: "0"},
+	{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "false"},
+	{Kind: yaml.ScalarNode, Tag: "!!str", Value: "0s"},
+	{Kind: yaml.MappingNode, Tag: "!!map"},
+	{Kind: yaml.SequenceNode, Tag: "!!seq"},
+}
+
+// placeholder returns a new node that decodes into t as a zero value, or
+// nil when none of placeholderCandidates does.
+func placeholder(t reflect.Type) *yaml.Node {
+	for _, c := range placeholderCandidates {
+		if c.Decode(reflect.New(t).Interface()) == nil {
+			return &c
+		}
+	}
+	return nil
+}
+
+// record notes the line of path and its rank in file order, the first
+// time path is seen.
+func (fc *fieldChecker) record(path string, line int) {
+	if _, dup := fc.lines[path]; dup {
+		return
+	}
+	fc.lines[path] = line
+	fc.order[path] = len(fc.order)
 }
 
 // dropDuplicateKeys reports every key of mapping n written again after
@@ -280,7 +378,7 @@ func (fc *fieldChecker) dropDuplicateKeys(n *yaml.Node, path string) {
 // and n becomes null.
 func (fc *fieldChecker) fits(n *yaml.Node, t reflect.Type, path string) bool {
 	var probs []Problem
-	null := n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+	null := isNull(n)
 	switch t.Kind() {
 	case reflect.Struct, reflect.Map:
 		if n.Kind != yaml.MappingNode && !null {
@@ -301,11 +399,16 @@ func (fc *fieldChecker) fits(n *yaml.Node, t reflect.Type, path string) bool {
 	if len(probs) == 0 {
 		return true
 	}
+	if fc.envPaths[path] {
+		probs = nil // the unset variable is the problem, reported already
+	}
 	for _, p := range probs {
 		p.Path = path
 		fc.probs = append(fc.probs, p)
 	}
+	fc.setAside = append(fc.setAside, Problem{Path: path})
 	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
+	fc.asideNodes[n] = true
 	return false
 }
 

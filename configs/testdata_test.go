@@ -79,6 +79,13 @@ func TestParseBadFiles(t *testing.T) {
 			"providers[0].timeout: invalid duration `ten minutes`; write it like \"30s\", \"10m\" or \"24h\" (line 12)",
 			`routes[0].targets[0].provider: unknown provider "nope" (line 15)`,
 			"keys[0].colour: unknown field (line 19)",
+			// A bad element in the middle of a list hides nothing
+			// after it and shifts no index.
+			"keys[0].lanes[1]: cannot unmarshal !!map into string (line 20)",
+			`keys[0].lanes[2]: unknown lane "vip" (line 20)`,
+			"callbacks.retry_schedule[1]: invalid duration `banana`; write it like \"30s\", \"10m\" or \"24h\" (line 22)",
+			"callbacks.retry_schedule[2]: must be > 0 (line 22)",
+			"callbacks.retry_schedule[3]: 200h0m0s must be shorter than jobs.result_ttl (72h0m0s)",
 		}},
 		"bare-duration.yaml": {want: []string{
 			"shutdown_grace: duration `30` has no unit; write it like \"30s\", \"10m\" or \"24h\" (line 1)",
@@ -345,12 +352,23 @@ func TestProblemsInFileOrder(t *testing.T) {
 	}
 	_, err = ParseWithEnv(data, testLookup())
 	probs := Problems(err)
-	if len(probs) != 10 {
-		t.Fatalf("ParseWithEnv(all-stages.yaml) = %d problems; want 10:\n%v", len(probs), err)
+	wantPaths := []string{"listen", "shutdown_grace", "max_body_bytes", "nats.store_dri",
+		"providers[0].type", "providers[0].api_key", "providers[0].rpm", "providers[0].timeout",
+		"routes[0].targets[0].provider", "keys[0].colour", "keys[0].lanes[1]", "keys[0].lanes[2]",
+		"callbacks.retry_schedule[1]", "callbacks.retry_schedule[2]", "callbacks.retry_schedule[3]"}
+	if len(probs) != len(wantPaths) {
+		t.Fatalf("ParseWithEnv(all-stages.yaml) = %d problems; want %d:\n%v", len(probs), len(wantPaths), err)
 	}
 	for i := 1; i < len(probs); i++ {
 		if probs[i].Line < probs[i-1].Line {
 			t.Errorf("problem %d (line %d) comes after line %d:\n%v", i, probs[i].Line, probs[i-1].Line, err)
+		}
+	}
+	// Problems on one line (a flow list) come in the order of their
+	// elements.
+	for i, p := range probs {
+		if p.Path != wantPaths[i] {
+			t.Errorf("problem %d path = %q; want %q", i, p.Path, wantPaths[i])
 		}
 	}
 }
