@@ -194,14 +194,21 @@ func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // hasKey reports whether the mapping node n holds key, directly or through
-// an alias or a merge key ("<<: *anchor").
+// an alias or a merge key ("<<: *anchor"). A mapping that merges itself
+// (yaml.v3 refuses it when decoding) is looked at once.
 func hasKey(n *yaml.Node, key string) bool {
+	return hasKeyOnce(n, key, make(map[*yaml.Node]bool))
+}
+
+// hasKeyOnce is hasKey, skipping the mappings in seen.
+func hasKeyOnce(n *yaml.Node, key string, seen map[*yaml.Node]bool) bool {
 	for n != nil && n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if n == nil || n.Kind != yaml.MappingNode {
+	if n == nil || n.Kind != yaml.MappingNode || seen[n] {
 		return false
 	}
+	seen[n] = true
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		switch {
@@ -209,11 +216,11 @@ func hasKey(n *yaml.Node, key string) bool {
 			return true
 		case k.Value == "<<" && v.Kind == yaml.SequenceNode:
 			for _, m := range v.Content {
-				if hasKey(m, key) {
+				if hasKeyOnce(m, key, seen) {
 					return true
 				}
 			}
-		case k.Value == "<<" && hasKey(v, key):
+		case k.Value == "<<" && hasKeyOnce(v, key, seen):
 			return true
 		}
 	}

@@ -187,3 +187,17 @@ func TestListElements(t *testing.T) {
 		})
 	}
 }
+
+// TestSelfMerge: a mapping that merges itself is refused, not a stack
+// overflow (FuzzParse found it).
+func TestSelfMerge(t *testing.T) {
+	cases := []string{
+		"providers:\n  - &base\n    <<: *base\n    name: p\n",
+		"providers:\n  - &base\n    <<: [*base]\n    name: p\n",
+	}
+	for _, in := range cases {
+		if _, err := ParseWithEnv([]byte(in), nil); err == nil || !strings.Contains(err.Error(), "contains itself") {
+			t.Errorf("ParseWithEnv(%q) = %v; want an error saying the anchor contains itself", in, err)
+		}
+	}
+}

@@ -667,6 +667,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(minimalYAML))
 	f.Add([]byte("a: &a [*a]"))
+	f.Add([]byte("providers:\n  - &base\n    <<: *base\n"))
 	f.Add([]byte("{}"))
 	env := shippedEnv()
 	env["RELAY_TEST_SET"] = "v"
