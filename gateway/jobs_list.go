@@ -35,8 +35,8 @@ func (s *Server) registerJobList(e *echo.Echo) {
 	if !ok {
 		return
 	}
-	e.GET("/v1/jobs", s.jobsHandler(func(c echo.Context, _ *state, k *key) (int, any, *apiError) {
-		return s.handleJobList(c, jl, k)
+	e.GET("/v1/jobs", s.jobsHandler(func(c echo.Context, st *state, k *key) (int, any, *apiError) {
+		return s.handleJobList(c, st, jl, k)
 	}))
 	e.POST("/v1/jobs/:id/callback", s.jobsHandler(func(c echo.Context, _ *state, k *key) (int, any, *apiError) {
 		return s.handleJobResend(c, jl, k)
@@ -48,8 +48,8 @@ var jobStatuses = map[string]bool{jobs.StatusQueued: true, jobs.StatusRunning: t
 	jobs.StatusFailed: true, jobs.StatusCanceled: true}
 
 // handleJobList serves GET /v1/jobs?limit=&after_id=&before_id=&status=&lane=&created_after=.
-func (s *Server) handleJobList(c echo.Context, jl JobLister, k *key) (int, any, *apiError) {
-	q, aerr := jobQuery(c.Request())
+func (s *Server) handleJobList(c echo.Context, st *state, jl JobLister, k *key) (int, any, *apiError) {
+	q, aerr := jobQuery(c.Request(), st.lanes)
 	if aerr != nil {
 		return 0, nil, aerr
 	}
@@ -62,8 +62,10 @@ func (s *Server) handleJobList(c echo.Context, jl JobLister, k *key) (int, any, 
 
 // jobQuery reads the list parameters: limit is an integer of at least 1
 // (above jobs.MaxListLimit it is cut to it), the cursors job ids (one at
-// most), status a job status, created_after an RFC 3339 time.
-func jobQuery(r *http.Request) (jobs.JobQuery, *apiError) {
+// most), status a job status, lane one of lanes (the configured lanes: a
+// lane the key may not use lists nothing, one that does not exist is an
+// error, like a status that does not), created_after an RFC 3339 time.
+func jobQuery(r *http.Request, lanes map[string]Lane) (jobs.JobQuery, *apiError) {
 	v := r.URL.Query()
 	q := jobs.JobQuery{Limit: jobs.DefaultListLimit, AfterID: v.Get("after_id"), BeforeID: v.Get("before_id"),
 		Status: v.Get("status"), Lane: v.Get("lane")}
@@ -88,6 +90,9 @@ func jobQuery(r *http.Request) (jobs.JobQuery, *apiError) {
 		return q, errBadRequest("status: must be queued, running, succeeded, failed or canceled")
 	case v.Has("lane") && q.Lane == "":
 		return q, errBadRequest("lane: must not be empty")
+	}
+	if _, ok := lanes[q.Lane]; q.Lane != "" && !ok {
+		return q, errBadRequest("lane: unknown lane " + strconv.Quote(q.Lane))
 	}
 	if t := v.Get("created_after"); t != "" {
 		at, err := time.Parse(time.RFC3339Nano, t)

@@ -111,6 +111,20 @@ func TestJobList(t *testing.T) {
 			t.Errorf("GET /v1/jobs?%s = %d %v; want 400 invalid_request_error", q, code, e)
 		}
 	}
+	// A lane or status that does not exist is named in the error, like
+	// the other bad filters, not answered with an empty list.
+	named := []struct{ q, want string }{
+		{"lane=nope", `lane: unknown lane "nope"`},
+		{"status=succeeded&lane=Batch", `lane: unknown lane "Batch"`},
+		{"status=done", "status: must be queued, running, succeeded, failed or canceled"},
+	}
+	for _, n := range named {
+		code, _, e := r.doJSON(t, "GET", "/v1/jobs?"+n.q, canaryKey, nil, "")
+		errObj, _ := e["error"].(map[string]any)
+		if code != 400 || e["type"] != "error" || errObj["type"] != "invalid_request_error" || errObj["message"] != n.want {
+			t.Errorf("GET /v1/jobs?%s = %d %v; want 400 invalid_request_error %q", n.q, code, e, n.want)
+		}
+	}
 	if code, _, _ := r.doJSON(t, "GET", "/v1/jobs", "wrong-key", nil, ""); code != 401 {
 		t.Errorf("unknown key = %d; want 401", code)
 	}
