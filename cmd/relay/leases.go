@@ -183,7 +183,7 @@ func (l *leases) backlog(provider string) []int {
 	if r == nil {
 		return nil
 	}
-	calls := r.RouteProviders()
+	calls := r.RouteOwnProviders()
 	parked := l.set.ParkedByRoute()
 	out := make([]int, len(parked))
 	for i, routes := range parked {
