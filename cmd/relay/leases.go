@@ -118,7 +118,7 @@ func (l *leases) applyLocked() {
 	if l.m == nil {
 		var names []string
 		for _, pc := range cfg.Providers {
-			l.metrics.Whole(pc.Name)
+			l.metrics.Whole(pc.Name, providerLimits(pc))
 			names = append(names, pc.Name)
 		}
 		for _, old := range l.known {

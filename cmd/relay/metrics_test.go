@@ -130,7 +130,8 @@ func l(kv ...string) map[string]string {
 // stateGauges may be non-zero on a fresh relay: they report a state or a
 // limit, not something that happened.
 var stateGauges = map[string]bool{"relay_job_store_up": true, "relay_provider_capacity": true,
-	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true, "relay_key_budget_remaining": true}
+	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true, "relay_key_budget_remaining": true,
+	"relay_lease_limit": true}
 
 // TestMetrics checks, against one fresh relay, what it exports before any
 // request (metricsAtStart), docs/METRICS.md's table (metricsTable), the
@@ -169,6 +170,16 @@ func metricsAtStart(t *testing.T, fams map[string]*dto.MetricFamily) {
 			if v := value(m); v != 0 {
 				t.Errorf("fresh relay: %s%v = %v, want 0", name, m.GetLabel(), v)
 			}
+		}
+	}
+	// A relay alone reports its providers' whole limits, 0 for a kind
+	// with none.
+	for _, lim := range []struct {
+		provider, limit string
+		want            float64
+	}{{"sim-a", "rpm", 600}, {"sim-a", "max_concurrency", 8}, {"sim-o", "rpm", 0}, {"sim-o", "output_tpm", 0}} {
+		if v, ok := series(fams, "relay_lease_limit", l("provider", lim.provider, "limit", lim.limit)); !ok || v != lim.want {
+			t.Errorf("relay_lease_limit{provider=%s,limit=%s} present %v, value %v; want %v", lim.provider, lim.limit, ok, v, lim.want)
 		}
 	}
 	checkSeries(t, fams, "start", fixedSeries())
