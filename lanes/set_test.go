@@ -853,3 +853,78 @@ func TestUpdateRewaits(t *testing.T) {
 		})
 	}
 }
+
+// TestOldestWaitMetric checks relay_lane_oldest_wait_seconds, the age of
+// each lane's oldest parked request (across routes and keys), on a clock
+// the test moves: hours on a long lane, where relay_lane_wait_seconds's
+// buckets must reach too.
+func TestOldestWaitMetric(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	reg := prometheus.NewRegistry()
+	s, err := Open(t.Context(), Options{Lanes: deep(Spec{Name: "interactive", MaxWait: time.Minute},
+		Spec{Name: "batch", MaxWait: 24 * time.Hour}), Registry: reg, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, s: s, c: newCapacity(), reg: reg}
+	t.Cleanup(func() {
+		_ = s.Close()
+		h.wg.Wait()
+	})
+	oldest := func(want string) {
+		t.Helper()
+		exp := `
+# HELP relay_lane_oldest_wait_seconds How long the oldest request parked on a lane now has waited (0 when none is parked).
+# TYPE relay_lane_oldest_wait_seconds gauge
+` + want
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "relay_lane_oldest_wait_seconds"); err != nil {
+			t.Error(err)
+		}
+	}
+	oldest("relay_lane_oldest_wait_seconds{lane=\"batch\"} 0\nrelay_lane_oldest_wait_seconds{lane=\"interactive\"} 0\n")
+
+	h.start(t.Context(), "b0", h.waiter("b0", "batch", "k1", "r1"))
+	advance(10 * time.Hour)
+	h.start(t.Context(), "b1", h.waiter("b1", "batch", "k2", "r2"))
+	h.start(t.Context(), "b2", h.waiter("b2", "batch", "k1", "r1"))
+	advance(10 * time.Hour)
+	// The oldest is b0 (20 h), whatever the routes and keys.
+	oldest("relay_lane_oldest_wait_seconds{lane=\"batch\"} 72000\nrelay_lane_oldest_wait_seconds{lane=\"interactive\"} 0\n")
+
+	// b0 and b2 (route r1) leave: b1 (10 h) is the oldest.
+	h.c.add(s, "r1", 2)
+	h.waitAdmitted(2)
+	oldest("relay_lane_oldest_wait_seconds{lane=\"batch\"} 36000\nrelay_lane_oldest_wait_seconds{lane=\"interactive\"} 0\n")
+	h.c.add(s, "r2", 1)
+	h.waitAdmitted(3)
+	oldest("relay_lane_oldest_wait_seconds{lane=\"batch\"} 0\nrelay_lane_oldest_wait_seconds{lane=\"interactive\"} 0\n")
+
+	// b0's 20 h wait falls in a finite bucket: quantiles near a 24 h
+	// max_wait are not capped.
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "relay_lane_wait_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetLabel()[0].GetValue() != "batch" {
+				continue
+			}
+			var under24h uint64
+			for _, b := range m.GetHistogram().GetBucket() {
+				if b.GetUpperBound() == 86400 {
+					under24h = b.GetCumulativeCount()
+				}
+			}
+			if under24h != 3 {
+				t.Errorf("batch waits under 24 h: %d, want 3 (buckets %v)", under24h, m.GetHistogram().GetBucket())
+			}
+		}
+	}
+}

@@ -68,19 +68,37 @@ func (m *Metrics) known(providers []string) {
 }
 
 // RouteProviders returns each route's label (its model, or its pattern for
-// a pattern route) and the names of
-// the providers its targets call (its own, not its fallbacks'), for
-// creating metric series before the first request.
+// a pattern route) and the names of the providers that may serve it: its
+// own targets' first, then its fallbacks' (breadth first, as they are
+// tried). A fallback's answer is counted under the route the client asked
+// for with the provider that served it, so these are the route's series
+// to create before the first request.
 func (r *Router) RouteProviders() map[string][]string {
+	return r.routeProviders(true)
+}
+
+// RouteOwnProviders is RouteProviders without the fallbacks' providers:
+// the providers a route's own targets call.
+func (r *Router) RouteOwnProviders() map[string][]string {
+	return r.routeProviders(false)
+}
+
+func (r *Router) routeProviders(fallbacks bool) map[string][]string {
 	out := make(map[string][]string, len(r.routes.byName))
 	for _, rt := range r.routes.byName {
 		if _, done := out[rt.model]; done {
 			continue
 		}
-		names := make([]string, 0, len(rt.targets))
-		for _, t := range rt.targets {
-			if !slices.Contains(names, t.ProviderName) {
-				names = append(names, t.ProviderName)
+		chain := rt.chain
+		if !fallbacks || len(chain) == 0 {
+			chain = []*route{rt}
+		}
+		var names []string
+		for _, c := range chain {
+			for _, t := range c.targets {
+				if !slices.Contains(names, t.ProviderName) {
+					names = append(names, t.ProviderName)
+				}
 			}
 		}
 		out[rt.model] = names

@@ -167,3 +167,42 @@ func TestResolve(t *testing.T) {
 		t.Errorf("exactModels = %v; want only the exact route", got)
 	}
 }
+
+// TestRouteProviders checks the providers whose series a route gets
+// before its first request: with its fallbacks' (a fallback's answer is
+// counted under the route asked for), in the order they are tried, each
+// once, and without them for RouteOwnProviders.
+func TestRouteProviders(t *testing.T) {
+	p := &fakeProvider{true}
+	tg := func(name string) Target { return Target{Provider: p, ProviderName: name, Weight: 1} }
+	routes, err := buildRoutes([]RouteSpec{
+		{Model: "m", Targets: []Target{tg("a"), tg("b")}, Fallbacks: []string{"f", "g"}},
+		{Model: "f", Targets: []Target{tg("c"), tg("a")}, Fallbacks: []string{"h"}},
+		{Model: "g", Targets: []Target{tg("d")}},
+		{Model: "h", Targets: []Target{tg("e")}, Fallbacks: []string{"m"}},
+		{Model: "claude-*", Targets: []Target{tg("b")}, Fallbacks: []string{"g"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Router{routes: routes}
+	for _, tc := range []struct {
+		name string
+		got  map[string][]string
+		want map[string]string
+	}{
+		{"with fallbacks", r.RouteProviders(), map[string]string{
+			"m": "a b c d e", "f": "c a e b d", "g": "d", "h": "e a b c d", "claude-*": "b d"}},
+		{"own", r.RouteOwnProviders(), map[string]string{
+			"m": "a b", "f": "c a", "g": "d", "h": "e", "claude-*": "b"}},
+	} {
+		if len(tc.got) != len(tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, tc.got, tc.want)
+		}
+		for route, want := range tc.want {
+			if got := strings.Join(tc.got[route], " "); got != want {
+				t.Errorf("%s: route %s: providers %q, want %q", tc.name, route, got, want)
+			}
+		}
+	}
+}

@@ -118,7 +118,7 @@ func (l *leases) applyLocked() {
 	if l.m == nil {
 		var names []string
 		for _, pc := range cfg.Providers {
-			l.metrics.Whole(pc.Name)
+			l.metrics.Whole(pc.Name, providerLimits(pc))
 			names = append(names, pc.Name)
 		}
 		for _, old := range l.known {
@@ -183,7 +183,7 @@ func (l *leases) backlog(provider string) []int {
 	if r == nil {
 		return nil
 	}
-	calls := r.RouteProviders()
+	calls := r.RouteOwnProviders()
 	parked := l.set.ParkedByRoute()
 	out := make([]int, len(parked))
 	for i, routes := range parked {

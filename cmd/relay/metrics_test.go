@@ -34,7 +34,8 @@ var (
 
 // metricsBody is a configuration with every kind of labelled name: two
 // lanes, a provider with every limit (so relay_provider_capacity has
-// series) and one without, and two routes.
+// series) and one without, and two routes, one falling back on the
+// other.
 const metricsBody = `lanes:
   - {name: interactive, max_depth: 100, max_wait: 30s}
   - {name: batch, max_depth: 1000, max_wait: 1h, min_share: 0.1}
@@ -45,6 +46,7 @@ routes:
   - model: claude-sonnet
     targets:
       - {provider: sim-a, model: claude-sonnet-4-5}
+    fallbacks: [gpt-4o]
   - model: gpt-4o
     targets:
       - {provider: sim-o}
@@ -63,6 +65,7 @@ routes:
   - model: claude-sonnet
     targets:
       - {provider: sim-a, model: claude-sonnet-4-5}
+    fallbacks: [gpt-4o]
   - model: gpt-4o
     targets:
       - {provider: sim-o}
@@ -127,7 +130,8 @@ func l(kv ...string) map[string]string {
 // stateGauges may be non-zero on a fresh relay: they report a state or a
 // limit, not something that happened.
 var stateGauges = map[string]bool{"relay_job_store_up": true, "relay_provider_capacity": true,
-	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true, "relay_key_budget_remaining": true}
+	"relay_lane_max_depth": true, "relay_lane_max_wait_seconds": true, "relay_key_budget_remaining": true,
+	"relay_lease_limit": true}
 
 // TestMetrics checks, against one fresh relay, what it exports before any
 // request (metricsAtStart), docs/METRICS.md's table (metricsTable), the
@@ -168,53 +172,123 @@ func metricsAtStart(t *testing.T, fams map[string]*dto.MetricFamily) {
 			}
 		}
 	}
+	// A relay alone reports its providers' whole limits, 0 for a kind
+	// with none.
+	for _, lim := range []struct {
+		provider, limit string
+		want            float64
+	}{{"sim-a", "rpm", 600}, {"sim-a", "max_concurrency", 8}, {"sim-o", "rpm", 0}, {"sim-o", "output_tpm", 0}} {
+		if v, ok := series(fams, "relay_lease_limit", l("provider", lim.provider, "limit", lim.limit)); !ok || v != lim.want {
+			t.Errorf("relay_lease_limit{provider=%s,limit=%s} present %v, value %v; want %v", lim.provider, lim.limit, ok, v, lim.want)
+		}
+	}
+	checkSeries(t, fams, "start", fixedSeries())
 	checkSeries(t, fams, "start", knownSeries("claude-sonnet", "sim-a", "interactive"))
 	checkSeries(t, fams, "start", knownSeries("gpt-4o", "sim-o", "batch"))
+	// claude-sonnet falls back on gpt-4o: a fallback's answer counts under
+	// claude-sonnet with sim-o.
+	checkSeries(t, fams, "start", knownSeries("claude-sonnet", "sim-o", "batch"))
+}
+
+// The label values that a fixed label set must have at zero from
+// start-up. They are written out here, not taken from the code, so that
+// a value the relay counts but does not create at start-up fails.
+var (
+	laneRejectReasons = []string{"full", "expired", "early", "canceled", "closed"}
+	fastReasons       = []string{"breaker_open", "cooling_down", "provider_auth", "lane_wait"}
+	refusalReasons    = []string{"breaker_open", "cooling_down", "concurrency", "rpm", "input_tpm", "output_tpm", "provider_auth"}
+	attemptOutcomes   = []string{"200", "429", "500", "502", "503", "504", "529",
+		"timeout", "unreachable", "garbage", "provider_auth", "canceled"}
+	tokenDirections  = []string{"input", "output", "cache_read", "cache_write"}
+	leaseLimits      = []string{"rpm", "input_tpm", "output_tpm", "max_concurrency"}
+	jobStatuses      = []string{"succeeded", "failed", "canceled"}
+	callbackOutcomes = []string{"delivered", "retry", "gone", "dead_letter"}
+	reloadResults    = []string{"success", "failure"}
+	keyActions       = []string{"create", "update", "rotate", "revoke"}
+	apiKeyStates     = []string{"active", "revoked"}
+	budgetReasons    = []string{"exhausted", "unreachable"}
+	repairs          = []string{"jobs", "lanes", "jetstream"}
+)
+
+// wantSeries is a series that must exist at zero.
+type wantSeries struct {
+	name   string
+	labels map[string]string
 }
 
 // knownSeries are series that must exist at zero for a route served by
 // provider, and a lane.
-func knownSeries(route, provider, lane string) []struct {
-	name   string
-	labels map[string]string
-} {
-	return []struct {
-		name   string
-		labels map[string]string
-	}{
+func knownSeries(route, provider, lane string) []wantSeries {
+	w := []wantSeries{
 		{"relay_requests_total", l("route", route, "provider", provider, "lane", lane, "mode", "direct", "code", "200")},
 		{"relay_requests_total", l("route", route, "provider", provider, "lane", lane, "mode", "queued", "code", "200")},
 		{"relay_request_duration_seconds", l("route", route, "mode", "direct")},
+		{"relay_request_duration_seconds", l("route", route, "mode", "queued")},
 		{"relay_time_to_first_token_seconds", l("route", route)},
 		{"relay_added_latency_seconds", l("route", route)},
 		{"relay_upstream_duration_seconds", l("provider", provider)},
-		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "200")},
-		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "429")},
-		{"relay_upstream_attempts_total", l("provider", provider, "outcome", "timeout")},
 		// key0 is the first key reloadConfig writes; it may use every route.
-		{"relay_tokens_total", l("key", "key0", "route", route, "provider", provider, "direction", "input")},
-		{"relay_tokens_total", l("key", "key0", "route", route, "provider", provider, "direction", "cache_read")},
 		{"relay_cost_usd_total", l("key", "key0", "route", route)},
 		{"relay_usage_unpriced_total", l("route", route)},
-		{"relay_admission_refusals_total", l("provider", provider, "reason", "breaker_open")},
 		{"relay_breaker_state", l("provider", provider)},
 		{"relay_provider_inflight", l("provider", provider)},
 		{"relay_provider_cooling_down", l("provider", provider)},
+		{"relay_lease_demand", l("provider", provider)},
+		{"relay_lease_age_seconds", l("provider", provider)},
+		{"relay_lease_coordinator", l("provider", provider)},
+		{"relay_lease_safe_share", l("provider", provider)},
 		{"relay_lane_depth", l("lane", lane)},
+		{"relay_lane_oldest_wait_seconds", l("lane", lane)},
 		{"relay_lane_wait_seconds", l("lane", lane)},
 		{"relay_lane_dispatched_total", l("lane", lane)},
-		{"relay_lane_rejected_total", l("lane", lane, "reason", "expired")},
-		{"relay_lane_rejected_total", l("lane", lane, "reason", "full")},
-		{"relay_jobs_total", l("status", "failed")},
-		{"relay_callbacks_total", l("outcome", "dead_letter")},
-		{"relay_config_reloads_total", l("result", "failure")},
+		{"relay_key_budget_fail_closed", l("key", "key0")},
 	}
+	each := func(values []string, f func(v string) wantSeries) {
+		for _, v := range values {
+			w = append(w, f(v))
+		}
+	}
+	each(laneRejectReasons, func(r string) wantSeries {
+		return wantSeries{"relay_lane_rejected_total", l("lane", lane, "reason", r)}
+	})
+	each(fastReasons, func(r string) wantSeries {
+		return wantSeries{"relay_fast_rejections_total", l("route", route, "reason", r)}
+	})
+	each(refusalReasons, func(r string) wantSeries {
+		return wantSeries{"relay_admission_refusals_total", l("provider", provider, "reason", r)}
+	})
+	each(attemptOutcomes, func(o string) wantSeries {
+		return wantSeries{"relay_upstream_attempts_total", l("provider", provider, "outcome", o)}
+	})
+	each(tokenDirections, func(d string) wantSeries {
+		return wantSeries{"relay_tokens_total", l("key", "key0", "route", route, "provider", provider, "direction", d)}
+	})
+	each(leaseLimits, func(k string) wantSeries { return wantSeries{"relay_lease_share", l("provider", provider, "limit", k)} })
+	each(budgetReasons, func(r string) wantSeries {
+		return wantSeries{"relay_key_budget_refusals_total", l("key", "key0", "reason", r)}
+	})
+	return w
 }
 
-func checkSeries(t *testing.T, fams map[string]*dto.MetricFamily, when string, want []struct {
-	name   string
-	labels map[string]string
-}) {
+// fixedSeries are the series of the fixed label sets (not named by the
+// configuration) that must exist at zero on a fresh relay.
+func fixedSeries() []wantSeries {
+	var w []wantSeries
+	each := func(values []string, f func(v string) wantSeries) {
+		for _, v := range values {
+			w = append(w, f(v))
+		}
+	}
+	each(jobStatuses, func(s string) wantSeries { return wantSeries{"relay_jobs_total", l("status", s)} })
+	each(callbackOutcomes, func(o string) wantSeries { return wantSeries{"relay_callbacks_total", l("outcome", o)} })
+	each(reloadResults, func(r string) wantSeries { return wantSeries{"relay_config_reloads_total", l("result", r)} })
+	each(keyActions, func(a string) wantSeries { return wantSeries{"relay_admin_key_changes_total", l("action", a)} })
+	each(apiKeyStates, func(s string) wantSeries { return wantSeries{"relay_api_keys", l("state", s)} })
+	each(repairs, func(r string) wantSeries { return wantSeries{"relay_job_store_repairs_total", l("what", r)} })
+	return w
+}
+
+func checkSeries(t *testing.T, fams map[string]*dto.MetricFamily, when string, want []wantSeries) {
 	t.Helper()
 	for _, w := range want {
 		v, ok := series(fams, w.name, w.labels)

@@ -208,6 +208,7 @@ func (m *Manager) Set(rs []Resource) {
 		next[r.ID()] = h
 		if m.o.Metrics != nil && r.Kind == "provider" {
 			m.o.Metrics.add(r.Name)
+			m.o.Metrics.setLimits(r.Name, r.Limits.Vector())
 		}
 		added = true
 	}

@@ -1,6 +1,7 @@
 package lease_test
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -37,6 +38,17 @@ func TestManagerSet(t *testing.T) {
 	if n := testutil.CollectAndCount(reg, "relay_lease_share"); n != int(lease.NumKinds) {
 		t.Fatalf("relay_lease_share series: %d; want %d", n, lease.NumKinds)
 	}
+	limits := `
+# HELP relay_lease_limit A provider's configured limit that its relays' leases divide, in the limit's units; 0 for a kind with no limit (compare relay_lease_share with it).
+# TYPE relay_lease_limit gauge
+relay_lease_limit{limit="input_tpm",provider="p"} 0
+relay_lease_limit{limit="max_concurrency",provider="p"} 0
+relay_lease_limit{limit="output_tpm",provider="p"} 0
+relay_lease_limit{limit="rpm",provider="p"} 60
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(limits), "relay_lease_limit"); err != nil {
+		t.Fatal(err)
+	}
 	m.Set([]lease.Resource{{Kind: "provider", Name: "p", Limits: lease.Limits{RPM: 120}, Holder: h}})
 	if len(h.grants) != 1 {
 		t.Fatalf("a kept resource was applied again: %+v", h.grants)
@@ -45,7 +57,9 @@ func TestManagerSet(t *testing.T) {
 	if len(h.grants) != 2 || !h.grants[1].Whole {
 		t.Fatalf("grants after removal: %+v; want Whole", h.grants)
 	}
-	if n := testutil.CollectAndCount(reg, "relay_lease_share"); n != 0 {
-		t.Fatalf("relay_lease_share series after removal: %d", n)
+	for _, name := range []string{"relay_lease_share", "relay_lease_limit"} {
+		if n := testutil.CollectAndCount(reg, name); n != 0 {
+			t.Fatalf("%s series after removal: %d", name, n)
+		}
 	}
 }

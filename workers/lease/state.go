@@ -12,7 +12,7 @@ import (
 
 // Metrics are the leases' gauges, per provider.
 type Metrics struct {
-	share, demand, age, coord, safe *prometheus.GaugeVec
+	share, limit, demand, age, coord, safe *prometheus.GaugeVec
 }
 
 // NewMetrics registers the leases' gauges on reg (nil: none).
@@ -21,14 +21,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
 	m := &Metrics{
-		share:  g("relay_lease_share", "This relay's granted share of a provider's limit, in the limit's units (requests or tokens per minute, calls); 0 without a lease (a relay alone holds its whole limits).", "provider", "limit"),
+		share: g("relay_lease_share", "This relay's granted share of a provider's limit, in the limit's units (requests or tokens per minute, calls); 0 without a lease (a relay alone holds its whole limits).", "provider", "limit"),
+		limit: g("relay_lease_limit", "A provider's configured limit that its relays' leases divide, in the limit's units; 0 for a kind with no limit (compare relay_lease_share with it).",
+			"provider", "limit"),
 		demand: g("relay_lease_demand", "This relay's demand on a provider reported to its cluster, in requests per minute (recent use plus what drains its backlog within a lease period).", "provider"),
 		age:    g("relay_lease_age_seconds", "Seconds since this relay last received a grant for a provider (0 without a cluster).", "provider"),
 		coord:  g("relay_lease_coordinator", "1 when this relay coordinates a provider's leases (divides its limits among the relays).", "provider"),
 		safe:   g("relay_lease_safe_share", "1 while this relay runs on a static safe share of a provider's limits, cut off from its cluster.", "provider"),
 	}
 	if reg != nil {
-		reg.MustRegister(m.share, m.demand, m.age, m.coord, m.safe)
+		reg.MustRegister(m.share, m.limit, m.demand, m.age, m.coord, m.safe)
 	}
 	return m
 }
@@ -37,6 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) add(provider string) {
 	for k := range NumKinds {
 		m.share.WithLabelValues(provider, Kind(k).String())
+		m.limit.WithLabelValues(provider, Kind(k).String())
 	}
 	m.demand.WithLabelValues(provider)
 	m.age.WithLabelValues(provider)
@@ -48,6 +51,7 @@ func (m *Metrics) add(provider string) {
 func (m *Metrics) remove(provider string) {
 	for k := range NumKinds {
 		m.share.DeleteLabelValues(provider, Kind(k).String())
+		m.limit.DeleteLabelValues(provider, Kind(k).String())
 	}
 	m.demand.DeleteLabelValues(provider)
 	m.age.DeleteLabelValues(provider)
@@ -56,8 +60,18 @@ func (m *Metrics) remove(provider string) {
 }
 
 // Whole creates the series of a provider held by one relay alone, with
-// no lease: they stay 0.
-func (m *Metrics) Whole(provider string) { m.add(provider) }
+// no lease: they stay 0 but for relay_lease_limit, its limits.
+func (m *Metrics) Whole(provider string, limits Limits) {
+	m.add(provider)
+	m.setLimits(provider, limits.Vector())
+}
+
+// setLimits records provider's limits.
+func (m *Metrics) setLimits(provider string, limits Vector) {
+	for k := range NumKinds {
+		m.limit.WithLabelValues(provider, Kind(k).String()).Set(limits[k])
+	}
+}
 
 // Forget removes a provider's series (it left the configuration).
 func (m *Metrics) Forget(provider string) { m.remove(provider) }
@@ -87,6 +101,7 @@ func (m *Manager) report(h *held, rec demandRecord) {
 		}
 		mt.share.WithLabelValues(name, Kind(k).String()).Set(v)
 	}
+	mt.setLimits(name, limits)
 	want := rec.Steady[RPM]
 	for _, c := range rec.Classes {
 		want += c[RPM]
