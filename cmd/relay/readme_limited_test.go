@@ -133,7 +133,7 @@ func readmeProse(s string) string {
 	return out.String()
 }
 
-var reRespSentence = regexp.MustCompile("Response headers: ([^.]+)\\.")
+var reRespSentence = regexp.MustCompile(`Response headers: ([^.]+)\.`)
 
 // readmeResponseHeaders returns the names of the API section's
 // `Response headers:` sentence: before its `;` and after.
@@ -270,6 +270,23 @@ func TestReadmeLimitedDemo(t *testing.T) {
 		return p.metric(`relay_lane_depth{lane="interactive"}`) >= 2
 	})
 
+	// A request whose wait is shorter than the time its turn takes (two or
+	// more are ahead, one goes out a second), sent while the lane is cold
+	// (no estimate yet): parked, then answered when its wait runs out.
+	status, h, body := askLimited(t, client, p.addr, "1s")
+	if status != 529 || !strings.Contains(body, "overloaded_error") {
+		t.Errorf("request whose 1s wait ran out: %d %s; want 529 overloaded_error", status, body)
+	}
+	for _, n := range headersChecked(hdrExpired) {
+		if h.Get(n) == "" {
+			t.Errorf("answer of a wait that ran out lacks %s (README); headers %v", n, h)
+		}
+	}
+	if h.Get("x-should-retry") != "false" || h.Get("retry-after") == "" {
+		t.Errorf("answer of a wait that ran out: x-should-retry %q, retry-after %q; README: retry-after and x-should-retry: false",
+			h.Get("x-should-retry"), h.Get("retry-after"))
+	}
+
 	// The README's `nats stream info RELAY_LANES`, as demo.yaml's comment
 	// spells it for the demo-ops user, shows the parked requests.
 	m := reOpsCommand.FindStringSubmatch(demo)
@@ -286,32 +303,15 @@ func TestReadmeLimitedDemo(t *testing.T) {
 	}
 	lanesStreamShowsParked(t, strings.Replace(m[1], "127.0.0.1:4222", natsAddr, 1), m[2], m[3])
 
-	// A request whose wait is shorter than the time its turn takes, sent
-	// while the lane is cold (no estimate yet): parked, then answered when
-	// its wait runs out.
-	status, h, body := askLimited(t, client, p.addr, "1s")
-	if status != 529 || !strings.Contains(body, "overloaded_error") {
-		t.Errorf("request whose 1s wait ran out: %d %s; want 529 overloaded_error", status, body)
-	}
-	for _, n := range headersChecked(hdrExpired) {
-		if h.Get(n) == "" {
-			t.Errorf("answer of a wait that ran out lacks %s (README); headers %v", n, h)
-		}
-	}
-	if h.Get("x-should-retry") != "false" || h.Get("retry-after") == "" {
-		t.Errorf("answer of a wait that ran out: x-should-retry %q, retry-after %q; README: retry-after and x-should-retry: false",
-			h.Get("x-should-retry"), h.Get("retry-after"))
-	}
-
 	// Once the lane has dispatched 8 parked requests in the last 30 s its
 	// estimate is trusted: a request with a shorter wait than its turn
 	// needs is answered at once.
 	natstest.Eventually(t, 20*time.Second, "8 parked requests dispatched", func() bool {
 		return p.metric(`relay_lane_dispatched_total{lane="interactive"}`) >= 8
 	})
-	status, h, body = askLimited(t, client, p.addr, "1s")
+	status, h, body = askLimited(t, client, p.addr, "500ms")
 	if status != 529 || !strings.Contains(body, "overloaded_error") {
-		t.Fatalf("request with a 1s wait behind the trusted estimate: %d %s; want an early 529", status, body)
+		t.Fatalf("request with a 500ms wait behind the trusted estimate: %d %s; want an early 529", status, body)
 	}
 	for _, n := range headersChecked(hdrEarly) {
 		if h.Get(n) == "" {
@@ -320,10 +320,10 @@ func TestReadmeLimitedDemo(t *testing.T) {
 	}
 	ms, _ := strconv.Atoi(h.Get("x-relay-estimated-wait-ms"))
 	secs, _ := strconv.Atoi(h.Get("retry-after"))
-	if ms <= 1000 || h.Get("retry-after-ms") != h.Get("x-relay-estimated-wait-ms") ||
+	if ms <= 500 || h.Get("retry-after-ms") != h.Get("x-relay-estimated-wait-ms") ||
 		secs != int(math.Ceil(float64(ms)/1000)) || h.Get("x-should-retry") != "" {
 		t.Errorf("early answer: estimated %q ms, retry-after %q, retry-after-ms %q, x-should-retry %q; README: the estimate "+
-			"(past the 1s wait) in ms twice, retry-after rounded up to seconds, no x-should-retry",
+			"(past the 500ms wait) in ms twice, retry-after rounded up to seconds, no x-should-retry",
 			h.Get("x-relay-estimated-wait-ms"), h.Get("retry-after"), h.Get("retry-after-ms"), h.Get("x-should-retry"))
 	}
 	if v := p.metric(`relay_fast_rejections_total{reason="lane_wait",route="claude-limited"}`); v < 1 {
