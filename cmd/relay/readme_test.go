@@ -3,10 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
 )
@@ -66,9 +71,9 @@ var readmeChecks = []readmeCheck{
 	{"/metrics", []int{200}, []string{"relay_requests_total{"}},
 	{"Idempotency-Key: order-42", []int{202}, []string{`"object":"job"`, `"status":"queued"`}},
 	{"v1/jobs/job_", []int{200}, []string{`"object":"job"`}},
-	{"-X DELETE", []int{200, 409}, nil},
-	{"/v1/jobs?status=", []int{200}, []string{`"data":[`, `"has_more":`}},
-	{"/callback", []int{202, 409}, nil},
+	{match: "-X DELETE"},        // answer: readmeExpect, by the job's state
+	{match: "/v1/jobs?status="}, // answer: readmeExpect
+	{match: "/callback"},        // answer: readmeExpect, by the callback's state
 	{"/v1/messages/batches -H", []int{200}, []string{`"type":"message_batch"`}},
 	{"/results", []int{200}, []string{`"custom_id":"a"`, `"custom_id":"b"`, `"type":"succeeded"`}},
 	{"nats sub", nil, nil},
@@ -95,7 +100,67 @@ type readmeRun struct {
 	client  *http.Client
 	jobID   string
 	batchID string
-	secret  string // the last key secret the admin API answered
+	secret  string      // the last key secret the admin API answered
+	header  http.Header // the last answer's headers
+	submit  []string    // the README's job submission command line
+}
+
+// readmeExpect gives, for the examples whose answer depends on the state
+// of the README's job, the answer the README promises for the state the
+// job is in when the example runs (it replaces the row's status and
+// contains).
+var readmeExpect = map[string]func(r *readmeRun) ([]int, []string){
+	// `# cancel while queued (409 once it runs or has finished)`: the
+	// demo serves the job in milliseconds, so it is made to have finished.
+	"-X DELETE": func(r *readmeRun) ([]int, []string) {
+		r.waitJobFinished()
+		return []int{http.StatusConflict}, []string{`"type":"error"`, "can no longer be canceled"}
+	},
+	// The README's job is listed by the README's own filters.
+	"/v1/jobs?status=": func(r *readmeRun) ([]int, []string) {
+		j := r.waitJobFinished()
+		if j.Status != "succeeded" {
+			r.t.Fatalf("README job %s ended %q; the listing example filters status=succeeded", r.jobID, j.Status)
+		}
+		return []int{http.StatusOK}, []string{`"data":[`, `"has_more":`, `"id":"` + r.jobID + `"`}
+	},
+	// 409 when the job has no callback_url, has not finished or its
+	// callback is still pending; 202 with the job otherwise. The README's
+	// callback_url (hooks.example.com) is not delivered to here, so the
+	// callback is pending (its next attempt 5 s away) when this runs.
+	"/callback": func(r *readmeRun) ([]int, []string) {
+		j := r.waitJobFinished()
+		switch {
+		case j.Callback == nil:
+			r.t.Fatalf("README job %s shows no callback object; it has a callback_url", r.jobID)
+		case j.Callback.Outcome == "pending":
+			return []int{http.StatusConflict}, []string{`"type":"error"`, "still being delivered"}
+		}
+		return []int{http.StatusAccepted}, []string{`"id":"` + r.jobID + `"`}
+	},
+}
+
+// readmeJob is the part of GET /v1/jobs/{id} the state checks read.
+type readmeJob struct {
+	Status   string
+	Callback *struct{ Outcome string }
+}
+
+// waitJobFinished polls the README's job until it has finished, for at
+// most 30 s, and returns it.
+func (r *readmeRun) waitJobFinished() readmeJob {
+	var j readmeJob
+	natstest.Eventually(r.t, 30*time.Second, "README job "+r.jobID+" finished", func() bool {
+		req, _ := http.NewRequestWithContext(r.t.Context(), http.MethodGet, "http://"+r.p.addr+"/v1/jobs/"+r.jobID, nil)
+		req.Header.Set("x-api-key", "relay-demo-key")
+		_, body := r.send(req)
+		j = readmeJob{}
+		if err := json.Unmarshal([]byte(body), &j); err != nil {
+			r.t.Fatalf("GET job %s: %v: %s", r.jobID, err, body)
+		}
+		return j.Status != "queued" && j.Status != "running"
+	})
+	return j
 }
 
 // TestReadmeExamples runs every shell example in the README against the
@@ -131,6 +196,7 @@ func TestReadmeExamples(t *testing.T) {
 	p := startDemoNATS(t, natsAddr)
 	r := &readmeRun{t: t, p: p, nats: natsAddr, client: sdkHTTPClient(t)}
 	sub := r.subscribeFirst(lines)
+	usage := r.subscribeUsage()
 	for i, l := range lines {
 		chk := readmeChecks[i]
 		line := strings.Join(l[0], " ")
@@ -145,6 +211,9 @@ func TestReadmeExamples(t *testing.T) {
 	}
 	r.goConsumer()
 	r.responseHeaders()
+	r.replayed()
+	r.callbackHeaders()
+	r.expectUsage(usage)
 }
 
 // startDemoNATS is startDemo with the NATS client port on natsAddr.
@@ -154,11 +223,18 @@ func startDemoNATS(t *testing.T, natsAddr string) *relayProc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startDemoText(t, natsAddr, string(demo))
+}
+
+// startDemoText runs `relay serve` on demo, a configs/demo.yaml text,
+// with its ports replaced by free ones (NATS on natsAddr).
+func startDemoText(t *testing.T, natsAddr, demo string) *relayProc {
+	t.Helper()
 	dir := t.TempDir()
 	return startServe(t, relayOpts{grace: "2s"}, dir, filepath.Join(dir, "relay.yaml"), func(p *relayProc) {
 		p.admin = freePort(t)
 		p.writeConfig(strings.NewReplacer("127.0.0.1:8080", p.addr, "127.0.0.1:18790", p.sim,
-			"127.0.0.1:4222", natsAddr, "127.0.0.1:8081", p.admin, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(string(demo)))
+			"127.0.0.1:4222", natsAddr, "127.0.0.1:8081", p.admin, "./data/nats-demo", filepath.Join(dir, "nats")).Replace(demo))
 	})
 }
 
@@ -182,6 +258,12 @@ func (r *readmeRun) run(l pipeline, chk readmeCheck) {
 	default:
 		t.Fatalf("README example %q: no runner for %q", l[0], l[0][0])
 	}
+	if expect, ok := readmeExpect[chk.match]; ok {
+		chk.status, chk.contains = expect(r)
+	}
+	if strings.Contains(strings.Join(l[0], " "), "Idempotency-Key:") {
+		r.submit = l[0]
+	}
 	status, body := r.curl(l[0])
 	if !slices.Contains(chk.status, status) {
 		t.Fatalf("%q: status %d, want one of %v; body:\n%s", l[0], status, chk.status, body)
@@ -193,6 +275,9 @@ func (r *readmeRun) run(l pipeline, chk readmeCheck) {
 		if !strings.Contains(body, want) {
 			t.Errorf("%q: answer lacks %q:\n%s", l[0], want, body)
 		}
+	}
+	if chk.match == "v1/jobs/job_" && strings.Contains(body, `"status":"queued"`) && !strings.Contains(body, `"queue_position":`) {
+		t.Errorf("%q: a queued job without queue_position (README: while queued):\n%s", l[0], body)
 	}
 	r.remember(body)
 }
@@ -352,6 +437,7 @@ func (r *readmeRun) send(req *http.Request) (int, string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.header = resp.Header
 	return resp.StatusCode, string(b)
 }
 
@@ -463,37 +549,181 @@ func (r *readmeRun) goConsumer() {
 	t.Fatalf("the README's Go consumer read no result for %s", r.jobID)
 }
 
-var reRespHeaders = regexp.MustCompile("Response headers: ((?:`[a-z-]+`,?\\s*(?:and\\s*)?)+)")
-
-// responseHeaders checks that the README's list of response headers is on
-// a real answer from the demo.
+// responseHeaders checks that the README's list of response headers (the
+// part before its `;`: every answer) is on a real answer from the demo,
+// and that x-relay-lane names the lane the request asked for.
 func (r *readmeRun) responseHeaders() {
 	t := r.t
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := reRespHeaders.FindSubmatch(b)
-	if m == nil {
-		t.Fatal("README lacks its `Response headers:` list")
-	}
+	always, _ := readmeResponseHeaders(t)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.p.addr+"/v1/messages",
 		strings.NewReader(`{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("x-api-key", "relay-demo-key")
 	req.Header.Set("content-type", "application/json")
+	req.Header.Set("x-relay-lane", "standard")
 	resp, err := r.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, bufio.NewReader(resp.Body))
 	resp.Body.Close()
-	names := regexp.MustCompile("`([a-z-]+)`").FindAllSubmatch(m[1], -1)
-	if len(names) < 3 {
-		t.Fatalf("README response header list %q parsed to %d names", m[1], len(names))
+	for _, n := range append(always, headersChecked(hdrAnswer)...) {
+		if resp.Header.Get(n) == "" {
+			t.Errorf("README lists response header %s; the demo's answer has none (%v)", n, resp.Header)
+		}
 	}
-	for _, n := range names {
-		if resp.Header.Get(string(n[1])) == "" {
-			t.Errorf("README lists response header %s; the demo's answer has none (%v)", n[1], resp.Header)
+	if got := resp.Header.Get("x-relay-lane"); got != "standard" {
+		t.Errorf("x-relay-lane: standard was answered with x-relay-lane %q", got)
+	}
+}
+
+// replayed sends the README's job submission again: the same
+// Idempotency-Key and request return the same job, 200 with
+// Idempotent-Replayed: true.
+func (r *readmeRun) replayed() {
+	t := r.t
+	if r.submit == nil {
+		t.Fatal("no README job submission (Idempotency-Key) was run")
+	}
+	status, body := r.curl(r.submit)
+	if status != http.StatusOK || !strings.Contains(body, `"id":"`+r.jobID+`"`) {
+		t.Errorf("README job submission repeated: %d %s; want 200 with job %s", status, body, r.jobID)
+	}
+	for _, n := range headersChecked(hdrReplay) {
+		if !strings.EqualFold(r.header.Get(n), "true") {
+			t.Errorf("README job submission repeated: %s %q, want true (headers %v)", n, r.header.Get(n), r.header)
+		}
+	}
+}
+
+// callbackHeaders runs a demo job whose callback_url is a local receiver
+// (the demo allows private networks) and checks the Standard Webhooks
+// headers the README names: webhook-id the job id, and webhook-signature
+// v1,<base64 HMAC-SHA256 of id.timestamp.body> with demo.yaml's secret.
+func (r *readmeRun) callbackHeaders() {
+	t := r.t
+	type delivery struct {
+		h    http.Header
+		body []byte
+	}
+	got := make(chan delivery, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		select {
+		case got <- delivery{req.Header.Clone(), b}:
+		default:
+		}
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.p.addr+"/v1/jobs", strings.NewReader(
+		`{"endpoint":"/v1/messages","callback_url":"`+srv.URL+`/hook",`+
+			`"body":{"model":"claude-sonnet","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}}`))
+	req.Header.Set("x-api-key", "relay-demo-key")
+	req.Header.Set("content-type", "application/json")
+	status, body := r.send(req)
+	var job struct{ ID string }
+	if status != http.StatusAccepted || json.Unmarshal([]byte(body), &job) != nil {
+		t.Fatalf("submit a job with a local callback: %d %s", status, body)
+	}
+	var d delivery
+	select {
+	case d = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("job %s: no callback within 30 s", job.ID)
+	}
+	for _, n := range headersChecked(hdrCallback) {
+		if d.h.Get(n) == "" {
+			t.Errorf("callback lacks %s (README); headers %v", n, d.h)
+		}
+	}
+	if d.h.Get("webhook-id") != job.ID {
+		t.Errorf("callback webhook-id %q; README: the job id %s", d.h.Get("webhook-id"), job.ID)
+	}
+	demo, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Callbacks struct {
+			SigningSecret string `yaml:"signing_secret"`
+		}
+	}
+	if err := yaml.Unmarshal(demo, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(cfg.Callbacks.SigningSecret, "whsec_"))
+	if err != nil {
+		t.Fatalf("demo.yaml signing_secret: %v", err)
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(d.h.Get("webhook-id") + "." + d.h.Get("webhook-timestamp") + "."))
+	mac.Write(d.body)
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	if !slices.Contains(strings.Fields(d.h.Get("webhook-signature")), want) {
+		t.Errorf("callback webhook-signature %q; want %q (README: v1,<base64 HMAC-SHA256 of id.timestamp.body>)",
+			d.h.Get("webhook-signature"), want)
+	}
+}
+
+// subscribeUsage subscribes, with the demo key, to the README's usage
+// subject relay.usage.<key-name> for the demo key (named demo).
+func (r *readmeRun) subscribeUsage() *nats.Subscription {
+	t := r.t
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "`relay.usage.<key-name>`") {
+		t.Fatal("README no longer names the usage subject `relay.usage.<key-name>`")
+	}
+	nc, err := nats.Connect("nats://"+r.nats, nats.Token("relay-demo-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	sub, err := nc.SubscribeSync("relay.usage.demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// expectUsage reads one usage event of the demo key and checks that it
+// has every field of the README's example event (```json block).
+func (r *readmeRun) expectUsage(sub *nats.Subscription) {
+	t := r.t
+	m, err := sub.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no usage event on relay.usage.demo: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(m.Data, &got); err != nil {
+		t.Fatalf("usage event: %v: %s", err, m.Data)
+	}
+	blocks := readmeBlocks(t, "json")
+	var example map[string]any
+	for _, b := range blocks {
+		if strings.Contains(b, `"usage_known"`) {
+			if err := json.Unmarshal([]byte(strings.ReplaceAll(b, "…", "")), &example); err != nil {
+				t.Fatalf("README usage event example: %v", err)
+			}
+		}
+	}
+	if example == nil {
+		t.Fatal("README lacks its usage event example")
+	}
+	for k, v := range example {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("README usage event has %q; a real one (%s) has not", k, m.Data)
+			continue
+		}
+		if sub, ok := v.(map[string]any); ok {
+			gm, _ := g.(map[string]any)
+			for k2 := range sub {
+				if _, ok := gm[k2]; !ok {
+					t.Errorf("README usage event has %s.%s; a real one (%s) has not", k, k2, m.Data)
+				}
+			}
 		}
 	}
 }
