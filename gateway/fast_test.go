@@ -4,16 +4,22 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+
 	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/workers"
 	"github.com/relaygw/relay/workers/actor"
 	"github.com/relaygw/relay/workers/simupstream"
+	"github.com/relaygw/relay/workers/workerstest"
 )
 
 // End-to-end tests of the answers that do not make callers wait for
@@ -219,5 +225,217 @@ func TestFastAnswerLaneEstimate(t *testing.T) {
 	}
 	if n := r.metric(t, `relay_fast_rejections_total{reason="lane_wait",route="claude-sonnet"}`); n != 1 {
 		t.Errorf("relay_fast_rejections_total{lane_wait} = %v; want 1", n)
+	}
+}
+
+// refusingUpstream is a simulated Anthropic upstream whose first answer is
+// a refusal: status with an Anthropic error of errType and, when set, a
+// retry-after, given once gate is closed (nil: at once). It starts the
+// hold the refusal means on its provider (a 429's cool-down, a 401's key
+// back-off); every later call is served.
+type refusingUpstream struct {
+	*upstream
+	calls   atomic.Int64 // calls received, refused or not
+	refused atomic.Int64 // refusals sent
+}
+
+func newRefusingUpstream(t *testing.T, name string, status int, errType, retryAfter string, gate <-chan struct{}) *refusingUpstream {
+	t.Helper()
+	sim := simupstream.New(simupstream.Options{})
+	u := &refusingUpstream{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		u.calls.Add(1)
+		if !u.refused.CompareAndSwap(0, 1) {
+			sim.Handler().ServeHTTP(w, req)
+			return
+		}
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":"refused (test)"}}`, errType)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		_ = sim.Close()
+	})
+	prov := mustProvider(t, workers.ProviderOptions{Name: name, Format: workers.FormatAnthropic,
+		BaseURL: srv.URL, APIKey: providerKeyA, Timeout: 5 * time.Second})
+	u.upstream = &upstream{name: name, sim: sim, prov: prov}
+	return u
+}
+
+// TestFastAnswerCoolingDown: the only provider of a route answered 429
+// with retry-after: 3, so it cools down for 3 s. A request that may wait
+// 2 s is answered at once, in either format, with retry-after and
+// x-relay-estimated-wait-ms saying when the cool-down ends; one that may
+// wait 60 s is parked and served after it, as is the refused request.
+// Through the official Anthropic SDK allowed one retry, the early answer
+// is a retryable 529 whose retry-after the SDK honours: its retry, after
+// the cool-down, is served.
+func TestFastAnswerCoolingDown(t *testing.T) {
+	t.Parallel()
+	const coolFor = 3 * time.Second
+	up := newRefusingUpstream(t, "cooling", http.StatusTooManyRequests, "rate_limit_error", "3", nil)
+	a := workerstest.Actor(actor.Options{Name: "cooling"})
+	r := newRelay(t, withLanes(1000), withRoutes(workers.RouteSpec{Model: "cooling", Targets: []workers.Target{up.target(a)}}))
+	ctx := context.Background()
+	wait60 := func(f apiFormat) map[string]string {
+		return withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "60s")
+	}
+	refused := r.postAsync(ctx, "refused", formats[0].path, wait60(formats[0]), body("cooling", ""))
+	natstest.Eventually(t, waitLimit, "the provider to cool down", func() bool { return a.State().CoolingUntil.After(time.Now()) })
+	until := a.State().CoolingUntil
+	if left := time.Until(until); left > coolFor || left < coolFor/2 {
+		t.Fatalf("provider cooling down for %v more; want up to the upstream's retry-after %v (and over half of it left)", left, coolFor)
+	}
+	for _, f := range formats {
+		left := time.Until(until)
+		rep := r.timedPost(t, f, "cooling", "2s")
+		checkEarly(t, f, rep, left-fastAnswerMargin, left)
+		if !strings.Contains(string(rep.body), "retry-after") {
+			t.Errorf("%s: early answer %s; want its message to say the provider asked to wait (retry-after)", f.name, rep.body)
+		}
+		t.Logf("%s: answered in %v with retry-after %s, x-relay-estimated-wait-ms %s (cool-down left %v)", f.name, rep.took,
+			rep.header.Get("Retry-After"), rep.header.Get("X-Relay-Estimated-Wait-Ms"), left.Round(time.Millisecond))
+	}
+	if n := r.metric(t, `relay_fast_rejections_total{reason="cooling_down",route="cooling"}`); n != 2 {
+		t.Errorf("relay_fast_rejections_total{cooling,cooling_down} = %v; want 2", n)
+	}
+	var long []<-chan laneReply
+	for _, f := range formats {
+		long = append(long, r.postAsync(ctx, f.name+" 60s", f.path, wait60(f), body("cooling", "")))
+	}
+
+	// The SDK: an early 529 with retry-after, retried once after it.
+	type attempt struct {
+		status               int
+		retryAfter, estimate string
+		at                   time.Time
+	}
+	var attempts []attempt // the SDK calls its middleware in the calling goroutine
+	c := anthropicClient(r, canaryKey, aoption.WithMaxRetries(1),
+		aoption.WithHeader("x-relay-lane", "interactive"), aoption.WithHeader("x-relay-max-wait", "2s"),
+		aoption.WithMiddleware(func(req *http.Request, next aoption.MiddlewareNext) (*http.Response, error) {
+			resp, err := next(req)
+			if err == nil {
+				attempts = append(attempts, attempt{resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("X-Relay-Estimated-Wait-Ms"), time.Now()})
+			}
+			return resp, err
+		}))
+	msg, err := c.Messages.New(ctx, messageParams("cooling"))
+	t.Logf("SDK attempts: %+v", attempts)
+	switch {
+	case err != nil:
+		t.Errorf("Messages.New with one retry: %v; want the retry after retry-after served", err)
+	case len(msg.Content) == 0:
+		t.Errorf("Messages.New: empty message %+v", msg)
+	}
+	if len(attempts) != 2 || attempts[0].status != 529 || attempts[0].retryAfter == "" || attempts[0].estimate == "" ||
+		attempts[1].status != http.StatusOK || attempts[1].at.Before(until) {
+		t.Errorf("SDK attempts %+v; want a 529 with retry-after and x-relay-estimated-wait-ms, then a 200 after the cool-down (%v)", attempts, until)
+	}
+
+	for _, ch := range append(long, refused) {
+		rep := recvReply(t, ch)
+		if rep.status != http.StatusOK {
+			t.Errorf("%s: %d %s; want 200 after the cool-down", rep.name, rep.status, rep.body)
+			continue
+		}
+		if rep.done.Before(until) {
+			t.Errorf("%s served at %v, before the cool-down ended (%v)", rep.name, rep.done, until)
+		}
+	}
+	if n := up.refused.Load(); n != 1 {
+		t.Errorf("upstream refused %d calls; want 1", n)
+	}
+}
+
+// TestFastAnswerProviderAuth: the upstream refused the only provider's
+// key (401) while requests were parked behind the call, which sets the
+// provider aside for actor.ProviderAuthBackoff (30 s), a hold like an
+// open breaker's. A parked request whose wait ends before the back-off
+// does is answered at once, and so is a new one, in either format, with
+// reason provider_auth and the back-off's end; one that may wait 60 s
+// (on lane batch) stays parked (the test does not wait out the back-off). With nothing
+// parked for the route, a new request is not parked at all: its
+// providers need an operator, and the relay answers at once (SPEC §3,
+// the relay's own 502).
+func TestFastAnswerProviderAuth(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	up := newRefusingUpstream(t, "refused-key", http.StatusUnauthorized, "authentication_error", "", gate)
+	a := workerstest.Actor(actor.Options{Name: "refused-key", MaxConcurrency: 1})
+	r := newRelay(t, withLanes(1000), withRoutes(workers.RouteSpec{Model: "refused", Targets: []workers.Target{up.target(a)}}))
+	ctx := context.Background()
+	f := formats[0]
+	waiting := func(wait string) map[string]string {
+		return withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", wait)
+	}
+	occupant := r.postAsync(ctx, "occupant", f.path, waiting("60s"), body("refused", ""))
+	natstest.Eventually(t, waitLimit, "the occupant's call upstream", func() bool { return up.calls.Load() == 1 })
+	short := r.postAsync(ctx, "parked 10s", f.path, waiting("10s"), body("refused", ""))
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Lane interactive's max_wait (30 s) caps a wait at the back-off's
+	// length: the long wait parks on lane batch.
+	long := r.postAsync(lctx, "parked 60s", f.path, withLane(f.headers(canaryKey), "batch", "x-relay-max-wait", "60s"), body("refused", ""))
+	natstest.Eventually(t, waitLimit, "two requests parked", func() bool {
+		return r.Lanes.Depth("interactive") == 1 && r.Lanes.Depth("batch") == 1
+	})
+	close(gate)
+	if rep := recvReply(t, occupant); rep.status != http.StatusBadGateway {
+		t.Errorf("occupant: %d %s; want 502 (the upstream refused the provider's key)", rep.status, rep.body)
+	}
+	until := a.State().AuthFailUntil
+	if left := time.Until(until); left < actor.ProviderAuthBackoff/2 {
+		t.Fatalf("provider set aside for %v more; want about %v", left, actor.ProviderAuthBackoff)
+	}
+	rep := recvReply(t, short)
+	checkEarly(t, f, fastReply{laneReply: rep}, time.Until(until)-fastAnswerMargin, actor.ProviderAuthBackoff)
+	for _, f := range formats {
+		left := time.Until(until)
+		rep := r.timedPost(t, f, "refused", "2s")
+		checkEarly(t, f, rep, left-fastAnswerMargin, left)
+		if !strings.Contains(string(rep.body), "keys were refused") {
+			t.Errorf("%s: early answer %s; want its message to say the providers' keys were refused", f.name, rep.body)
+		}
+		t.Logf("%s: answered in %v with retry-after %s, x-relay-estimated-wait-ms %s", f.name, rep.took,
+			rep.header.Get("Retry-After"), rep.header.Get("X-Relay-Estimated-Wait-Ms"))
+	}
+	if n := r.metric(t, `relay_fast_rejections_total{reason="provider_auth",route="refused"}`); n != 3 {
+		t.Errorf("relay_fast_rejections_total{refused,provider_auth} = %v; want 3", n)
+	}
+	if d := r.Lanes.Depth("batch"); d != 1 {
+		t.Errorf("lane batch's depth %d; want 1 (the 60s request still parked)", d)
+	}
+	cancel()
+	if rep := recvReply(t, long); rep.err == nil {
+		t.Errorf("60s wait: %d %s; want it parked until its caller went away", rep.status, rep.body)
+	}
+	natstest.Eventually(t, waitLimit, "the lanes empty", func() bool {
+		return r.Lanes.Depth("interactive") == 0 && r.Lanes.Depth("batch") == 0
+	})
+
+	// Nothing parked: a new request is answered at once, even with a wait
+	// longer than the back-off, and never parked.
+	for _, wait := range []string{"2s", "60s"} {
+		rep := r.timedPost(t, f, "refused", wait)
+		t.Logf("nothing parked, wait %s: %d in %v, retry-after %q, x-should-retry %q: %s", wait, rep.status, rep.took,
+			rep.header.Get("Retry-After"), rep.header.Get("X-Should-Retry"), rep.body)
+		if rep.status != http.StatusBadGateway || rep.took > fastAnswerMargin {
+			t.Errorf("nothing parked, wait %s: %d after %v; want 502 at once", wait, rep.status, rep.took)
+		}
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Errorf("upstream got %d calls; want 1 (none while the provider was set aside)", n)
 	}
 }
