@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/openai/openai-go/v3"
+	ooption "github.com/openai/openai-go/v3/option"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/workers"
@@ -196,35 +200,144 @@ func TestFastAnswerParkedEarly(t *testing.T) {
 }
 
 // TestFastAnswerLaneEstimate: a backlog drained at a known rate (one
-// concurrency slot, 50 ms per call: about 20 requests a second). A
-// request whose wait is shorter than the lane's estimated wait (the
-// requests ahead of it over that rate) is answered at once with
-// reason lane_wait; one whose wait is long enough parks and is served.
+// concurrency slot, 50 ms per call: about 20 requests a second), in
+// either format. A request whose wait is shorter than the lane's
+// estimated wait (the requests ahead of it over that rate) is answered at
+// once with reason lane_wait; through the format's official SDK, allowed
+// one retry, that answer is a retryable error the SDK retries after the
+// retry-after given. One whose wait is long enough parks and is served.
 // The backlog's first requests, parked while the lane had no drain
 // history, were never refused.
 func TestFastAnswerLaneEstimate(t *testing.T) {
 	t.Parallel()
 	const backlog = 60
-	r := newRelay(t, laneSetup(50*time.Millisecond)...)
-	f := formats[0]
-	var replies []<-chan laneReply
-	for i := range backlog {
-		replies = append(replies, r.postAsync(context.Background(), fmt.Sprint("backlog", i), f.path,
-			withLane(f.headers(canaryKey), "interactive"), body(f.model, "")))
+	for _, f := range formats {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRelay(t, laneSetup(50*time.Millisecond)...)
+			var replies []<-chan laneReply
+			for i := range backlog {
+				replies = append(replies, r.postAsync(context.Background(), fmt.Sprint("backlog", i), f.path,
+					withLane(f.headers(canaryKey), "interactive"), body(f.model, "")))
+			}
+			natstest.Eventually(t, waitLimit, "a drain history", func() bool {
+				return r.metric(t, `relay_lane_dispatched_total{lane="interactive"}`) >= 12
+			})
+			short := r.timedPost(t, f, f.model, "300ms")
+			checkEarly(t, f, short, 300*time.Millisecond, time.Minute)
+			t.Logf("answered in %v with retry-after %s, x-relay-estimated-wait-ms %s", short.took,
+				short.header.Get("Retry-After"), short.header.Get("X-Relay-Estimated-Wait-Ms"))
+			attempts, err := sdkCall(r, f, f.model, "300ms")
+			checkSDKRetry(t, f, attempts, err)
+			early := 1
+			for _, a := range attempts {
+				if a.status == earlyStatus(f) {
+					early++
+				}
+			}
+			long := r.postAsync(context.Background(), "long", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "30s"), body(f.model, ""))
+			for _, ch := range append(replies, long) {
+				if rep := recvReply(t, ch); rep.status != http.StatusOK {
+					t.Errorf("%s: %d %s; want 200", rep.name, rep.status, rep.body)
+				}
+			}
+			series := fmt.Sprintf(`relay_fast_rejections_total{reason="lane_wait",route=%q}`, f.model)
+			if n := r.metric(t, series); n != float64(early) {
+				t.Errorf("%s = %v; want %d (the early answers given)", series, n, early)
+			}
+		})
 	}
-	natstest.Eventually(t, waitLimit, "a drain history", func() bool {
-		return r.metric(t, `relay_lane_dispatched_total{lane="interactive"}`) >= 12
-	})
-	short := r.timedPost(t, f, f.model, "300ms")
-	checkEarly(t, f, short, 300*time.Millisecond, time.Minute)
-	long := r.postAsync(context.Background(), "long", f.path, withLane(f.headers(canaryKey), "interactive", "x-relay-max-wait", "30s"), body(f.model, ""))
-	for _, ch := range append(replies, long) {
-		if rep := recvReply(t, ch); rep.status != http.StatusOK {
-			t.Errorf("%s: %d %s; want 200", rep.name, rep.status, rep.body)
+}
+
+// earlyStatus is the status of an early answer in f's format.
+func earlyStatus(f apiFormat) int {
+	if f.name == "openai" {
+		return http.StatusServiceUnavailable
+	}
+	return 529
+}
+
+// sdkAttempt is one HTTP attempt an official SDK made.
+type sdkAttempt struct {
+	status                               int
+	retryAfter, retryAfterMs, estimateMs string
+	at                                   time.Time // when its answer's headers came
+}
+
+// String shows a in a test's log.
+func (a sdkAttempt) String() string {
+	return fmt.Sprintf("{%d retry-after %q retry-after-ms %q x-relay-estimated-wait-ms %q at %s}",
+		a.status, a.retryAfter, a.retryAfterMs, a.estimateMs, a.at.Format("15:04:05.000"))
+}
+
+// sdkCall sends one request for model through f's official SDK (Go),
+// allowed one retry, on lane interactive with a wait of maxWait. It
+// returns every attempt the SDK made and the SDK's error.
+func sdkCall(r *relay, f apiFormat, model, maxWait string) ([]sdkAttempt, error) {
+	var attempts []sdkAttempt // the SDKs call middleware in the calling goroutine
+	record := func(req *http.Request, next func(*http.Request) (*http.Response, error)) (*http.Response, error) {
+		resp, err := next(req)
+		if err == nil {
+			attempts = append(attempts, sdkAttempt{resp.StatusCode, resp.Header.Get("Retry-After"),
+				resp.Header.Get("Retry-After-Ms"), resp.Header.Get("X-Relay-Estimated-Wait-Ms"), time.Now()})
 		}
+		return resp, err
 	}
-	if n := r.metric(t, `relay_fast_rejections_total{reason="lane_wait",route="claude-sonnet"}`); n != 1 {
-		t.Errorf("relay_fast_rejections_total{lane_wait} = %v; want 1", n)
+	ctx := context.Background()
+	if f.name == "openai" {
+		c := openai.NewClient(ooption.WithBaseURL(r.URL+"/v1"), ooption.WithAPIKey(canaryKey), ooption.WithMaxRetries(1),
+			ooption.WithHeader("x-relay-lane", "interactive"), ooption.WithHeader("x-relay-max-wait", maxWait),
+			ooption.WithMiddleware(record))
+		_, err := c.Chat.Completions.New(ctx, chatParams(model))
+		return attempts, err
+	}
+	c := anthropicClient(r, canaryKey, aoption.WithMaxRetries(1),
+		aoption.WithHeader("x-relay-lane", "interactive"), aoption.WithHeader("x-relay-max-wait", maxWait),
+		aoption.WithMiddleware(record))
+	_, err := c.Messages.New(ctx, messageParams(model))
+	return attempts, err
+}
+
+// checkSDKRetry checks what the SDK made of an early answer: the first
+// attempt got it (529, or 503 for OpenAI) with retry-after, retry-after-ms
+// and x-relay-estimated-wait-ms agreeing, and the SDK, taking it as
+// retryable, tried once more no sooner than retry-after-ms said. If the
+// retry got an error too, the SDK's error is the API error of that
+// status.
+func checkSDKRetry(t *testing.T, f apiFormat, attempts []sdkAttempt, err error) {
+	t.Helper()
+	t.Logf("%s SDK attempts: %v (error %v)", f.name, attempts, err)
+	if len(attempts) != 2 {
+		t.Fatalf("%s SDK made %d attempts; want 2 (the early answer retried once)", f.name, len(attempts))
+	}
+	first := attempts[0]
+	ms, err1 := strconv.ParseInt(first.retryAfterMs, 10, 64)
+	est, err2 := strconv.ParseInt(first.estimateMs, 10, 64)
+	ra, err3 := strconv.ParseInt(first.retryAfter, 10, 64)
+	if first.status != earlyStatus(f) || errors.Join(err1, err2, err3) != nil || ms != est || ra != max((est+999)/1000, 1) {
+		t.Errorf("%s SDK's first attempt %+v; want %d with retry-after-ms = x-relay-estimated-wait-ms and retry-after the same in whole seconds, rounded up",
+			f.name, first, earlyStatus(f))
+	}
+	// The SDK waits retry-after-ms from when it read the answer; a few
+	// milliseconds of clock granularity are allowed.
+	if gap := attempts[1].at.Sub(first.at); gap < time.Duration(ms)*time.Millisecond-10*time.Millisecond {
+		t.Errorf("%s SDK retried %v after the early answer; want after its retry-after-ms (%d ms)", f.name, gap, ms)
+	}
+	var status int
+	var ae *anthropic.Error
+	var oe *openai.Error
+	switch {
+	case err == nil:
+		status = http.StatusOK
+	case errors.As(err, &ae):
+		status = ae.StatusCode
+	case errors.As(err, &oe):
+		status = oe.StatusCode
+	default:
+		t.Errorf("%s SDK error %v (%T); want an API error", f.name, err, err)
+	}
+	if status != attempts[1].status {
+		t.Errorf("%s SDK ended with status %d; want its retry's %d", f.name, status, attempts[1].status)
 	}
 }
 
@@ -315,33 +428,28 @@ func TestFastAnswerCoolingDown(t *testing.T) {
 		long = append(long, r.postAsync(ctx, f.name+" 60s", f.path, wait60(f), body("cooling", "")))
 	}
 
-	// The SDK: an early 529 with retry-after, retried once after it.
-	type attempt struct {
-		status               int
-		retryAfter, estimate string
-		at                   time.Time
+	// Through each SDK, at once: an early answer, retried once after its
+	// retry-after, which the cool-down's end lets through.
+	type sdkResult struct {
+		attempts []sdkAttempt
+		err      error
 	}
-	var attempts []attempt // the SDK calls its middleware in the calling goroutine
-	c := anthropicClient(r, canaryKey, aoption.WithMaxRetries(1),
-		aoption.WithHeader("x-relay-lane", "interactive"), aoption.WithHeader("x-relay-max-wait", "2s"),
-		aoption.WithMiddleware(func(req *http.Request, next aoption.MiddlewareNext) (*http.Response, error) {
-			resp, err := next(req)
-			if err == nil {
-				attempts = append(attempts, attempt{resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("X-Relay-Estimated-Wait-Ms"), time.Now()})
-			}
-			return resp, err
-		}))
-	msg, err := c.Messages.New(ctx, messageParams("cooling"))
-	t.Logf("SDK attempts: %+v", attempts)
-	switch {
-	case err != nil:
-		t.Errorf("Messages.New with one retry: %v; want the retry after retry-after served", err)
-	case len(msg.Content) == 0:
-		t.Errorf("Messages.New: empty message %+v", msg)
+	results := make([]sdkResult, len(formats))
+	var wg sync.WaitGroup
+	for i, f := range formats {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i].attempts, results[i].err = sdkCall(r, f, "cooling", "2s")
+		}()
 	}
-	if len(attempts) != 2 || attempts[0].status != 529 || attempts[0].retryAfter == "" || attempts[0].estimate == "" ||
-		attempts[1].status != http.StatusOK || attempts[1].at.Before(until) {
-		t.Errorf("SDK attempts %+v; want a 529 with retry-after and x-relay-estimated-wait-ms, then a 200 after the cool-down (%v)", attempts, until)
+	wg.Wait()
+	for i, f := range formats {
+		attempts, err := results[i].attempts, results[i].err
+		checkSDKRetry(t, f, attempts, err)
+		if err != nil || attempts[1].at.Before(until) {
+			t.Errorf("%s SDK: retry at %v, error %v; want it served after the cool-down (%v)", f.name, attempts[1].at, err, until)
+		}
 	}
 
 	for _, ch := range append(long, refused) {
