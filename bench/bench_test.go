@@ -804,3 +804,40 @@ func TestRaiseNoFile(t *testing.T) {
 		t.Errorf("raiseNoFile = %d, %v", n, err)
 	}
 }
+
+// TestDemoConfig rewrites the real configs/demo.yaml as the demo scenario
+// does: every address and the store move, nothing else changes, and the
+// key and model the scenario sends are still the demo's.
+func TestDemoConfig(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"key: " + demoKey, "model: " + demoModel + "\n"} {
+		if !strings.Contains(string(src), want) {
+			t.Errorf("configs/demo.yaml lacks %q, which the demo scenario relies on", want)
+		}
+	}
+	addrs := []string{"127.0.0.1:41001", "127.0.0.1:41002", "127.0.0.1:41003", "127.0.0.1:41004"}
+	out, err := demoConfig(src, addrs, "/tmp/x/nats")
+	if err != nil {
+		t.Fatalf("demoConfig: %v", err)
+	}
+	for _, old := range append(slices.Clone(demoAddrs), demoStoreDir) {
+		if strings.Contains(string(out), old) {
+			t.Errorf("demoConfig left %q in place", old)
+		}
+	}
+	for _, line := range []string{"listen: 127.0.0.1:41001", "admin_listen: 127.0.0.1:41002", "listen: 127.0.0.1:41003",
+		"listen: 127.0.0.1:41004", "base_url: http://127.0.0.1:41004\n", "base_url: http://127.0.0.1:41004/v1", "store_dir: /tmp/x/nats"} {
+		if !strings.Contains(string(out), line) {
+			t.Errorf("demoConfig's output lacks %q", line)
+		}
+	}
+	if _, err := configs.ParseWithEnv(out, nil); err != nil {
+		t.Errorf("configs.ParseWithEnv(demoConfig's output) = %v", err)
+	}
+	if _, err := demoConfig([]byte("listen: 127.0.0.1:8080\n"), addrs, "/tmp/x"); err == nil {
+		t.Errorf("demoConfig of a file without the demo's other addresses: no error; want one")
+	}
+}

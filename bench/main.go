@@ -55,6 +55,10 @@ scenarios:
              then three relays on one cluster: upstream calls and 429s,
              client 200s and errors, queue wait per lane, upstream
              concurrency, each relay's lease share over time
+  demo       the relay on configs/demo.yaml (ports and store moved), offered
+             non-streaming requests at 500 to 4000 req/s, then 64
+             closed-loop clients: rate sent and served, p50/p99, errors,
+             relay CPU per request and the load average
 
 Run "go run ./bench SCENARIO -h" for a scenario's flags.
 `
@@ -103,6 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return clusterMain(ctx, rest, stdout, stderr)
 	case "cluster-limits":
 		return limitsMain(ctx, rest, stdout, stderr)
+	case "demo":
+		return demoMain(ctx, rest, stdout, stderr)
 	case "_upstream":
 		return runUpstream(ctx, rest)
 	case "_proxy":
