@@ -270,6 +270,10 @@ var errorRules = []errorRule{
 	{name: "workers.Error: no capacity", from: fromDispatcher, match: workersError((*workers.Error).NoCapacity),
 		kind: kindRateLimited, tune: upstreamRetry,
 		msg: fixed("every provider for this model is at its limit; retry after the time given")},
+	{name: "workers.Error: provider keys refused", from: fromDispatcher, match: workersError((*workers.Error).KeysRefused),
+		kind: kindUpstreamBroken, tune: func(e *apiError, _ error, _ *about) { e.noRetry = true },
+		msg: fixed("the upstream refused the relay's own key for every provider of this model (not your key); " +
+			"the relay's operator must replace it, and retrying does not help until then")},
 	{name: "workers.Error: not transient", from: fromDispatcher,
 		match: workersError(func(we *workers.Error) bool { return !we.Transient() }), kind: kindUpstreamBroken,
 		msg: fixed("the upstream provider answered with an error the relay could not pass on")},

@@ -101,6 +101,12 @@ func TestErrorRules(t *testing.T) {
 	}
 	noCapacity := &workers.Error{Refusals: []*actor.Refusal{refusal(actor.ReasonRPM, 3*time.Second)}}
 	keyRefused := &workers.Error{Failures: []workers.Failure{{Provider: "p", Kind: workers.FailProviderAuth, Status: 401, Err: errors.New("401")}}, Attempts: 1}
+	keySetAside := &workers.Error{Refusals: []*actor.Refusal{refusal(actor.ReasonProviderAuth, 30*time.Second)}}
+	garbage := &workers.Error{Failures: []workers.Failure{{Provider: "p", Kind: workers.FailGarbage, Status: 200, Err: errors.New("not JSON")}}, Attempts: 1}
+	garbageAndKey := &workers.Error{Failures: []workers.Failure{
+		{Provider: "p", Kind: workers.FailGarbage, Status: 200, Err: errors.New("not JSON")},
+		{Provider: "q", Kind: workers.FailProviderAuth, Status: 401, Err: errors.New("401")},
+	}, Attempts: 2}
 	failing := &workers.Error{Failures: []workers.Failure{
 		{Provider: "p", Kind: workers.FailStatus, Status: 500, Err: errors.New("500")},
 		{Provider: "q", Kind: workers.FailStatus, Status: 503, Err: errors.New("503")},
@@ -126,7 +132,10 @@ func TestErrorRules(t *testing.T) {
 		{"lanes: closed, or other", fromLane, lanes.ErrClosed, StatusOverloaded, time.Second, false, "shutting down", ""},
 		{"lanes: closed, or other", fromLane, errors.New("anything else"), StatusOverloaded, time.Second, false, "shutting down", ""},
 		{"workers.Error: no capacity", fromDispatcher, noCapacity, 429, 3 * time.Second, false, "at its limit", ""},
-		{"workers.Error: not transient", fromDispatcher, keyRefused, 502, 0, false, "could not pass on", ""},
+		{"workers.Error: provider keys refused", fromDispatcher, keyRefused, 502, 0, true, "refused the relay's own key", ""},
+		{"workers.Error: provider keys refused", fromDispatcher, keySetAside, 502, 0, true, "refused the relay's own key", ""},
+		{"workers.Error: not transient", fromDispatcher, garbage, 502, 0, false, "could not pass on", ""},
+		{"workers.Error: not transient", fromDispatcher, garbageAndKey, 502, 0, false, "could not pass on", ""},
 		{"workers.Error: failing", fromDispatcher, failing, StatusOverloaded, time.Second, true, "failing or overloaded", ""},
 		{"workers.Error: failing", fromDispatcher, failingOnce, StatusOverloaded, time.Second, false, "failing or overloaded", ""},
 		{"workers.ErrInvalidRequest", fromDispatcher, fmt.Errorf("%w: tools are not supported", workers.ErrInvalidRequest), 400, 0, false, "tools are not supported", ""},

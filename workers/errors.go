@@ -162,6 +162,23 @@ func (e *Error) Transient() bool {
 	return false
 }
 
+// KeysRefused reports whether every target failed or was refused because
+// the upstream refused its provider's own key (a 401, or a confirmed 403):
+// only an operator can help, not a retry by the client.
+func (e *Error) KeysRefused() bool {
+	for _, f := range e.Failures {
+		if f.Kind != FailProviderAuth {
+			return false
+		}
+	}
+	for _, r := range e.Refusals {
+		if r.Reason != actor.ReasonProviderAuth {
+			return false
+		}
+	}
+	return len(e.Failures)+len(e.Refusals) > 0
+}
+
 // ErrUnknownModel is returned by Do for a model no route serves.
 var ErrUnknownModel = errors.New("unknown model")
 
