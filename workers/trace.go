@@ -4,8 +4,8 @@ package workers
 // calls: per attempt an internal "relay.attempt" span and, beneath it, a
 // client span for the upstream call named and attributed after the GenAI
 // semantic conventions ("chat <model>", gen_ai.*), whose context goes
-// upstream as traceparent, sampled or not. Spans go to the global tracer provider, a no-op
-// unless cmd/relay set one.
+// upstream as traceparent, sampled or not. Spans go to the global tracer
+// provider, a no-op unless cmd/relay set one.
 
 import (
 	"context"
