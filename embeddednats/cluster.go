@@ -88,7 +88,7 @@ func (s *Server) WaitJetStream(ctx context.Context) error {
 		if time.Since(last) >= 10*time.Second {
 			last = time.Now()
 			s.log.l.Warn("waiting for a JetStream cluster quorum (a majority of the nodes up and routed)",
-				"waited", time.Since(start).Round(time.Second).String())
+				"waited_s", time.Since(start).Round(time.Second).Seconds())
 		}
 		select {
 		case <-ctx.Done():

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/wire"
 )
 
@@ -341,7 +342,7 @@ func (s *Server) handleBatchResults(c echo.Context, bs BatchService, _ *state, k
 	n := 0
 	for line, err := range seq {
 		if err != nil {
-			s.log.Warn("batch results aborted", "batch", id, "error", err)
+			s.log.WarnContext(c.Request().Context(), "batch results aborted", logctx.BatchID, id, "error", err)
 			panic(http.ErrAbortHandler)
 		}
 		if n%resultsFlushLines == 0 {

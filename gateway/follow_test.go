@@ -14,6 +14,7 @@ import (
 
 	"github.com/relaygw/relay/embeddednats/natstest"
 	"github.com/relaygw/relay/lanes/jobs"
+	"github.com/relaygw/relay/workers/logctx"
 	"github.com/relaygw/relay/workers/simupstream"
 )
 
@@ -122,9 +123,10 @@ func TestRequestIDSanity(t *testing.T) {
 }
 
 // TestFollowOneRequestThroughLogs follows request ids through the JSON
-// logs: a request that is parked, then served, and a job with a callback.
-// Every line about them carries the request id (and the job id), once, and
-// durations say their unit.
+// logs: a request that is parked, then served, a job with a callback, and
+// a job whose callback is retried, then dead-lettered. Every line about
+// them carries the request id (and the job id), once, and durations say
+// their unit.
 func TestFollowOneRequestThroughLogs(t *testing.T) {
 	var jobLog syncBuffer
 	hooks := make(chan struct{}, 1)
@@ -133,9 +135,16 @@ func TestFollowOneRequestThroughLogs(t *testing.T) {
 		hooks <- struct{}{}
 	}))
 	t.Cleanup(rcv.Close)
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(refusing.Close)
+	// The jobs service logs as cmd/relay sets it up: through logctx.Handler.
 	r := newRelay(t, laneSetup(300*time.Millisecond,
 		withJobs(jobs.Options{Workers: 1, CallbackWorkers: 1,
-			Logger: slog.New(slog.NewJSONHandler(&jobLog, &slog.HandlerOptions{Level: slog.LevelDebug}))}))...)
+			CallbackSchedule: []time.Duration{10 * time.Millisecond}, // two attempts, then a dead letter
+			Logger:           slog.New(logctx.Handler(slog.NewJSONHandler(&jobLog, &slog.HandlerOptions{Level: slog.LevelDebug})))}))...)
 
 	// Parked, then served: the one slot is busy with a first request.
 	a := anthropicHeaders(canaryKey)
@@ -165,7 +174,20 @@ func TestFollowOneRequestThroughLogs(t *testing.T) {
 		t.Fatal("no callback")
 	}
 	natstest.Eventually(t, 10*time.Second, "the callback's log line", func() bool {
-		return hasMsg(logLines(t, jobLog.String()), "callback attempt")
+		return hasMsg(linesOf(logLines(t, jobLog.String()), "job_id", jobID), "callback attempt")
+	})
+
+	// A job whose callback receiver answers 500: retried once, then given
+	// up as a dead letter.
+	const deadReqID = "client-job-dead-9"
+	code, _, j = r.doJSON(t, "POST", "/v1/jobs", canaryKey, map[string]string{"x-request-id": deadReqID},
+		`{"endpoint":"/v1/messages","body":`+jobBody+`,"callback_url":"`+refusing.URL+`/hook"}`)
+	if code != http.StatusAccepted || j["request_id"] != deadReqID {
+		t.Fatalf("POST /v1/jobs = %d %v; want 202 with request_id %q", code, j, deadReqID)
+	}
+	deadID := j["id"].(string)
+	natstest.Eventually(t, 20*time.Second, "the dead letter's log line", func() bool {
+		return hasMsg(linesOf(logLines(t, jobLog.String()), "job_id", deadID), "callback given up: dead letter")
 	})
 
 	all := append(logLines(t, r.logs.String()), logLines(t, jobLog.String())...)
@@ -191,19 +213,51 @@ func TestFollowOneRequestThroughLogs(t *testing.T) {
 			}
 		}
 	}
-	jobLines := linesOf(all, "job_id", jobID)
-	for _, want := range []string{"upstream attempt", "callback attempt"} {
-		if !hasMsg(jobLines, want) {
-			t.Errorf("no %q line with job_id %s; lines: %v", want, jobID, msgs(jobLines))
+	for _, jt := range []struct {
+		id, requestID string
+		want          []string // messages of lines with the job's id
+		attempts      int      // its "callback attempt" lines
+	}{
+		{id: jobID, requestID: jobReqID, want: []string{"upstream attempt", "callback attempt"}, attempts: 1},
+		{id: deadID, requestID: deadReqID, want: []string{"upstream attempt", "callback attempt", "callback given up: dead letter"},
+			attempts: 2},
+	} {
+		jobLines := linesOf(all, "job_id", jt.id)
+		for _, want := range jt.want {
+			if !hasMsg(jobLines, want) {
+				t.Errorf("no %q line with job_id %s; lines: %v", want, jt.id, msgs(jobLines))
+			}
+		}
+		var attempts int
+		for _, l := range jobLines {
+			if l["request_id"] != jt.requestID {
+				t.Errorf("job line %q has request_id %v; want %s", l["msg"], l["request_id"], jt.requestID)
+			}
+			if l["msg"] == "callback attempt" {
+				attempts++
+			}
+		}
+		if attempts != jt.attempts {
+			t.Errorf("job %s: %d callback attempt lines; want %d", jt.id, attempts, jt.attempts)
+		}
+		if !hasMsg(linesOf(all, "request_id", jt.requestID), "request") {
+			t.Errorf("no request line for the submission of job %s", jt.id)
+		}
+		// Any line naming the job names it as job_id, with the request id.
+		for _, l := range all {
+			for k, v := range l {
+				if v == jt.id && (k != "job_id" || l["request_id"] != jt.requestID) {
+					t.Errorf("line %v names job %s under %q; want job_id with request_id %s", l, jt.id, k, jt.requestID)
+				}
+			}
 		}
 	}
-	for _, l := range jobLines {
-		if l["request_id"] != jobReqID {
-			t.Errorf("job line %q has request_id %v; want %s", l["msg"], l["request_id"], jobReqID)
+	for _, l := range all {
+		for _, k := range []string{"job", "batch"} {
+			if _, ok := l[k]; ok {
+				t.Errorf("line %q has key %q; want job_id, batch_id: %v", l["msg"], k, l)
+			}
 		}
-	}
-	if !hasMsg(linesOf(all, "request_id", jobReqID), "request") {
-		t.Errorf("no request line for the job's submission")
 	}
 	// The job's upstream call carried the submission's request id.
 	var sent bool
@@ -215,9 +269,11 @@ func TestFollowOneRequestThroughLogs(t *testing.T) {
 	}
 	// A JSON line holds each key once (the context's attributes and a
 	// line's own never both name the request).
-	for _, line := range strings.Split(r.logs.String(), "\n") {
-		if strings.Count(line, `"request_id"`) > 1 {
-			t.Errorf("request_id twice in %s", line)
+	for _, line := range strings.Split(r.logs.String()+jobLog.String(), "\n") {
+		for _, k := range []string{`"request_id"`, `"job_id"`} {
+			if strings.Count(line, k) > 1 {
+				t.Errorf("%s twice in %s", k, line)
+			}
 		}
 	}
 }

@@ -81,16 +81,19 @@ func (s *Server) requestContext(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// jobContext returns ctx naming job j in every log line (job_id, and the
-// request_id of its submission), and the headers its upstream calls start
-// with: the submission's x-request-id.
+// jobContext returns ctx naming job j in every log line (job_id, the
+// request_id of its submission and, for a batch item, batch_id), and the
+// headers its upstream calls start with: the submission's x-request-id.
 func jobContext(ctx context.Context, j *jobs.Job) (context.Context, http.Header) {
 	h := http.Header{}
-	attrs := make([]slog.Attr, 0, 2)
+	attrs := make([]slog.Attr, 0, 3)
 	if j.RequestID != "" {
 		attrs = append(attrs, slog.String(logctx.RequestID, j.RequestID))
 		h["X-Request-Id"] = []string{j.RequestID}
 	}
 	attrs = append(attrs, slog.String(logctx.JobID, j.ID))
+	if j.BatchID != "" {
+		attrs = append(attrs, slog.String(logctx.BatchID, j.BatchID))
+	}
 	return logctx.With(ctx, attrs...), h
 }

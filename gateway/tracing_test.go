@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +175,82 @@ func keys(m map[string][]tracetest.SpanStub) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestTracePropagatedUpstream: a caller's trace context goes upstream
+// whenever it is valid, as W3C Trace Context and OpenTelemetry propagate
+// it, for a request and for a job (whose upstream call gets no client
+// headers, only the stored trace context): an unsampled one (flags 00)
+// with tracing on continues in the same trace, still unsampled, under the
+// relay's upstream span; with tracing off (a no-op tracer provider) the
+// incoming traceparent and tracestate reach the upstream unchanged.
+func TestTracePropagatedUpstream(t *testing.T) {
+	const tid, parent, state = "5cf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8", "vendor=opaque"
+	tests := []struct {
+		name    string
+		job     bool
+		tracing bool
+		flags   string
+		// exact: the upstream gets the incoming traceparent as is (else the
+		// same trace and flags with the relay's own span id).
+		exact bool
+	}{
+		{name: "request unsampled, tracing on", tracing: true, flags: "00"},
+		{name: "request unsampled, tracing off", flags: "00", exact: true},
+		{name: "request sampled, tracing off", flags: "01", exact: true},
+		{name: "job unsampled, tracing on", job: true, tracing: true, flags: "00"},
+		{name: "job unsampled, tracing off", job: true, flags: "00", exact: true},
+		{name: "job sampled, tracing off", job: true, flags: "01", exact: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var exp *tracetest.InMemoryExporter
+			if tt.tracing {
+				exp = recordSpans(t)
+			} else {
+				otel.SetTracerProvider(noop.NewTracerProvider())
+			}
+			opts := []relayOption{withUpstreams(simupstream.Options{Record: 16})}
+			if tt.job {
+				opts = append(opts, withLanes(100), withJobs(jobs.Options{Workers: 1}))
+			}
+			r := newRelay(t, opts...)
+			incoming := "00-" + tid + "-" + parent + "-" + tt.flags
+			h := anthropicHeaders(canaryKey)
+			h["traceparent"], h["tracestate"] = incoming, state
+			if tt.job {
+				code, _, j := r.doJSON(t, "POST", "/v1/jobs", canaryKey, map[string]string{"traceparent": incoming, "tracestate": state},
+					`{"endpoint":"/v1/messages","body":`+jobBody+`}`)
+				if code != http.StatusAccepted {
+					t.Fatalf("POST /v1/jobs = %d %v; want 202", code, j)
+				}
+				natstest.Eventually(t, 10*time.Second, "the job's upstream call", func() bool { return len(r.Anthropic.Requests()) > 0 })
+			} else if rep := recvReply(t, r.postAsync(context.Background(), tt.name, "/v1/messages", h, claudeBody)); rep.status != http.StatusOK {
+				t.Fatalf("POST /v1/messages = %d; want 200", rep.status)
+			}
+			up := r.Anthropic.Requests()
+			if len(up) != 1 {
+				t.Fatalf("%d upstream requests; want 1", len(up))
+			}
+			got := up[0].Header.Get("Traceparent")
+			parts := strings.Split(got, "-")
+			switch {
+			case tt.exact && got != incoming:
+				t.Errorf("upstream traceparent %q; want the incoming %q", got, incoming)
+			case len(parts) != 4 || parts[1] != tid || parts[3] != tt.flags:
+				t.Errorf("upstream traceparent %q; want trace %s with flags %s", got, tid, tt.flags)
+			case !tt.exact && parts[2] == parent:
+				t.Errorf("upstream traceparent %q has the caller's span id; want the relay's upstream span", got)
+			}
+			if got := up[0].Header.Get("Tracestate"); got != state {
+				t.Errorf("upstream tracestate %q; want %q", got, state)
+			}
+			if exp != nil {
+				id, _ := trace.TraceIDFromHex(tid)
+				if s := spansOf(exp, id); len(s) != 0 {
+					t.Errorf("unsampled trace exported spans %v; want none", keys(s))
+				}
+			}
+		})
+	}
 }

@@ -4,8 +4,8 @@ package workers
 // calls: per attempt an internal "relay.attempt" span and, beneath it, a
 // client span for the upstream call named and attributed after the GenAI
 // semantic conventions ("chat <model>", gen_ai.*), whose context goes
-// upstream as traceparent. Spans go to the global tracer provider, a no-op
-// unless cmd/relay set one.
+// upstream as traceparent, sampled or not. Spans go to the global tracer
+// provider, a no-op unless cmd/relay set one.
 
 import (
 	"context"
@@ -66,10 +66,15 @@ func startAttempt(ctx context.Context, req *Request, t *target, n int) (context.
 	return ctx, at
 }
 
-// upstreamHeader returns h with the traceparent of ctx's span when it is
-// recorded (a copy: h is shared by the request's attempts), else h.
+// upstreamHeader returns h with the traceparent and tracestate of ctx's
+// span context whenever it is valid (a copy: h is shared by the request's
+// attempts), else h. As W3C Trace Context and OpenTelemetry propagate: a
+// span that is not sampled passes on its context with the sampled flag
+// off (00), and with tracing off (a no-op tracer provider) the span
+// context is the caller's, so its traceparent and tracestate go upstream
+// unchanged.
 func upstreamHeader(ctx context.Context, h http.Header) http.Header {
-	if !trace.SpanFromContext(ctx).IsRecording() {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return h
 	}
 	out := h.Clone()

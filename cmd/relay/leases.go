@@ -77,7 +77,7 @@ func startLeases(cfg *configs.Config, js jetstream.JetStream, decl *assets.Decla
 		defer close(done)
 		_ = l.m.Run(ctx)
 	}()
-	log.Info("cluster-wide provider limits: leases on", "relay", l.m.Relay(), "lease_period", cfg.NATS.LeasePeriod.Std().String())
+	log.Info("cluster-wide provider limits: leases on", "relay", l.m.Relay(), "lease_period_s", cfg.NATS.LeasePeriod.Std().Seconds())
 	return l, func() { cancel(); <-done }
 }
 

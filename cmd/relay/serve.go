@@ -250,7 +250,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down", "grace", cfg.ShutdownGrace.Std().String())
+		log.Info("shutting down", "grace_s", cfg.ShutdownGrace.Std().Seconds())
 	case runErr = <-serveErr:
 		log.Error("server failed", "error", runErr)
 	}

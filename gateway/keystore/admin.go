@@ -620,7 +620,7 @@ func (a *Admin) rotate(w http.ResponseWriter, r *http.Request) *apiError {
 	if e != nil {
 		return e
 	}
-	a.changed(r, "rotate", name, "grace", grace.String())
+	a.changed(r, "rotate", name, "grace_s", grace.Seconds())
 	v := a.recordView(rec, cfg)
 	v.Key = secret
 	writeJSON(w, http.StatusOK, v)

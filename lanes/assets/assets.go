@@ -103,7 +103,7 @@ func (d *Declarer) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jets
 				continue // another relay created it meanwhile
 			}
 			if err == nil {
-				d.log.Info("created stream", "stream", cfg.Name, "replicas", cfg.Replicas, "max_age", cfg.MaxAge.String())
+				d.log.Info("created stream", "stream", cfg.Name, "replicas", cfg.Replicas, "max_age_s", cfg.MaxAge.Seconds())
 				d.setDrift(cfg.Name, nil)
 			}
 			return st, err
@@ -127,7 +127,7 @@ func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, d
 	_, err := d.js.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		if err = d.createBucket(ctx, cfg, direct); err == nil {
-			d.log.Info("created bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas, "ttl", cfg.TTL.String(), "direct_get", direct)
+			d.log.Info("created bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas, "ttl_s", cfg.TTL.Seconds(), "direct_get", direct)
 		} else if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, err
 		}
@@ -237,7 +237,7 @@ func (d *Declarer) Consumer(ctx context.Context, stream string, cfg jetstream.Co
 		return c, nil
 	}
 	d.log.Info("updating consumer", "stream", stream, "consumer", cfg.Durable,
-		"ack_wait", fmt.Sprintf("%s -> %s", have.AckWait, cfg.AckWait),
+		"ack_wait_s", fmt.Sprintf("%g -> %g", have.AckWait.Seconds(), cfg.AckWait.Seconds()),
 		"max_ack_pending", fmt.Sprintf("%d -> %d", have.MaxAckPending, cfg.MaxAckPending))
 	return st.UpdateConsumer(ctx, cfg)
 }

@@ -307,7 +307,7 @@ func (s *Service) storeItems(ctx context.Context, rec *batchRecord, items []Batc
 		r.CancelInitiatedAt = &now
 		return true
 	}); uerr != nil {
-		s.log.Warn("cancel partly stored batch", "batch", rec.ID, "error", uerr)
+		s.log.Warn("cancel partly stored batch", logBatchID, rec.ID, "error", uerr)
 	}
 	return err
 }

@@ -86,7 +86,7 @@ func (s *Service) endItem(ctx context.Context, id, status, errType, msg string, 
 	}
 	if err := s.afterTerminal(ctx, &j); err != nil {
 		// The executor repeats this when it meets the job's message.
-		s.log.Warn("publish ended batch item", "job", id, "error", err)
+		s.log.Warn("publish ended batch item", j.ref().attrs("error", err)...)
 	}
 	return j, nil
 }
@@ -102,7 +102,7 @@ func (s *Service) batchGate(ctx context.Context, msg jetstream.Msg, m *message) 
 	case errors.Is(err, ErrNotFound):
 		text = "the message batch no longer exists"
 	case err != nil:
-		s.retryLater(msg, m.ID, err)
+		s.retryLater(msg, m.ref(), err)
 		return true
 	case !s.now().Before(r.ExpiresAt):
 		errType, text = ErrorExpired, "the message batch expired before this request ran"
@@ -113,7 +113,7 @@ func (s *Service) batchGate(ctx context.Context, msg jetstream.Msg, m *message) 
 	}
 	j, err := s.endItem(ctx, m.ID, StatusCanceled, errType, text, func(*Job) bool { return true }, false)
 	if err != nil {
-		s.retryLater(msg, m.ID, err)
+		s.retryLater(msg, m.ref(), err)
 		return true
 	}
 	s.complete(ctx, msg, &j) // publishes the end, then acknowledges
@@ -147,12 +147,12 @@ func (s *Service) DeleteBatch(ctx context.Context, key, id string) error {
 	// when it meets it, as its batch no longer exists.
 	for c := 0; c*batchChunkSize < r.Count; c++ {
 		if err := s.batches.Delete(ctx, chunkKey(id, c)); err != nil {
-			s.log.Warn("delete batch items", "batch", id, "error", err)
+			s.log.Warn("delete batch items", logBatchID, id, "error", err)
 		}
 	}
 	_ = parallel(ctx, len(e.refs), func(ctx context.Context, i int) error {
 		if err := s.state.Delete(ctx, e.refs[i].JobID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			s.log.Warn("delete batch item", "job", e.refs[i].JobID, "error", err)
+			s.log.Warn("delete batch item", jobRef{id: e.refs[i].JobID, batchID: id}.attrs("error", err)...)
 		}
 		return nil
 	})

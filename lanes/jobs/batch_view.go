@@ -122,7 +122,7 @@ func (s *Service) view(ctx context.Context, r *batchRecord) (Batch, error) {
 		return true
 	})
 	if err != nil {
-		s.log.Warn("record batch end", "batch", r.ID, "error", err)
+		s.log.Warn("record batch end", logBatchID, r.ID, "error", err)
 		r.Counts, r.EndedAt = &c, &ended
 		return r.batch(c), nil
 	}

@@ -70,21 +70,21 @@ func (s *Service) deliverOne(ctx context.Context, msg jetstream.Msg) {
 	j, _, err := s.load(ctx, cb.ID)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		s.log.Warn("callback of an expired job dropped", "job", cb.ID)
-		s.ack(ctx, msg, cb.ID)
+		s.log.Warn("callback of an expired job dropped", cb.ref().attrs()...)
+		s.ack(ctx, msg, cb.ref())
 		return
 	case err != nil:
-		s.log.Warn("read job for its callback", "job", cb.ID, "error", err)
+		s.log.Warn("read job for its callback", cb.ref().attrs("error", err)...)
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
 	st, ok := roundState(j.Callback, cb.Round)
 	if !ok { // a duplicate of a round that has ended
-		s.ack(ctx, msg, cb.ID)
+		s.ack(ctx, msg, cb.ref())
 		return
 	}
 	if now := s.now(); st.NextAttemptAt != nil && now.Before(*st.NextAttemptAt) {
-		s.nakUntil(msg, cb.ID, st.NextAttemptAt.Sub(now))
+		s.nakUntil(msg, cb.ref(), st.NextAttemptAt.Sub(now))
 		return
 	}
 	s.attempt(ctx, msg, &cb, st.Attempts+1)
@@ -97,8 +97,8 @@ func (s *Service) attempt(ctx context.Context, msg jetstream.Msg, cb *callbackMs
 	start := time.Now()
 	res := s.opts.Callbacks.Attempt(ctx, CallbackAttempt{URL: cb.URL, MsgID: cb.ID, Body: cb.Body, Attempt: n})
 	endCallback(span, &res)
-	s.log.Info("callback attempt", "job_id", cb.ID, "request_id", cb.RequestID, "attempt", n, "round", cb.Round,
-		"outcome", res.Outcome, "status", res.Status, "duration_ms", time.Since(start).Milliseconds())
+	s.log.Info("callback attempt", cb.ref().attrs("attempt", n, "round", cb.Round,
+		"outcome", res.Outcome, "status", res.Status, "duration_ms", time.Since(start).Milliseconds())...)
 	if ctx.Err() != nil && res.Outcome != CallbackDelivered {
 		// Shutting down mid-attempt: the attempt is not recorded and is
 		// made again after the restart.
@@ -110,7 +110,7 @@ func (s *Service) attempt(ctx context.Context, msg jetstream.Msg, cb *callbackMs
 	// a store outage (a leader election), so a delivered callback is not
 	// made again and never stays "pending" in the record.
 	var wrote, gone bool
-	if !s.persist(ctx, msg, cb.ID, func() error {
+	if !s.persist(ctx, msg, cb.ref(), func() error {
 		_, w, err := s.update(ctx, cb.ID, func(j *Job) bool {
 			cur, ok := roundState(j.Callback, cb.Round)
 			if !ok || cur.Attempts >= n { // another delivery recorded this attempt
@@ -129,7 +129,7 @@ func (s *Service) attempt(ctx context.Context, msg jetstream.Msg, cb *callbackMs
 		return // shutting down: the attempt is made again after the restart
 	}
 	if gone || !wrote { // an expired job, or a duplicate message of this round
-		s.ack(ctx, msg, cb.ID)
+		s.ack(ctx, msg, cb.ref())
 		return
 	}
 	s.finishAttempt(ctx, msg, cb, &next)
@@ -145,23 +145,23 @@ func (s *Service) finishAttempt(ctx context.Context, msg jetstream.Msg, cb *call
 	s.metrics.callbacks.WithLabelValues(label).Inc()
 	switch st.Outcome {
 	case CallbackPending:
-		s.nakUntil(msg, cb.ID, st.NextAttemptAt.Sub(s.now()))
+		s.nakUntil(msg, cb.ref(), st.NextAttemptAt.Sub(s.now()))
 		return
 	case CallbackDeadLetter:
-		s.log.Warn("callback given up: dead letter", "job", cb.ID, "attempts", st.Attempts, "status", st.LastStatus,
-			"error", st.LastError)
+		s.log.Warn("callback given up: dead letter", cb.ref().attrs("attempts", st.Attempts, "status", st.LastStatus,
+			"error", st.LastError)...)
 		if _, err := s.state.Put(ctx, deadPrefix+cb.ID, []byte(cb.ID)); err != nil {
-			s.log.Warn("record dead letter", "job", cb.ID, "error", err)
+			s.log.Warn("record dead letter", cb.ref().attrs("error", err)...)
 		}
 	default:
 		if st.Outcome == CallbackGone {
-			s.log.Warn("callback receiver answered 410 gone", "job", cb.ID)
+			s.log.Warn("callback receiver answered 410 gone", cb.ref().attrs()...)
 		}
 		if cb.Round > 0 { // a re-sent dead letter is one no more
 			_ = s.state.Purge(ctx, deadPrefix+cb.ID)
 		}
 	}
-	s.ack(ctx, msg, cb.ID)
+	s.ack(ctx, msg, cb.ref())
 }
 
 // nextState is the callback state after attempt n of round ended with res.
@@ -199,19 +199,19 @@ func (s *Service) callbackDelay(n int) time.Duration {
 
 // nakUntil sends a callback message back to be delivered again after d
 // (at most Options.CallbackRecheck, when set).
-func (s *Service) nakUntil(msg jetstream.Msg, id string, d time.Duration) {
+func (s *Service) nakUntil(msg jetstream.Msg, ref jobRef, d time.Duration) {
 	if r := s.opts.CallbackRecheck; r > 0 {
 		d = min(d, r)
 	}
 	if err := msg.NakWithDelay(max(d, time.Millisecond)); err != nil {
-		s.log.Warn("nak callback", "job", id, "error", err)
+		s.log.Warn("nak callback", ref.attrs("error", err)...)
 	}
 }
 
 // ack acknowledges a callback message for good.
-func (s *Service) ack(ctx context.Context, msg jetstream.Msg, id string) {
+func (s *Service) ack(ctx context.Context, msg jetstream.Msg, ref jobRef) {
 	if err := msg.DoubleAck(ctx); err != nil {
-		s.log.Warn("ack callback", "job", id, "error", err)
+		s.log.Warn("ack callback", ref.attrs("error", err)...)
 	}
 }
 
@@ -251,7 +251,7 @@ func (s *Service) ResendCallback(ctx context.Context, key, id string) (Job, erro
 		return Job{}, err
 	}
 	if err := s.state.Purge(ctx, deadPrefix+id); err != nil {
-		s.log.Warn("clear dead letter", "job", id, "error", err)
+		s.log.Warn("clear dead letter", nj.ref().attrs("error", err)...)
 	}
 	return nj.clone(), nil
 }
@@ -266,7 +266,7 @@ func (s *Service) publishResend(ctx context.Context, j *Job, round int) error {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}
 	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, Round: round,
-		RequestID: j.RequestID, Trace: injectTrace(ctx)})
+		RequestID: j.RequestID, BatchID: j.BatchID, Trace: injectTrace(ctx)})
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}

@@ -99,8 +99,10 @@ type callbackMsg struct {
 	URL   string          `json:"url"`
 	Body  json.RawMessage `json:"body"`
 	Round int             `json:"round,omitempty"`
-	// RequestID and Trace are the submission's (see message).
+	// RequestID and Trace are the submission's (see message), BatchID
+	// the job's batch, if any (for log lines).
 	RequestID string            `json:"request_id,omitempty"`
+	BatchID   string            `json:"batch_id,omitempty"`
 	Trace     map[string]string `json:"trace,omitempty"`
 }
 
@@ -109,7 +111,8 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 	if j.CallbackURL == "" {
 		return nil
 	}
-	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, RequestID: j.RequestID, Trace: injectTrace(ctx)})
+	cb, err := json.Marshal(&callbackMsg{ID: j.ID, URL: j.CallbackURL, Body: data, RequestID: j.RequestID,
+		BatchID: j.BatchID, Trace: injectTrace(ctx)})
 	if err != nil {
 		return fmt.Errorf("jobs: encode: %w", err)
 	}
@@ -126,7 +129,7 @@ func (s *Service) enqueueCallback(ctx context.Context, j *Job, data []byte) erro
 		j.Callback = &CallbackState{Outcome: CallbackPending}
 		return true
 	}); err != nil {
-		s.log.Warn("record callback state", "job_id", j.ID, "request_id", j.RequestID, "error", err)
+		s.log.Warn("record callback state", j.ref().attrs("error", err)...)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		return rec, err
 	})
 	if err != nil {
-		s.retryLater(msg, m.ID, err)
+		s.retryLater(msg, m.ref(), err)
 		return
 	}
 	if notAccepted(&rec) {
@@ -62,14 +62,14 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		return j, err
 	})
 	if err != nil {
-		s.retryLater(msg, m.ID, err)
+		s.retryLater(msg, m.ref(), err)
 		return
 	}
 	if j.Terminal() {
 		if claimed { // dead-lettered just now
 			s.metrics.jobs.WithLabelValues(j.Status).Inc()
 			s.metrics.dead.Inc()
-			s.log.Error("job dead-lettered", "job_id", j.ID, "request_id", j.RequestID, "lane", j.Lane, "interrupted", j.Interrupted)
+			s.log.Error("job dead-lettered", j.ref().attrs("lane", j.Lane, "interrupted", j.Interrupted)...)
 		}
 		s.complete(ctx, msg, &j)
 		return
@@ -87,7 +87,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg) {
 		// (try again later).
 		cur, _, err := s.update(ctx, j.ID, func(*Job) bool { return false })
 		if err != nil || !cur.Terminal() {
-			s.retryLater(msg, j.ID, fmt.Errorf("start job: %w", err))
+			s.retryLater(msg, j.ref(), fmt.Errorf("start job: %w", err))
 			return
 		}
 		s.complete(ctx, msg, &cur)
@@ -151,7 +151,7 @@ func (s *Service) run(ctx context.Context, msg jetstream.Msg, j *Job, body []byt
 		}
 		sj, ok, err := s.start(ctx, j.ID)
 		if err != nil {
-			s.log.Warn("start job", "job_id", j.ID, "request_id", j.RequestID, "error", err)
+			s.log.Warn("start job", j.ref().attrs("error", err)...)
 			return false
 		}
 		if ok {
@@ -192,18 +192,18 @@ func (s *Service) settle(ctx context.Context, msg jetstream.Msg, j *Job, out Out
 		if now.Before(deadline) {
 			delay := max(jitter(s.opts.RetryBase, s.opts.RetryMax, j.Attempts), out.RetryAfter)
 			delay = min(delay, deadline.Sub(now))
-			s.log.Info("job will retry", "job_id", j.ID, "request_id", j.RequestID, "delay_ms", delay.Milliseconds(), "error", out.Err)
+			s.log.Info("job will retry", j.ref().attrs("delay_ms", delay.Milliseconds(), "error", out.Err)...)
 			s.requeue(msg, j, delay, out.Err)
 			return
 		}
-		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorOverloaded, Message: fmt.Sprintf(
+		s.terminal(ctx, msg, j.ref(), StatusFailed, nil, &Error{Type: ErrorOverloaded, Message: fmt.Sprintf(
 			"no provider could serve the job within its lane's max_wait (%s); last error: %v", wait, out.Err)})
 	case out.Err != nil:
-		s.terminal(ctx, msg, j.ID, StatusFailed, nil, &Error{Type: ErrorInternal, Message: out.Err.Error()})
+		s.terminal(ctx, msg, j.ref(), StatusFailed, nil, &Error{Type: ErrorInternal, Message: out.Err.Error()})
 	case out.StatusCode >= 200 && out.StatusCode < 300:
-		s.terminal(ctx, msg, j.ID, StatusSucceeded, result(out), nil)
+		s.terminal(ctx, msg, j.ref(), StatusSucceeded, result(out), nil)
 	default:
-		s.terminal(ctx, msg, j.ID, StatusFailed, result(out), &Error{Type: ErrorUpstream,
+		s.terminal(ctx, msg, j.ref(), StatusFailed, result(out), &Error{Type: ErrorUpstream,
 			Message: fmt.Sprintf("the upstream provider answered %d", out.StatusCode)})
 	}
 }
@@ -295,16 +295,16 @@ func (s *Service) requeue(msg jetstream.Msg, j *Job, delay time.Duration, cause 
 		}
 		return true
 	}); err != nil {
-		s.log.Warn("requeue job", "job_id", j.ID, "request_id", j.RequestID, "error", err)
+		s.log.Warn("requeue job", j.ref().attrs("error", err)...)
 	}
 	if err := msg.NakWithDelay(delay); err != nil {
-		s.log.Warn("nak job message", "job_id", j.ID, "request_id", j.RequestID, "error", err)
+		s.log.Warn("nak job message", j.ref().attrs("error", err)...)
 	}
 }
 
 // retryLater redelivers a message whose handling hit a store error.
-func (s *Service) retryLater(msg jetstream.Msg, id string, err error) {
-	s.log.Warn("job store error; will retry", "job_id", id, "error", err)
+func (s *Service) retryLater(msg jetstream.Msg, ref jobRef, err error) {
+	s.log.Warn("job store error; will retry", ref.attrs("error", err)...)
 	s.storeTrouble()
 	_ = msg.NakWithDelay(time.Second)
 }
@@ -320,7 +320,7 @@ const storeBackoffMax = 5 * time.Second
 // the message kept in progress, so the run is never repeated for want of
 // recording it. It returns false, after a retryLater, when ctx ends first
 // (shutting down).
-func (s *Service) persist(ctx context.Context, msg jetstream.Msg, id string, write func() error) bool {
+func (s *Service) persist(ctx context.Context, msg jetstream.Msg, ref jobRef, write func() error) bool {
 	delay := 100 * time.Millisecond
 	for n := 1; ; n++ {
 		err := write()
@@ -331,17 +331,17 @@ func (s *Service) persist(ctx context.Context, msg jetstream.Msg, id string, wri
 			continue
 		}
 		if ctx.Err() != nil {
-			s.retryLater(msg, id, err)
+			s.retryLater(msg, ref, err)
 			return false
 		}
 		if n == 1 {
-			s.log.Warn("job store error; retrying until the store is back", "job_id", id, "error", err)
+			s.log.Warn("job store error; retrying until the store is back", ref.attrs("error", err)...)
 		}
 		s.storeTrouble()
 		_ = msg.InProgress()
 		select {
 		case <-ctx.Done():
-			s.retryLater(msg, id, err)
+			s.retryLater(msg, ref, err)
 			return false
 		case <-time.After(delay):
 		}
@@ -349,13 +349,13 @@ func (s *Service) persist(ctx context.Context, msg jetstream.Msg, id string, wri
 	}
 }
 
-// terminal records a job's end (once), then completes it.
-func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, id, status string, r *Result, e *Error) {
+// terminal records the end of job ref (once), then completes it.
+func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, ref jobRef, status string, r *Result, e *Error) {
 	now := s.now().UTC()
 	var j Job
 	var changed bool
-	if !s.persist(ctx, msg, id, func() (err error) {
-		j, changed, err = s.update(ctx, id, func(j *Job) bool {
+	if !s.persist(ctx, msg, ref, func() (err error) {
+		j, changed, err = s.update(ctx, ref.id, func(j *Job) bool {
 			if j.Terminal() {
 				return false
 			}
@@ -390,11 +390,11 @@ func (s *Service) terminal(ctx context.Context, msg jetstream.Msg, id, status st
 // complete publishes a terminal job's result and callback (idempotently)
 // and acknowledges its message.
 func (s *Service) complete(ctx context.Context, msg jetstream.Msg, j *Job) {
-	if !s.persist(ctx, msg, j.ID, func() error { return s.afterTerminal(ctx, j) }) {
+	if !s.persist(ctx, msg, j.ref(), func() error { return s.afterTerminal(ctx, j) }) {
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
-		s.log.Warn("ack job message", "job_id", j.ID, "request_id", j.RequestID, "error", err)
+		s.log.Warn("ack job message", j.ref().attrs("error", err)...)
 	}
 }
 

@@ -87,7 +87,7 @@ func (s *Service) Cancel(ctx context.Context, key, id string) (Job, error) {
 	// Publishing can fail here; the executor repeats these steps when it
 	// meets the canceled job's message.
 	if err := s.afterTerminal(ctx, &j); err != nil {
-		s.log.Warn("publish canceled job", "job", id, "error", err)
+		s.log.Warn("publish canceled job", j.ref().attrs("error", err)...)
 	}
 	return j.clone(), nil
 }

@@ -59,7 +59,7 @@ func (s *Service) declareExecutors(ctx context.Context) (jetstream.KeyValue, err
 			if _, err := s.js.UpdateStream(ctx, c); err != nil {
 				return nil, fmt.Errorf("shorten the liveness TTL: %w", err)
 			}
-			s.log.Info("shortened the executors' liveness TTL", "bucket", ExecutorsBucket, "ttl", fmt.Sprintf("%s -> %s", old, ownerTTL))
+			s.log.Info("shortened the executors' liveness TTL", "bucket", ExecutorsBucket, "ttl_s", fmt.Sprintf("%g -> %g", old.Seconds(), ownerTTL.Seconds()))
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, err

@@ -46,7 +46,7 @@ func (s *Service) queueView(ctx context.Context, j *Job) {
 	defer cancel()
 	ahead, err := s.ahead(ctx, j)
 	if err != nil {
-		s.log.Debug("job queue position", "job", j.ID, "error", err)
+		s.log.Debug("job queue position", j.ref().attrs("error", err)...)
 		return
 	}
 	j.QueuePosition = &ahead

@@ -29,7 +29,7 @@ func (s *Service) ensureRecord(ctx context.Context, m *message, indexed bool) (J
 	rev, err := s.state.Create(ctx, m.ID, data)
 	if err == nil {
 		if err := s.putIndex(ctx, &j); err != nil { // refreshed again at the end (afterTerminal)
-			s.log.Warn("index job", "job", m.ID, "error", err)
+			s.log.Warn("index job", m.ref().attrs("error", err)...)
 		}
 		return j, rev, nil
 	}
@@ -39,7 +39,7 @@ func (s *Service) ensureRecord(ctx context.Context, m *message, indexed bool) (J
 	j, rev, err = s.load(ctx, m.ID)
 	if err == nil && indexed && !notAccepted(&j) {
 		if err := s.putIndex(ctx, &j); err != nil {
-			s.log.Warn("index job", "job", m.ID, "error", err)
+			s.log.Warn("index job", m.ref().attrs("error", err)...)
 		}
 	}
 	return j, rev, err

@@ -139,7 +139,7 @@ func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Subm
 	j, _, err := s.ensureRecord(ctx, &m, true)
 	if err != nil {
 		// Stored, so it runs: the executor creates the record.
-		s.log.Warn("job stored without its record (the executor will create it)", "job", id, "error", err)
+		s.log.Warn("job stored without its record (the executor will create it)", m.ref().attrs("error", err)...)
 		s.storeTrouble()
 		return m.record(), nil
 	}
@@ -193,7 +193,7 @@ func (s *Service) settleUnknown(ctx context.Context, m *message, pubErr error) (
 		select {
 		case <-sctx.Done():
 			s.log.Error("job publish outcome unknown and not settled: it runs if its message was stored",
-				"job", m.ID, "publish_error", pubErr, "error", err)
+				m.ref().attrs("publish_error", pubErr, "error", err)...)
 			return Job{}, pubErr
 		case <-time.After(delay):
 		}

@@ -17,6 +17,9 @@ const (
 	RequestID = "request_id"
 	// JobID names the job id attribute.
 	JobID = "job_id"
+	// BatchID names the message batch id attribute (a batch item's job
+	// lines carry it too).
+	BatchID = "batch_id"
 )
 
 type ctxKey struct{}
