@@ -22,6 +22,54 @@ var funcs = template.FuncMap{
 	"isOpen":   func(b string) bool { return b != "closed" },
 	"fullness": fullness,
 	"anyShare": anyShare,
+	"top":      topKeys,
+	"more":     moreKeys,
+	"tokens":   fmtTokens,
+	"usd":      fmtUSD,
+	"peerClass": func(state string) string {
+		switch state {
+		case PeerOffline:
+			return "bad"
+		case PeerLagging:
+			return "warnText"
+		}
+		return ""
+	},
+}
+
+// pageKeys is how many keys the page lists (the busiest); /status.json
+// has them all.
+const pageKeys = 5
+
+// topKeys returns the keys the page lists.
+func topKeys(ks []KeySpend) []KeySpend { return ks[:min(len(ks), pageKeys)] }
+
+// moreKeys counts the keys the page leaves out.
+func moreKeys(ks []KeySpend) int { return max(len(ks)-pageKeys, 0) }
+
+// fmtTokens formats the sum of token counts compactly: 950, 12.3k, 4.56M.
+func fmtTokens(ns ...uint64) string {
+	var n uint64
+	for _, v := range ns {
+		n += v
+	}
+	switch {
+	case n < 10_000:
+		return fmt.Sprint(n)
+	case n < 1_000_000:
+		return fmt.Sprintf("%.1fk", float64(n)/1e3)
+	default:
+		return fmt.Sprintf("%.2fM", float64(n)/1e6)
+	}
+}
+
+// fmtUSD formats a spend: cents from a dollar up, else four decimals (so
+// a small spend is not shown as $0.00).
+func fmtUSD(v float64) string {
+	if v >= 1 || v == 0 {
+		return fmt.Sprintf("$%.2f", v)
+	}
+	return fmt.Sprintf("$%.4f", v)
 }
 
 // fmtSecs formats seconds compactly: 0, 350ms, 1.2s, 2m05s, 3h10m.
