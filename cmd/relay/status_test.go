@@ -253,7 +253,8 @@ func browser(t *testing.T) context.Context {
 
 // TestStatusPageInBrowser loads /status in headless Chromium against a
 // relay with an open breaker and a parked request, logs in through the
-// form, and checks that the page shows both, fits a 1366x768 screen
+// form, and checks that the page shows both, the dead letter and the
+// keys' usage today, fits a 1366x768 screen
 // without scrolling, and refreshes itself. RELAY_UPDATE_SCREENSHOT=1 saves
 // the screenshot to docs/status.png.
 func TestStatusPageInBrowser(t *testing.T) {
@@ -287,6 +288,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if depth := text(t, bctx, chromedp.CSS("#lane-interactive td.depth")); depth != "1" {
 		t.Errorf("interactive lane depth %q, want 1 parked request", depth)
+	}
+	if dead := text(t, bctx, chromedp.ID("dead-letters")); dead != "1" {
+		t.Errorf("dead letters %q, want 1", dead)
+	}
+	for _, key := range []string{"key0", "key1", "key2"} {
+		row := text(t, bctx, chromedp.ID("key-"+key))
+		if !strings.HasPrefix(row, key) || !strings.Contains(row, "$") {
+			t.Errorf("key row %q: want the key's requests, tokens and spend", row)
+		}
 	}
 	dims, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`[document.documentElement.scrollWidth, document.documentElement.scrollHeight, window.innerWidth, window.innerHeight]`))
 	if err != nil {

@@ -64,10 +64,13 @@ func fmtTokens(ns ...uint64) string {
 }
 
 // fmtUSD formats a spend: cents from a dollar up, else four decimals (so
-// a small spend is not shown as $0.00).
+// a small spend is not shown as $0.00), and "<$0.0001" below that.
 func fmtUSD(v float64) string {
-	if v >= 1 || v == 0 {
+	switch {
+	case v >= 1 || v == 0:
 		return fmt.Sprintf("$%.2f", v)
+	case v < 0.00005:
+		return "<$0.0001"
 	}
 	return fmt.Sprintf("$%.4f", v)
 }

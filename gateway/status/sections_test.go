@@ -80,9 +80,10 @@ func TestKeysSection(t *testing.T) {
 				{Key: "cheap", Requests: 40, InputTokens: 900, CacheReadTokens: 100, OutputTokens: 12_345, SpendUSD: 0.00078},
 				{Key: "team-a", Requests: 3, InputTokens: 2_000_000, OutputTokens: 50, SpendUSD: 2.5},
 				{Key: "idle", Requests: 1},
+				{Key: "tiny", Requests: 1, SpendUSD: 0.00003},
 			}, nil
-		}), wantKeys: []string{"team-a", "cheap", "idle"},
-			page: []string{`id="key-team-a"`, "2.00M", "$2.50", `<td class="n">1000</td>`, "12.3k", "$0.0008"}},
+		}), wantKeys: []string{"team-a", "cheap", "tiny", "idle"},
+			page: []string{"&lt;$0.0001", `id="key-team-a"`, "2.00M", "$2.50", `<td class="n">1000</td>`, "12.3k", "$0.0008"}},
 		{name: "more than the page lists", spend: spendFunc(func(context.Context, time.Time) ([]KeySpend, error) { return many(7), nil }),
 			wantKeys: []string{"k6", "k5", "k4", "k3", "k2", "k1", "k0"},
 			page:     []string{`id="key-k6"`, `id="key-k2"`, "and 2 more keys"}, notPage: []string{`id="key-k1"`}},
