@@ -26,6 +26,7 @@ var funcs = template.FuncMap{
 	"more":     moreKeys,
 	"tokens":   fmtTokens,
 	"usd":      fmtUSD,
+	"behind":   behindPeers,
 	"peerClass": func(state string) string {
 		switch state {
 		case PeerOffline:
@@ -63,11 +64,11 @@ func fmtTokens(ns ...uint64) string {
 	}
 }
 
-// fmtUSD formats a spend: cents from a dollar up, else four decimals (so
-// a small spend is not shown as $0.00), and "<$0.0001" below that.
+// fmtUSD formats a spend: cents from a cent up, else four decimals (so a
+// small spend is not shown as $0.00), and "<$0.0001" below that.
 func fmtUSD(v float64) string {
 	switch {
-	case v >= 1 || v == 0:
+	case v >= 0.01 || v == 0:
 		return fmt.Sprintf("$%.2f", v)
 	case v < 0.00005:
 		return "<$0.0001"
@@ -182,4 +183,35 @@ func anyShare(ps []Provider) bool {
 		}
 	}
 	return false
+}
+
+// behind sums up a stream's replicas that are not current, for its row.
+type behind struct {
+	Count   int
+	Offline bool   // one of them is offline
+	Detail  string // "n2 offline, n3 lag 7"
+}
+
+// behindPeers returns the stream's replicas that are not current, or nil
+// when they all are.
+func behindPeers(ps []Peer) *behind {
+	var b behind
+	var parts []string
+	for _, p := range ps {
+		switch {
+		case p.Offline:
+			b.Offline = true
+			parts = append(parts, p.Name+" offline")
+		case !p.Current:
+			parts = append(parts, fmt.Sprintf("%s lag %d", p.Name, p.Lag))
+		default:
+			continue
+		}
+		b.Count++
+	}
+	if b.Count == 0 {
+		return nil
+	}
+	b.Detail = strings.Join(parts, ", ")
+	return &b
 }

@@ -156,7 +156,7 @@ func TestClusterPeers(t *testing.T) {
 			{Name: "n1", Leads: 2, State: PeerCurrent},
 			{Name: "n2", State: PeerLagging, Lag: 7},
 			{Name: "n3", State: PeerOffline, ActiveSeconds: 40},
-		}, page: []string{`class="warnText">n2 lagging (lag 7)`, `class="bad">n3 offline`, `<span class="bad">n3 offline</span>`, "n2 lag 7"}},
+		}, page: []string{`class="warnText">n2 lagging (lag 7)`, `class="bad">n3 offline`, `<span class="bad" title="n2 lag 7, n3 offline">2 not current</span>`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
