@@ -1,7 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +17,18 @@ import (
 // TestClusterLeases: three relays on an embedded cluster divide the
 // provider's max_concurrency (8) among them: the shares never sum past it,
 // one relay coordinates, and when the coordinator is killed another takes
-// over and every live relay stays ready on a granted share.
+// over and every live relay stays ready on a granted share. The status
+// page shows the granted share and the cluster's peers, the killed one
+// offline.
 func TestClusterLeases(t *testing.T) {
 	t.Parallel()
 	routes := []string{freePort(t), freePort(t), freePort(t)}
 	rs, _ := newClusterRelays(t, 3, embeddedClusterNATS(routes))
+	admins := withStatusPage(t, rs)
 	startAll(t, rs)
+	for i, r := range rs {
+		r.p.admin = admins[i]
+	}
 	share := func(r *clusterRelay) float64 {
 		return r.p.metric(`relay_lease_share{limit="max_concurrency",provider="sim"}`)
 	}
@@ -44,6 +55,17 @@ func TestClusterLeases(t *testing.T) {
 			t.Errorf("%s: max_concurrency share %v", r.addr, s)
 		}
 	}
+	var names []string
+	for _, r := range rs {
+		st := r.p.statusJSON()
+		if got := providerField(st, "sim", "granted_share"); !atLeast(got, 0.01) {
+			t.Errorf("%s: /status.json sim granted_share %v, want a share", r.addr, got)
+		}
+		names = peerNames(t, st)
+	}
+	natstest.Eventually(t, 30*time.Second, "three peers current on the status page", func() bool {
+		return fmt.Sprint(peerStates(rs[0].p.statusJSON())) == "map["+names[0]+":current "+names[1]+":current "+names[2]+":current]"
+	})
 	leader.p.kill()
 	var live []*clusterRelay
 	for _, r := range rs {
@@ -68,4 +90,78 @@ func TestClusterLeases(t *testing.T) {
 			t.Errorf("%s: relay_lease_safe_share %v", r.addr, s)
 		}
 	}
+	// The live relays' page shows the killed relay's NATS node offline
+	// (its name: the one peer not current) and the others current.
+	var states map[string]any
+	defer func() {
+		if t.Failed() {
+			t.Logf("last peer states: %v", states)
+		}
+	}()
+	natstest.Eventually(t, 60*time.Second, "the killed node offline on the status page", func() bool {
+		states = peerStates(live[0].p.statusJSON())
+		offline, current := 0, 0
+		for _, s := range states {
+			switch s {
+			case "offline":
+				offline++
+			case "current":
+				current++
+			}
+		}
+		return len(states) == 3 && offline == 1 && current == 2
+	})
+}
+
+// withStatusPage gives each cluster relay an admin listener with the
+// status page's token and returns their addresses.
+func withStatusPage(t *testing.T, rs []*clusterRelay) []string {
+	t.Helper()
+	admins := make([]string, len(rs))
+	for i, r := range rs {
+		admins[i] = freePort(t)
+		f, err := os.OpenFile(filepath.Join(r.dir, "relay.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fmt.Fprintf(f, "admin_listen: %s\nadmin: {token: %s}\n", admins[i], statusToken)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return admins
+}
+
+// peerStates maps the cluster peers of a /status.json to their states.
+func peerStates(r map[string]any) map[string]any {
+	nats, _ := r["nats"].(map[string]any)
+	peers, _ := nats["peers"].([]any)
+	out := map[string]any{}
+	for _, p := range peers {
+		m, _ := p.(map[string]any)
+		name, _ := m["name"].(string)
+		out[name] = m["state"]
+	}
+	return out
+}
+
+// peerNames returns the sorted names of a /status.json's cluster peers,
+// failing unless there are three and a clustered stream shows its leader
+// and two replicas.
+func peerNames(t *testing.T, r map[string]any) []string {
+	t.Helper()
+	states := peerStates(r)
+	names := slices.Sorted(maps.Keys(states))
+	if len(names) != 3 {
+		t.Fatalf("/status.json nats peers %v; want three", r["nats"])
+	}
+	nats, _ := r["nats"].(map[string]any)
+	jobsPeers, _ := rowField(nats, "streams", "name", "RELAY_JOBS", "peers").([]any)
+	if rowField(nats, "streams", "name", "RELAY_JOBS", "leader") == nil || len(jobsPeers) != 2 {
+		t.Errorf("RELAY_JOBS stream %v; want its leader and two replicas", nats["streams"])
+	}
+	return names
 }

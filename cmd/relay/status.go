@@ -6,8 +6,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +82,9 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 	if d.shares != nil && d.shares.m != nil {
 		src.Shares = d.shares
 	}
+	if d.meter != nil {
+		src.Spend = meterSpend{d.meter}
+	}
 	col := status.NewCollector(src)
 	status.NewHandler(col, d.auth, d.log).Register(mux)
 	if d.meter != nil {
@@ -86,3 +92,32 @@ func startStatus(d statusDeps, mux *http.ServeMux) (stop func()) {
 	}
 	return func() { cancel(); <-done }
 }
+
+// meterSpend reads the keys' usage of a day for the status page from the
+// metering counters, as GET /admin/usage does: every relay's calls,
+// flushed to the counters bucket about every second.
+type meterSpend struct{ m *metering.Meter }
+
+var _ status.SpendSource = meterSpend{}
+
+// KeySpend reads every key's usage on day.
+func (s meterSpend) KeySpend(ctx context.Context, day time.Time) ([]status.KeySpend, error) {
+	rep, err := s.m.Usage(ctx, day, day)
+	switch {
+	case errors.Is(err, metering.ErrNoStore):
+		return nil, fmt.Errorf("%w: %w", status.ErrNoMetering, err)
+	case err != nil:
+		return nil, fmt.Errorf("read usage counters: %w", err)
+	}
+	out := make([]status.KeySpend, 0, len(rep.Keys))
+	for _, ku := range rep.Keys {
+		t := ku.Total
+		out = append(out, status.KeySpend{Key: ku.Key, Requests: nonNeg(t.Requests), InputTokens: nonNeg(t.InputTokens),
+			CacheReadTokens: nonNeg(t.CacheReadTokens), CacheWriteTokens: nonNeg(t.CacheWriteTokens),
+			OutputTokens: nonNeg(t.OutputTokens), SpendUSD: t.CostUSD})
+	}
+	return out, nil
+}
+
+// nonNeg converts a count to unsigned (a negative count is 0).
+func nonNeg(n int64) uint64 { return uint64(max(n, 0)) }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,11 +23,15 @@ import (
 // statusToken is the admin token of the status page tests.
 const statusToken = "status-page-admin-token-5d1e"
 
+// statusKey3 is the third client key of the status page tests.
+const statusKey3 = "relay-canary-key-third-status-7c1a"
+
 // statusConfig is a relay with an admin listener and three providers: sim
 // (the simulator, one slot, for quick requests that park briefly), slow
 // (an upstream that never answers, one slot, so a second request stays
 // parked) and broken (an upstream that answers 500, whose breaker opens
-// at the first failure).
+// at the first failure). Three keys, priced calls (the keys' spend) and
+// a callback schedule of two attempts (a quick dead letter).
 func statusConfig(p *relayProc, slow, broken string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nadmin_listen: %s\nshutdown_grace: 1s\nadmin: {token: %s}\n", p.addr, p.admin, statusToken)
@@ -41,7 +46,12 @@ func statusConfig(p *relayProc, slow, broken string) string {
 	b.WriteString("  - {model: claude-sonnet, targets: [{provider: sim, model: claude-sonnet-4-5, weight: 3}, {provider: slow, model: claude-sonnet-4-5, weight: 1}]}\n")
 	b.WriteString("  - {model: claude-slow, targets: [{provider: slow, model: claude-sonnet-4-5}]}\n")
 	b.WriteString("  - {model: claude-broken, targets: [{provider: broken, model: claude-sonnet-4-5}], fallbacks: [claude-slow]}\n")
+	b.WriteString("  - {model: claude-quick, targets: [{provider: sim, model: claude-sonnet-4-5}]}\n")
 	fmt.Fprintf(&b, "keys:\n  - {name: key0, key: %s, default_lane: interactive}\n", canaryKey)
+	fmt.Fprintf(&b, "  - {name: key1, key: %s, default_lane: interactive}\n", canaryKey2)
+	fmt.Fprintf(&b, "  - {name: key2, key: %s, default_lane: interactive}\n", statusKey3)
+	b.WriteString("prices:\n  - {model: \"claude-sonnet-4-5*\", input: 3.00, output: 15.00}\n")
+	b.WriteString("callbacks: {allow_private_networks: true, retry_schedule: [200ms]}\n")
 	b.WriteString("log: {level: info}\n")
 	return b.String()
 }
@@ -58,7 +68,8 @@ func (p *relayProc) askModel(ctx context.Context, model string) int {
 
 // statusRelay starts the relay of statusConfig and brings it into the
 // state the page must show: the broken provider's breaker open, one
-// request in flight on slow and one parked behind it.
+// request in flight on slow and one parked behind it, usage by three
+// keys, and one callback dead-lettered.
 func statusRelay(t *testing.T) *relayProc {
 	t.Helper()
 	stop := make(chan struct{})
@@ -74,6 +85,10 @@ func statusRelay(t *testing.T) *relayProc {
 	}))
 	t.Cleanup(broken.Close)
 	t.Cleanup(func() { close(stop) })
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	t.Cleanup(refuse.Close)
 
 	p := newProc(t, relayOpts{admin: true}, "")
 	p.writeConfig(statusConfig(p, slow.URL, broken.URL))
@@ -101,10 +116,52 @@ func statusRelay(t *testing.T) *relayProc {
 			<-done
 		}
 	}
-	natstest.Eventually(t, 20*time.Second, "one request parked", func() bool {
-		return laneField(p.statusJSON(), "interactive", "depth") == float64(1)
+	// Usage by two more keys, on a route of sim only; and a job whose
+	// callback is refused twice: a dead letter.
+	for _, key := range []string{canaryKey2, canaryKey2, statusKey3} {
+		if code := p.sendAs(ctx, longClient, key, "claude-quick"); code != http.StatusOK {
+			t.Fatalf("claude-quick as another key: %d", code)
+		}
+	}
+	submitJob(t, p, "claude-quick", refuse.URL)
+	natstest.Eventually(t, 20*time.Second, "one request parked, one dead letter, three keys' usage", func() bool {
+		r := p.statusJSON()
+		jobs, _ := r["jobs"].(map[string]any)
+		return laneField(r, "interactive", "depth") == float64(1) && jobs["dead_letters"] == float64(1) &&
+			atLeast(keyField(r, "key0", "requests"), 10) && keyField(r, "key2", "requests") == float64(1)
 	})
 	return p
+}
+
+// submitJob posts a Messages job for model with callbackURL as key0.
+func submitJob(t *testing.T, p *relayProc, model, callbackURL string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"endpoint":"/v1/messages","callback_url":%q,"body":{"model":%q,"max_tokens":8,`+
+		`"messages":[{"role":"user","content":"hi"}]}}`, callbackURL, model)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.addr+"/v1/jobs", strings.NewReader(body))
+	req.Header.Set("x-api-key", canaryKey)
+	req.Header.Set("content-type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /v1/jobs: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs: %d %s", resp.StatusCode, b)
+	}
+}
+
+// atLeast reports whether v is a JSON number of at least n.
+func atLeast(v any, n float64) bool {
+	f, ok := v.(float64)
+	return ok && f >= n
+}
+
+// keyField returns field of key's row in the keys section.
+func keyField(r map[string]any, key, field string) any {
+	keys, _ := r["keys"].(map[string]any)
+	return rowField(keys, "rows", "key", key, field)
 }
 
 // statusJSON fetches /status.json with the admin token.
@@ -196,7 +253,8 @@ func browser(t *testing.T) context.Context {
 
 // TestStatusPageInBrowser loads /status in headless Chromium against a
 // relay with an open breaker and a parked request, logs in through the
-// form, and checks that the page shows both, fits a 1366x768 screen
+// form, and checks that the page shows both, the dead letter and the
+// keys' usage today, fits a 1366x768 screen
 // without scrolling, and refreshes itself. RELAY_UPDATE_SCREENSHOT=1 saves
 // the screenshot to docs/status.png.
 func TestStatusPageInBrowser(t *testing.T) {
@@ -230,6 +288,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if depth := text(t, bctx, chromedp.CSS("#lane-interactive td.depth")); depth != "1" {
 		t.Errorf("interactive lane depth %q, want 1 parked request", depth)
+	}
+	if dead := text(t, bctx, chromedp.ID("dead-letters")); dead != "1" {
+		t.Errorf("dead letters %q, want 1", dead)
+	}
+	for _, key := range []string{"key0", "key1", "key2"} {
+		row := text(t, bctx, chromedp.ID("key-"+key))
+		if !strings.HasPrefix(row, key) || !strings.Contains(row, "$") {
+			t.Errorf("key row %q: want the key's requests, tokens and spend", row)
+		}
 	}
 	dims, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`[document.documentElement.scrollWidth, document.documentElement.scrollHeight, window.innerWidth, window.innerHeight]`))
 	if err != nil {
@@ -299,8 +366,26 @@ func TestStatusJSON(t *testing.T) {
 	if got := laneField(r, "interactive", "wait_p99_seconds"); got == nil {
 		t.Error("interactive lane has no p99 wait though requests parked and were served")
 	}
-	if _, ok := r["jobs"].(map[string]any); !ok {
-		t.Errorf("no jobs section: %v", r["jobs"])
+	jobs, ok := r["jobs"].(map[string]any)
+	if !ok || jobs["dead_letters"] != float64(1) || jobs["callbacks_given_up_since_start"] != float64(1) {
+		t.Errorf("jobs section %v: want 1 dead letter, given up here since start", r["jobs"])
+	}
+	keys, _ := r["keys"].(map[string]any)
+	if day := time.Now().UTC().Format("2006-01-02"); keys["day"] != day {
+		t.Errorf("keys day %v, want %s: %v", keys["day"], day, keys)
+	}
+	for _, k := range []struct {
+		key      string
+		requests float64
+	}{{"key0", 10}, {"key1", 2}, {"key2", 1}} {
+		if got := keyField(r, k.key, "requests"); !atLeast(got, k.requests) {
+			t.Errorf("key %s: %v requests today, want at least %v", k.key, got, k.requests)
+		}
+		for _, f := range []string{"input_tokens", "output_tokens", "spend_usd"} {
+			if got := keyField(r, k.key, f); !atLeast(got, 0) || got == float64(0) {
+				t.Errorf("key %s: %s %v, want > 0 (priced calls): %v", k.key, f, got, keys)
+			}
+		}
 	}
 	nats, _ := r["nats"].(map[string]any)
 	if got := rowField(nats, "streams", "name", "RELAY_JOBS", "replicas"); got != float64(1) {
@@ -315,5 +400,26 @@ func TestStatusJSON(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without the token: %d, want 401", path, resp.StatusCode)
 		}
+	}
+
+	// A restarted relay (same store, new ports) still shows the dead
+	// letter and the keys' usage today: both are read from JetStream.
+	p.signal(syscall.SIGTERM)
+	p.waitExit(20 * time.Second)
+	q := newProc(t, relayOpts{admin: true}, p.dir)
+	cfg, err := os.ReadFile(p.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.writeConfig(strings.NewReplacer(p.addr, q.addr, p.admin, q.admin, p.sim, q.sim).Replace(string(cfg)))
+	q.run()
+	q.waitReady()
+	r = q.statusJSON()
+	jobs, _ = r["jobs"].(map[string]any)
+	if jobs["dead_letters"] != float64(1) || jobs["callbacks_given_up_since_start"] != float64(0) {
+		t.Errorf("after a restart: jobs %v; want the dead letter still counted, none given up since start", jobs)
+	}
+	if got := keyField(r, "key0", "requests"); !atLeast(got, 10) {
+		t.Errorf("after a restart: key0 %v requests today, want at least 10", got)
 	}
 }

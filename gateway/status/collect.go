@@ -1,9 +1,13 @@
 package status
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/relaygw/relay/lanes"
@@ -51,7 +55,7 @@ func (c *Collector) Report(ctx context.Context) Report {
 	r.Routes = c.routes(fig)
 	c.jobs(ctx, &r, fig)
 	c.streams(ctx, &r)
-	c.spend(ctx, &r)
+	c.spend(ctx, &r, now)
 	return r
 }
 
@@ -170,7 +174,7 @@ func (c *Collector) jobs(ctx context.Context, r *Report, fig Figures) {
 		return
 	}
 	r.Jobs = &Jobs{Queued: st.Queued, Running: st.Running, CallbacksPending: st.CallbacksPending,
-		DeadLetters: fig.DeadLetters, CallbacksFailed: fig.CallbacksFailed}
+		DeadLetters: st.DeadLetters, JobsGivenUp: fig.JobsGivenUp, CallbacksGivenUp: fig.CallbacksGivenUp}
 }
 
 // streams fills the NATS section.
@@ -184,18 +188,78 @@ func (c *Collector) streams(ctx context.Context, r *Report) {
 		return
 	}
 	sortBy(ss, func(s Stream) string { return s.Name })
-	r.NATS = &NATS{Streams: ss}
+	r.NATS = &NATS{Streams: ss, Peers: clusterPeers(ss)}
 }
 
-// spend fills the keys section when metering exists.
-func (c *Collector) spend(ctx context.Context, r *Report) {
+// clusterPeers sums the streams' replica sets by server: how many streams
+// each leads, and its worst state as a replica. Nil when no stream is
+// clustered.
+func clusterPeers(ss []Stream) []ClusterPeer {
+	byName := map[string]*ClusterPeer{}
+	get := func(name string) *ClusterPeer {
+		p := byName[name]
+		if p == nil {
+			p = &ClusterPeer{Name: name, State: PeerCurrent}
+			byName[name] = p
+		}
+		return p
+	}
+	for _, s := range ss {
+		if s.Leader == "" {
+			continue
+		}
+		get(s.Leader).Leads++
+		for _, r := range s.Peers {
+			p := get(r.Name)
+			switch {
+			case r.Offline:
+				p.State = PeerOffline
+			case !r.Current && p.State == PeerCurrent:
+				p.State = PeerLagging
+			}
+			p.Lag = max(p.Lag, r.Lag)
+			p.ActiveSeconds = max(p.ActiveSeconds, r.ActiveSeconds)
+		}
+	}
+	if len(byName) == 0 {
+		return nil
+	}
+	out := make([]ClusterPeer, 0, len(byName))
+	for _, p := range byName {
+		out = append(out, *p)
+	}
+	sortBy(out, func(p ClusterPeer) string { return p.Name })
+	return out
+}
+
+// A ClusterPeer's states.
+const (
+	PeerCurrent = "current"
+	PeerLagging = "lagging"
+	PeerOffline = "offline"
+)
+
+// spend fills the keys section when metering exists: today's usage (UTC),
+// highest spend first, then most requests.
+func (c *Collector) spend(ctx context.Context, r *Report, now time.Time) {
 	if c.src.Spend == nil {
 		return
 	}
-	ks, err := c.src.Spend.KeySpend(ctx)
-	if err != nil {
+	day := now.UTC()
+	ks, err := c.src.Spend.KeySpend(ctx, day)
+	switch {
+	case errors.Is(err, ErrNoMetering):
+		return
+	case err != nil:
 		r.Problems = append(r.Problems, fmt.Sprintf("keys: %v", err))
+		r.Keys = &Keys{Day: day.Format("2006-01-02"), Rows: []KeySpend{}, Error: err.Error()}
 		return
 	}
-	r.Keys = ks
+	if ks == nil {
+		ks = []KeySpend{}
+	}
+	slices.SortStableFunc(ks, func(a, b KeySpend) int {
+		return cmp.Or(cmp.Compare(b.SpendUSD, a.SpendUSD), cmp.Compare(b.Requests, a.Requests), strings.Compare(a.Key, b.Key))
+	})
+	r.Keys = &Keys{Day: day.Format("2006-01-02"), Rows: ks}
 }

@@ -22,6 +22,58 @@ var funcs = template.FuncMap{
 	"isOpen":   func(b string) bool { return b != "closed" },
 	"fullness": fullness,
 	"anyShare": anyShare,
+	"top":      topKeys,
+	"more":     moreKeys,
+	"tokens":   fmtTokens,
+	"usd":      fmtUSD,
+	"behind":   behindPeers,
+	"peerClass": func(state string) string {
+		switch state {
+		case PeerOffline:
+			return "bad"
+		case PeerLagging:
+			return "warnText"
+		}
+		return ""
+	},
+}
+
+// pageKeys is how many keys the page lists (the busiest); /status.json
+// has them all.
+const pageKeys = 5
+
+// topKeys returns the keys the page lists.
+func topKeys(ks []KeySpend) []KeySpend { return ks[:min(len(ks), pageKeys)] }
+
+// moreKeys counts the keys the page leaves out.
+func moreKeys(ks []KeySpend) int { return max(len(ks)-pageKeys, 0) }
+
+// fmtTokens formats the sum of token counts compactly: 950, 12.3k, 4.56M.
+func fmtTokens(ns ...uint64) string {
+	var n uint64
+	for _, v := range ns {
+		n += v
+	}
+	switch {
+	case n < 10_000:
+		return fmt.Sprint(n)
+	case n < 1_000_000:
+		return fmt.Sprintf("%.1fk", float64(n)/1e3)
+	default:
+		return fmt.Sprintf("%.2fM", float64(n)/1e6)
+	}
+}
+
+// fmtUSD formats a spend: cents from a cent up, else four decimals (so a
+// small spend is not shown as $0.00), and "<$0.0001" below that.
+func fmtUSD(v float64) string {
+	switch {
+	case v >= 0.01 || v == 0:
+		return fmt.Sprintf("$%.2f", v)
+	case v < 0.00005:
+		return "<$0.0001"
+	}
+	return fmt.Sprintf("$%.4f", v)
 }
 
 // fmtSecs formats seconds compactly: 0, 350ms, 1.2s, 2m05s, 3h10m.
@@ -131,4 +183,35 @@ func anyShare(ps []Provider) bool {
 		}
 	}
 	return false
+}
+
+// behind sums up a stream's replicas that are not current, for its row.
+type behind struct {
+	Count   int
+	Offline bool   // one of them is offline
+	Detail  string // "n2 offline, n3 lag 7"
+}
+
+// behindPeers returns the stream's replicas that are not current, or nil
+// when they all are.
+func behindPeers(ps []Peer) *behind {
+	var b behind
+	var parts []string
+	for _, p := range ps {
+		switch {
+		case p.Offline:
+			b.Offline = true
+			parts = append(parts, p.Name+" offline")
+		case !p.Current:
+			parts = append(parts, fmt.Sprintf("%s lag %d", p.Name, p.Lag))
+		default:
+			continue
+		}
+		b.Count++
+	}
+	if b.Count == 0 {
+		return nil
+	}
+	b.Detail = strings.Join(parts, ", ")
+	return &b
 }

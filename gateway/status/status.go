@@ -6,13 +6,14 @@
 // owners implement (lanes.Set, the providers' actors, the router, the jobs
 // service, JetStream) and, for the figures "over the last minute", from
 // the relay's own Prometheus registry, which a Window samples every few
-// seconds. Sections whose source is absent are left out; hooks for the
-// granted share of a clustered relay and per-key spend show only when a
-// source is given.
+// seconds. Sections whose source is absent are left out: the granted
+// share shows only when the relay is clustered, and the keys' usage today
+// only when metering (the usage counters) exists.
 package status
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/relaygw/relay/lanes"
@@ -59,11 +60,16 @@ type ShareSource interface {
 	GrantedShares() map[string]float64
 }
 
-// SpendSource reports requests, tokens and spend per key today (a hook:
-// nil until metering provides it).
+// SpendSource reports requests, tokens and spend per key on one UTC day
+// (cmd/relay adapts the metering counters, as GET /admin/usage reads
+// them).
 type SpendSource interface {
-	KeySpend(ctx context.Context) ([]KeySpend, error)
+	KeySpend(ctx context.Context, day time.Time) ([]KeySpend, error)
 }
+
+// ErrNoMetering is what a SpendSource returns when the relay keeps no
+// usage counters: the keys section is then left out, as without a source.
+var ErrNoMetering = errors.New("metering is off")
 
 // Sources are what a Collector reads. Every field may be nil: its section
 // is then left out of the report.
@@ -99,7 +105,8 @@ type Report struct {
 	Routes        []Route    `json:"routes"`
 	Jobs          *Jobs      `json:"jobs,omitempty"`
 	NATS          *NATS      `json:"nats,omitempty"`
-	Keys          []KeySpend `json:"keys,omitempty"`
+	// Keys is the keys' usage today; nil when metering is off.
+	Keys *Keys `json:"keys,omitempty"`
 	// Problems lists sections that could not be read.
 	Problems []string `json:"problems,omitempty"`
 }
@@ -174,15 +181,53 @@ type Jobs struct {
 	Queued           uint64 `json:"queued"`
 	Running          int    `json:"running"`
 	CallbacksPending uint64 `json:"callbacks_pending"`
-	// DeadLetters counts jobs given up since start; CallbacksFailed the
-	// callbacks given up.
-	DeadLetters     uint64 `json:"dead_letters"`
-	CallbacksFailed uint64 `json:"callbacks_failed"`
+	// DeadLetters are the callbacks dead-lettered now (given up and not
+	// re-sent, of jobs not yet expired), read from the job store: the
+	// relay_callbacks_dead_letters gauge, the same on every relay and
+	// after a restart.
+	DeadLetters uint64 `json:"dead_letters"`
+	// JobsGivenUp counts, on this relay since it started, jobs given up
+	// after too many interrupted runs; CallbacksGivenUp the callbacks
+	// given up (dead-lettered) here.
+	JobsGivenUp      uint64 `json:"jobs_given_up_since_start"`
+	CallbacksGivenUp uint64 `json:"callbacks_given_up_since_start"`
 }
 
 // NATS is the JetStream view.
 type NATS struct {
 	Streams []Stream `json:"streams"`
+	// Peers are the cluster's servers as the streams' replica sets see
+	// them (absent when not clustered).
+	Peers []ClusterPeer `json:"peers,omitempty"`
+}
+
+// Peer is one replica of a clustered stream, as its leader sees it.
+type Peer struct {
+	Name string `json:"name"`
+	// Current is whether it has caught up with the leader.
+	Current bool `json:"current"`
+	// Offline is whether the leader cannot reach it: NATS flags it
+	// offline, or it is not current and was not heard from for over 10 s.
+	Offline bool `json:"offline,omitempty"`
+	// Lag is how many operations it is behind.
+	Lag uint64 `json:"lag,omitempty"`
+	// ActiveSeconds is how long ago the leader last heard from it.
+	ActiveSeconds float64 `json:"active_seconds"`
+}
+
+// ClusterPeer is one server of the cluster, summed over the streams: the
+// streams it leads, and its worst state as a replica.
+type ClusterPeer struct {
+	Name string `json:"name"`
+	// Leads counts the streams it leads.
+	Leads int `json:"leads"`
+	// State is "current", "lagging" (behind on some stream) or
+	// "offline" (unreachable from some stream's leader).
+	State string `json:"state"`
+	// Lag is the most operations it is behind on any stream.
+	Lag uint64 `json:"lag,omitempty"`
+	// ActiveSeconds is the longest a stream leader has not heard from it.
+	ActiveSeconds float64 `json:"active_seconds"`
 }
 
 // Stream is one JetStream stream.
@@ -192,16 +237,31 @@ type Stream struct {
 	Bytes     uint64 `json:"bytes"`
 	Consumers int    `json:"consumers"`
 	Replicas  int    `json:"replicas"`
-	// Leader and Peers are set when the stream is clustered.
-	Leader string   `json:"leader,omitempty"`
-	Peers  []string `json:"peers,omitempty"`
+	// Leader and Peers (the other replicas) are set when the stream is
+	// clustered.
+	Leader string `json:"leader,omitempty"`
+	Peers  []Peer `json:"peers,omitempty"`
 }
 
-// KeySpend is one key's usage today (a hook for metering).
+// Keys are the keys' usage on one UTC day, from the metering counters.
+type Keys struct {
+	// Day is the UTC day, YYYY-MM-DD.
+	Day string `json:"day"`
+	// Rows are the keys with usage that day, highest spend first.
+	Rows []KeySpend `json:"rows"`
+	// Error says why the counters could not be read (Rows is then empty).
+	Error string `json:"error,omitempty"`
+}
+
+// KeySpend is one key's usage on one day. The token kinds are disjoint,
+// as in the usage API.
 type KeySpend struct {
-	Key          string  `json:"key"`
-	Requests     uint64  `json:"requests"`
-	InputTokens  uint64  `json:"input_tokens"`
-	OutputTokens uint64  `json:"output_tokens"`
-	SpendUSD     float64 `json:"spend_usd"`
+	Key      string `json:"key"`
+	Requests uint64 `json:"requests"`
+	// InputTokens is input that neither read nor wrote the prompt cache.
+	InputTokens      uint64  `json:"input_tokens"`
+	CacheReadTokens  uint64  `json:"cache_read_tokens"`
+	CacheWriteTokens uint64  `json:"cache_write_tokens"`
+	OutputTokens     uint64  `json:"output_tokens"`
+	SpendUSD         float64 `json:"spend_usd"`
 }

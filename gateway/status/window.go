@@ -148,9 +148,11 @@ type Figures struct {
 	Span     time.Duration
 	waits    map[string]hist
 	requests map[string]routeCount
-	// DeadLetters and CallbacksFailed count since the relay started.
-	DeadLetters     uint64
-	CallbacksFailed uint64
+	// JobsGivenUp (relay_jobs_dead_letters_total) and CallbacksGivenUp
+	// (relay_callbacks_total's dead letters) count since the relay
+	// started.
+	JobsGivenUp      uint64
+	CallbacksGivenUp uint64
 }
 
 // Figures gathers the registry now and returns the differences from the
@@ -169,7 +171,7 @@ func (w *Window) Figures(started time.Time) (Figures, error) {
 		span = age
 	}
 	f := Figures{Span: span, waits: map[string]hist{}, requests: map[string]routeCount{},
-		DeadLetters: cur.dead, CallbacksFailed: cur.cbFailed}
+		JobsGivenUp: cur.dead, CallbacksGivenUp: cur.cbFailed}
 	for lane, h := range cur.waits {
 		f.waits[lane] = h.minus(base.waits[lane])
 	}

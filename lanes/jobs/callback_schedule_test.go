@@ -137,6 +137,9 @@ func TestCallbackScheduleDeadLetterResend(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, "dead letter gauge 1", func() bool {
 		return metricValue(t, reg, "relay_callbacks_dead_letters", "") == 1
 	})
+	if st, err := s.Stats(t.Context()); err != nil || st.DeadLetters != 1 {
+		t.Errorf("Stats() = %+v, %v; want DeadLetters 1 (the status page's count)", st, err)
+	}
 
 	// Re-send: only the owner; a fresh schedule; same webhook-id and body.
 	if _, err := s.ResendCallback(t.Context(), "team-b", j.ID); !isNotFound(err) {
@@ -166,6 +169,9 @@ func TestCallbackScheduleDeadLetterResend(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, "dead letter gauge 0", func() bool {
 		return metricValue(t, reg, "relay_callbacks_dead_letters", "") == 0
 	})
+	if st, err := s.Stats(t.Context()); err != nil || st.DeadLetters != 0 {
+		t.Errorf("Stats() after the re-send = %+v, %v; want DeadLetters 0", st, err)
+	}
 }
 
 // A relay restart mid-schedule (the embedded server too, same store

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,17 +61,29 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 	return m
 }
 
-// countDeadLetters counts the dead-letter markers (O(dead letters)).
+// countDeadLetters is the relay_callbacks_dead_letters gauge's value: 0
+// when the store cannot be read.
 func (s *Service) countDeadLetters() float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	l, err := s.state.ListKeysFiltered(ctx, deadPrefix+"*")
+	n, err := s.deadLetters(ctx)
 	if err != nil {
 		return 0
 	}
-	n := 0
+	return float64(n)
+}
+
+// deadLetters counts the dead-letter markers in the state bucket: the
+// callbacks given up and not re-sent, of jobs not yet expired
+// (O(dead letters)).
+func (s *Service) deadLetters(ctx context.Context) (uint64, error) {
+	l, err := s.state.ListKeysFiltered(ctx, deadPrefix+"*")
+	if err != nil {
+		return 0, fmt.Errorf("list dead letters: %w", err)
+	}
+	var n uint64
 	for range l.Keys() {
 		n++
 	}
-	return float64(n)
+	return n, nil
 }

@@ -14,9 +14,14 @@ type Stats struct {
 	Running int
 	// CallbacksPending are callback deliveries waiting or in progress.
 	CallbacksPending uint64
+	// DeadLetters are callbacks given up and not re-sent, of jobs not yet
+	// expired: the relay_callbacks_dead_letters gauge, read from the job
+	// store (so every relay, and a restarted one, sees them).
+	DeadLetters uint64
 }
 
-// Stats reads the executor's and the callback deliverer's consumers.
+// Stats reads the executor's and the callback deliverer's consumers and
+// counts the dead letters.
 func (s *Service) Stats(ctx context.Context) (Stats, error) {
 	jc, err := s.js.Consumer(ctx, JobsStream, ExecutorConsumer)
 	if err != nil {
@@ -34,9 +39,14 @@ func (s *Service) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
 	}
+	dead, err := s.deadLetters(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("jobs: stats: %w", err)
+	}
 	return Stats{
 		Queued:           ji.NumPending,
 		Running:          ji.NumAckPending,
 		CallbacksPending: ci.NumPending + uint64(ci.NumAckPending),
+		DeadLetters:      dead,
 	}, nil
 }
