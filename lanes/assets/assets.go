@@ -272,6 +272,10 @@ func (d *Declarer) converge(ctx context.Context, st jetstream.Stream, want shape
 	next := cur
 	var changes, drift []string
 	note := func(field string, have, wantV, merged any) {
+		if _, ok := have.(time.Duration); ok { // in seconds, as every logged duration
+			field += "_s"
+			have, wantV, merged = have.(time.Duration).Seconds(), wantV.(time.Duration).Seconds(), merged.(time.Duration).Seconds()
+		}
 		if fmt.Sprint(merged) != fmt.Sprint(have) {
 			changes = append(changes, fmt.Sprintf("%s %v -> %v", field, have, merged))
 		}
