@@ -496,8 +496,12 @@ func TestServeShutdown(t *testing.T) {
 				t.Errorf("stream read error: %v", res.err)
 			}
 
-			if p.findLog(map[string]string{"msg": "shutting down", "grace": tt.grace}) == nil {
-				t.Errorf("no \"shutting down\" log line with grace %s", tt.grace)
+			grace, err := time.ParseDuration(tt.grace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.findLog(map[string]string{"msg": "shutting down", "grace_s": fmt.Sprint(grace.Seconds())}) == nil {
+				t.Errorf("no \"shutting down\" log line with grace_s %v", grace.Seconds())
 			}
 			if p.findLog(map[string]string{"msg": "stopped"}) == nil {
 				t.Error(`no "stopped" log line`)
