@@ -155,8 +155,12 @@ func (s *Service) store(ctx context.Context, id string, now time.Time, sub *Subm
 }
 
 // settleWait bounds how long Submit tries to settle a publish whose
-// outcome is unknown.
-const settleWait = 3 * time.Second
+// outcome is unknown. It outlasts a stream leader election (4 to 9 s in
+// nats-server, not configurable) after the publish budget: a submitter
+// waits that long while a node is lost rather than be answered with an
+// error for a job that then runs (seen with 3 s when the node leading
+// RELAY_JOBS was killed: TestClusterKillNATSNode).
+const settleWait = 20 * time.Second
 
 // settleUnknown decides a job whose publish failed with pubErr without
 // telling whether the message was stored: it creates a "not accepted"
