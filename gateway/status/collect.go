@@ -184,8 +184,12 @@ func (c *Collector) streams(ctx context.Context, r *Report) {
 	}
 	ss, err := c.src.Streams.Streams(ctx)
 	if err != nil {
+		// A stream whose only replica was on a lost node is missing from
+		// the list while the others are there: show what was read.
 		r.Problems = append(r.Problems, fmt.Sprintf("nats: %v", err))
-		return
+		if len(ss) == 0 {
+			return
+		}
 	}
 	sortBy(ss, func(s Stream) string { return s.Name })
 	r.NATS = &NATS{Streams: ss, Peers: clusterPeers(ss)}

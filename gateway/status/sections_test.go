@@ -26,6 +26,38 @@ type streamList []Stream
 
 func (s streamList) Streams(context.Context) ([]Stream, error) { return s, nil }
 
+// partialStreams is a StreamSource that read some streams, then failed.
+type partialStreams struct {
+	read []Stream
+	err  error
+}
+
+func (s partialStreams) Streams(context.Context) ([]Stream, error) { return s.read, s.err }
+
+// TestStreamsPartial: streams read before a listing failed (one whose only
+// replica was on a lost node is missing) are shown with their peers, and
+// the failure is a problem; a listing that read nothing shows no section.
+func TestStreamsPartial(t *testing.T) {
+	missing := errors.New("list streams: stream information missing for RELAY_LANES")
+	read := []Stream{{Name: "RELAY_JOBS", Replicas: 3, Leader: "n1",
+		Peers: []Peer{{Name: "n2", Current: true}, {Name: "n3", Offline: true}}}}
+	r, page := fetch(t, Sources{Streams: partialStreams{read: read, err: missing}})
+	if r.NATS == nil || len(r.NATS.Streams) != 1 || len(r.NATS.Peers) != 3 {
+		t.Fatalf("nats %+v; want the one stream read and its three peers", r.NATS)
+	}
+	if got := r.NATS.Peers[2]; got.Name != "n3" || got.State != PeerOffline {
+		t.Errorf("peer %+v; want n3 offline", got)
+	}
+	if !strings.Contains(strings.Join(r.Problems, "\n"), "RELAY_LANES") || !strings.Contains(page, "RELAY_JOBS") {
+		t.Errorf("problems %v, page shows RELAY_JOBS %v; want the failure as a problem and the stream shown",
+			r.Problems, strings.Contains(page, "RELAY_JOBS"))
+	}
+	r, _ = fetch(t, Sources{Streams: partialStreams{err: missing}})
+	if r.NATS != nil || len(r.Problems) == 0 {
+		t.Errorf("nats %+v, problems %v; want no section and the problem", r.NATS, r.Problems)
+	}
+}
+
 // fetch serves the status endpoints over src and returns /status.json
 // decoded and the page's HTML.
 func fetch(t *testing.T, src Sources) (Report, string) {

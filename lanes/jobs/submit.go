@@ -215,7 +215,17 @@ func definitive(err error) bool {
 		return false
 	}
 	return errors.Is(err, ErrTooLarge) || errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadSubject)
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadSubject) ||
+		neverSent(err)
+}
+
+// neverSent reports whether a publish failed before its message was
+// written to the connection: the client is reconnecting with no room to
+// buffer it (the relay sets no reconnect buffer for nats.url). Not
+// ErrConnectionClosed: a request whose connection closed after sending
+// returns it too.
+func neverSent(err error) bool {
+	return errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
 // notAccepted reports whether j is the record of a submission answered
