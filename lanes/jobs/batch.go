@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relaygw/relay/workers/logctx"
 )
 
 // Message batches (Anthropic's Message Batches API) on top of jobs: their
@@ -307,7 +309,7 @@ func (s *Service) storeItems(ctx context.Context, rec *batchRecord, items []Batc
 		r.CancelInitiatedAt = &now
 		return true
 	}); uerr != nil {
-		s.log.Warn("cancel partly stored batch", logBatchID, rec.ID, "error", uerr)
+		s.log.Warn("cancel partly stored batch", logctx.BatchID, rec.ID, "error", uerr)
 	}
 	return err
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/workers/logctx"
 )
 
 // Ending batch items without running them (CancelBatch, and the executor's
@@ -147,7 +149,7 @@ func (s *Service) DeleteBatch(ctx context.Context, key, id string) error {
 	// when it meets it, as its batch no longer exists.
 	for c := 0; c*batchChunkSize < r.Count; c++ {
 		if err := s.batches.Delete(ctx, chunkKey(id, c)); err != nil {
-			s.log.Warn("delete batch items", logBatchID, id, "error", err)
+			s.log.Warn("delete batch items", logctx.BatchID, id, "error", err)
 		}
 	}
 	_ = parallel(ctx, len(e.refs), func(ctx context.Context, i int) error {

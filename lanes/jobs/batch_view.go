@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relaygw/relay/workers/logctx"
 )
 
 // A batch's state as clients see it: each item's outcome, the counts, the
@@ -122,7 +124,7 @@ func (s *Service) view(ctx context.Context, r *batchRecord) (Batch, error) {
 		return true
 	})
 	if err != nil {
-		s.log.Warn("record batch end", logBatchID, r.ID, "error", err)
+		s.log.Warn("record batch end", logctx.BatchID, r.ID, "error", err)
 		r.Counts, r.EndedAt = &c, &ended
 		return r.batch(c), nil
 	}

@@ -1,19 +1,14 @@
 package jobs
 
+import "github.com/relaygw/relay/workers/logctx"
+
 // Log attributes naming a job: every line about a job or its callback
 // carries job_id, and the request_id of its submission and its batch_id
 // when it has them, under the names the gateway's and workers' lines use
-// (workers/logctx), so that one request or job can be followed through
-// the logs. The package's lines add them themselves rather than through a
-// context: the callback workers and most of the executor log with no
-// request's context.
-
-// Attribute names, as in workers/logctx.
-const (
-	logJobID     = "job_id"
-	logRequestID = "request_id"
-	logBatchID   = "batch_id"
-)
+// (workers/logctx, a leaf package), so that one request or job can be
+// followed through the logs. The package's lines add them themselves
+// rather than through a context: the callback workers and most of the
+// executor log with no request's context.
 
 // jobRef names a job in log lines.
 type jobRef struct{ id, requestID, batchID string }
@@ -21,12 +16,12 @@ type jobRef struct{ id, requestID, batchID string }
 // attrs returns the attributes naming r, followed by more.
 func (r jobRef) attrs(more ...any) []any {
 	a := make([]any, 0, 6+len(more))
-	a = append(a, logJobID, r.id)
+	a = append(a, logctx.JobID, r.id)
 	if r.requestID != "" {
-		a = append(a, logRequestID, r.requestID)
+		a = append(a, logctx.RequestID, r.requestID)
 	}
 	if r.batchID != "" {
-		a = append(a, logBatchID, r.batchID)
+		a = append(a, logctx.BatchID, r.batchID)
 	}
 	return append(a, more...)
 }
