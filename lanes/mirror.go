@@ -224,9 +224,10 @@ func streamConfig(specs []Spec) jetstream.StreamConfig {
 		Discard:     jetstream.DiscardOld,
 		MaxMsgs:     maxMsgs,
 		MaxAge:      maxAge + time.Minute,
-		// R1 even in a cluster: a lagging copy of what the relays hold
-		// in memory, lost with its node and recreated by RepairMirror.
-		Replicas: 1,
+		// Replicas 0: the Declarer's, like every other asset. An R1
+		// mirror whose node died could be neither read nor recreated (its
+		// assignment outlives the node), so every relay's health loop
+		// failed until that node came back.
 	}
 }
 

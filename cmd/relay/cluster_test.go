@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
+	"github.com/relaygw/relay/lanes"
 	"github.com/relaygw/relay/lanes/jobs"
 	"github.com/relaygw/relay/workers/simupstream"
 )
@@ -427,8 +428,22 @@ func TestClusterEmbeddedKillRelay(t *testing.T) {
 	rc := newReceiver(t, func(string, int) int { return http.StatusOK })
 	startAll(t, rs)
 	js := observer(t, "nats://"+rs[0].natsAddr, nats.UserInfo("observer", observerPassword))
-	if st, err := js.Stream(t.Context(), jobs.JobsStream); err != nil || st.CachedInfo().Config.Replicas != 3 {
-		t.Fatalf("RELAY_JOBS: %v; want 3 replicas", err)
+	// Every stream the relays made is R3, the lanes' memory mirror too:
+	// an R1 stream dies with its node and can be neither read nor made
+	// again while its assignment lives on, so readiness never came back.
+	names := js.StreamNames(t.Context())
+	n := 0
+	for name := range names.Name() {
+		n++
+		if st, err := js.Stream(t.Context(), name); err != nil || st.CachedInfo().Config.Replicas != 3 {
+			t.Errorf("stream %s: %v; want 3 replicas", name, err)
+		}
+	}
+	if err := names.Err(); err != nil || n == 0 {
+		t.Fatalf("listing streams: %v (%d found)", err, n)
+	}
+	if _, err := js.Stream(t.Context(), lanes.StreamName); err != nil {
+		t.Fatalf("%s: %v", lanes.StreamName, err)
 	}
 	var killedAt time.Time
 	var held []string // jobs relay 3 was calling the upstream for when killed

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relaygw/relay/embeddednats/natstest"
 )
@@ -79,13 +83,19 @@ func TestClusterLeases(t *testing.T) {
 	})
 	for _, r := range live {
 		// Ready again once the streams the dead node led have new leaders.
-		natstest.Eventually(t, 60*time.Second, "live relay ready", func() bool {
+		var last string
+		ok := natstest.Within(60*time.Second, func() bool {
 			code, body := r.p.get(r.addr, "/readyz")
 			if code != http.StatusOK && strings.Contains(body, "safe share") {
 				t.Errorf("%s: /readyz %d %s", r.addr, code, body)
 			}
+			last = fmt.Sprintf("%d %s", code, body)
 			return code == http.StatusOK
 		})
+		if !ok {
+			t.Fatalf("%s: live relay not ready within 60s; last /readyz %s\nstreams as its NATS node sees them:\n%s",
+				r.addr, last, streamLeaders(r.jobsRelay))
+		}
 		if s := r.p.metric(`relay_lease_safe_share{provider="sim"}`); s != 0 {
 			t.Errorf("%s: relay_lease_safe_share %v", r.addr, s)
 		}
@@ -164,4 +174,46 @@ func peerNames(t *testing.T, r map[string]any) []string {
 		t.Errorf("RELAY_JOBS stream %v; want its leader and two replicas", nats["streams"])
 	}
 	return names
+}
+
+// streamLeaders describes every stream as r's NATS node answers for it
+// (leader, replicas and whether each is current), or why it could not,
+// for a test failing on a cluster that did not recover.
+func streamLeaders(r *jobsRelay) string {
+	nc, err := nats.Connect("nats://"+r.natsAddr, nats.UserInfo("observer", observerPassword), nats.MaxReconnects(0))
+	if err != nil {
+		return "observer connect: " + err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	names := js.StreamNames(ctx)
+	for n := range names.Name() {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := js.Stream(sctx, n)
+		scancel()
+		if err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", n, err)
+			continue
+		}
+		c := st.CachedInfo().Cluster
+		if c == nil {
+			fmt.Fprintf(&b, "  %s: not clustered\n", n)
+			continue
+		}
+		fmt.Fprintf(&b, "  %s: leader %q", n, c.Leader)
+		for _, p := range c.Replicas {
+			fmt.Fprintf(&b, ", %s current=%v offline=%v active=%v", p.Name, p.Current, p.Offline, p.Active)
+		}
+		b.WriteString("\n")
+	}
+	if err := names.Err(); err != nil {
+		fmt.Fprintf(&b, "  listing streams: %v\n", err)
+	}
+	return b.String()
 }

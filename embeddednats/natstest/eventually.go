@@ -19,13 +19,23 @@ const (
 // wait on it for an event or a counter, never sleep and then assert.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Within(d, cond) {
+		t.Fatalf("%s: not within %v", what, d)
+	}
+}
+
+// Within polls cond as Eventually does and reports whether it returned
+// true before d passed, for a test that says more than Eventually when it
+// fails (what it saw last).
+func Within(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	wait := firstPoll
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
+			return false
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, maxPoll)
 	}
+	return true
 }

@@ -32,8 +32,8 @@ import (
 
 // Options configure a Declarer.
 type Options struct {
-	// Replicas is the replica count of every file-storage stream, bucket
-	// and consumer declared (nats.replicas); 0 means 1.
+	// Replicas is the replica count of every stream, bucket and consumer
+	// declared (nats.replicas); 0 means 1.
 	Replicas int
 	// Logger logs changes and drift; nil discards.
 	Logger *slog.Logger
@@ -72,8 +72,7 @@ func New(js jetstream.JetStream, o Options) *Declarer {
 	return d
 }
 
-// Replicas returns the replica count the Declarer gives file-storage
-// assets.
+// Replicas returns the replica count the Declarer gives assets.
 func (d *Declarer) Replicas() int { return d.replicas }
 
 // Drift returns the assets whose shape this relay's configuration
@@ -89,11 +88,11 @@ func (d *Declarer) Drift() map[string]string {
 }
 
 // Stream creates cfg's stream when missing (with Replicas set to the
-// Declarer's for file storage when cfg leaves it 0), else converges the
-// existing one towards cfg by the package's rule.
+// Declarer's when cfg leaves it 0), else converges the existing one
+// towards cfg by the package's rule.
 func (d *Declarer) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	if cfg.Replicas == 0 {
-		cfg.Replicas = d.replicasFor(cfg.Storage)
+		cfg.Replicas = d.replicas
 	}
 	for range 3 {
 		st, err := d.js.Stream(ctx, cfg.Name)
@@ -122,7 +121,7 @@ func (d *Declarer) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jets
 // a read sees every write acknowledged before it.
 func (d *Declarer) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig, direct bool) (jetstream.KeyValue, error) {
 	if cfg.Replicas == 0 {
-		cfg.Replicas = d.replicasFor(cfg.Storage)
+		cfg.Replicas = d.replicas
 	}
 	_, err := d.js.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -240,15 +239,6 @@ func (d *Declarer) Consumer(ctx context.Context, stream string, cfg jetstream.Co
 		"ack_wait_s", fmt.Sprintf("%g -> %g", have.AckWait.Seconds(), cfg.AckWait.Seconds()),
 		"max_ack_pending", fmt.Sprintf("%d -> %d", have.MaxAckPending, cfg.MaxAckPending))
 	return st.UpdateConsumer(ctx, cfg)
-}
-
-// replicasFor returns the replica count of an asset stored in storage:
-// memory assets stay R1 (see the callers for why they may).
-func (d *Declarer) replicasFor(storage jetstream.StorageType) int {
-	if storage == jetstream.MemoryStorage {
-		return 1
-	}
-	return d.replicas
 }
 
 // shape is what the rule compares of a stream: the settings relays may
