@@ -181,6 +181,20 @@ func startAll(t *testing.T, rs []*clusterRelay) {
 	}
 }
 
+// waitShares waits until every relay holds a share of at least one of
+// provider sim's max_concurrency.
+func waitShares(t *testing.T, rs []*clusterRelay) {
+	t.Helper()
+	natstest.Eventually(t, 60*time.Second, "every relay holding a concurrency share", func() bool {
+		for _, r := range rs {
+			if r.p.metric(`relay_lease_share{limit="max_concurrency",provider="sim"}`) < 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // waitReadyFor polls /readyz until 200, for at most d.
 func waitReadyFor(p *relayProc, d time.Duration) {
 	p.t.Helper()
@@ -445,6 +459,11 @@ func TestClusterEmbeddedKillRelay(t *testing.T) {
 	if _, err := js.Stream(t.Context(), lanes.StreamName); err != nil {
 		t.Fatalf("%s: %v", lanes.StreamName, err)
 	}
+	// Relay 3 must be running jobs when it is killed: wait until every
+	// relay holds a share of the provider's concurrency (a relay joining
+	// gets one only once the first gives some back), or the first jobs
+	// all go to the other two.
+	waitShares(t, rs)
 	var killedAt time.Time
 	var held []string // jobs relay 3 was calling the upstream for when killed
 	outs, syncBad := chaosRun(t, rs, up, rc, 240, func(markDead func(int)) {

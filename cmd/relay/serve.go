@@ -359,7 +359,10 @@ func watchStore(natsChecks []jobs.HealthCheck, svc *jobs.Service, set *lanes.Set
 	checks := append(natsChecks,
 		jobs.HealthCheck{Name: "quorum", Check: svc.CheckQuorum},
 		jobs.HealthCheck{Name: "jobs", Check: svc.CheckStore, Repair: svc.RepairStore},
-		jobs.HealthCheck{Name: "lanes", Check: set.CheckMirror, Repair: set.RepairMirror})
+		// The lanes' mirror is a copy for operators: while it is broken
+		// requests are still parked and jobs stored, so it is repaired
+		// here but does not make the relay unready.
+		jobs.HealthCheck{Name: "lanes", Check: set.CheckMirror, Repair: set.RepairMirror, Advisory: true})
 	h := jobs.NewHealth(jobs.HealthOptions{Checks: checks, Trigger: svc.StoreErrors(), Registry: reg, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

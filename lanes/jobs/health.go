@@ -101,12 +101,18 @@ type HealthCheck struct {
 	// Repair tries to make the condition hold again; nil means only
 	// waiting helps (a lost connection reconnects by itself).
 	Repair func(ctx context.Context) error
+	// Advisory marks a condition that storing jobs does not need (the
+	// lanes' mirror of parked requests): it is checked and repaired like
+	// the others, but while it fails the store stays up, the checks after
+	// it still run, and the reason is logged when it changes.
+	Advisory bool
 }
 
 // HealthOptions configure a Health loop.
 type HealthOptions struct {
 	// Checks run in order at each pass; the first that fails and cannot be
-	// repaired is the reason the store is down, and later checks wait.
+	// repaired (and is not Advisory) is the reason the store is down, and
+	// later checks wait.
 	Checks []HealthCheck
 	// Interval is the time between passes (default
 	// DefaultHealthInterval).
@@ -131,6 +137,8 @@ type Health struct {
 	mu   sync.Mutex
 	err  error
 	pass sync.Mutex // one pass at a time
+
+	advice map[string]string // advisory check -> why it fails; under pass
 }
 
 // NewHealth returns a Health loop, not running.
@@ -199,12 +207,33 @@ func (h *Health) Check(ctx context.Context) error {
 	defer h.pass.Unlock()
 	var down error
 	for _, c := range h.o.Checks {
-		if down = h.run(ctx, c); down != nil {
+		err := h.run(ctx, c)
+		if c.Advisory {
+			h.advise(c.Name, err)
+			continue
+		}
+		if down = err; down != nil {
 			break
 		}
 	}
 	h.set(down)
 	return down
+}
+
+// advise records the outcome of advisory check name, logging changes.
+func (h *Health) advise(name string, err error) {
+	prev, failed := h.advice[name]
+	switch {
+	case err != nil && (!failed || prev != err.Error()):
+		if h.advice == nil {
+			h.advice = map[string]string{}
+		}
+		h.advice[name] = err.Error()
+		h.o.Logger.Warn("job store: an optional part is unavailable; jobs are still stored", "what", name, "reason", err.Error())
+	case err == nil && failed:
+		delete(h.advice, name)
+		h.o.Logger.Info("job store: an optional part is available again", "what", name)
+	}
 }
 
 // run runs one check, and its repair when it fails; it returns the reason
@@ -216,7 +245,7 @@ func (h *Health) run(ctx context.Context, c HealthCheck) error {
 	if err == nil || c.Repair == nil || ctx.Err() != nil {
 		return err
 	}
-	if h.Err() == nil {
+	if h.Err() == nil && !c.Advisory {
 		h.set(err) // down while it is repaired
 	}
 	if rerr := c.Repair(cctx); rerr != nil {

@@ -296,3 +296,45 @@ func TestHealthCheckOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthAdvisory: an advisory check that fails (the lanes' mirror)
+// is repaired like the others but never takes the store down, and the
+// checks after it still run.
+func TestHealthAdvisory(t *testing.T) {
+	tests := []struct {
+		name      string
+		repair    func(*bool) error
+		wantCount float64
+	}{
+		{"repair fails", func(*bool) error { return errors.New("no placement") }, 0},
+		{"repair does not help", func(*bool) error { return nil }, 0},
+		{"repaired", func(fixed *bool) error { *fixed = true; return nil }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fixed, cRan := false, false
+			reg := prometheus.NewRegistry()
+			h := jobs.NewHealth(jobs.HealthOptions{Registry: reg, Checks: []jobs.HealthCheck{
+				{Name: "mirror", Advisory: true, Check: func(context.Context) error {
+					if fixed {
+						return nil
+					}
+					return errors.New("stream M: context deadline exceeded")
+				}, Repair: func(context.Context) error { return tt.repair(&fixed) }},
+				{Name: "c", Check: func(context.Context) error { cRan = true; return nil }},
+			}})
+			if err := h.Check(t.Context()); err != nil || h.Err() != nil {
+				t.Errorf("Check = %v, Err = %v; want the store up", err, h.Err())
+			}
+			if !cRan {
+				t.Error("the check after the advisory one did not run")
+			}
+			if up := gauge(t, reg, "relay_job_store_up"); up != 1 {
+				t.Errorf("relay_job_store_up = %v; want 1", up)
+			}
+			if n := repairs(t, reg, "mirror"); n != tt.wantCount {
+				t.Errorf("repairs{mirror} = %v; want %v", n, tt.wantCount)
+			}
+		})
+	}
+}
